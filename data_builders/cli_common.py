@@ -1,0 +1,362 @@
+"""The build runner shared by every `build-*` command: flags, resume, workers, partitions, progress, errors.
+
+A builder plans a list of cheap, picklable jobs in the main process; shard k holds jobs
+[k * shard_size, (k + 1) * shard_size). Samples are made and encoded in worker processes and written in job order
+by the main process, so the bytes of shard k depend only on the source, the arguments and the seed — not on the
+worker count, the partition, or interruptions. Partition I/N builds the shards k with k % N == I.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from omnideft.errors import UserError
+
+from . import BUILDERS_VERSION
+from .images import DEFAULT_MAX_PIXELS, SkipSample
+from .shard_writer import (
+    MANIFEST_NAME,
+    STATE_DIR,
+    TMP_PREFIX,
+    BuiltSample,
+    ShardRecord,
+    ShardWriter,
+    encode_sample,
+    file_sha256,
+    redact_args,
+    shard_name,
+    write_json_atomic,
+)
+
+# Flags that change how a build runs but not what it produces; they are left out of the build identity.
+RUN_ONLY_ARGS = ("workers", "partition", "overwrite", "dry_run", "no_progress", "out", "caption_cache",
+                 "caption_device")
+BUILD_FILE = "build.json"
+
+
+@dataclass(frozen=True)
+class Partition:
+    index: int = 0
+    count: int = 1
+
+    def owns(self, shard_index: int) -> bool:
+        return shard_index % self.count == self.index
+
+    def manifest_name(self) -> str:
+        return MANIFEST_NAME if self.count == 1 else f"manifest.part-{self.index:04d}-of-{self.count:04d}.json"
+
+    def label(self) -> str | None:
+        return None if self.count == 1 else f"{self.index}/{self.count}"
+
+
+def parse_partition(text: str) -> Partition:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--partition {text!r} must look like I/N, e.g. 0/8") from None
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--partition {text!r} needs 0 <= I < N")
+    return Partition(i, n)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+def add_common_args(parser: argparse.ArgumentParser, resolution: int = 512) -> None:
+    g = parser.add_argument_group("output and run control (all builders)")
+    g.add_argument("--out", required=True, help="output directory; shards go to OUT/SPLIT/PREFIX-%%06d.tar")
+    g.add_argument("--split", default="train", help="split to read (where the source has splits) and to write")
+    g.add_argument("--prefix", default="shard", help="shard file name prefix (default: shard)")
+    g.add_argument("--shard-size", type=positive_int, default=1000, help="source jobs per shard (default 1000)")
+    g.add_argument("--max-samples", type=positive_int, default=None, help="plan at most this many samples")
+    g.add_argument("--resolution", type=positive_int, default=resolution,
+                   help=f"image size in pixels (default {resolution})")
+    g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    g.add_argument("--workers", type=positive_int, default=1, help="worker processes (output does not depend on it)")
+    g.add_argument("--partition", type=parse_partition, default=Partition(),
+                   help="build part I of N (shards k with k %% N == I), e.g. $SLURM_ARRAY_TASK_ID/8; "
+                        "combine with build-merge")
+    g.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help="skip source images with more pixels as too_large")
+    g.add_argument("--dry-run", action="store_true", help="print what would be built and exit")
+    g.add_argument("--overwrite", action="store_true", help="replace an output directory holding a different build")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+class SampleMaker:
+    """Lives in a worker process; turns one job into a BuiltSample or raises SkipSample."""
+
+    def make(self, index: int, job: Any) -> BuiltSample:
+        raise NotImplementedError
+
+
+class SourceBuilder:
+    """One source dataset. Subclasses set `name` and implement the five methods below."""
+
+    name = "base"
+    version = BUILDERS_VERSION
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def plan(self) -> list[Any]:
+        """Cheap, picklable job descriptions in build order; raise UserError for a bad source layout."""
+        raise NotImplementedError
+
+    def job_id(self, job: Any) -> str:
+        return str(job)
+
+    def job_task(self, job: Any) -> str | None:
+        return None
+
+    def open(self) -> SampleMaker:
+        raise NotImplementedError
+
+    def extra(self) -> dict:
+        return {}
+
+
+def fingerprint_tree(*roots: Path, limit: int = 2_000_000) -> str:
+    """sha256 over (relative path, size) of every file: cheap, and changes when files are added/removed/resized."""
+    h = hashlib.sha256()
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            h.update(f"{root.name}\0{root.stat().st_size}\n".encode())
+            continue
+        for i, path in enumerate(sorted(p for p in root.rglob("*") if p.is_file())):
+            if i >= limit:
+                break
+            h.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def key_for(builder_name: str, index: int) -> str:
+    return f"{builder_name}_{index:09d}"
+
+
+# -- worker side ------------------------------------------------------------------------------------------------
+_MAKER: SampleMaker | None = None
+
+
+def _init_worker(builder: SourceBuilder) -> None:
+    global _MAKER
+    _MAKER = builder.open()
+
+
+def _work(item: tuple[int, Any, str]):
+    index, job, job_id = item
+    try:
+        return index, encode_sample(_MAKER.make(index, job)), None
+    except SkipSample as skip:
+        return index, None, (skip.reason, job_id)
+
+
+# -- main side --------------------------------------------------------------------------------------------------
+def build_identity(builder: SourceBuilder, args: argparse.Namespace) -> dict:
+    kept = {k: _jsonable(v) for k, v in sorted(vars(args).items()) if k not in RUN_ONLY_ARGS}
+    return {"builder": builder.name, "builder_version": builder.version, "args": redact_args(kept),
+            "source_fingerprint": builder.fingerprint()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (Path, Partition)):
+        return str(value) if isinstance(value, Path) else value.label()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def prepare_output(split_dir: Path, identity: dict, overwrite: bool, dry_run: bool) -> None:
+    """Same build -> resume; different build -> refuse unless --overwrite; empty or missing -> start."""
+    state_file = split_dir / STATE_DIR / BUILD_FILE
+    if not split_dir.exists() or not any(split_dir.iterdir()):
+        found = None
+    elif state_file.is_file():
+        found = json.loads(state_file.read_text())
+    else:
+        found = {"builder": "(unknown: no .state/build.json)"}
+    if found is not None and found != identity:
+        if not overwrite:
+            raise UserError(f"{split_dir} holds a different build ({describe_difference(found, identity)}); "
+                            "pass --overwrite to replace it")
+        if not dry_run:
+            clear_build(split_dir)
+    if not dry_run:
+        (split_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(state_file, identity)
+
+
+def describe_difference(found: dict, wanted: dict) -> str:
+    if found.get("builder") != wanted["builder"]:
+        return f"builder {found.get('builder')!r}, not {wanted['builder']!r}"
+    args_found, args_wanted = found.get("args", {}), wanted["args"]
+    diff = sorted(k for k in set(args_found) | set(args_wanted) if args_found.get(k) != args_wanted.get(k))
+    if diff:
+        return "arguments differ: " + ", ".join(f"--{k.replace('_', '-')}" for k in diff)
+    if found.get("source_fingerprint") != wanted["source_fingerprint"]:
+        return "the source files changed"
+    return "builder version differs"
+
+
+def clear_build(split_dir: Path) -> None:
+    for path in split_dir.iterdir():
+        if path.name == STATE_DIR:
+            shutil.rmtree(path)
+        elif path.suffix in (".tar", ".json") or path.name.startswith(TMP_PREFIX):
+            path.unlink()
+
+
+def kept_shard(split_dir: Path, name: str) -> ShardRecord | None:
+    """A shard finished by an earlier run, verified against its state record; None when it must be redone."""
+    shard, record_file = split_dir / name, split_dir / STATE_DIR / f"{name}.json"
+    tmp = split_dir / (TMP_PREFIX + name)
+    if tmp.exists():
+        tmp.unlink()
+    if not (shard.is_file() and record_file.is_file()):
+        return None
+    record = ShardRecord.from_json(json.loads(record_file.read_text()))
+    if record.bytes == shard.stat().st_size and record.sha256 == file_sha256(shard):
+        return record
+    return None
+
+
+def run_build(builder: SourceBuilder, args: argparse.Namespace) -> int:
+    jobs = builder.plan()
+    if args.max_samples is not None:
+        jobs = jobs[: args.max_samples]
+    if not jobs:
+        raise UserError(f"{getattr(args, 'src', 'source')}: nothing to build (no usable samples found)")
+    part: Partition = args.partition
+    n_shards = -(-len(jobs) // args.shard_size)
+    mine = [k for k in range(n_shards) if part.owns(k)]
+    split_dir = Path(args.out) / args.split
+    identity = build_identity(builder, args)
+    prepare_output(split_dir, identity, args.overwrite, args.dry_run)
+    if args.dry_run:
+        return print_dry_run(builder, jobs, n_shards, mine, split_dir, args)
+    writer = ShardWriter(args.out, split=args.split, prefix=args.prefix, shard_size=args.shard_size,
+                         builder=builder.name, builder_version=builder.version,
+                         args={k: _jsonable(v) for k, v in sorted(vars(args).items())},
+                         source_fingerprint=identity["source_fingerprint"], manifest_name=part.manifest_name(),
+                         auto_roll=False, keep_state=True, partition=part.label(), extra=builder.extra())
+    pending = []
+    for k in mine:
+        record = kept_shard(split_dir, shard_name(args.prefix, k))
+        if record is None:
+            pending.append(k)
+        else:
+            writer.adopt(k, record)
+    if len(pending) < len(mine):
+        print(f"resuming: {len(mine) - len(pending)} complete shard(s) kept, {len(pending)} to build", file=sys.stderr)
+    write_shards(builder, writer, jobs, pending, args)
+    path = writer.write_manifest()
+    m = writer.manifest()
+    print(f"wrote {m['samples']} samples in {len(m['shards'])} shards to {split_dir} "
+          f"({sum(e['count'] for e in m['skipped'].values())} skipped); manifest {path.name}")
+    return 0
+
+
+def shard_items(builder: SourceBuilder, jobs: Sequence[Any], k: int, size: int) -> list[tuple[int, Any, str]]:
+    return [(i, jobs[i], builder.job_id(jobs[i])) for i in range(k * size, min(len(jobs), (k + 1) * size))]
+
+
+def write_shards(builder: SourceBuilder, writer: ShardWriter, jobs: Sequence[Any], pending: list[int],
+                 args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    plan = [(k, shard_items(builder, jobs, k, args.shard_size)) for k in pending]
+    items = [item for _, shard in plan for item in shard]
+    bar = tqdm(total=len(items), unit="sample", desc=builder.name, disable=True if args.no_progress else None)
+    with _results(builder, items, args.workers) as results:
+        for k, shard in plan:
+            writer.open_shard(k)
+            for _ in shard:
+                _, encoded, skip = next(results)
+                if encoded is not None:
+                    writer.add_encoded(encoded)
+                else:
+                    writer.skip(*skip)
+                bar.update(1)
+            writer.close_shard()
+    bar.close()
+
+
+class _results:
+    """Ordered results of `_work` over items, in-process for one worker, from a fork pool otherwise."""
+
+    def __init__(self, builder: SourceBuilder, items: list, workers: int):
+        self.builder, self.items, self.workers, self.pool = builder, items, workers, None
+
+    def __enter__(self) -> Iterator:
+        if self.workers == 1 or len(self.items) < 2:
+            _init_worker(self.builder)
+            return map(_work, self.items)
+        # fork: workers inherit the opened source cheaply; samples are independent of which worker makes them.
+        self.pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker, (self.builder,))
+        chunk = max(1, min(8, len(self.items) // (self.workers * 4)))
+        return self.pool.imap(_work, self.items, chunksize=chunk)
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is None:
+            return
+        if exc[0] is not None:
+            self.pool.terminate()
+        else:
+            self.pool.close()
+        self.pool.join()
+
+
+def print_dry_run(builder: SourceBuilder, jobs: Sequence[Any], n_shards: int, mine: list[int], split_dir: Path,
+                  args: argparse.Namespace) -> int:
+    size = args.shard_size
+    my_jobs = [jobs[i] for k in mine for i in range(k * size, min(len(jobs), (k + 1) * size))]
+    tasks: dict[str, int] = {}
+    for job in my_jobs:
+        task = builder.job_task(job) or "(decided per sample)"
+        tasks[task] = tasks.get(task, 0) + 1
+    kept = sum(1 for k in mine if (split_dir / shard_name(args.prefix, k)).is_file())
+    part = f" (partition {args.partition.label()}: {len(mine)} shards)" if args.partition.count > 1 else ""
+    print(f"dry run: would build {len(my_jobs)} of {len(jobs)} planned samples in {n_shards} shards of "
+          f"{size}{part} into {split_dir}; {kept} shard file(s) already there")
+    for task, n in sorted(tasks.items()):
+        print(f"  {task}: {n}")
+    return 0
+
+
+def run_main(make_parser: Callable[[], argparse.ArgumentParser],
+             make_builder: Callable[[argparse.Namespace], SourceBuilder], argv: list[str] | None) -> int:
+    """Parse, build, and turn UserError into `error: ...` on stderr with exit 2 (no traceback)."""
+    args = make_parser().parse_args(argv)
+    try:
+        return run_build(make_builder(args), args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def require_dir(path: str | os.PathLike, what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        found = "a file" if p.is_file() else "nothing"
+        raise UserError(f"--src {p}: expected {what}, found {found}")
+    return p

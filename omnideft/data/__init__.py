@@ -1,0 +1,1 @@
+"""Shard format (contract 1) and shard reading. `schema` is import-light so data_builders can use it."""

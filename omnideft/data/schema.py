@@ -1,0 +1,106 @@
+"""Contract 1 — the `omnideft.sample/1` shard format, shared by data_builders (writers) and the trainer (reader).
+
+A sample is the tar members sharing one key: `KEY.json`, `KEY.in0.<ext>` … `KEY.in{n-1}.<ext>`, `KEY.out.<ext>`.
+This module only knows names and metadata; it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SCHEMA = "omnideft.sample/1"
+IMAGE_EXTS = ("jpg", "png", "webp")
+# Keys never contain a dot: webdataset splits key/field at the first dot of the basename.
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+TAG_RE = re.compile(r"<\|image_(\d+)\|>")
+TASK_RE = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+){1,2}$")
+CAMERA_KEYS = ("model", "params", "width", "height", "q_wxyz", "t", "convention")
+
+
+class SampleError(ValueError):
+    """A sample's metadata breaks contract 1. The message names the field."""
+
+
+def check_key(key: str) -> str:
+    if not KEY_RE.match(key):
+        raise SampleError(f"sample key {key!r} must match {KEY_RE.pattern} (no dots, no slashes)")
+    return key
+
+
+def input_member(index: int, ext: str) -> str:
+    return f"in{index}.{ext}"
+
+
+def output_member(ext: str) -> str:
+    return f"out.{ext}"
+
+
+def placeholder_numbers(instruction: str) -> list[int]:
+    """Distinct `<|image_k|>` numbers in order of first appearance."""
+    seen: list[int] = []
+    for m in TAG_RE.finditer(instruction):
+        k = int(m.group(1))
+        if k not in seen:
+            seen.append(k)
+    return seen
+
+
+def placeholder_mismatch(numbers: list[int], n_inputs: int) -> str | None:
+    """None when tags are 1..n without gaps for n inputs (OmniGen's rule), else a message naming the tags."""
+    nums, want = set(numbers), set(range(1, n_inputs + 1))
+    missing, extra = sorted(want - nums), sorted(nums - want)
+    if not (missing or extra):
+        return None
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(f"<|image_{k}|>" for k in missing))
+    if extra:
+        parts.append("extra " + ", ".join(f"<|image_{k}|>" for k in extra))
+    return f"placeholders do not match the {n_inputs} input image(s): " + "; ".join(parts)
+
+
+def check_placeholders(instruction: str, n_inputs: int) -> None:
+    problem = placeholder_mismatch(placeholder_numbers(instruction), n_inputs)
+    if problem:
+        raise SampleError("instruction " + problem)
+
+
+def validate_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Check a `KEY.json` dict against contract 1; returns it unchanged or raises SampleError naming the field."""
+    if meta.get("schema") != SCHEMA:
+        raise SampleError(f"schema is {meta.get('schema')!r}, expected {SCHEMA!r}")
+    for field, typ in (("task", str), ("instruction", str), ("inputs", list), ("output", dict)):
+        if not isinstance(meta.get(field), typ):
+            raise SampleError(f"field {field!r} missing or not a {typ.__name__}")
+    if not TASK_RE.match(meta["task"]):
+        raise SampleError(f"task {meta['task']!r} is not <source>/<family>[/<variant>] in lower_snake_case")
+    for i, inp in enumerate(meta["inputs"]):
+        _check_image_entry(inp, f"inputs[{i}]", expect_member_prefix=f"in{i}.")
+    _check_image_entry(meta["output"], "output", expect_member_prefix="out.")
+    check_placeholders(meta["instruction"], len(meta["inputs"]))
+    cam = meta.get("camera")
+    if cam is not None:
+        if not isinstance(cam, dict):
+            raise SampleError("field 'camera' must be null or an object")
+        for k in CAMERA_KEYS:
+            if k not in cam:
+                raise SampleError(f"camera.{k} missing")
+    w = meta.get("weight", 1.0)
+    if not isinstance(w, (int, float)) or w < 0:
+        raise SampleError(f"weight {w!r} must be a non-negative number")
+    return meta
+
+
+def _check_image_entry(entry: Any, where: str, expect_member_prefix: str) -> None:
+    if not isinstance(entry, dict):
+        raise SampleError(f"{where} must be an object")
+    member = entry.get("member")
+    if not isinstance(member, str) or not member.startswith(expect_member_prefix):
+        raise SampleError(f"{where}.member {member!r} must start with {expect_member_prefix!r}")
+    if member.rsplit(".", 1)[-1] not in IMAGE_EXTS:
+        raise SampleError(f"{where}.member {member!r} must end in one of {IMAGE_EXTS}")
+    for dim in ("width", "height"):
+        v = entry.get(dim)
+        if not isinstance(v, int) or v <= 0:
+            raise SampleError(f"{where}.{dim} must be a positive integer, got {v!r}")
