@@ -1,0 +1,5 @@
+import sys
+
+from omnideft.cli import main
+
+sys.exit(main())

@@ -1,0 +1,31 @@
+"""A shape fingerprint of the base transformer: adapters refuse to load onto a model of another shape.
+
+Adapter wrappers are ignored (`.base_layer` dropped, adapter tensors skipped) so a model gives the same
+fingerprint with or without adapters injected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from torch import nn
+
+ADAPTER_TENSOR = re.compile(r"(^|\.)(lora_|deft_|soda_|svdiff_)")
+
+
+def base_fingerprint(transformer: nn.Module) -> str:
+    h = hashlib.sha256(type(_unwrap(transformer)).__name__.encode())
+    entries = []
+    for name, tensor in _unwrap(transformer).state_dict().items():
+        if ADAPTER_TENSOR.search(name):
+            continue
+        entries.append((name.replace(".base_layer.", "."), tuple(tensor.shape)))
+    for name, shape in sorted(entries):
+        h.update(f"{name}:{shape};".encode())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model

@@ -1,0 +1,50 @@
+"""Resolve `data.shards` entries (globs, directories, {path, weight}) into shard URL lists."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+from omnideft.errors import UserError
+
+
+@dataclass
+class ShardSource:
+    pattern: str
+    weight: float
+    urls: list[str]
+
+
+def resolve_sources(entries: list) -> list[ShardSource]:
+    if not entries:
+        raise UserError("data.shards is empty: give at least one shard glob or directory")
+    out = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            pattern, weight = entry, 1.0
+        elif isinstance(entry, dict) and "path" in entry:
+            pattern, weight = str(entry["path"]), float(entry.get("weight", 1.0))
+            unknown = set(entry) - {"path", "weight"}
+            if unknown:
+                raise UserError(f"data.shards[{i}] has unknown keys {sorted(unknown)}; allowed: path, weight")
+        else:
+            raise UserError(f"data.shards[{i}] must be a glob string or {{path, weight}}, got {entry!r}")
+        if weight <= 0:
+            raise UserError(f"data.shards[{i}] weight must be > 0, got {weight}")
+        out.append(ShardSource(pattern, weight, _expand(pattern)))
+    return out
+
+
+def _expand(pattern: str) -> list[str]:
+    if "://" in pattern or pattern.startswith("pipe:"):
+        return [pattern]  # remote URL or brace pattern for webdataset to open itself
+    path = os.path.expanduser(pattern)
+    if os.path.isdir(path):
+        urls = sorted(glob.glob(os.path.join(path, "**", "*.tar"), recursive=True))
+    else:
+        urls = sorted(glob.glob(path, recursive=True))
+    urls = [u for u in urls if not os.path.basename(u).startswith(".tmp-")]  # unfinished shards
+    if not urls:
+        raise UserError(f"shard glob {pattern!r} matches no .tar file")
+    return urls

@@ -1,0 +1,1 @@
+"""`omnideft demo`: offline end-to-end run on the tiny OmniGen (synthetic shards -> DEFT -> generation -> report)."""

@@ -1,0 +1,46 @@
+"""Held-out denoising loss per task: every model sees the same samples, noise and timesteps, so differences
+come from the weights alone. Lower is better; it is the quantity training minimises, measured on unseen data."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from omnideft.data.shards import ShardStream
+from omnideft.data.sources import resolve_sources
+from omnideft.prompts import OmniGenProcessor
+from omnideft.train.batch import BatchBuilder, vae_encode
+from omnideft.train.loss import rectified_flow_loss
+
+
+def load_examples(shards: list, n: int) -> list:
+    """The first n samples in a fixed order (one pass, no shuffling)."""
+    stream = iter(ShardStream(resolve_sources(shards), seed=0, shuffle_buffer=1))
+    return [next(stream) for _ in range(n)]
+
+
+@torch.no_grad()
+def denoising_losses(models: dict, vae, tokenizer, examples: list, max_image_size: int, seed: int = 1234,
+                     repeats: int = 1) -> dict[str, dict[str, float]]:
+    """{model name: {task: mean loss, "all": mean loss}} over `examples`, `repeats` noise draws each."""
+    builder = BatchBuilder(OmniGenProcessor(tokenizer, max_image_size=max_image_size), 0.0, seed=0)
+    groups: dict[tuple, list] = defaultdict(list)
+    for ex in examples:  # one output size per forward
+        groups[builder.output_size(ex)].append(ex)
+    results = {}
+    for name, model in models.items():
+        per_task: dict[str, list[float]] = defaultdict(list)
+        for gi, (_, group) in enumerate(sorted(groups.items())):
+            batch = builder(group)
+            for r in range(repeats):
+                g = torch.Generator().manual_seed(seed + 1000 * gi + r)
+                x1 = vae_encode(vae, batch["output_pixels"], g)
+                cond = dict(batch, input_img_latents=[vae_encode(vae, pv, g) for pv in batch["input_pixel_values"]])
+                losses = rectified_flow_loss(model, x1, cond, g)
+                for task, loss in zip(batch["tasks"], losses.tolist()):
+                    per_task[task].append(loss)
+        table = {task: sum(v) / len(v) for task, v in sorted(per_task.items())}
+        table["all"] = sum(sum(v) for v in per_task.values()) / sum(len(v) for v in per_task.values())
+        results[name] = table
+    return results

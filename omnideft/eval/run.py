@@ -1,0 +1,24 @@
+"""`omnideft eval`: held-out denoising loss per task for the base and each adapter; tables in CSV/JSON/Markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omnideft.adapters import load_adapter
+from omnideft.eval.denoising import denoising_losses, load_examples
+from omnideft.eval.report import write_tables
+from omnideft.model import load_omnigen
+
+
+def run_eval(model: str, adapters: list[str], shards: list[str], out: str, samples: int = 64,
+             max_image_size: int = 1024, repeats: int = 2) -> tuple[dict, list[Path]]:
+    examples = load_examples(shards, samples)
+    comps = load_omnigen(model)
+    models = {"base": comps.transformer}
+    results = denoising_losses(models, comps.vae, comps.tokenizer, examples, max_image_size, repeats=repeats)
+    for path in adapters:
+        fresh = load_omnigen(model)  # each adapter on its own untouched base
+        peft_model = load_adapter(fresh.transformer, path)
+        results.update(denoising_losses({path: peft_model}, comps.vae, comps.tokenizer, examples, max_image_size,
+                                        repeats=repeats))
+    return results, write_tables(results, out, "held-out denoising loss (rectified flow MSE)")

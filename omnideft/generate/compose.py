@@ -1,0 +1,31 @@
+"""Compose an in-context instruction: example (input, output) pairs first, then the query.
+
+The layout matches the training shards of the demo and the interleaved builders: example k's images are
+`<|image_{2k-1}|>` → `<|image_{2k}|>`, the query's own images are numbered after them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from omnideft.prompts.processor import TAG
+
+
+def compose_in_context(prompt: str, query_images: list, examples: list[tuple] = ()) -> tuple[str, list]:
+    """Return (instruction, images). `prompt` may reference its query images as <|image_1|>…; they are
+    renumbered after the examples. Query images the prompt does not mention are appended as tags."""
+    n_ex = len(examples)
+    images: list = []
+    parts = []
+    for i, (inp, out) in enumerate(examples):
+        parts.append(f"example {i + 1}: <img><|image_{2 * i + 1}|></img> becomes <img><|image_{2 * i + 2}|></img>.")
+        images += [inp, out]
+    shift = 2 * n_ex
+    query = TAG.sub(lambda m: f"<|image_{int(m.group(0)[8:-2]) + shift}|>", prompt)
+    mentioned = {int(m[8:-2]) for m in TAG.findall(prompt)}
+    missing = [k for k in range(1, len(query_images) + 1) if k not in mentioned]
+    if missing:
+        query = (query + " " + " ".join(f"<img><|image_{k + shift}|></img>" for k in missing)).strip()
+    parts.append(query)
+    images += list(query_images)
+    return re.sub(r"\s+", " ", " ".join(parts)).strip(), images

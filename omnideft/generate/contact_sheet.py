@@ -1,0 +1,24 @@
+"""A contact sheet: example pairs, query inputs and the output side by side, labelled."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageDraw
+
+LABEL_H = 14
+
+
+def contact_sheet(examples: list[tuple[Image.Image, Image.Image]], query: list[Image.Image], output: Image.Image,
+                  cell: int = 128) -> Image.Image:
+    cells: list[tuple[str, Image.Image]] = []
+    for i, (a, b) in enumerate(examples):
+        cells += [(f"example {i + 1} in", a), (f"example {i + 1} out", b)]
+    cells += [(f"query {i + 1}", im) for i, im in enumerate(query)]
+    cells.append(("output", output))
+    sheet = Image.new("RGB", (cell * len(cells), cell + LABEL_H), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, im) in enumerate(cells):
+        thumb = im.convert("RGB").copy()
+        thumb.thumbnail((cell, cell))
+        sheet.paste(thumb, (i * cell + (cell - thumb.width) // 2, LABEL_H + (cell - thumb.height) // 2))
+        draw.text((i * cell + 3, 1), label, fill="black")
+    return sheet

@@ -1,0 +1,60 @@
+"""Validation renders: fixed prompts (with their input images) at a fixed seed, so images compare across steps.
+
+Built before any model loads, so a missing image or a bad placeholder fails the run at once. Called by the
+training loop as a hook on the main process with the unwrapped model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from omnideft.errors import UserError
+from omnideft.generate.contact_sheet import contact_sheet
+from omnideft.generate.sampler import OmniGenSampler
+from omnideft.images import load_image, save_image_atomic
+from omnideft.prompts.processor import TAG, check_tags
+
+
+class ValidationRenderer:
+    def __init__(self, section, max_image_size: int):
+        self.cfg = section
+        self.max_image_size = max_image_size
+        self.items = []
+        for i, item in enumerate(section.prompts):
+            if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+                raise UserError(f"validation.prompts[{i}] must be {{prompt: str, images: [paths]}}, got {item!r}")
+            unknown = set(item) - {"prompt", "images", "height", "width"}
+            if unknown:
+                raise UserError(f"validation.prompts[{i}] has unknown keys {sorted(unknown)}")
+            images = [load_image(p) for p in item.get("images", [])]
+            try:
+                check_tags([int(t[8:-2]) for t in TAG.findall(item["prompt"])], len(images))
+            except UserError as exc:
+                raise UserError(f"validation.prompts[{i}]: {exc}") from None
+            self.items.append((item["prompt"], images, item.get("height"), item.get("width")))
+
+    def due(self, step: int, last: bool) -> bool:
+        return bool(self.items) and (last or (self.cfg.every > 0 and step % self.cfg.every == 0))
+
+    def __call__(self, model, components, step: int, out_dir: Path) -> Path:
+        was_training = model.training
+        model.eval()
+        sampler = OmniGenSampler(model, components.vae, components.tokenizer, components.scheduler,
+                                 max_input_image_size=self.max_image_size)
+        rows = []
+        folder = out_dir / "validation" / f"step-{step:07d}"
+        for i, (prompt, images, h, w) in enumerate(self.items):
+            img = sampler(prompt, images, height=h or self.max_image_size, width=w or self.max_image_size,
+                          steps=self.cfg.steps, guidance=self.cfg.guidance, image_guidance=self.cfg.image_guidance,
+                          seed=self.cfg.seed)
+            save_image_atomic(img, folder / f"{i:02d}.png")
+            rows.append(contact_sheet([], images, img))
+        grid = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
+        y = 0
+        for r in rows:
+            grid.paste(r, (0, y))
+            y += r.height
+        model.train(was_training)
+        return save_image_atomic(grid, folder.with_suffix(".png"))

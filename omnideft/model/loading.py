@@ -1,0 +1,106 @@
+"""Load OmniGen's four components from a hub id, a local diffusers folder, or the `tiny` preset; save a base."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from omnideft.errors import UserError
+
+DEFAULT_MODEL_ID = "Shitao/OmniGen-v1-diffusers"
+TINY = "tiny"
+
+
+@dataclass
+class OmniGenComponents:
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    tokenizer: object
+    scheduler: object
+    name: str  # what the user asked for: hub id, directory, or "tiny"
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def load_omnigen(name: str = DEFAULT_MODEL_ID, *, revision: str | None = None, dtype: torch.dtype = torch.float32,
+                 seed: int = 0) -> OmniGenComponents:
+    """`name` is "tiny", a local directory in diffusers layout, or a hub id (needs the network or the HF cache)."""
+    if name == TINY:
+        from omnideft.model.tiny import build_tiny
+
+        transformer, vae, tokenizer, scheduler = build_tiny(seed)
+    else:
+        transformer, vae, tokenizer, scheduler = _load_diffusers_layout(name, revision)
+    if transformer.dtype != dtype:
+        transformer.to(dtype)
+    if vae.dtype != torch.float32:
+        vae.to(torch.float32)  # the VAE stays fp32: SDXL's VAE overflows in half precision
+    transformer.requires_grad_(False)
+    vae.requires_grad_(False)
+    return OmniGenComponents(transformer, vae, tokenizer, scheduler, name)
+
+
+def _load_diffusers_layout(name: str, revision: str | None):
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OmniGenTransformer2DModel
+    from transformers import AutoTokenizer
+
+    path = Path(name)
+    if path.exists():
+        missing = [sub for sub in ("transformer", "vae", "tokenizer", "scheduler") if not (path / sub).is_dir()]
+        if missing:
+            if (path / "model.safetensors").exists() or (path / "model.pt").exists():
+                raise UserError(f"{name} is an original-format OmniGen checkpoint; convert it first: "
+                                f"omnideft convert-original {name} OUT_DIR")
+            raise UserError(f"{name} is not a diffusers OmniGen folder: missing {', '.join(missing)}/")
+        src, kw = str(path), {}
+    else:
+        if "/" not in name:
+            raise UserError(f"model {name!r} is neither 'tiny', a local directory, nor a hub id (owner/name)")
+        src, kw = name, {"revision": revision}
+    try:
+        transformer = OmniGenTransformer2DModel.from_pretrained(src, subfolder="transformer", **kw)
+        vae = AutoencoderKL.from_pretrained(src, subfolder="vae", **kw)
+        tokenizer = AutoTokenizer.from_pretrained(src, subfolder="tokenizer", **kw)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(src, subfolder="scheduler", **kw)
+    except (OSError, ValueError) as exc:
+        if path.exists():
+            raise UserError(f"cannot load OmniGen from {name}: {str(exc).splitlines()[0]}") from None
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise UserError(
+            f"model {name!r} is not in the local Hugging Face cache; it needs the network"
+            + (" (HF_HUB_OFFLINE=1 is set)" if offline else "")
+            + " or a local directory in diffusers layout"
+        ) from None
+    return transformer, vae, tokenizer, scheduler
+
+
+def save_base(components: OmniGenComponents, out_dir: str | Path) -> Path:
+    """Write the diffusers folder layout (transformer/, vae/, tokenizer/, scheduler/) plus model_index.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    components.transformer.save_pretrained(out / "transformer", safe_serialization=True)
+    components.vae.save_pretrained(out / "vae", safe_serialization=True)
+    components.tokenizer.save_pretrained(out / "tokenizer")
+    components.scheduler.save_pretrained(out / "scheduler")
+    index = {
+        "_class_name": "OmniGenPipeline",
+        "_diffusers_version": _version("diffusers"),
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "tokenizer": ["transformers", type(components.tokenizer).__name__],
+        "transformer": ["diffusers", "OmniGenTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return out
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import version
+
+    return version(pkg)

@@ -1,0 +1,36 @@
+"""Target-module presets for adapters on diffusers' OmniGenTransformer2DModel.
+
+`attn`: to_q, to_k, to_v, to_out.0 of every block. `all-linear`: every nn.Linear inside the blocks
+(attention + mlp.gate_up_proj + mlp.down_proj). `include_embedders=True` adds the time-token / adaLN
+timestep embedders, norm_out.linear (adaLN) and proj_out.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+_ATTN = re.compile(r"^layers\.\d+\.self_attn\.(to_q|to_k|to_v|to_out\.0)$")
+_BLOCK_LINEAR = re.compile(r"^layers\.\d+\.")
+_EMBEDDERS = re.compile(r"^(time_token\.linear_[12]|t_embedder\.linear_[12]|norm_out\.linear|proj_out)$")
+
+TARGET_PRESETS = ("attn", "all-linear")
+
+
+def target_module_names(transformer: nn.Module, preset: str | list[str], include_embedders: bool = False) -> list[str]:
+    """Full module names to adapt. `preset` is a preset name or an explicit list of suffixes/names."""
+    linears = [name for name, mod in transformer.named_modules() if isinstance(mod, nn.Linear)]
+    if isinstance(preset, list):
+        chosen = [n for n in linears if any(n == s or n.endswith("." + s) for s in preset)]
+    elif preset == "attn":
+        chosen = [n for n in linears if _ATTN.match(n)]
+    elif preset == "all-linear":
+        chosen = [n for n in linears if _BLOCK_LINEAR.match(n)]
+    else:
+        from omnideft.errors import UserError
+
+        raise UserError(f"adapter.targets {preset!r} is not a preset {TARGET_PRESETS} or a list of module names")
+    if include_embedders:
+        chosen += [n for n in linears if _EMBEDDERS.match(n) and n not in chosen]
+    return chosen

@@ -1,0 +1,40 @@
+"""An offline word-level tokenizer for the tiny preset (no download, deterministic ids).
+
+BOS must be id 1: OmniGen's processor strips a leading id 1 from every prompt chunk after an image tag.
+Text is lower-cased and split into words and punctuation runs; unknown words map to `<unk>` (id 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+from transformers import PreTrainedTokenizerFast
+
+SPECIALS = ["<unk>", "<s>", "</s>"]
+_WORDS_FILE = Path(__file__).with_name("tiny_vocab.txt")
+
+
+def tiny_vocab() -> dict[str, int]:
+    words = [w.strip() for w in _WORDS_FILE.read_text().split() if w.strip()]
+    vocab: dict[str, int] = {}
+    for w in SPECIALS + words:
+        vocab.setdefault(w, len(vocab))
+    return vocab
+
+
+def build_tiny_tokenizer(model_max_length: int = 4096) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(WordLevel(vocab=tiny_vocab(), unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    # Whitespace = \w+|[^\w\s]+ : "<|user|>" -> "<|", "user", "|>"; "<img>" -> "<", "img", ">".
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="</s>",
+        model_max_length=model_max_length,
+    )

@@ -1,0 +1,202 @@
+"""Contract 3 — the recipe: one YAML file, sections model/adapter/data/train/validation/launch/output.
+
+Every key has a default and a line of help (`omnideft train --help-recipe` prints them). Unknown keys and wrong
+types fail before any model loads, naming the key. CLI overrides are `key.sub=value` (value parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from omnideft.errors import UserError
+
+
+def _f(default, help: str, choices: tuple | None = None):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, "choices": choices})
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class ModelSection:
+    name: str = _f("Shitao/OmniGen-v1-diffusers", "hub id, local diffusers folder, or 'tiny' (random toy model)")
+    revision: typing.Optional[str] = _f(None, "hub revision (branch, tag or commit)")
+    seed: int = _f(0, "seed for the 'tiny' preset's random weights")
+
+
+@dataclass
+class AdapterSection:
+    method: str = _f("deft", "adapter method", ("lora", "deft", "para"))
+    rank: int = _f(32, "adapter rank r")
+    targets: typing.Union[str, list] = _f("all-linear", "'attn', 'all-linear', or a list of module names/suffixes")
+    include_embedders: bool = _f(False, "also adapt time-embedding, adaLN and proj_out linears")
+    projector: typing.Optional[str] = _f(None, "DEFT projector: relu | qr (default relu; qr for para)")
+    alpha: typing.Optional[float] = _f(None, "injection scale alpha (scale alpha/r); null = 1 for DEFT, r for LoRA")
+    dropout: float = _f(0.0, "dropout on the adapter input")
+    init: str = _f("identity", "identity: adapter = base at step 0; paper: random R as the authors ran it",
+                   ("identity", "paper"))
+    p_lr_ratio: float = _f(0.1, "learning rate of DEFT's P relative to train.lr (authors: 0.1)")
+
+
+@dataclass
+class DataSection:
+    shards: list = _f([], "list of shard globs (str) or {path, weight} mixing entries")
+    max_image_size: int = _f(1024, "long-side cap for input and output images (multiple of 16)")
+    condition_dropout: float = _f(0.01, "probability that instruction+images become '<cfg>' (for CFG)")
+    shuffle_buffer: int = _f(256, "samples in the shuffle buffer")
+
+
+@dataclass
+class TrainSection:
+    max_steps: int = _f(1000, "optimizer steps")
+    batch_size: int = _f(1, "samples per process per step")
+    lr: float = _f(1e-4, "learning rate (of R for DEFT)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    betas: list = _f([0.9, 0.99], "AdamW betas")
+    warmup_steps: int = _f(0, "linear warm-up steps, then constant")
+    grad_clip: float = _f(1.0, "max gradient norm (0 = off)")
+    mixed_precision: str = _f("no", "autocast dtype for the transformer", ("no", "bf16", "fp16"))
+    gradient_checkpointing: bool = _f(False, "recompute block activations in backward")
+    seed: int = _f(0, "seed for data order, noise and timesteps")
+    checkpoint_every: int = _f(500, "save the adapter every N steps (0 = only at the end)")
+    log_every: int = _f(10, "log loss every N steps")
+
+
+@dataclass
+class ValidationSection:
+    every: int = _f(0, "render validation prompts every N steps (0 = off); also rendered after the last step")
+    prompts: list = _f([], "list of {prompt, images: [paths], height, width} rendered at validation")
+    steps: int = _f(20, "sampler steps at validation")
+    guidance: float = _f(2.5, "text CFG scale at validation")
+    image_guidance: float = _f(1.6, "image CFG scale at validation")
+    seed: int = _f(0, "sampler seed at validation (fixed, so images are comparable across steps)")
+
+
+@dataclass
+class LaunchSection:
+    config: typing.Optional[str] = _f(None, "accelerate config YAML; `omnideft train` then re-launches itself "
+                                      "with `accelerate launch --config_file` (null = this process)")
+
+
+@dataclass
+class OutputSection:
+    dir: str = _f("runs/omnideft", "output directory: adapter/, checkpoints/, logs, resolved recipe")
+
+
+@dataclass
+class Recipe:
+    model: ModelSection = field(default_factory=ModelSection)
+    adapter: AdapterSection = field(default_factory=AdapterSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    validation: ValidationSection = field(default_factory=ValidationSection)
+    launch: LaunchSection = field(default_factory=LaunchSection)
+    output: OutputSection = field(default_factory=OutputSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"recipe {p} not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"recipe {p} must be a mapping of sections")
+    for item in overrides:
+        _apply_override(raw, item)
+    return build_recipe(raw)
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    if "=" not in item:
+        raise UserError(f"override {item!r} must look like key.sub=value")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2:
+        raise UserError(f"override key {key!r} must be section.key (e.g. train.lr)")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else None
+    except yaml.YAMLError:
+        parsed = value
+    raw.setdefault(parts[0], {})
+    if not isinstance(raw[parts[0]], dict):
+        raise UserError(f"recipe section {parts[0]!r} must be a mapping")
+    raw[parts[0]][parts[1]] = parsed
+
+
+def build_recipe(raw: dict) -> Recipe:
+    sections = {f.name: f.type for f in dataclasses.fields(Recipe)}
+    hints = typing.get_type_hints(Recipe)
+    out = {}
+    for sec, body in raw.items():
+        if sec not in sections:
+            raise UserError(f"unknown recipe section {sec!r}; allowed: {', '.join(sections)}")
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise UserError(f"recipe section {sec!r} must be a mapping")
+        cls = hints[sec]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        sec_hints = typing.get_type_hints(cls)
+        values = {}
+        for key, value in body.items():
+            if key not in fields:
+                raise UserError(f"unknown recipe key {sec}.{key}; allowed in {sec}: {', '.join(fields)}")
+            values[key] = _check_type(f"{sec}.{key}", value, sec_hints[key], fields[key].metadata.get("choices"))
+        out[sec] = cls(**values)
+    return Recipe(**out)
+
+
+def _check_type(name: str, value, hint, choices):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    allowed = args if origin is typing.Union else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise UserError(f"recipe key {name} must not be null")
+    if float in allowed and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
+    for t in allowed:
+        if t is type(None):
+            continue
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+            break
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            break
+        if t in (str, bool, list, dict) and isinstance(value, t):
+            break
+    else:
+        names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+        raise UserError(f"recipe key {name} must be {names}, got {type(value).__name__} {value!r}")
+    if choices and value not in choices:
+        raise UserError(f"recipe key {name} is {value!r}; allowed: {', '.join(map(str, choices))}")
+    return value
+
+
+def recipe_help() -> str:
+    lines = []
+    hints = typing.get_type_hints(Recipe)
+    for sec in dataclasses.fields(Recipe):
+        lines.append(f"{sec.name}:")
+        for f in dataclasses.fields(hints[sec.name]):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            choices = f.metadata.get("choices")
+            extra = f" ({'|'.join(choices)})" if choices else ""
+            lines.append(f"  {f.name}: {default!r}  # {f.metadata['help']}{extra}")
+    return "\n".join(lines)

@@ -1,0 +1,15 @@
+import os
+
+# Tests never reach the network: hub ids must fail fast and clearly.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from omnideft.model import load_omnigen
+
+    return load_omnigen("tiny")

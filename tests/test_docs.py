@@ -1,0 +1,30 @@
+"""Docs and recipes stay in sync with the code."""
+
+from pathlib import Path
+
+import pytest
+
+from omnideft.train.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_generated_docs_are_current():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_docs", REPO / "scripts" / "gen_docs.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    for rel, fn in gen.TARGETS.items():
+        path = REPO / rel
+        assert path.read_text() == gen.splice(path, fn()), f"{rel} is stale: run python scripts/gen_docs.py"
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_validates(recipe):
+    load_recipe(recipe)
+
+
+def test_ci_runs_readme_test_command():
+    assert "bash scripts/test.sh" in (REPO / "README.md").read_text()
+    assert "scripts/test.sh" in (REPO / ".ci" / "run").read_text()

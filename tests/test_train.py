@@ -1,0 +1,151 @@
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from omnideft.demo.dataset import write_shapes_dataset
+from omnideft.errors import UserError
+from omnideft.train.loop import train
+from omnideft.train.recipe import load_recipe
+from tests.helpers import assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_shapes_dataset(tmp_path_factory.mktemp("shards"), n_samples=12, size=32, seed=0, shard_size=6)
+
+
+def _recipe(shards, out, *extra):
+    return load_recipe(None, ["model.name=tiny", f"data.shards=[{shards}]", "data.max_image_size=32",
+                              "adapter.rank=4", "train.max_steps=6", "train.batch_size=2", "train.lr=1e-2",
+                              "train.checkpoint_every=3", f"output.dir={out}", *extra])
+
+
+def test_train_writes_contract_2_adapter_and_tiny_base(shards, tmp_path):
+    adapter = train(_recipe(shards, tmp_path), progress=False)
+    assert adapter == tmp_path / "adapter"
+    for f in ("adapter_config.json", "adapter_model.safetensors", "omnideft.json", "recipe.yaml"):
+        assert (adapter / f).is_file(), f
+    meta = json.loads((adapter / "omnideft.json").read_text())
+    assert meta["step"] == 6 and meta["base"]["fingerprint"].startswith("sha256:")
+    assert meta["recipe"]["adapter"]["rank"] == 4
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    assert any(k.endswith("deft_P") for k in tensors) and any(k.endswith("deft_R") for k in tensors)
+    for sub in ("transformer", "vae", "tokenizer", "scheduler"):
+        assert (tmp_path / "base" / sub).is_dir()
+    assert (tmp_path / "checkpoints" / "step-0000003" / "adapter_model.safetensors").is_file()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all(json.loads(x)["loss"] > 0 for x in lines)
+
+
+def test_p_and_r_learning_rates(shards, tmp_path):
+    from omnideft.adapters.apply import AdapterSpec, apply_adapter, param_groups
+    from omnideft.model import load_omnigen
+
+    model = apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(rank=4, p_lr_ratio=0.25))
+    groups = {g["name"]: g for g in param_groups(model, AdapterSpec(rank=4, p_lr_ratio=0.25), lr=1e-3)}
+    assert groups["P"]["lr"] == pytest.approx(2.5e-4) and groups["R"]["lr"] == pytest.approx(1e-3)
+    assert all(p.requires_grad for g in groups.values() for p in g["params"])
+
+
+def test_same_seed_same_adapter(shards, tmp_path):
+    a = train(_recipe(shards, tmp_path / "a", "train.checkpoint_every=0"), progress=False)
+    b = train(_recipe(shards, tmp_path / "b", "train.checkpoint_every=0"), progress=False)
+    ta, tb = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+    assert ta.keys() == tb.keys() and all((ta[k] == tb[k]).all() for k in ta)
+
+
+def test_bad_glob_fails_before_model_load(tmp_path):
+    with pytest.raises(UserError, match="matches no .tar"):
+        train(load_recipe(None, ["model.name=does/not-exist", f"data.shards=[{tmp_path}/nothing-*.tar]"]))
+
+
+def test_recipe_errors_name_the_key(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("train:\n  max_stepz: 3\n")
+    assert_one_line_error(run_cli("train", str(bad)), "train.max_stepz", "allowed")
+    bad.write_text("train:\n  max_steps: three\n")
+    assert_one_line_error(run_cli("train", str(bad)), "train.max_steps", "int")
+    bad.write_text("train:\n  max_steps: 3\n")
+    assert_one_line_error(run_cli("train", str(bad), "adapter.method=dora"), "adapter.method", "lora, deft, para")
+
+
+def test_offline_unknown_model_is_one_line(shards, tmp_path):
+    proc = run_cli("train", f"data.shards=[{shards}]", "model.name=someone/missing-model", f"output.dir={tmp_path}")
+    assert_one_line_error(proc, "someone/missing-model", "network")
+
+
+def test_corrupt_member_is_skipped_and_counted(shards, tmp_path):
+    import shutil
+    import tarfile
+
+    src = sorted(shards.glob("*.tar"))[0]
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    with tarfile.open(src) as tin, tarfile.open(bad_dir / "bad-000000.tar", "w") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read()
+            if m.name.endswith(".out.png") and "000001" in m.name:
+                data = b"not a png"
+            m.size = len(data)
+            import io
+
+            tout.addfile(m, io.BytesIO(data))
+    shutil.copy(sorted(shards.glob("*.tar"))[1], bad_dir / "bad-000001.tar")
+    train(_recipe(str(bad_dir), tmp_path / "run", "train.checkpoint_every=0", "data.shuffle_buffer=4"),
+          progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert sum(summary["skipped_samples"].values()) >= 1
+
+
+def test_cli_train_under_accelerate_launch(shards, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "omnideft", "train",
+           "--no-progress", "model.name=tiny", f"data.shards=[{shards}]", "data.max_image_size=32",
+           "adapter.rank=4", "train.max_steps=3", "train.checkpoint_every=0", f"output.dir={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_launch_config_relaunches_two_ddp_processes_with_validation(shards, tmp_path):
+    import yaml
+    from PIL import Image
+
+    from tests.helpers import REPO
+
+    cond = tmp_path / "cond.png"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(cond)
+    recipe = {
+        "model": {"name": "tiny"}, "adapter": {"rank": 4},
+        "data": {"shards": [str(shards)], "max_image_size": 32},
+        "train": {"max_steps": 4, "batch_size": 2, "checkpoint_every": 0, "log_every": 2},
+        "validation": {"every": 2, "steps": 2, "prompts": [
+            {"prompt": "a red circle"},
+            {"prompt": "like this <img><|image_1|></img>", "images": [str(cond)], "height": 32, "width": 48}]},
+        "launch": {"config": str(REPO / "recipes" / "launch" / "cpu_2proc_ddp.yaml")},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = run_cli("train", str(path), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step 4/4 loss" in proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    for step in (2, 4):
+        assert Image.open(tmp_path / "run" / "validation" / f"step-{step:07d}" / "01.png").size == (48, 32)
+        assert (tmp_path / "run" / "validation" / f"step-{step:07d}.png").is_file()
+
+
+def test_validation_prompt_errors_fail_before_training(shards, tmp_path):
+    proc = run_cli("train", "model.name=tiny", f"data.shards=[{shards}]", f"output.dir={tmp_path}",
+                   "validation.prompts=[{prompt: 'x <img><|image_1|></img>', images: [missing.png]}]")
+    assert_one_line_error(proc, "missing.png")
+    assert not (tmp_path / "adapter").exists()
