@@ -283,7 +283,9 @@ def write_shards(builder: SourceBuilder, writer: ShardWriter, jobs: Sequence[Any
 
     plan = [(k, shard_items(builder, jobs, k, args.shard_size)) for k in pending]
     items = [item for _, shard in plan for item in shard]
-    bar = tqdm(total=len(items), unit="sample", desc=builder.name, disable=True if args.no_progress else None)
+    # In a log file (SLURM, CI) one refresh every 30 s instead of every update.
+    bar = tqdm(total=len(items), unit="sample", desc=builder.name, disable=True if args.no_progress else None,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)
     with _results(builder, items, args.workers) as results:
         for k, shard in plan:
             writer.open_shard(k)

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=400, help="training steps")
     d.add_argument("--samples", type=int, default=96, help="synthetic training samples")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--vae-steps", type=int, default=300, help="steps fitting the tiny VAE to the images (0 = random)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_demo)
 
@@ -154,7 +155,8 @@ def _generate(args) -> int:
 def _demo(args) -> int:
     from omnideft.demo.run import run_demo
 
-    r = run_demo(args.out, steps=args.steps, samples=args.samples, seed=args.seed, progress=not args.no_progress)
+    r = run_demo(args.out, steps=args.steps, samples=args.samples, seed=args.seed, vae_steps=args.vae_steps,
+                 progress=not args.no_progress)
     print(f"demo: {args.out}/ — loss {r['loss_start']:.4f} -> {r['loss_end']:.4f} ({r['loss_drop_pct']:.1f} % lower), "
           f"held-out {r['heldout_loss_base']:.4f} -> {r['heldout_loss_adapted']:.4f}, {r['total_seconds']:.0f} s")
     return 0

@@ -149,3 +149,37 @@ def test_validation_prompt_errors_fail_before_training(shards, tmp_path):
                    "validation.prompts=[{prompt: 'x <img><|image_1|></img>', images: [missing.png]}]")
     assert_one_line_error(proc, "missing.png")
     assert not (tmp_path / "adapter").exists()
+
+
+def test_condition_dropout_replaces_instruction_and_images(tiny, shards):
+    from omnideft.eval.denoising import load_examples
+    from omnideft.prompts import CFG_PROMPT, OmniGenProcessor
+    from omnideft.train.batch import BatchBuilder
+
+    examples = load_examples([str(shards)], 4)
+    proc = OmniGenProcessor(tiny.tokenizer, max_image_size=32)
+    dropped = BatchBuilder(proc, condition_dropout=1.0, seed=0)(examples)
+    kept = BatchBuilder(proc, condition_dropout=0.0, seed=0)(examples)
+    cfg_ids = proc.encode(CFG_PROMPT).input_ids
+    assert dropped["input_pixel_values"] == [] and dropped["input_image_sizes"] == {}
+    assert all(row[-len(cfg_ids):].tolist() == cfg_ids for row in dropped["input_ids"])
+    assert len(kept["input_pixel_values"]) == sum(len(e.inputs) for e in examples)
+
+
+def test_bf16_autocast_with_gradient_checkpointing_keeps_fp32_adapter(shards, tmp_path):
+    from safetensors.torch import load_file
+
+    adapter = train(_recipe(shards, tmp_path, "train.mixed_precision=bf16", "train.gradient_checkpointing=true",
+                            "train.checkpoint_every=0"), progress=False)
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    assert {t.dtype for t in tensors.values()} == {__import__("torch").float32}
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 6 and all(0 < v < 10 for v in losses)
+
+
+def test_bucket_batches_share_one_output_size():
+    from omnideft.data.shards import bucket_batches
+
+    sizes = [(32, 32), (32, 48), (32, 32), (32, 48), (32, 32), (64, 64), (32, 48)]
+    batches = list(bucket_batches(iter(range(len(sizes))), 2, lambda i: sizes[i]))
+    assert batches == [[0, 2], [1, 3]]  # a batch is emitted only when one size has batch_size samples

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
-from tqdm.auto import tqdm
 
+from omnideft.progress import progress_bar
 from omnideft.prompts import NEGATIVE_PROMPT, OmniGenProcessor, collate_prompts
 
 
@@ -52,7 +52,7 @@ class OmniGenSampler:
         sigmas = np.linspace(1, 0, steps + 1)[:steps]
         self.scheduler.set_timesteps(sigmas=sigmas, device=device)
         n_rows = len(rows)
-        for t in tqdm(self.scheduler.timesteps, desc="sample", disable=not progress):
+        for t in progress_bar(self.scheduler.timesteps, desc="sample", disable=not progress):
             model_in = torch.cat([latents] * n_rows).to(dtype)
             v = self.transformer(
                 hidden_states=model_in, timestep=t.expand(n_rows), input_ids=batch["input_ids"].to(device),

@@ -12,14 +12,15 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import InitProcessGroupKwargs, set_seed
-from tqdm.auto import tqdm
 
 from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
 from omnideft.adapters.apply import param_groups
 from omnideft.data.shards import ShardStream, bucket_batches
 from omnideft.data.sources import resolve_sources
 from omnideft.model import load_omnigen, save_base
+from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
 from omnideft.train.batch import BatchBuilder, to_device, vae_encode
 from omnideft.train.loss import rectified_flow_loss
@@ -63,7 +64,7 @@ def train(recipe: Recipe, progress: bool = True, validate=None) -> Path:
     noise = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # timesteps, noise, VAE sampling
 
     metrics = (out / "metrics.jsonl").open("w") if main else None
-    bar = tqdm(total=cfg.max_steps, desc="train", disable=not (progress and main), dynamic_ncols=True)
+    bar = progress_bar(total=cfg.max_steps, desc="train", disable=not (progress and main))
     t_start = time.perf_counter()
     for step in range(1, cfg.max_steps + 1):
         t0 = time.perf_counter()
@@ -114,9 +115,14 @@ def train(recipe: Recipe, progress: bool = True, validate=None) -> Path:
 def make_accelerator(mixed_precision: str) -> Accelerator:
     """On machines without CUDA, several processes (torchrun / accelerate launch) form a gloo group:
     accelerate only does that when asked for the CPU explicitly."""
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not several:
+        # accelerate's state is process-global; a second run in one process (a notebook, a sweep) may change
+        # mixed precision. Only single-process state is reset: a process group must outlive one run.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
     if torch.cuda.is_available():
         return Accelerator(mixed_precision=mixed_precision)
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if several else []
     return Accelerator(mixed_precision=mixed_precision, cpu=True, kwargs_handlers=handlers)
 

@@ -64,7 +64,7 @@ class TrainSection:
     gradient_checkpointing: bool = _f(False, "recompute block activations in backward")
     seed: int = _f(0, "seed for data order, noise and timesteps")
     checkpoint_every: int = _f(500, "save the adapter every N steps (0 = only at the end)")
-    log_every: int = _f(10, "log loss every N steps")
+    log_every: int = _f(10, "print a loss line every N steps when the progress bar is off (--no-progress)")
 
 
 @dataclass
