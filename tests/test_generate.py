@@ -72,3 +72,23 @@ def test_cli_generate_bad_inputs(tmp_path):
     assert_one_line_error(run_cli("generate", "--model", "tiny", "--prompt", "x <img><|image_2|></img>",
                                   "--image", str(good), "--out", out), "<|image_2|>")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_base_found_beside_a_moved_adapter(tmp_path):
+    import json
+    import shutil
+
+    from omnideft.generate.run import resolve_model_name
+    from omnideft.model import load_omnigen, save_base
+
+    run = tmp_path / "run"
+    save_base(load_omnigen("tiny"), run / "base")
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"")
+    (run / "adapter" / "omnideft.json").write_text(json.dumps({"base": {"name": str(run / "base")}}))
+    assert resolve_model_name(None, str(run / "adapter")) == str(run / "base")
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)
+    assert resolve_model_name(None, str(moved / "adapter")) == str((moved / "base").resolve())
+    assert resolve_model_name("tiny", str(moved / "adapter")) == "tiny"

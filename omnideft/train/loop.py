@@ -45,7 +45,7 @@ def train(recipe: Recipe, progress: bool = True, validate=None) -> Path:
         _write_recipe(recipe, out / "recipe.yaml")
         if recipe.model.name == "tiny":  # random weights: keep the exact base the adapter belongs to
             save_base(comps, out / "base")
-    base_name = str(out / "base") if recipe.model.name == "tiny" else recipe.model.name
+    base_name = recipe_base_name(recipe.model.name, out)
 
     spec = AdapterSpec(**vars(recipe.adapter))
     model = apply_adapter(comps.transformer, spec)
@@ -110,6 +110,14 @@ def train(recipe: Recipe, progress: bool = True, validate=None) -> Path:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return adapter_dir
+
+
+def recipe_base_name(name: str, out: Path) -> str:
+    """What the adapter records as its base: local folders as absolute paths (a relative `runs/x/base` would read
+    like a hub id `owner/name`), the saved random base for `tiny`, hub ids unchanged."""
+    if name == "tiny":
+        return str((out / "base").resolve())
+    return str(Path(name).resolve()) if Path(name).exists() else name
 
 
 def make_accelerator(mixed_precision: str) -> Accelerator:
