@@ -114,11 +114,28 @@ def test_cli_train_under_accelerate_launch(shards, tmp_path):
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def _launch_config_with_free_port(tmp_path):
+    """The shipped 2-process launch file, on a port that is free right now (CI machines run other jobs)."""
+    import socket
+
+    import yaml
+
+    from tests.helpers import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = yaml.safe_load((REPO / "recipes" / "launch" / "cpu_2proc_ddp.yaml").read_text())
+    cfg["main_process_port"] = port
+    path = tmp_path / "launch.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def test_launch_config_relaunches_two_ddp_processes_with_validation(shards, tmp_path):
     import yaml
     from PIL import Image
 
-    from tests.helpers import REPO
 
     cond = tmp_path / "cond.png"
     Image.new("RGB", (40, 40), (200, 30, 30)).save(cond)
@@ -129,7 +146,7 @@ def test_launch_config_relaunches_two_ddp_processes_with_validation(shards, tmp_
         "validation": {"every": 2, "steps": 2, "prompts": [
             {"prompt": "a red circle"},
             {"prompt": "like this <img><|image_1|></img>", "images": [str(cond)], "height": 32, "width": 48}]},
-        "launch": {"config": str(REPO / "recipes" / "launch" / "cpu_2proc_ddp.yaml")},
+        "launch": {"config": str(_launch_config_with_free_port(tmp_path))},
         "output": {"dir": str(tmp_path / "run")},
     }
     path = tmp_path / "r.yaml"
