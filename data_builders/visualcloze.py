@@ -1,8 +1,11 @@
 """`build-visualcloze`: Graph200K / VisualCloze -> in-context instruction shards.
 
 Each sample is a query row of one task variant plus 0-2 in-context example rows (rows drawn with probabilities
---rows-probs for 1/2/3 rows, default 0.3/0.4/0.3 as VisualCloze trains). Every random choice comes from
-numpy Generators seeded with (--seed, sample index), so builds are reproducible and independent of --workers.
+--rows-probs for 1/2/3 rows, default 0.3/0.4/0.3 as VisualCloze trains). As VisualCloze trains, the condition
+cells are shown in one random order shared by all rows (--shuffle-conditions) and, with probability
+--random-target-prob, the query's target is a random condition cell instead of the output ("reverse" tasks, task
+suffix `_reverse`). Every random choice comes from numpy Generators seeded with (--seed, sample index), so builds
+are reproducible and independent of --workers.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .visualcloze_tasks import (
     content_text,
     grid_layout,
     interleaved_layout,
+    reverse_task,
     select_families,
     task_text,
 )
@@ -45,6 +49,12 @@ class VisualClozeJob:
     query_row: int
     variant: int  # index into VARIANTS
     rows: int     # rows including the query (1..3)
+    order: tuple[int, ...]  # indices into the variant's cells in display order; the output (last) stays last
+    target: int   # position in `order` of the query cell to produce (len(order) - 1 unless reversed)
+
+    @property
+    def reverse(self) -> bool:
+        return self.target != len(self.order) - 1
 
 
 class VisualClozeBuilder(SourceBuilder):
@@ -57,6 +67,8 @@ class VisualClozeBuilder(SourceBuilder):
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.rows_probs = parse_probs(args.rows_probs)
+        if not 0 <= args.random_target_prob <= 1:
+            raise UserError(f"--random-target-prob {args.random_target_prob}: expected a probability in [0, 1]")
         self.source = open_rows(args.src, args.split)
 
     def fingerprint(self) -> str:
@@ -77,14 +89,30 @@ class VisualClozeBuilder(SourceBuilder):
             variants = self.families[family]
             variant = variants[int(rng.integers(len(variants)))]
             rows = 1 + int(rng.choice(3, p=self.rows_probs))
-            jobs.append(VisualClozeJob(int(order[index % n]), VARIANTS.index(variant), rows))
+            cells, target = self.arrange(len(variant.cells), rng)
+            jobs.append(VisualClozeJob(int(order[index % n]), VARIANTS.index(variant), rows, cells, target))
         return jobs
+
+    def arrange(self, n: int, rng: np.random.Generator) -> tuple[tuple[int, ...], int]:
+        """VisualCloze's steps 6 and 8: one order of the n-1 conditions for all rows, and the query's target cell.
+
+        Drawn after the plan's other choices and only when enabled, so `--no-shuffle-conditions
+        --random-target-prob 0` plans exactly what the builder did before these options existed.
+        """
+        conditions = list(range(n - 1))
+        if self.args.shuffle_conditions:
+            conditions = [int(i) for i in rng.permutation(n - 1)]
+        target = n - 1
+        if self.args.random_target_prob > 0 and rng.random() < self.args.random_target_prob:
+            target = int(rng.integers(n - 1))
+        return (*conditions, n - 1), target
 
     def job_id(self, job: VisualClozeJob) -> str:
         return str(job.query_row)
 
     def job_task(self, job: VisualClozeJob) -> str:
-        return VARIANTS[job.variant].task
+        task = VARIANTS[job.variant].task
+        return reverse_task(task) if job.reverse else task
 
     def open(self) -> "VisualClozeMaker":
         return VisualClozeMaker(self.source, self.args)
@@ -109,13 +137,17 @@ class VisualClozeMaker(SampleMaker):
         rng = np.random.default_rng([self.args.seed, index, 1])
         query, query_cells = self.find_query(job, variant, rng)
         rows = self.find_context(job, variant, query, rng) + [(query, query_cells)]
-        grid = [cells for _, cells in rows]
-        instruction, inputs, output, ext = self.compose(grid, variant, rng, self.source.meta(query))
+        grid = [[cells[i] for i in job.order] for _, cells in rows]  # every row in the sample's cell order
+        names = tuple(variant.cells[i] for i in job.order)
+        instruction, inputs, output, ext = self.compose(grid, names, job.target, variant, rng,
+                                                        self.source.meta(query))
+        task = reverse_task(variant.task) if job.reverse else variant.task
         return BuiltSample(
-            key=key_for(VisualClozeBuilder.name, index), task=variant.task, instruction=instruction, inputs=inputs,
+            key=key_for(VisualClozeBuilder.name, index), task=task, instruction=instruction, inputs=inputs,
             output=output, output_ext=ext, source={
                 "dataset": "Graph200K", "split": self.args.split, "ids": [str(r) for r, _ in rows],
-                "degradation": variant.degradation, "layout": self.args.layout})
+                "degradation": variant.degradation, "layout": self.args.layout},
+            extra={"cells": {"order": list(names), "target": job.target}})
 
     def find_query(self, job: VisualClozeJob, variant: Variant, rng: np.random.Generator):
         n = len(self.source)
@@ -182,20 +214,26 @@ class VisualClozeMaker(SampleMaker):
             return degrade(images[0], variant.degradation, rng)
         return images[0]
 
-    def compose(self, grid: list[list[Image.Image]], variant: Variant, rng: np.random.Generator, meta: dict):
-        rows, cols = len(grid), len(variant.cells)
+    def compose(self, grid: list[list[Image.Image]], names: tuple[str, ...], target: int, variant: Variant,
+                rng: np.random.Generator, meta: dict):
+        """Instruction, inputs, output and its extension. `grid` rows and `names` are in display order; query cell
+        `target` is the one to produce. Interleaved rows list their other cells in order, then the target cell."""
+        rows, cols = len(grid), len(names)
+        produced = names[:target] + names[target + 1:] + (names[target],)  # conditions as shown, then the target
         parts = []
         if rng.random() >= self.args.task_dropout:
-            parts.append(task_text(variant))
-        content = content_text(meta) if variant.cells[-1] == "target" else None
+            parts.append(task_text(variant, produced))
+        content = content_text(meta, last=target == cols - 1) if names[target] == "target" else None
         if content and rng.random() >= self.args.content_dropout:
             parts.append(content)
-        exts = ["png" if c in LOSSLESS_CELLS else "jpg" for c in variant.cells]
         if self.args.layout == "grid":
             full = paste_grid(grid)
-            blank = paste_grid(grid[:-1] + [grid[-1][:-1] + [Image.new("RGB", grid[-1][-1].size)]])
-            text = " ".join([grid_layout(rows, cols)] + parts)
-            return text, [InputImage(blank, "grid_query", "png")], full, "png"
+            query = list(grid[-1])
+            query[target] = Image.new("RGB", query[target].size)
+            text = " ".join([grid_layout(rows, cols, target)] + parts)
+            return text, [InputImage(paste_grid(grid[:-1] + [query]), "grid_query", "png")], full, "png"
+        exts = ["png" if c in LOSSLESS_CELLS else "jpg" for c in produced]
+        grid = [cells[:target] + cells[target + 1:] + [cells[target]] for cells in grid]
         inputs = []
         for r, cells in enumerate(grid):
             last = r == rows - 1
@@ -231,7 +269,14 @@ def make_parser() -> argparse.ArgumentParser:
                    help="probabilities of 1/2/3 rows including the query, i.e. 0/1/2 in-context examples")
     p.add_argument("--task-dropout", type=float, default=0.2, help="probability of leaving out the task sentence")
     p.add_argument("--content-dropout", type=float, default=0.2,
-                   help="probability of leaving out the content caption (only used when the output is the target)")
+                   help="probability of leaving out the content caption (only used when the image to produce is "
+                        "the target)")
+    p.add_argument("--shuffle-conditions", action=argparse.BooleanOptionalAction, default=True,
+                   help="show the condition cells in one random order shared by all rows of a sample, the output "
+                        "cell last (VisualCloze's training; default on)")
+    p.add_argument("--random-target-prob", type=float, default=0.5,
+                   help="probability that the query's target is a random condition cell instead of the output "
+                        "(reverse tasks, task suffix _reverse; default 0.5 as VisualCloze trains; 0 = always last)")
     add_common_args(p, resolution=512)
     return p
 

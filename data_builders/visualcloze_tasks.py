@@ -18,6 +18,7 @@ STYLES = {"instantstyle": "InstantStyle", "reduxstyle": "ReduxStyle"}
 EDITS = {"depthedit": "edit_depth", "filledit": "edit_fill"}
 # Cells stored losslessly because their pixels are measured later (contract 1); natural images go to JPEG.
 LOSSLESS_CELLS = set(CONDITIONS) - {"foreground", "background"} | {"degraded"}
+REVERSE_SUFFIX = "_reverse"  # task suffix when the query's target is a condition cell (VisualCloze's reverse tasks)
 
 PHRASES = {
     "target": "a high-quality image", "reference": "a reference image of the subject",
@@ -119,10 +120,17 @@ def cell_phrase(cell: str, variant: Variant) -> str:
     return PHRASES[cell]
 
 
-def task_text(variant: Variant) -> str:
-    conds = ", ".join(f"{cell_phrase(c, variant)}" for c in variant.cells[:-1])
-    output = cell_phrase(variant.cells[-1], variant)
+def task_text(variant: Variant, cells: tuple[str, ...] | None = None) -> str:
+    """The task sentence for `cells` (conditions in the order shown, what is produced last; default the variant's)."""
+    cells = cells or variant.cells
+    conds = ", ".join(f"{cell_phrase(c, variant)}" for c in cells[:-1])
+    output = cell_phrase(cells[-1], variant)
     return f"Each row outlines a logical process, starting from {conds}, to achieve {output}."
+
+
+def reverse_task(task: str) -> str:
+    """The task name of a sample whose query target is not the variant's output: depth -> depth_reverse."""
+    return task + REVERSE_SUFFIX
 
 
 def interleaved_layout(rows: int, cols: int) -> str:
@@ -138,15 +146,19 @@ def interleaved_layout(rows: int, cols: int) -> str:
     return " ".join(lines)
 
 
-def grid_layout(rows: int, cols: int) -> str:
-    """VisualCloze's layout sentence; the one input is the grid with the query's last cell blank."""
+def grid_layout(rows: int, cols: int, blank: int | None = None) -> str:
+    """VisualCloze's layout sentence; the one input is the grid with query cell `blank` (default the last) black."""
+    where = ("bottom-right cell" if blank in (None, cols - 1) else
+             f"cell in the bottom row, column {blank + 1} of {cols}")
     return (f"A grid layout with {rows} rows and {cols} columns, displaying {rows * cols} images arranged side by "
-            f"side: {tag(1)} Fill in the blank bottom-right cell.")
+            f"side: {tag(1)} Fill in the blank {where}.")
 
 
-def content_text(meta: dict) -> str | None:
+def content_text(meta: dict, last: bool = True) -> str | None:
+    """The query's caption; `last` is False when the image to produce is not the last cell of the query row."""
     desc = meta.get("description")
     if not isinstance(desc, dict):
         return None
     text = " ".join(str(desc.get(k) or "").strip() for k in ("item", "description_0")).strip()
-    return f"The last image in the final row shows: {text}" if text else None
+    lead = "The last image in the final row shows" if last else "The missing image in the final row shows"
+    return f"{lead}: {text}" if text else None

@@ -1,15 +1,19 @@
 import json
 
+import numpy as np
 import pytest
-from builder_sources import CELL, CORRUPT_ROW, decode, read_samples, shard_bytes
+from builder_sources import CELL, CORRUPT_ROW, decode, graph200k_columns, graph200k_rows, read_samples, shard_bytes
 
 from data_builders.check import main as check_main
 from data_builders.merge import main as merge_main
 from data_builders.shard_writer import ShardWriter
 from data_builders.visualcloze import main
-from omnideft.data.schema import placeholder_numbers
+from data_builders.visualcloze_tasks import LOSSLESS_CELLS, REVERSE_SUFFIX, VARIANTS, cell_phrase, column_for
+from omnideft.data.schema import TASK_RE, placeholder_numbers
 
 N = 24
+OLD_BEHAVIOUR = ("--no-shuffle-conditions", "--random-target-prob", "0")  # target last, canonical cell order
+VARIANT_OF = {v.task: v for v in VARIANTS}
 
 
 def build(src, out, *extra):
@@ -22,6 +26,71 @@ def built(graph200k_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("vc") / "out"
     assert build(graph200k_dir, out) == 0
     return out / "train"
+
+
+def variant_of(meta: dict):
+    return VARIANT_OF[meta["task"].removesuffix(REVERSE_SUFFIX)]
+
+
+def check_cells(meta: dict) -> tuple[list[str], int]:
+    """The json's cell record is a permutation of the variant's cells with the output last, and agrees with the
+    task name, the instruction and the members; returns (order, target)."""
+    variant = variant_of(meta)
+    order, target = meta["cells"]["order"], meta["cells"]["target"]
+    assert TASK_RE.match(meta["task"])
+    assert sorted(order) == sorted(variant.cells) and order[-1] == variant.cells[-1]
+    assert 0 <= target < len(order)
+    assert meta["task"].endswith(REVERSE_SUFFIX) == (target != len(order) - 1)
+    produced = order[target]
+    if "Each row outlines" in meta["instruction"]:
+        assert f"to achieve {cell_phrase(produced, variant)}." in meta["instruction"]
+    if meta["source"]["layout"] == "interleaved":
+        assert meta["output"]["member"] == "out." + ("png" if produced in LOSSLESS_CELLS else "jpg")
+    return order, target
+
+
+class SourceImages:
+    """Tells which Graph200K column of the fixture rows an output image came from (nearest by pixels)."""
+
+    def __init__(self):
+        data = graph200k_rows()
+        self.columns = graph200k_columns()[1]
+        self.rows = [{c: np.asarray(data[c][r].convert("RGB"), np.float32) for c in self.columns
+                      if hasattr(data[c][r], "convert")} for r in range(len(data["target"]))]
+
+    def column(self, img, row: int) -> str:
+        arr = np.asarray(img.convert("RGB"), np.float32)
+        return min(self.rows[row], key=lambda c: np.abs(self.rows[row][c] - arr).mean())
+
+    def check(self, img, row: int, cell: str, variant) -> None:
+        """`img` shows `cell` of source row `row` (derived cells - masked, degraded - are not checked)."""
+        candidates = {column_for(cell, variant.style, k, k) for k in range(3)}
+        if cell != "degraded" and all(len(cols) == 1 for cols in candidates):
+            assert self.column(img, row) in {cols[0] for cols in candidates}, (cell, row)
+
+
+@pytest.fixture(scope="module")
+def source_images():
+    return SourceImages()
+
+
+def check_rows_follow_order(s: dict, images: SourceImages) -> None:
+    """Every row shows the cells in the json's order: interleaved rows list the non-target cells, then the target
+    (the query's target is `out`); the grid output has every row in order."""
+    meta = s["meta"]
+    order, target = check_cells(meta)
+    variant, ids, cols = variant_of(meta), [int(i) for i in meta["source"]["ids"]], len(order)
+    if meta["source"]["layout"] == "grid":
+        full = decode(s[meta["output"]["member"]])
+        for r, row in enumerate(ids):
+            for c, cell in enumerate(order):
+                images.check(full.crop((c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL)), row, cell, variant)
+        return
+    shown = order[:target] + order[target + 1:] + [order[target]]
+    pictures = [decode(s[entry["member"]]) for entry in meta["inputs"]] + [decode(s[meta["output"]["member"]])]
+    for r, row in enumerate(ids):
+        for c, cell in enumerate(shown):
+            images.check(pictures[r * cols + c], row, cell, variant)
 
 
 def test_contents_placeholders_and_rows(built):
@@ -43,6 +112,7 @@ def test_contents_placeholders_and_rows(built):
         cols = (n_in + 1) // rows
         assert n_in == rows * cols - 1  # every cell but the query's output is an input
         assert [i["role"] for i in meta["inputs"]][-(cols - 1):] == ["query_condition"] * (cols - 1)
+        assert len(check_cells(meta)[0]) == cols
     assert rows_seen == {1, 2, 3}  # 0, 1 and 2 in-context examples all occur
 
 
@@ -98,20 +168,29 @@ def test_partition_and_merge_equal_single_build(graph200k_dir, built, tmp_path, 
     assert check_main([str(out / "train")]) == 0
 
 
-def test_grid_layout(graph200k_dir, tmp_path):
+def test_grid_layout(graph200k_dir, tmp_path, source_images):
     assert build(graph200k_dir, tmp_path / "g", "--layout", "grid", "--tasks", "dense_prediction") == 0
+    targets = set()
     for s in read_samples(tmp_path / "g" / "train"):
         meta = s["meta"]
         rows = len(meta["source"]["ids"])
         assert meta["task"].startswith("visualcloze/dense_prediction/")
         assert len(meta["inputs"]) == 1 and "<|image_1|>" in meta["instruction"]
         assert (meta["output"]["width"], meta["output"]["height"]) == (2 * CELL, rows * CELL)
-        blank = decode(s["in0.png"]).convert("RGB").crop((CELL, (rows - 1) * CELL, 2 * CELL, rows * CELL))
-        assert blank.getextrema() == ((0, 0), (0, 0), (0, 0))
+        check_rows_follow_order(s, source_images)
+        target = meta["cells"]["target"]
+        targets.add(target)
+        query = decode(s["in0.png"]).convert("RGB")
+        for c in range(2):  # only the chosen query cell is blank
+            cell = query.crop((c * CELL, (rows - 1) * CELL, (c + 1) * CELL, rows * CELL))
+            assert (cell.getextrema() == ((0, 0), (0, 0), (0, 0))) == (c == target)
+        assert ("bottom-right" in meta["instruction"]) == (target == 1)
+    assert targets == {0, 1}  # dense prediction and its reverse (predict the image from the map) both occur
 
 
 def test_restoration_inputs_are_degraded_and_deterministic(graph200k_dir, tmp_path):
-    assert build(graph200k_dir, tmp_path / "r", "--tasks", "restoration", "--rows-probs", "1,0,0") == 0
+    assert build(graph200k_dir, tmp_path / "r", "--tasks", "restoration", "--rows-probs", "1,0,0",
+                 *OLD_BEHAVIOUR) == 0
     samples = read_samples(tmp_path / "r" / "train")
     assert samples and all(s["meta"]["task"].startswith("visualcloze/restoration/") for s in samples)
     changed = [decode(s["in0.png"]).tobytes() != decode(s["out.jpg"]).convert("RGB").tobytes() for s in samples]
@@ -122,7 +201,7 @@ def test_restoration_inputs_are_degraded_and_deterministic(graph200k_dir, tmp_pa
 def test_visualcloze_data_json_tree(visualcloze_tree, tmp_path):
     rc = main(["--src", str(visualcloze_tree), "--out", str(tmp_path / "t"), "--resolution", str(CELL),
                "--tasks", "conditional_generation/canny,conditional_generation/foreground,subject_extraction",
-               "--max-samples", "8", "--no-progress"])
+               "--max-samples", "8", "--no-progress", *OLD_BEHAVIOUR])
     assert rc == 0
     tasks = {s["meta"]["task"] for s in read_samples(tmp_path / "t" / "train")}
     assert tasks <= {"visualcloze/conditional_generation/canny", "visualcloze/conditional_generation/foreground",
@@ -219,3 +298,71 @@ def test_data_json_from_another_machine_is_relocated(visualcloze_tree, tmp_path)
     assert main(["--src", str(moved), "--out", str(tmp_path / "t"), "--resolution", str(CELL),
                  "--tasks", "subject_extraction", "--max-samples", "4", "--no-progress"]) == 0
     assert len(read_samples(tmp_path / "t" / "train")) == 4
+
+
+def test_random_target_prob_1_always_reverses(graph200k_dir, tmp_path, source_images):
+    assert build(graph200k_dir, tmp_path / "rev", "--random-target-prob", "1", "--task-dropout", "0") == 0
+    samples = read_samples(tmp_path / "rev" / "train")
+    assert len(samples) >= N - 2
+    for s in samples:
+        meta = s["meta"]
+        order, target = check_cells(meta)
+        assert target < len(order) - 1 and meta["task"].endswith(REVERSE_SUFFIX)
+        rows, n_in = len(meta["source"]["ids"]), len(meta["inputs"])
+        assert n_in == rows * len(order) - 1 and placeholder_numbers(meta["instruction"]) == list(range(1, n_in + 1))
+        assert sum(1 for name in s if name.startswith(("in", "out."))) == n_in + 1
+        assert ("The missing image in the final row shows:" in meta["instruction"]) == (order[target] == "target")
+        assert "The last image in the final row" not in meta["instruction"]
+        check_rows_follow_order(s, source_images)
+
+
+def test_reverse_restoration_outputs_the_degraded_cell(graph200k_dir, tmp_path):
+    assert build(graph200k_dir, tmp_path / "r", "--tasks", "restoration", "--rows-probs", "1,0,0",
+                 "--random-target-prob", "1", "--task-dropout", "0") == 0
+    samples = read_samples(tmp_path / "r" / "train")
+    assert samples
+    for s in samples:
+        assert s["meta"]["cells"] == {"order": ["degraded", "target"], "target": 0}
+        assert s["meta"]["task"] == f"visualcloze/restoration/{s['meta']['source']['degradation']}{REVERSE_SUFFIX}"
+        assert decode(s["in0.jpg"]).size == decode(s["out.png"]).size == (CELL, CELL)
+        assert decode(s["out.png"]).convert("RGB").tobytes() != decode(s["in0.jpg"]).convert("RGB").tobytes()
+        assert "to achieve a degraded image" in s["meta"]["instruction"]
+
+
+def test_old_behaviour_flags_keep_target_last_and_canonical_order(graph200k_dir, tmp_path, source_images):
+    assert build(graph200k_dir, tmp_path / "old", *OLD_BEHAVIOUR) == 0
+    samples = read_samples(tmp_path / "old" / "train")
+    assert len(samples) >= N - 2
+    for s in samples:
+        meta = s["meta"]
+        variant = variant_of(meta)
+        assert meta["task"] == variant.task
+        assert meta["cells"] == {"order": list(variant.cells), "target": len(variant.cells) - 1}
+        check_rows_follow_order(s, source_images)
+
+
+def test_shuffle_is_one_permutation_for_all_rows(graph200k_dir, tmp_path, source_images):
+    tasks = "style_transfer_with_condition,conditional_generation_with_reference,restoration_with_reference"
+    for layout in ("interleaved", "grid"):
+        out = tmp_path / layout
+        assert build(graph200k_dir, out, "--tasks", tasks, "--rows-probs", "0,0,1", "--layout", layout) == 0
+        samples = read_samples(out / "train")
+        assert samples and all(len(s["meta"]["source"]["ids"]) == 3 for s in samples)
+        for s in samples:
+            check_rows_follow_order(s, source_images)
+        orders = {tuple(s["meta"]["cells"]["order"]) != variant_of(s["meta"]).cells for s in samples}
+        assert orders == {True, False}  # shuffled orders occur (and the canonical one by chance)
+
+
+def test_defaults_mix_reverse_and_normal_samples(graph200k_dir, tmp_path):
+    out = tmp_path / "mix"
+    assert main(["--src", str(graph200k_dir), "--out", str(out), "--resolution", str(CELL), "--max-samples", "40",
+                 "--no-progress"]) == 0
+    samples = read_samples(out / "train")
+    assert len(samples) >= 36
+    reverse = sum(s["meta"]["task"].endswith(REVERSE_SUFFIX) for s in samples)
+    assert 0.25 * len(samples) <= reverse <= 0.75 * len(samples)  # about half, as VisualCloze trains
+    manifest = json.loads((out / "train" / "manifest.json").read_text())
+    assert sum(n for t, n in manifest["tasks"].items() if t.endswith(REVERSE_SUFFIX)) == reverse
+    assert main(["--src", str(graph200k_dir), "--out", str(out), "--resolution", str(CELL), "--max-samples", "40",
+                 "--random-target-prob", "1.5"]) == 2
