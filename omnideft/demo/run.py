@@ -18,7 +18,8 @@ from omnideft.demo.plot import loss_plot
 from omnideft.demo.shapes import random_pair
 from omnideft.demo.vae_fit import fit_vae
 from omnideft.eval.denoising import denoising_losses, load_examples
-from omnideft.generate.contact_sheet import contact_sheet
+from omnideft.files import write_text_atomic
+from omnideft.generate.contact_sheet import contact_sheet, stack_rows
 from omnideft.generate.sampler import OmniGenSampler
 from omnideft.images import save_image_atomic
 from omnideft.model import load_omnigen, save_base
@@ -47,7 +48,7 @@ def run_demo(out_dir: str = "demo_out", steps: int = 400, samples: int = 96, siz
     save_image_atomic(loss_plot(losses), out / "loss.png")
     base_loss, adapted_loss = heldout_losses(out, held_out, size)
     sheets = render_samples(out, size, seed)
-    save_image_atomic(_stack(sheets), out / "samples.png")
+    save_image_atomic(stack_rows(sheets), out / "samples.png")
 
     k = max(1, len(losses) // 10)
     result = {
@@ -58,8 +59,8 @@ def run_demo(out_dir: str = "demo_out", steps: int = 400, samples: int = 96, siz
     }
     result["loss_drop_pct"] = 100 * (1 - result["loss_end"] / result["loss_start"])
     result["heldout_drop_pct"] = 100 * (1 - adapted_loss / base_loss)
-    (out / "report.md").write_text(_report(result, k))
-    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out / "report.md", _report(result, k))
+    write_text_atomic(out / "report.json", json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -100,16 +101,6 @@ def render_samples(out: Path, size: int, seed: int, rows: int = 3) -> list[Image
         target.paste(q_out.resize((96, 96)), (sheet.width, sheet.height - 96))
         sheets.append(target)
     return sheets
-
-
-def _stack(images: list[Image.Image]) -> Image.Image:
-    w = max(im.width for im in images)
-    sheet = Image.new("RGB", (w, sum(im.height for im in images)), "white")
-    y = 0
-    for im in images:
-        sheet.paste(im, (0, y))
-        y += im.height
-    return sheet
 
 
 def _report(r: dict, k: int) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
+
+from omnideft.files import write_text_atomic
 
 
 def write_tables(results: dict[str, dict[str, float]], out_stem: str | Path, metric: str) -> list[Path]:
@@ -24,11 +25,4 @@ def write_tables(results: dict[str, dict[str, float]], out_stem: str | Path, met
         md.append(f"| {name} | " + " | ".join(f"{row[c]:.4f}" if c in row else "" for c in columns) + " |")
     texts = {".csv": buf.getvalue(), ".json": json.dumps({"metric": metric, "results": results}, indent=2) + "\n",
              ".md": f"{metric} (lower is better)\n\n" + "\n".join(md) + "\n"}
-    paths = []
-    for ext, text in texts.items():
-        path = stem.with_suffix(ext)
-        tmp = path.with_name(f".tmp-{path.name}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        paths.append(path)
-    return paths
+    return [write_text_atomic(stem.with_suffix(ext), text) for ext, text in texts.items()]

@@ -7,6 +7,16 @@ from PIL import Image, ImageDraw
 LABEL_H = 14
 
 
+def stack_rows(images: list[Image.Image]) -> Image.Image:
+    """Images one below the other, left-aligned, on white."""
+    sheet = Image.new("RGB", (max(im.width for im in images), sum(im.height for im in images)), "white")
+    y = 0
+    for im in images:
+        sheet.paste(im, (0, y))
+        y += im.height
+    return sheet
+
+
 def contact_sheet(examples: list[tuple[Image.Image, Image.Image]], query: list[Image.Image], output: Image.Image,
                   cell: int = 128) -> Image.Image:
     cells: list[tuple[str, Image.Image]] = []

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
-
 from omnideft.errors import UserError
-from omnideft.generate.contact_sheet import contact_sheet
+from omnideft.generate.contact_sheet import contact_sheet, stack_rows
 from omnideft.generate.sampler import OmniGenSampler
 from omnideft.images import load_image, save_image_atomic
 from omnideft.prompts.processor import TAG, check_tags
@@ -51,10 +49,5 @@ class ValidationRenderer:
                           seed=self.cfg.seed)
             save_image_atomic(img, folder / f"{i:02d}.png")
             rows.append(contact_sheet([], images, img))
-        grid = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
-        y = 0
-        for r in rows:
-            grid.paste(r, (0, y))
-            y += r.height
         model.train(was_training)
-        return save_image_atomic(grid, folder.with_suffix(".png"))
+        return save_image_atomic(stack_rows(rows), folder.with_suffix(".png"))

@@ -19,6 +19,7 @@ from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
 from omnideft.adapters.apply import param_groups
 from omnideft.data.shards import ShardStream, bucket_batches
 from omnideft.data.sources import resolve_sources
+from omnideft.files import write_text_atomic
 from omnideft.model import load_omnigen, save_base
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
@@ -107,7 +108,7 @@ def train(recipe: Recipe, progress: bool = True, validate=None) -> Path:
         summary = {"steps": cfg.max_steps, "seconds": time.perf_counter() - t_start,
                    "world_size": accelerator.num_processes,
                    "skipped_samples": dict(stream.skipped), "drawn_per_source": dict(stream.drawn)}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return adapter_dir
 
@@ -144,6 +145,4 @@ def _save(accelerator, model, folder: Path, base_name: str, recipe: Recipe, step
 
 
 def _write_recipe(recipe: Recipe, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    tmp.rename(path)
+    write_text_atomic(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
