@@ -36,14 +36,14 @@ def output_member(ext: str) -> str:
     return f"out.{ext}"
 
 
+def tag_numbers(text: str) -> list[int]:
+    """Every `<|image_k|>` number in order of appearance, repeats kept."""
+    return [int(m.group(1)) for m in TAG_RE.finditer(text)]
+
+
 def placeholder_numbers(instruction: str) -> list[int]:
     """Distinct `<|image_k|>` numbers in order of first appearance."""
-    seen: list[int] = []
-    for m in TAG_RE.finditer(instruction):
-        k = int(m.group(1))
-        if k not in seen:
-            seen.append(k)
-    return seen
+    return list(dict.fromkeys(tag_numbers(instruction)))
 
 
 def placeholder_mismatch(numbers: list[int], n_inputs: int) -> str | None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from data_builders.shard_writer import BuiltSample, InputImage, ShardWriter
 from omnideft.demo.shapes import random_pair
+from omnideft.generate.compose import example_clause
 
 TASK = "demo/conditional_generation/edges"
 
@@ -16,7 +17,7 @@ def in_context_instruction(n_examples: int, caption: str) -> str:
     """OmniGen-style interleaved instruction: example (condition, result) pairs, then the query condition."""
     parts = []
     for i in range(n_examples):
-        parts.append(f"example {i + 1}: <img><|image_{2 * i + 1}|></img> becomes <img><|image_{2 * i + 2}|></img>.")
+        parts.append(example_clause(i))
     q = 2 * n_examples + 1
     parts.append(f"now draw {caption} from the edges <img><|image_{q}|></img>")
     return " ".join(parts)

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import re
 
-from omnideft.prompts.processor import TAG
+from omnideft.data.schema import TAG_RE, tag_numbers
+
+
+def example_clause(i: int) -> str:
+    """The sentence for in-context example i (0-based); shared with the demo's training shards."""
+    return f"example {i + 1}: <img><|image_{2 * i + 1}|></img> becomes <img><|image_{2 * i + 2}|></img>."
 
 
 def compose_in_context(prompt: str, query_images: list, examples: list[tuple] = ()) -> tuple[str, list]:
@@ -18,11 +23,11 @@ def compose_in_context(prompt: str, query_images: list, examples: list[tuple] = 
     images: list = []
     parts = []
     for i, (inp, out) in enumerate(examples):
-        parts.append(f"example {i + 1}: <img><|image_{2 * i + 1}|></img> becomes <img><|image_{2 * i + 2}|></img>.")
+        parts.append(example_clause(i))
         images += [inp, out]
     shift = 2 * n_ex
-    query = TAG.sub(lambda m: f"<|image_{int(m.group(0)[8:-2]) + shift}|>", prompt)
-    mentioned = {int(m[8:-2]) for m in TAG.findall(prompt)}
+    query = TAG_RE.sub(lambda m: f"<|image_{int(m.group(1)) + shift}|>", prompt)
+    mentioned = set(tag_numbers(prompt))
     missing = [k for k in range(1, len(query_images) + 1) if k not in mentioned]
     if missing:
         query = (query + " " + " ".join(f"<img><|image_{k + shift}|></img>" for k in missing)).strip()

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omnideft.data.schema import tag_numbers
 from omnideft.errors import UserError
 from omnideft.generate.contact_sheet import contact_sheet, stack_rows
 from omnideft.generate.sampler import OmniGenSampler
 from omnideft.images import load_image, save_image_atomic
-from omnideft.prompts.processor import TAG, check_tags
+from omnideft.prompts.processor import check_tags
 
 
 class ValidationRenderer:
@@ -28,7 +29,7 @@ class ValidationRenderer:
                 raise UserError(f"validation.prompts[{i}] has unknown keys {sorted(unknown)}")
             images = [load_image(p) for p in item.get("images", [])]
             try:
-                check_tags([int(t[8:-2]) for t in TAG.findall(item["prompt"])], len(images))
+                check_tags(tag_numbers(item["prompt"]), len(images))
             except UserError as exc:
                 raise UserError(f"validation.prompts[{i}]: {exc}") from None
             self.items.append((item["prompt"], images, item.get("height"), item.get("width")))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from omnideft.data.schema import placeholder_mismatch
+from omnideft.data.schema import placeholder_mismatch, tag_numbers
 from omnideft.errors import UserError
 
 TAG = re.compile(r"<\|image_\d+\|>")
@@ -75,7 +75,7 @@ class OmniGenProcessor:
     def encode(self, instruction: str, images: list[Image.Image] | None = None) -> EncodedPrompt:
         """Tokenise one instruction with its images (image k is `<|image_k|>`)."""
         images = list(images or [])
-        tags = [int(t[len("<|image_") : -2]) for t in TAG.findall(instruction)]
+        tags = tag_numbers(instruction)
         check_tags(tags, len(images))
         text = wrap_prompt(instruction)
         if not images:
