@@ -49,6 +49,8 @@ class DataSection:
     max_image_size: int = _f(1024, "long-side cap for input and output images (multiple of 16)")
     condition_dropout: float = _f(0.01, "probability that instruction+images become '<cfg>' (for CFG)")
     shuffle_buffer: int = _f(256, "samples in the shuffle buffer")
+    num_workers: int = _f(1, "background processes decoding and batching samples (0 = in the training process); "
+                          "part of the data order, so a resumed run must keep it")
 
 
 @dataclass
@@ -63,7 +65,12 @@ class TrainSection:
     mixed_precision: str = _f("no", "autocast dtype for the transformer", ("no", "bf16", "fp16"))
     gradient_checkpointing: bool = _f(False, "recompute block activations in backward")
     seed: int = _f(0, "seed for data order, noise and timesteps")
-    checkpoint_every: int = _f(500, "save the adapter every N steps (0 = only at the end)")
+    checkpoint_every: int = _f(500, "save a resumable checkpoint (adapter + optimizer, RNG, data position) every N "
+                               "steps (0 = only the final adapter)")
+    keep_checkpoints: int = _f(3, "how many step checkpoints stay on disk (older ones are deleted; 0 = keep all)")
+    ema_decay: typing.Optional[float] = _f(None, "EMA of the adapter weights (e.g. 0.999), saved as adapter/ema/; "
+                                           "null = off")
+    max_bad_steps: int = _f(5, "a non-finite loss or gradient skips the step; stop after this many in a row")
     log_every: int = _f(10, "print a loss line every N steps when the progress bar is off (--no-progress)")
 
 
@@ -81,11 +88,15 @@ class ValidationSection:
 class LaunchSection:
     config: typing.Optional[str] = _f(None, "accelerate config YAML; `omnideft train` then re-launches itself "
                                       "with `accelerate launch --config_file` (null = this process)")
+    deepspeed: typing.Optional[str] = _f(None, "DeepSpeed JSON config (ZeRO stage etc.) used when this process was "
+                                         "started by torchrun / srun / deepspeed; null = DDP or single process")
 
 
 @dataclass
 class OutputSection:
     dir: str = _f("runs/omnideft", "output directory: adapter/, checkpoints/, logs, resolved recipe")
+    tensorboard: bool = _f(True, "write TensorBoard scalars and validation grids to <dir>/tensorboard")
+    wandb_project: typing.Optional[str] = _f(None, "also log to this Weights & Biases project (needs `wandb`)")
 
 
 @dataclass
