@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omnideft.errors import UserError
 
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint; resume with --resume latest
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -37,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=1e-4")
     t.add_argument("--help-recipe", action="store_true", help="print every recipe key with default and help")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--resume", metavar="latest|PATH",
+                   help="continue from the newest complete checkpoint in output.dir (latest) or from a checkpoint "
+                        "folder: step, optimizer, scheduler, RNG and data position are restored")
     t.set_defaults(func=_train)
 
     g = sub.add_parser("generate", help="generate an image, optionally from in-context examples")
@@ -108,10 +113,17 @@ def _train(args) -> int:
         return _relaunch(recipe.launch.config, args)
     from omnideft.generate.validation import ValidationRenderer
     from omnideft.train.loop import train
+    from omnideft.train.signals import TrainingStopped
 
     validate = ValidationRenderer(recipe.validation, recipe.data.max_image_size)
-    adapter = train(recipe, progress=not args.no_progress, validate=validate if validate.items else None)
-    print(f"adapter: {adapter}")
+    try:
+        adapter = train(recipe, progress=not args.no_progress, validate=validate if validate.items else None,
+                        resume=args.resume)
+    except TrainingStopped as exc:
+        print(f"omnideft: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"adapter: {adapter}")
     return 0
 
 
@@ -128,6 +140,8 @@ def _relaunch(config: str, args) -> int:
     argv = ["train", *([args.recipe] if args.recipe else []), *args.overrides]
     if args.no_progress:
         argv.append("--no-progress")
+    if args.resume:
+        argv += ["--resume", args.resume]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "-m", "omnideft", *argv]
     print(f"launching: accelerate launch --config_file {config} -m omnideft {' '.join(argv)}", file=sys.stderr)
     return subprocess.call(cmd, env={**os.environ, "OMNIDEFT_LAUNCHED": "1"})

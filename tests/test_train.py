@@ -92,7 +92,7 @@ def test_corrupt_member_is_skipped_and_counted(shards, tmp_path):
 
             tout.addfile(m, io.BytesIO(data))
     shutil.copy(sorted(shards.glob("*.tar"))[1], bad_dir / "bad-000001.tar")
-    train(_recipe(str(bad_dir), tmp_path / "run", "train.checkpoint_every=0", "data.shuffle_buffer=4"),
+    train(_recipe(str(bad_dir), tmp_path / "run", "train.checkpoint_every=0"),
           progress=False)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert sum(summary["skipped_samples"].values()) >= 1
@@ -194,9 +194,45 @@ def test_bf16_autocast_with_gradient_checkpointing_keeps_fp32_adapter(shards, tm
     assert len(losses) == 6 and all(0 < v < 10 for v in losses)
 
 
-def test_bucket_batches_share_one_output_size():
-    from omnideft.data.shards import bucket_batches
+def test_nan_loss_skips_the_step_then_stops_after_max_bad_steps(shards, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMNIDEFT_FAULT", "nan-loss@3")
+    adapter = train(_recipe(shards, tmp_path / "a", "train.checkpoint_every=0"), progress=False)
+    records = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_step"] for r in records] == [False, False, True, False, False, False]
+    assert records[2]["loss"] is None and records[3]["loss"] > 0
+    assert all(t.isfinite().all() for t in load_file(adapter / "adapter_model.safetensors").values())
+    with pytest.raises(UserError, match="1 steps in a row had a non-finite loss"):
+        train(_recipe(shards, tmp_path / "b", "train.checkpoint_every=0", "train.max_bad_steps=1"), progress=False)
 
-    sizes = [(32, 32), (32, 48), (32, 32), (32, 48), (32, 32), (64, 64), (32, 48)]
-    batches = list(bucket_batches(iter(range(len(sizes))), 2, lambda i: sizes[i]))
-    assert batches == [[0, 2], [1, 3]]  # a batch is emitted only when one size has batch_size samples
+
+def test_ema_adapter_beside_the_adapter_and_tensorboard_scalars(shards, tmp_path):
+    from peft import PeftModel
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from omnideft.model import load_omnigen
+
+    adapter = train(_recipe(shards, tmp_path, "train.ema_decay=0.5", "train.log_every=3"), progress=False)
+    final = load_file(adapter / "adapter_model.safetensors")
+    ema = load_file(adapter / "ema" / "adapter_model.safetensors")
+    assert final.keys() == ema.keys() and any(not (final[k] == ema[k]).all() for k in final)
+    PeftModel.from_pretrained(load_omnigen(str(tmp_path / "base")).transformer, str(adapter / "ema"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/samples_per_s"} <= tags
+    assert any(t.startswith("task_loss/") for t in tags)
+    assert len(events.Scalars("train/loss")) == 6
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["realised_proportions"] == {str(shards): 1.0}
+
+
+def test_wandb_without_the_package_is_one_line(shards, tmp_path):
+    # wandb is not a dependency; the error must say so instead of a traceback
+    try:
+        import wandb  # noqa: F401
+        pytest.skip("wandb installed here")
+    except ImportError:
+        pass
+    proc = run_cli("train", "model.name=tiny", f"data.shards=[{shards}]", "data.max_image_size=32",
+                   "train.max_steps=1", "output.wandb_project=x", f"output.dir={tmp_path}")
+    assert_one_line_error(proc, "wandb")

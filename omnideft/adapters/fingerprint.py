@@ -17,10 +17,11 @@ ADAPTER_TENSOR = re.compile(r"(^|\.)(lora_|deft_|soda_|svdiff_)")
 def base_fingerprint(transformer: nn.Module) -> str:
     h = hashlib.sha256(type(_unwrap(transformer)).__name__.encode())
     entries = []
-    for name, tensor in _unwrap(transformer).state_dict().items():
+    for name, tensor in _unwrap(transformer).state_dict(keep_vars=True).items():
         if ADAPTER_TENSOR.search(name):
             continue
-        entries.append((name.replace(".base_layer.", "."), tuple(tensor.shape)))
+        shape = getattr(tensor, "ds_shape", tensor.shape)  # ZeRO-3 partitions parameters to 0-element tensors
+        entries.append((name.replace(".base_layer.", "."), tuple(shape)))
     for name, shape in sorted(entries):
         h.update(f"{name}:{shape};".encode())
     return "sha256:" + h.hexdigest()[:16]

@@ -7,7 +7,9 @@ from collections import defaultdict
 
 import torch
 
-from omnideft.data.shards import ShardStream
+from omnideft.data.indexed import ShardIndex
+from omnideft.data.schema import SampleError
+from omnideft.data.shards import decode_sample
 from omnideft.data.sources import resolve_sources
 from omnideft.prompts import OmniGenProcessor
 from omnideft.train.batch import BatchBuilder, vae_encode
@@ -15,9 +17,18 @@ from omnideft.train.loss import rectified_flow_loss
 
 
 def load_examples(shards: list, n: int) -> list:
-    """The first n samples in a fixed order (one pass, no shuffling)."""
-    stream = iter(ShardStream(resolve_sources(shards), seed=0, shuffle_buffer=1))
-    return [next(stream) for _ in range(n)]
+    """The first n readable samples in shard order (sources in the order given); fewer if there are fewer."""
+    out = []
+    for source in resolve_sources(shards):
+        index = ShardIndex(source.urls)
+        for i in range(len(index)):
+            if len(out) == n:
+                return out
+            try:
+                out.append(decode_sample(index.read(i)))
+            except SampleError:
+                continue
+    return out
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ class ValidationRenderer:
     def due(self, step: int, last: bool) -> bool:
         return bool(self.items) and (last or (self.cfg.every > 0 and step % self.cfg.every == 0))
 
-    def __call__(self, model, components, step: int, out_dir: Path) -> Path:
+    def __call__(self, model, components, step: int, out_dir: Path, write: bool = True) -> Path | None:
         was_training = model.training
         model.eval()
         sampler = OmniGenSampler(model, components.vae, components.tokenizer, components.scheduler,
@@ -48,7 +48,8 @@ class ValidationRenderer:
             img = sampler(prompt, images, height=h or self.max_image_size, width=w or self.max_image_size,
                           steps=self.cfg.steps, guidance=self.cfg.guidance, image_guidance=self.cfg.image_guidance,
                           seed=self.cfg.seed)
-            save_image_atomic(img, folder / f"{i:02d}.png")
+            if write:
+                save_image_atomic(img, folder / f"{i:02d}.png")
             rows.append(contact_sheet([], images, img))
         model.train(was_training)
-        return save_image_atomic(stack_rows(rows), folder.with_suffix(".png"))
+        return save_image_atomic(stack_rows(rows), folder.with_suffix(".png")) if write else None

@@ -14,7 +14,7 @@ class BatchBuilder:
     def __init__(self, processor: OmniGenProcessor, condition_dropout: float, seed: int, pad_token_id: int = 2):
         self.processor = processor
         self.condition_dropout = condition_dropout
-        self.rng = random.Random(f"cfg-dropout-{seed}")
+        self.seed = seed
         self.pad_token_id = pad_token_id
 
     def output_size(self, ex: Example) -> tuple[int, int]:
@@ -24,7 +24,8 @@ class BatchBuilder:
     def __call__(self, examples: list[Example]) -> dict:
         prompts = []
         for ex in examples:
-            if self.rng.random() < self.condition_dropout:
+            # Seeded by the example's place in the training order: the same decision after a resume.
+            if random.Random(f"cfg-dropout-{self.seed}-{ex.order_id or ex.key}").random() < self.condition_dropout:
                 # OmniGen drops text and image conditions together; the model learns the unconditional velocity.
                 prompts.append(self.processor.encode(CFG_PROMPT))
             else:

@@ -1,53 +1,72 @@
-"""The training loop: recipe -> adapter folder. Reads top to bottom; plain process or `accelerate launch`."""
+"""The training loop: recipe -> adapter folder. Reads top to bottom; one process, DDP or DeepSpeed ZeRO-1/2/3."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
 import yaml
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import InitProcessGroupKwargs, set_seed
+from accelerate.utils import gather_object, set_seed
 
-from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
+from omnideft.adapters import AdapterSpec, apply_adapter
 from omnideft.adapters.apply import param_groups
-from omnideft.data.shards import ShardStream, bucket_batches
+from omnideft.data.loader import ResumableBatches, drawn_per_source, index_sources
 from omnideft.data.sources import resolve_sources
+from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
 from omnideft.model import load_omnigen, save_base
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
 from omnideft.train.batch import BatchBuilder, to_device, vae_encode
+from omnideft.train.checkpoint import (
+    LiveRun,
+    adapter_state,
+    check_compatible,
+    find_resume,
+    restore_checkpoint,
+    save_adapter_folder,
+    save_checkpoint,
+)
+from omnideft.train.ema import AdapterEMA
+from omnideft.train.engine import make_engine
+from omnideft.train.logs import RunLog
 from omnideft.train.loss import rectified_flow_loss
 from omnideft.train.recipe import Recipe
+from omnideft.train.signals import StopRequests, TrainingStopped, fault
 
 
-def train(recipe: Recipe, progress: bool = True, validate=None) -> Path:
-    """Train the recipe's adapter; returns the adapter folder. `validate(model, components, step, out_dir)` is
-    called on the main process every `validation.every` steps and after the last one (see generate/validation)."""
-    cfg = recipe.train
-    out = Path(recipe.output.dir)
-    sources = resolve_sources(recipe.data.shards)  # bad globs fail before any model loads
+def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | None = None) -> Path:
+    """Train the recipe's adapter; returns the adapter folder. `resume` is None, "latest" or a checkpoint folder.
+    `validate(model, components, step, out_dir, write)` renders fixed prompts (see generate/validation)."""
+    cfg, out = recipe.train, Path(recipe.output.dir)
+    sources = resolve_sources(recipe.data.shards)  # bad globs and empty shards fail before any model loads
+    indexes = index_sources(sources)
+    engine = make_engine(cfg.mixed_precision, recipe.launch.deepspeed, cfg.batch_size, cfg.grad_clip)
+    acc = engine.accelerator
+    rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
+    if cfg.ema_decay and engine.zero_stage == 3:
+        raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
+    layout = {"engine": engine.name, "world_size": world, "num_workers": recipe.data.num_workers}
+    checkpoint = find_resume(out, resume)
+    if checkpoint is not None:  # refuse another recipe or launch layout before anything is written
+        check_compatible(checkpoint, recipe.to_dict(), layout)
+    elif resume == "latest" and main:
+        print(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from step 0", file=sys.stderr)
 
-    accelerator = make_accelerator(cfg.mixed_precision)
     set_seed(cfg.seed)
-    rank = accelerator.process_index
-    main = accelerator.is_main_process
-
     comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
+    base_name = recipe_base_name(recipe.model.name, out)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        _write_recipe(recipe, out / "recipe.yaml")
-        if recipe.model.name == "tiny":  # random weights: keep the exact base the adapter belongs to
+        write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
             save_base(comps, out / "base")
-    base_name = recipe_base_name(recipe.model.name, out)
-
     spec = AdapterSpec(**vars(recipe.adapter))
     model = apply_adapter(comps.transformer, spec)
     if cfg.gradient_checkpointing:
@@ -55,62 +74,158 @@ def train(recipe: Recipe, progress: bool = True, validate=None) -> Path:
     optimizer = torch.optim.AdamW(param_groups(model, spec, cfg.lr, cfg.weight_decay), betas=tuple(cfg.betas))
     warmup = max(cfg.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    vae = comps.vae.to(accelerator.device)
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    vae = comps.vae.to(acc.device)
+    peft_model = acc.unwrap_model(model)
+    trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
+    run = LiveRun(engine, model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed * 7919 + rank),
+                  trainable, base_name, recipe.to_dict(), layout,
+                  ema=AdapterEMA(trainable, cfg.ema_decay) if cfg.ema_decay and main else None)
+    start, data_state = restore_checkpoint(run, checkpoint) if checkpoint else (0, None)
+    if checkpoint and main:
+        print(f"resume: {checkpoint} (step {start})", file=sys.stderr)
 
-    processor = OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size)
-    builder = BatchBuilder(processor, recipe.data.condition_dropout, cfg.seed + rank)
-    stream = ShardStream(sources, seed=cfg.seed + 1000 * rank, shuffle_buffer=recipe.data.shuffle_buffer)
-    batches = bucket_batches(iter(stream), cfg.batch_size, builder.output_size)
-    noise = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # timesteps, noise, VAE sampling
+    builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size),
+                           recipe.data.condition_dropout, cfg.seed)
+    batches = iter(ResumableBatches(sources, indexes, seed=cfg.seed, batch_size=cfg.batch_size,
+                                    size_of=builder.output_size, build=builder, rank=rank, world=world,
+                                    num_workers=recipe.data.num_workers, resume=data_state).loader())
+    log = RunLog(out, main, start, recipe.output.tensorboard, recipe.output.wandb_project, recipe.to_dict())
+    bar = progress_bar(total=cfg.max_steps, initial=start, desc="train", disable=not (progress and main))
+    task_loss: dict = defaultdict(lambda: [0.0, 0])
+    bad_steps, t_start, step = 0, time.perf_counter(), start
+    with StopRequests() as stop:
+        for step in range(start + 1, cfg.max_steps + 1):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            if "error" in batch:
+                raise UserError(batch["error"])
+            reader, reader_state = batch.pop("data_state")
+            run.reader_states[reader] = reader_state
+            run.consumed += 1
+            batch = to_device(batch, acc.device)
+            t_data = time.perf_counter() - t0
+            x1 = vae_encode(vae, batch["output_pixels"], run.noise)
+            cond = dict(batch, input_img_latents=[vae_encode(vae, pv, run.noise) for pv in batch["input_pixel_values"]])
+            with engine.autocast():
+                per_sample = rectified_flow_loss(model, x1, cond, run.noise)
+            loss = per_sample.mean()
+            if fault("nan-loss", step):
+                loss = loss * float("nan")
+            # One collective per step: summed loss, non-finite ranks, stop requests.
+            finite = bool(torch.isfinite(loss))
+            flags = acc.reduce(torch.tensor([loss.item() if finite else 0.0, float(not finite),
+                                             float(stop.received is not None)], device=acc.device), "sum")
+            ok = flags[1].item() == 0
+            grad_norm = None
+            if ok:
+                acc.backward(loss)  # under DeepSpeed this also steps the engine (optimizer, scheduler)
+                grad_norm = _grad_norm(engine, acc, model, cfg.grad_clip)
+                ok = grad_norm is None or math.isfinite(grad_norm)
+                if ok:
+                    optimizer.step()
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            bad_steps = 0 if ok else bad_steps + 1
+            if bad_steps >= cfg.max_bad_steps:
+                raise UserError(f"{bad_steps} steps in a row had a non-finite loss or gradient (last at step {step}); "
+                                "lower train.lr, enable train.grad_clip, or check the data")
+            if ok and run.ema is not None:
+                run.ema.update()
+            for t, v in zip(batch["tasks"], per_sample.detach().float().tolist()):
+                task_loss[t][0] += v
+                task_loss[t][1] += 1
 
-    metrics = (out / "metrics.jsonl").open("w") if main else None
-    bar = progress_bar(total=cfg.max_steps, desc="train", disable=not (progress and main))
-    t_start = time.perf_counter()
-    for step in range(1, cfg.max_steps + 1):
-        t0 = time.perf_counter()
-        batch = to_device(builder(next(batches)), accelerator.device)
-        t_data = time.perf_counter() - t0
-        x1 = vae_encode(vae, batch["output_pixels"], noise)
-        cond = dict(batch, input_img_latents=[vae_encode(vae, pv, noise) for pv in batch["input_pixel_values"]])
-        with accelerator.autocast():
-            per_sample = rectified_flow_loss(model, x1, cond, noise)
-        loss = per_sample.mean()
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        loss_value = accelerator.gather(loss.detach().reshape(1)).mean().item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}")
-        record = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[-1],
-                  "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                  "tasks": batch["tasks"], "step_s": time.perf_counter() - t0, "data_s": t_data}
-        if metrics:
-            metrics.write(json.dumps(record) + "\n")
-        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}")
-        bar.update()
-        if main and not progress and cfg.log_every and step % cfg.log_every == 0:
-            print(f"step {step}/{cfg.max_steps} loss {loss_value:.4f} lr {record['lr']:.2e}", file=sys.stderr)
-        if validate is not None and validate.due(step, last=step == cfg.max_steps):
-            if main:
-                validate(accelerator.unwrap_model(model), comps, step, out)
-            accelerator.wait_for_everyone()
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-            _save(accelerator, model, out / "checkpoints" / f"step-{step:07d}", base_name, recipe, step)
+            loss_value = flags[0].item() / world if ok else float("nan")
+            seconds = time.perf_counter() - t0
+            record = {"step": step, "loss": loss_value if ok else None, "lr": scheduler.get_last_lr()[-1],
+                      "grad_norm": grad_norm, "skipped_step": not ok, "samples_per_s": world * cfg.batch_size / seconds,
+                      "tasks": batch["tasks"], "step_s": seconds, "data_s": t_data}
+            if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.max_steps):
+                record["task_loss"] = _task_means(task_loss)
+                task_loss.clear()
+                if main and not progress:
+                    print(f"step {step}/{cfg.max_steps} loss {loss_value:.4f} lr {record['lr']:.2e}", file=sys.stderr)
+            log.step(record)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}")
+            bar.update()
+            if validate is not None and validate.due(step, last=step == cfg.max_steps):
+                _validate(validate, engine, peft_model, comps, step, out, log)
+            fault("kill", step)
+            stopping = flags[2].item() > 0
+            if stopping or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps):
+                saved = save_checkpoint(run, out / "checkpoints", step, cfg.keep_checkpoints)
+                if stopping:
+                    bar.close()
+                    log.close()
+                    raise TrainingStopped(stop.received or "a signal on another rank", step, saved)
+            fault("sigterm", step)
     bar.close()
-    if metrics:
-        metrics.close()
-    adapter_dir = _save(accelerator, model, out / "adapter", base_name, recipe, cfg.max_steps)
+    log.close()
+
+    state = adapter_state(run)  # every rank: ZeRO-3 gathers
+    digests = gather_object([_digest(state)])
+    readers_per_rank = gather_object([run.reader_states])
+    adapter_dir = out / "adapter"
     if main:
-        summary = {"steps": cfg.max_steps, "seconds": time.perf_counter() - t_start,
-                   "world_size": accelerator.num_processes,
-                   "skipped_samples": dict(stream.skipped), "drawn_per_source": dict(stream.drawn)}
+        save_adapter_folder(run, adapter_dir, step, state)
+        summary = {"steps": step, "resumed_from": start or None, "seconds": time.perf_counter() - t_start,
+                   "world_size": world, "engine": engine.name, "adapter_sha256_per_rank": digests,
+                   "adapter_bytes": (adapter_dir / "adapter_model.safetensors").stat().st_size,
+                   "skipped_samples": _sum_skipped(readers_per_rank),
+                   "drawn_per_source": (drawn := _sum_drawn(sources, readers_per_rank)),
+                   "realised_proportions": {k: v / max(sum(drawn.values()), 1) for k, v in drawn.items()},
+                   "requested_proportions": {s.pattern: s.weight / sum(x.weight for x in sources) for s in sources}}
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
     return adapter_dir
+
+
+def _grad_norm(engine, acc, model, grad_clip: float) -> float | None:
+    if engine.deepspeed:
+        norm = model.get_global_grad_norm()  # DeepSpeed clipped (gradient_clipping) and stepped already
+        return float(norm) if norm is not None else None
+    return float(acc.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf")))
+
+
+def _validate(validate, engine, peft_model, comps, step: int, out: Path, log: RunLog) -> None:
+    """Main process renders; under ZeRO-3 every rank renders (the forward gathers sharded weights collectively)
+    and only the main process writes."""
+    acc = engine.accelerator
+    if engine.zero_stage == 3 or acc.is_main_process:
+        grid = validate(peft_model, comps, step, out, write=acc.is_main_process)
+        if acc.is_main_process:
+            log.image("validation", grid, step)
+    acc.wait_for_everyone()
+
+
+def _task_means(task_loss: dict) -> dict:
+    return {t: s / n for t, (s, n) in sorted(task_loss.items()) if n}
+
+
+def _digest(state: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].numpy().tobytes())
+    return h.hexdigest()
+
+
+def _sum_skipped(per_rank: list) -> dict:
+    total: dict = defaultdict(int)
+    for readers in per_rank:
+        for st in readers.values():
+            for reason, n in st.get("skipped", {}).items():
+                total[reason] += n
+    return dict(total)
+
+
+def _sum_drawn(sources, per_rank: list) -> dict:
+    total: dict = defaultdict(int)
+    for readers in per_rank:
+        for pattern, n in drawn_per_source(sources, readers).items():
+            total[pattern] += n
+    return dict(total)
 
 
 def recipe_base_name(name: str, out: Path) -> str:
@@ -119,30 +234,3 @@ def recipe_base_name(name: str, out: Path) -> str:
     if name == "tiny":
         return str((out / "base").resolve())
     return str(Path(name).resolve()) if Path(name).exists() else name
-
-
-def make_accelerator(mixed_precision: str) -> Accelerator:
-    """On machines without CUDA, several processes (torchrun / accelerate launch) form a gloo group:
-    accelerate only does that when asked for the CPU explicitly."""
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if not several:
-        # accelerate's state is process-global; a second run in one process (a notebook, a sweep) may change
-        # mixed precision. Only single-process state is reset: a process group must outlive one run.
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
-    if torch.cuda.is_available():
-        return Accelerator(mixed_precision=mixed_precision)
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if several else []
-    return Accelerator(mixed_precision=mixed_precision, cpu=True, kwargs_handlers=handlers)
-
-
-def _save(accelerator, model, folder: Path, base_name: str, recipe: Recipe, step: int) -> Path:
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_adapter(accelerator.unwrap_model(model), folder, base_name=base_name, recipe=recipe.to_dict(), step=step)
-        _write_recipe(recipe, folder / "recipe.yaml")
-    return folder
-
-
-def _write_recipe(recipe: Recipe, path: Path) -> None:
-    write_text_atomic(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))

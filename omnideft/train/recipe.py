@@ -48,7 +48,6 @@ class DataSection:
     shards: list = _f([], "list of shard globs (str) or {path, weight} mixing entries")
     max_image_size: int = _f(1024, "long-side cap for input and output images (multiple of 16)")
     condition_dropout: float = _f(0.01, "probability that instruction+images become '<cfg>' (for CFG)")
-    shuffle_buffer: int = _f(256, "samples in the shuffle buffer")
     num_workers: int = _f(1, "background processes decoding and batching samples (0 = in the training process); "
                           "part of the data order, so a resumed run must keep it")
 

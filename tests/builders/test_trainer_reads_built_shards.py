@@ -14,7 +14,7 @@ from omnideft.train.recipe import load_recipe
 def _train(shards, out, *extra):
     recipe = load_recipe(None, ["model.name=tiny", f"data.shards={json.dumps(shards)}",
                                 f"data.max_image_size={CELL * 2}", "adapter.rank=4", "train.max_steps=4",
-                                "train.batch_size=2", "train.checkpoint_every=0", "data.shuffle_buffer=8",
+                                "train.batch_size=2", "train.checkpoint_every=0",
                                 f"output.dir={out}", *extra])
     train(recipe, progress=False)
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

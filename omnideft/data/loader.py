@@ -1,0 +1,121 @@
+"""Training batches that can resume exactly: examples in `MixedOrder`, grouped by output size, built by a
+caller-supplied function, prefetched by background workers.
+
+Every batch carries the state of the reader that made it *after* making it (order state, the positions waiting in
+partial size buckets, skip counts). The trainer keeps the last state per reader; restoring those states and the
+number of batches consumed reproduces the batch sequence exactly. With W workers the DataLoader takes batches
+from workers 0, 1, …, W-1 in turn, so after k batches worker 0 must continue the stream of slot k mod W.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from omnideft.data.indexed import ShardIndex
+from omnideft.data.order import MixedOrder, OrderState
+from omnideft.data.schema import SampleError
+from omnideft.data.shards import Example, decode_sample
+from omnideft.data.sources import ShardSource
+from omnideft.errors import UserError
+
+
+def index_sources(sources: list[ShardSource]) -> list[ShardIndex]:
+    indexes = [ShardIndex(s.urls) for s in sources]
+    for s, ix in zip(sources, indexes):
+        if len(ix) == 0:
+            raise UserError(f"shards of {s.pattern!r} hold no sample ({dict(ix.problems) or 'empty tar files'})")
+    return indexes
+
+
+class ResumableBatches(IterableDataset):
+    """Endless batches for one process (`rank` of `world`); readers = world x max(num_workers, 1)."""
+
+    def __init__(self, sources: list[ShardSource], indexes: list[ShardIndex], *, seed: int, batch_size: int,
+                 size_of: Callable[[Example], tuple], build: Callable[[list[Example]], dict], rank: int = 0,
+                 world: int = 1, num_workers: int = 0, resume: dict | None = None):
+        self.sources, self.indexes = sources, indexes
+        self.seed, self.batch_size, self.size_of, self.build = seed, batch_size, size_of, build
+        self.rank, self.world, self.slots = rank, world, max(num_workers, 1)
+        self.num_workers = num_workers
+        resume = resume or {}
+        self.reader_states = {int(k): v for k, v in resume.get("readers", {}).items()}
+        self.rotation = resume.get("consumed", 0) % self.slots
+
+    def loader(self) -> DataLoader:
+        # An explicit generator: creating the iterator must not consume the global torch RNG.
+        return DataLoader(self, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
+                          prefetch_factor=4 if self.num_workers else None, persistent_workers=False,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        if info is not None:
+            torch.set_num_threads(1)  # workers decode and tokenize; the training process owns the cores
+        slot = ((info.id if info else 0) + self.rotation) % self.slots
+        reader = self.rank * self.slots + slot
+        try:
+            yield from self._batches(reader, self.reader_states.get(reader, {}))
+        except UserError as exc:  # re-raised in the training process as one line (DataLoader would add a traceback)
+            yield {"error": str(exc)}
+
+    def _batches(self, reader: int, state: dict) -> Iterator[dict]:
+        order = MixedOrder([len(ix) for ix in self.indexes], [s.weight for s in self.sources], self.seed, reader,
+                           self.world * self.slots, OrderState.from_json(state.get("order", {})))
+        skipped = Counter(state.get("skipped", {}))
+        buckets: dict[tuple, list[Example]] = {}
+        for source, position in state.get("pending", []):  # partial buckets at the time of the checkpoint
+            ex = self._example(order, source, position, skipped)
+            if ex is not None:
+                buckets.setdefault(self.size_of(ex), []).append(ex)
+        failures = [0] * len(self.sources)
+        while True:
+            source = order.next_source()
+            position = order.next_position(source)
+            ex = self._example(order, source, position, skipped)
+            if ex is None:
+                failures[source] += 1
+                if failures[source] >= len(self.indexes[source]):
+                    raise UserError(f"shards of {self.sources[source].pattern!r} hold no readable sample "
+                                    f"(skipped: {dict(skipped)})")
+                continue
+            failures[source] = 0
+            bucket = buckets.setdefault(self.size_of(ex), [])
+            bucket.append(ex)
+            if len(bucket) < self.batch_size:
+                continue
+            del buckets[self.size_of(ex)]
+            batch = self.build(bucket)
+            pending = [list(e.order_id) for b in buckets.values() for e in b]
+            batch["data_state"] = (reader, {"order": order.state().to_json(), "pending": pending,
+                                            "skipped": dict(skipped)})
+            yield batch
+
+    def _example(self, order: MixedOrder, source: int, position: int, skipped: Counter) -> Example | None:
+        index = self.indexes[source]
+        try:
+            ex = decode_sample(index.read(order.item(source, position)))
+        except SampleError as exc:
+            skipped[str(exc).split(": ", 1)[-1].split(" (")[0]] += 1
+            return None
+        except OSError as exc:
+            skipped[f"unreadable member ({type(exc).__name__})"] += 1
+            return None
+        ex.order_id = (source, position)
+        return ex
+
+
+def _identity(x):
+    return x
+
+
+def drawn_per_source(sources: list[ShardSource], reader_states: dict) -> dict:
+    """Samples drawn from each source so far, summed over this process's readers."""
+    totals = [0] * len(sources)
+    for state in reader_states.values():
+        for i, c in enumerate(state.get("order", {}).get("counts", [])):
+            totals[i] += c
+    return {s.pattern: totals[i] for i, s in enumerate(sources)}

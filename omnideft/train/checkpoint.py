@@ -1,0 +1,295 @@
+"""Resumable checkpoints: `<out>/checkpoints/step-NNNNNNN/` is a usable adapter folder plus `trainer/`:
+
+    trainer/state.json          step, engine, world size, workers, scheduler, counters (written last)
+    trainer/params.safetensors  trainable parameters, fp32, by name (single process / DDP)
+    trainer/optimizer.*         optimizer state: tensors in safetensors, the rest in JSON (single process / DDP)
+    trainer/deepspeed/          DeepSpeed engine checkpoint, frozen weights excluded (ZeRO-1/2/3)
+    trainer/ema.safetensors     EMA of the trainable parameters (when train.ema_decay is set)
+    trainer/rank-R.json         per rank: data-reader states, batches consumed, RNG states
+
+Everything is written into `.tmp-step-NNNNNNN/` and renamed into place by rank 0 once every rank has finished,
+so a crash while saving leaves the previous checkpoint as the latest complete one and the partial one ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from omnideft.errors import UserError
+from omnideft.files import write_text_atomic
+
+STEP_DIR = re.compile(r"^step-(\d{7})$")
+# Recipe keys a resumed run may change: how long, how often, where to log, how to launch.
+RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
+                     "validation.", "output.tensorboard", "output.wandb_project", "launch.config")
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    dirs = [d for d in root.iterdir() if STEP_DIR.match(d.name) and (d / "trainer" / "state.json").is_file()]
+    return sorted(dirs, key=lambda d: d.name)
+
+
+def find_resume(out_dir: Path, resume: str | None) -> Path | None:
+    """`latest` -> newest complete checkpoint or None; a path must be a complete checkpoint."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        found = complete_checkpoints(out_dir / "checkpoints")
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / "trainer" / "state.json").is_file():
+        raise UserError(f"--resume {resume}: not a complete checkpoint (no trainer/state.json)")
+    return path
+
+
+def staging_dir(root: Path, step: int) -> Path:
+    return root / f".tmp-step-{step:07d}"
+
+
+def commit(root: Path, step: int, keep: int) -> Path:
+    """Rank 0, after every rank wrote its part: publish the staged checkpoint, then prune old ones."""
+    final = root / f"step-{step:07d}"
+    if final.exists():
+        shutil.rmtree(final)
+    staging_dir(root, step).rename(final)
+    for stale in root.glob(".tmp-step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if keep > 0:
+        for old in complete_checkpoints(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def check_compatible(checkpoint: Path, recipe: dict, state_now: dict) -> dict:
+    """The checkpoint's trainer state; refuses a checkpoint of another recipe, engine or process layout."""
+    import yaml
+
+    state = json.loads((checkpoint / "trainer" / "state.json").read_text())
+    saved_recipe = yaml.safe_load((checkpoint / "recipe.yaml").read_text())
+    diffs = [k for k in _flat_diff(saved_recipe, recipe) if not k.startswith(RESUMABLE_CHANGES)]
+    if diffs:
+        raise UserError(f"checkpoint {checkpoint} was made by a different recipe: {', '.join(diffs)} differ "
+                        "(start a new output.dir, or resume with the same values)")
+    for key in ("engine", "world_size", "num_workers"):
+        if state.get(key) != state_now[key]:
+            raise UserError(f"checkpoint {checkpoint} was made with {key}={state.get(key)}, this run has "
+                            f"{key}={state_now[key]}; resume with the same launch layout")
+    return state
+
+
+def _flat_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _flat_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+# --- tensors and RNG ------------------------------------------------------------------------------------------
+
+def save_tensors(tensors: dict, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.rename(path)
+
+
+def load_tensors(path: Path) -> dict:
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # truncated or foreign file
+        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """torch optimizer state without pickles: tensors -> safetensors, everything else -> JSON."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in sd["state"].items():
+        for name, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{name}"] = value
+            else:
+                scalars[f"{idx}.{name}"] = value
+    save_tensors(tensors, folder / "optimizer.safetensors")
+    write_text_atomic(folder / "optimizer.json", json.dumps({"param_groups": sd["param_groups"],
+                                                             "scalars": scalars}) + "\n")
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    meta = json.loads((folder / "optimizer.json").read_text())
+    state: dict = {}
+    for key, value in [*load_tensors(folder / "optimizer.safetensors").items(), *meta["scalars"].items()]:
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def rng_state(noise: torch.Generator) -> dict:
+    out = {"python": _jsonable(random.getstate()), "torch": torch.get_rng_state().tolist(),
+           "noise": noise.get_state().tolist(), "numpy": _jsonable(np.random.get_state())}
+    if torch.cuda.is_available():
+        out["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def restore_rng(state: dict, noise: torch.Generator) -> None:
+    random.setstate(_tuple(state["python"]))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    noise.set_state(torch.tensor(state["noise"], dtype=torch.uint8))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _jsonable(x):
+    if isinstance(x, (tuple, list)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return x
+
+
+def _tuple(x):
+    return tuple(_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+# --- save / restore a live run ----------------------------------------------------------------------------------
+
+@dataclass
+class LiveRun:
+    """What a checkpoint captures, by reference to the training loop's objects."""
+    engine: object  # train.engine.Engine
+    model: torch.nn.Module  # as prepared by accelerate (DDP wrapper or DeepSpeed engine)
+    optimizer: object
+    scheduler: object
+    noise: torch.Generator
+    trainable: dict  # name -> Parameter of the unwrapped PEFT model
+    base_name: str
+    recipe: dict
+    layout: dict  # engine, world_size, num_workers: must match on resume
+    ema: object = None  # train.ema.AdapterEMA on the main process
+    reader_states: dict = field(default_factory=dict)
+    consumed: int = 0
+
+    @property
+    def accelerator(self):
+        return self.engine.accelerator
+
+    @property
+    def peft_model(self):
+        return self.accelerator.unwrap_model(self.model)
+
+
+def adapter_state(run: LiveRun) -> dict:
+    """Full fp32 CPU copies of the trainable parameters on every rank (ZeRO-3 gathers them: all ranks call)."""
+    from omnideft.train.engine import gathered
+
+    with gathered(list(run.trainable.values()), run.engine):
+        return {n: p.detach().float().cpu().clone() for n, p in run.trainable.items()}
+
+
+def save_adapter_folder(run: LiveRun, folder: Path, step: int, state: dict) -> None:
+    """Main process only: the adapter as contract 2 (PEFT files + omnideft.json + recipe.yaml), EMA beside it."""
+    import yaml
+
+    from omnideft.adapters import save_adapter
+
+    save_adapter(run.peft_model, folder, base_name=run.base_name, recipe=run.recipe, step=step, state_dict=state)
+    write_text_atomic(folder / "recipe.yaml", yaml.safe_dump(run.recipe, sort_keys=False))
+    if run.ema is not None:
+        save_adapter(run.peft_model, folder / "ema", base_name=run.base_name, recipe=run.recipe, step=step,
+                     state_dict=run.ema.state_dict())
+
+
+def save_checkpoint(run: LiveRun, root: Path, step: int, keep: int) -> Path:
+    """All ranks call. Stage, write every part, then publish atomically (see module docstring)."""
+    from omnideft.train.signals import fault
+
+    acc = run.accelerator
+    main = acc.is_main_process
+    tmp = staging_dir(root, step)
+    state = adapter_state(run)
+    acc.wait_for_everyone()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        save_adapter_folder(run, tmp, step, state)
+        (tmp / "trainer").mkdir()
+    acc.wait_for_everyone()
+    trainer = tmp / "trainer"
+    if run.engine.deepspeed:
+        run.model.save_checkpoint(str(trainer / "deepspeed"), tag="state", exclude_frozen_parameters=True)
+    elif main:
+        save_tensors(state, trainer / "params.safetensors")
+        save_optimizer(run.optimizer.optimizer if hasattr(run.optimizer, "optimizer") else run.optimizer, trainer)
+    if main and run.ema is not None:
+        save_tensors(run.ema.state_dict(), trainer / "ema.safetensors")
+    rank = acc.process_index
+    write_text_atomic(trainer / f"rank-{rank}.json", json.dumps({
+        "readers": run.reader_states, "consumed": run.consumed, "rng": rng_state(run.noise)}) + "\n")
+    fault("kill-in-checkpoint", step)
+    acc.wait_for_everyone()
+    final = root / f"step-{step:07d}"
+    if main:
+        write_text_atomic(trainer / "state.json", json.dumps({
+            "step": step, **run.layout, "scheduler": _scheduler_state(run.scheduler)}, indent=2) + "\n")
+        final = commit(root, step, keep)
+    acc.wait_for_everyone()
+    return final
+
+
+def restore_checkpoint(run: LiveRun, checkpoint: Path) -> tuple[int, dict]:
+    """Load a checkpoint into a freshly prepared run; returns (step, this rank's data state)."""
+    acc = run.accelerator
+    state = json.loads((checkpoint / "trainer" / "state.json").read_text())
+    trainer = checkpoint / "trainer"
+    if run.engine.deepspeed:
+        # Frozen weights were excluded on save; non-strict module loading keeps the base from the model files.
+        path, _ = run.model.load_checkpoint(str(trainer / "deepspeed"), tag="state", load_module_strict=False)
+        if path is None:
+            raise UserError(f"checkpoint {checkpoint}: DeepSpeed could not load {trainer / 'deepspeed'}")
+    else:
+        params = load_tensors(trainer / "params.safetensors")
+        missing = set(run.trainable) - set(params)
+        if missing:
+            raise UserError(f"checkpoint {checkpoint} lacks adapter parameters such as {sorted(missing)[0]}")
+        with torch.no_grad():
+            for n, p in run.trainable.items():
+                p.copy_(params[n])
+        load_optimizer(run.optimizer.optimizer if hasattr(run.optimizer, "optimizer") else run.optimizer, trainer)
+    _load_scheduler_state(run.scheduler, state["scheduler"])
+    if run.ema is not None:
+        if not (trainer / "ema.safetensors").is_file():
+            raise UserError(f"checkpoint {checkpoint} has no EMA state but train.ema_decay is set")
+        run.ema.load_state_dict(load_tensors(trainer / "ema.safetensors"))
+    rank_file = trainer / f"rank-{acc.process_index}.json"
+    mine = json.loads(rank_file.read_text())
+    restore_rng(mine["rng"], run.noise)
+    run.reader_states = {int(k): v for k, v in mine["readers"].items()}
+    run.consumed = mine["consumed"]
+    return state["step"], {"readers": run.reader_states, "consumed": run.consumed}
+
+
+def _scheduler_state(scheduler) -> dict:
+    inner = getattr(scheduler, "scheduler", scheduler)
+    return {k: v for k, v in inner.state_dict().items() if k != "lr_lambdas"}
+
+
+def _load_scheduler_state(scheduler, state: dict) -> None:
+    inner = getattr(scheduler, "scheduler", scheduler)
+    inner.load_state_dict({**inner.state_dict(), **state})

@@ -1,0 +1,203 @@
+"""The real engines on CPU (gloo, DS_ACCELERATOR=cpu): DeepSpeed ZeRO-2/3 in 2 processes, a 2-node rendezvous on
+localhost, exact resume after kill -9 (1 and 2 processes), a crash while writing a checkpoint, SIGTERM."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from omnideft.demo.dataset import write_shapes_dataset
+from tests.helpers import REPO, assert_one_line_error, run_cli
+
+pytestmark = pytest.mark.slow
+ENV = {"DS_ACCELERATOR": "cpu"}
+BASE = ["--no-progress", "model.name=tiny", "data.max_image_size=32", "adapter.rank=4", "train.batch_size=2",
+        "train.lr=1e-2", "train.warmup_steps=3", "train.max_steps=8", "train.checkpoint_every=2",
+        "train.keep_checkpoints=2"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_shapes_dataset(tmp_path_factory.mktemp("eng"), n_samples=12, size=32, seed=0, shard_size=6)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(tmp_path, name: str, **ds_changes) -> str:
+    """A shipped accelerate launch file on a free port; DeepSpeed JSON values overridden when given."""
+    cfg = yaml.safe_load((REPO / "recipes" / "launch" / name).read_text())
+    cfg["main_process_port"] = _port()
+    if ds_changes:
+        ds_file = REPO / cfg["deepspeed_config"]["deepspeed_config_file"]
+        ds = json.loads(ds_file.read_text())
+        ds["zero_optimization"].update(ds_changes)
+        path = tmp_path / ds_file.name
+        path.write_text(json.dumps(ds))
+        cfg["deepspeed_config"]["deepspeed_config_file"] = str(path)
+    path = tmp_path / f"launch-{name}"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _train(shards, out, *extra, env=None):
+    proc = run_cli("train", *BASE, f"data.shards=[{shards}]", f"output.dir={out}", *extra, env={**ENV, **(env or {})})
+    return proc
+
+
+def _adapter(out):
+    return load_file(out / "adapter" / "adapter_model.safetensors")
+
+
+def _max_diff(a, b) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.fixture(scope="module")
+def zero2_run(shards, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("z2")
+    proc = _train(shards, tmp / "run", f"launch.config={_launch(tmp, 'cpu_2proc_zero2.yaml')}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "run"
+
+
+def _check_distributed_adapter(run, engine):
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["engine"] == engine and summary["world_size"] == 2
+    digests = summary["adapter_sha256_per_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]  # every rank holds the same adapter
+    tensors = _adapter(run)
+    assert tensors and all(t.numel() > 0 for t in tensors.values())
+    assert summary["adapter_bytes"] > 10_000
+    # stock PEFT loads it onto the saved base
+    from peft import PeftModel
+
+    from omnideft.model import load_omnigen
+
+    base = load_omnigen(str(run / "base"))
+    model = PeftModel.from_pretrained(base.transformer, str(run / "adapter"))
+    loaded = {k: v for k, v in model.state_dict().items() if "deft_" in k}
+    assert len(loaded) == len(tensors)
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["step-0000004", "step-0000006"]  # keep_checkpoints=2 pruned step 2
+    return tensors
+
+
+def test_zero2_two_processes(zero2_run):
+    _check_distributed_adapter(zero2_run, "zero2")
+
+
+def test_zero3_two_processes_gathers_a_full_adapter(shards, zero2_run, tmp_path):
+    # persistence threshold 0: every parameter, adapters included, is partitioned across the 2 ranks
+    launch = _launch(tmp_path, "cpu_2proc_zero3.yaml", stage3_param_persistence_threshold=0)
+    proc = _train(shards, tmp_path / "run", f"launch.config={launch}", "validation.every=4", "validation.steps=2",
+                  "validation.prompts=[{prompt: 'a red circle', height: 32, width: 32}]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tensors = _check_distributed_adapter(tmp_path / "run", "zero3")
+    # validation renders under ZeRO-3: every rank runs the sampler (sharded weights), rank 0 writes
+    for step in (4, 8):
+        assert (tmp_path / "run" / "validation" / f"step-{step:07d}" / "00.png").is_file()
+    # same math as ZeRO-2 (fp32, same data and noise): the gathered adapter matches to float rounding
+    assert _max_diff(tensors, _adapter(zero2_run)) < 1e-5
+
+
+def test_kill_9_then_resume_latest_two_processes_is_bit_identical(shards, zero2_run, tmp_path):
+    launch = _launch(tmp_path, "cpu_2proc_zero2.yaml")
+    killed = _train(shards, tmp_path / "run", f"launch.config={launch}", env={"OMNIDEFT_FAULT": "kill@5"})
+    assert killed.returncode != 0
+    assert not (tmp_path / "run" / "adapter").exists()
+    proc = _train(shards, tmp_path / "run", f"launch.config={launch}", "--resume", "latest")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step-0000004 (step 4)" in proc.stderr
+    assert _max_diff(_adapter(tmp_path / "run"), _adapter(zero2_run)) == 0.0
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    reference = [json.loads(x)["loss"] for x in (zero2_run / "metrics.jsonl").read_text().splitlines()]
+    assert losses == reference
+
+
+def test_two_nodes_on_localhost_torchrun_rendezvous(shards, tmp_path):
+    """Two launchers (one per 'node'), nnodes=2, c10d rendezvous on 127.0.0.1, DeepSpeed ZeRO-2 from the recipe."""
+    port = _port()
+    env = {**os.environ, **ENV, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=omnideft-test",
+           "-m", "omnideft", "train", *BASE, f"data.shards=[{shards}]", f"output.dir={tmp_path / 'run'}",
+           "launch.deepspeed=recipes/launch/ds_zero2.json", "train.max_steps=4"]
+    nodes = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [n.communicate(timeout=600) for n in nodes]
+    for n, (_, err) in zip(nodes, results):
+        assert n.returncode == 0, err[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["engine"] == "zero2"
+    assert len(set(summary["adapter_sha256_per_rank"])) == 1
+
+
+@pytest.fixture(scope="module")
+def single_run(shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "run"
+    proc = _train(shards, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_kill_9_then_resume_latest_single_process_is_bit_identical(shards, single_run, tmp_path):
+    out = tmp_path / "run"
+    assert _train(shards, out, env={"OMNIDEFT_FAULT": "kill@5"}).returncode == -9
+    proc = _train(shards, out, "--resume", "latest")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _max_diff(_adapter(out), _adapter(single_run)) == 0.0
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(shards, single_run, tmp_path):
+    out = tmp_path / "run"
+    assert _train(shards, out, env={"OMNIDEFT_FAULT": "kill-in-checkpoint@4"}).returncode == -9
+    ckpts = out / "checkpoints"
+    assert (ckpts / ".tmp-step-0000004").is_dir() and not (ckpts / "step-0000004").exists()
+    proc = _train(shards, out, "--resume", "latest")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step-0000002 (step 2)" in proc.stderr  # the partial step-4 checkpoint was ignored
+    assert not (ckpts / ".tmp-step-0000004").exists()
+    assert _max_diff(_adapter(out), _adapter(single_run)) == 0.0
+
+
+def test_sigterm_checkpoints_and_exits_then_resumes(shards, single_run, tmp_path):
+    out = tmp_path / "run"
+    proc = _train(shards, out, "train.checkpoint_every=0", env={"OMNIDEFT_FAULT": "sigterm@3"})
+    assert proc.returncode == 75, proc.stderr[-2000:]
+    assert "stopped by SIGTERM at step 4" in proc.stderr and "--resume latest" in proc.stderr
+    assert (out / "checkpoints" / "step-0000004" / "trainer" / "state.json").is_file()
+    proc = _train(shards, out, "train.checkpoint_every=0", "--resume", "latest")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _max_diff(_adapter(out), _adapter(single_run)) == 0.0
+
+
+def test_resume_refuses_another_recipe_and_keeps_checkpoints(shards, single_run):
+    before = sorted(p.name for p in (single_run / "checkpoints").iterdir())
+    proc = _train(shards, single_run, "train.lr=5e-3", "adapter.rank=8", "--resume", "latest")
+    assert_one_line_error(proc, "different recipe", "adapter.rank", "train.lr")
+    assert sorted(p.name for p in (single_run / "checkpoints").iterdir()) == before
+
+
+def test_resume_latest_without_checkpoint_starts_at_step_0(shards, tmp_path):
+    proc = _train(shards, tmp_path / "run", "train.max_steps=2", "--resume", "latest")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no complete checkpoint" in proc.stderr and "starting from step 0" in proc.stderr
+
+
+def test_deepspeed_batch_size_that_does_not_match_the_processes(shards, tmp_path):
+    ds = json.loads((REPO / "recipes" / "launch" / "ds_zero2.json").read_text())
+    ds["train_batch_size"] = 6
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(ds))
+    proc = _train(shards, tmp_path / "run", f"launch.deepspeed={path}")
+    assert_one_line_error(proc, str(path), "train_batch_size 6", "1 processes")
