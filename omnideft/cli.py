@@ -135,8 +135,7 @@ def _relaunch(config: str, args) -> int:
     """Re-run this same `omnideft train` under `accelerate launch --config_file CONFIG`."""
     import subprocess
 
-    if not os.path.isfile(config):
-        raise UserError(f"launch.config {config} not found")
+    _check_launch_config(config)
     argv = ["train", *([args.recipe] if args.recipe else []), *args.overrides]
     if args.no_progress:
         argv.append("--no-progress")
@@ -145,6 +144,30 @@ def _relaunch(config: str, args) -> int:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "-m", "omnideft", *argv]
     print(f"launching: accelerate launch --config_file {config} -m omnideft {' '.join(argv)}", file=sys.stderr)
     return subprocess.call(cmd, env={**os.environ, "OMNIDEFT_LAUNCHED": "1"})
+
+
+def _check_launch_config(config: str) -> None:
+    """Catch the launch files that would otherwise hang a rendezvous or fail inside every rank."""
+    import yaml
+
+    if not os.path.isfile(config):
+        raise UserError(f"launch.config {config} not found")
+    try:
+        cfg = yaml.safe_load(open(config)) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"launch.config {config} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    procs, machines = cfg.get("num_processes", 1), cfg.get("num_machines", 1)
+    if not (isinstance(procs, int) and isinstance(machines, int) and procs >= 1 and machines >= 1):
+        raise UserError(f"launch.config {config}: num_processes and num_machines must be positive integers")
+    if procs % machines:
+        raise UserError(f"launch.config {config}: num_processes {procs} (all nodes) is not a multiple of "
+                        f"num_machines {machines}")
+    if procs > 1 and str(cfg.get("distributed_type", "NO")).upper() == "NO":
+        raise UserError(f"launch.config {config}: num_processes {procs} needs a distributed_type "
+                        "(MULTI_GPU or DEEPSPEED), not NO")
+    ds_file = (cfg.get("deepspeed_config") or {}).get("deepspeed_config_file")
+    if ds_file and not os.path.isfile(ds_file):
+        raise UserError(f"launch.config {config}: deepspeed_config_file {ds_file} not found")
 
 
 def _generate(args) -> int:

@@ -201,3 +201,18 @@ def test_deepspeed_batch_size_that_does_not_match_the_processes(shards, tmp_path
     path.write_text(json.dumps(ds))
     proc = _train(shards, tmp_path / "run", f"launch.deepspeed={path}")
     assert_one_line_error(proc, str(path), "train_batch_size 6", "1 processes")
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"num_processes": 3, "num_machines": 2}, "not a multiple of num_machines 2"),
+    ({"distributed_type": "NO"}, "needs a distributed_type"),
+    ({"deepspeed_config": {"deepspeed_config_file": "nowhere/ds.json"}}, "nowhere/ds.json not found"),
+])
+def test_launch_config_that_does_not_fit_is_refused_before_launch(shards, tmp_path, changes, needle):
+    cfg = yaml.safe_load((REPO / "recipes" / "launch" / "cpu_2proc_zero2.yaml").read_text())
+    cfg.update(changes)
+    path = tmp_path / "launch.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = _train(shards, tmp_path / "run", f"launch.config={path}")
+    assert_one_line_error(proc, str(path), needle)
+    assert not (tmp_path / "run").exists()

@@ -58,6 +58,8 @@ def make_engine(mixed_precision: str, deepspeed_config: str | None, batch_size: 
                           step_scheduler_with_optimizer=False)
         return Engine(acc, "ddp" if acc.num_processes > 1 else "single", None, autocast)
     config = load_deepspeed_config(ds_path)
+    if "RANK" not in os.environ:
+        _single_process_rendezvous()  # else DeepSpeed looks for MPI to discover its one rank
     stage = int(config.get("zero_optimization", {}).get("stage", 0))
     if stage not in (1, 2, 3):
         raise UserError(f"DeepSpeed config {ds_path}: zero_optimization.stage must be 1, 2 or 3, got {stage}")
@@ -69,6 +71,16 @@ def make_engine(mixed_precision: str, deepspeed_config: str | None, batch_size: 
     acc = Accelerator(mixed_precision="no", deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=config),
                       kwargs_handlers=handlers, step_scheduler_with_optimizer=False)
     return Engine(acc, f"zero{stage}", stage, autocast)
+
+
+def _single_process_rendezvous() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
 
 
 def _skip_cpu_shm_kernel() -> None:
