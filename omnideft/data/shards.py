@@ -56,6 +56,21 @@ def _image(raw: dict, key: str, member: str) -> Image.Image:
     return img.convert("RGB")
 
 
+def sources_have_cameras(sources: list[ShardSource]) -> bool:
+    """Whether the first sample of any source carries a camera record (for `camera.encoding: auto`)."""
+    for source in sources:
+        ds = wds.WebDataset(source.urls[:1], shardshuffle=False, nodesplitter=_all_shards, empty_check=False,
+                            handler=wds.ignore_and_continue)
+        for raw in ds:
+            try:
+                if json.loads(raw["json"]).get("camera"):
+                    return True
+            except (KeyError, json.JSONDecodeError, UnicodeDecodeError):
+                pass
+            break
+    return False
+
+
 class ShardStream:
     """Endless stream of Examples from several sources mixed by weight; deterministic for (seed, rank)."""
 

@@ -17,7 +17,8 @@ from accelerate.utils import InitProcessGroupKwargs, set_seed
 
 from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
 from omnideft.adapters.apply import param_groups
-from omnideft.data.shards import ShardStream, bucket_batches
+from omnideft.camera.conditioning import setup_camera
+from omnideft.data.shards import ShardStream, bucket_batches, sources_have_cameras
 from omnideft.data.sources import resolve_sources
 from omnideft.files import write_text_atomic
 from omnideft.model import load_omnigen, save_base
@@ -50,6 +51,8 @@ def train(recipe: Recipe, progress: bool = True, validate=None) -> Path:
 
     spec = AdapterSpec(**vars(recipe.adapter))
     model = apply_adapter(comps.transformer, spec)
+    # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
+    camera = setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(sources))
     if cfg.gradient_checkpointing:
         comps.transformer.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(param_groups(model, spec, cfg.lr, cfg.weight_decay), betas=tuple(cfg.betas))
@@ -59,7 +62,8 @@ def train(recipe: Recipe, progress: bool = True, validate=None) -> Path:
     vae = comps.vae.to(accelerator.device)
 
     processor = OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size)
-    builder = BatchBuilder(processor, recipe.data.condition_dropout, cfg.seed + rank)
+    builder = BatchBuilder(processor, recipe.data.condition_dropout, cfg.seed + rank,
+                           camera=camera.prompt if camera else None)
     stream = ShardStream(sources, seed=cfg.seed + 1000 * rank, shuffle_buffer=recipe.data.shuffle_buffer)
     batches = bucket_batches(iter(stream), cfg.batch_size, builder.output_size)
     noise = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # timesteps, noise, VAE sampling
