@@ -14,6 +14,7 @@ from peft import PeftModel
 from PIL import Image
 from safetensors.torch import load_file
 
+from data_builders.sfm import main as build_sfm
 from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
 from omnideft.adapters.apply import param_groups
 from omnideft.adapters.fingerprint import base_fingerprint
@@ -32,13 +33,17 @@ from omnideft.camera.record import (
 )
 from omnideft.camera.token import CAM_TOKEN
 from omnideft.cli import main as cli_main
-from omnideft.data.shards import Example
+from omnideft.data.shards import Example, sources_have_cameras
+from omnideft.data.sources import resolve_sources
+from omnideft.demo.dataset import write_shapes_dataset
 from omnideft.errors import UserError
+from omnideft.generate.validation import ValidationRenderer
 from omnideft.model import load_omnigen, save_base
 from omnideft.model.tiny import tiny_transformer_config
 from omnideft.model.tokenizer import build_tiny_tokenizer
 from omnideft.prompts import OmniGenProcessor, collate_prompts
 from omnideft.train.batch import BatchBuilder
+from omnideft.train.recipe import ValidationSection
 from tests.camera_scene import write_scene
 from tests.helpers import assert_one_line_error, run_cli
 
@@ -325,3 +330,26 @@ def test_bad_camera_input_is_one_line_exit_2(camera_run, tmp_path, capsys):
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], (extra, err)
     assert not (tmp_path / "o.png").exists()
+
+
+def test_auto_encoding_follows_the_shards(camera_run, tmp_path):
+    scene = camera_run / "scene"
+    assert build_sfm(["--src", str(scene / "sparse"), "--images", str(scene / "images"), "--out",
+                      str(tmp_path / "sfm"), "--resolution", "32", "--context-views", "1", "--no-progress"]) == 0
+    shapes = write_shapes_dataset(tmp_path / "shapes", n_samples=2, size=32)
+    assert sources_have_cameras(resolve_sources([str(tmp_path / "sfm")]))
+    assert not sources_have_cameras(resolve_sources([str(shapes)]))
+
+
+def test_validation_prompt_with_camera(camera_run, tmp_path):
+    with pytest.raises(UserError, match=r"validation.prompts\[0\].camera .* has 2 numbers"):
+        ValidationRenderer(ValidationSection(prompts=[{"prompt": "a cube", "camera": "1,2"}]), 32)
+    comps = load_omnigen(str(camera_run / "base"))
+    load_camera(comps.transformer, comps.tokenizer, camera_run / "adapter")
+    model = load_adapter(comps.transformer, camera_run / "adapter")
+    renderer = ValidationRenderer(ValidationSection(steps=2, prompts=[
+        {"prompt": "a cube", "camera": "0.9,0.5,0.5,0,1,0,0,0,0,0,2"},
+        {"prompt": "a cube", "camera": "0.9,0.5,0.5,0,0,1,0,0,0,0,2"}]), 32)
+    renderer(model, comps, 1, tmp_path)
+    a, b = (np.asarray(Image.open(tmp_path / "validation" / "step-0000001" / f"0{i}.png")) for i in (0, 1))
+    assert not np.array_equal(a, b)  # the two cameras reach the model
