@@ -62,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-input-image-size", type=int, default=1024)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    g.add_argument("--camera", metavar="NUMBERS", help="target camera: 'f,cx,cy,k,qw,qx,qy,qz,tx,ty,tz' (11 "
+                   "numbers of docs/camera.md) or named fields 'f=..,cx=..,...' (k may be omitted)")
+    g.add_argument("--camera-from", metavar="SPARSE_DIR", help="COLMAP sparse model to take cameras from "
+                   "(with --view or --orbit)")
+    g.add_argument("--view", metavar="IMAGE_NAME", help="target camera = this registered image of --camera-from")
+    g.add_argument("--orbit", nargs=2, metavar=("VIEW_A", "VIEW_B"), help="render --frames cameras from VIEW_A to "
+                   "VIEW_B of --camera-from (slerp rotation, lerp the rest): OUT.gif, OUT_strip.png, OUT_frames/, "
+                   "OUT.mp4 when imageio-ffmpeg is installed")
+    g.add_argument("--frames", type=int, default=24, help="orbit frames, both ends included (default 24)")
+    g.add_argument("--fps", type=float, default=8.0, help="orbit GIF/MP4 frame rate (default 8)")
+    g.add_argument("--camera-encoding", default="auto", choices=["auto", "learned", "text"],
+                   help="how the camera enters the prompt; auto = the adapter's camera.json, else text")
     g.set_defaults(func=_generate)
 
     d = sub.add_parser("demo", help="offline end-to-end run on a tiny OmniGen (CPU, a few minutes)")
@@ -183,9 +195,10 @@ def _generate(args) -> int:
                           images=args.image, examples=examples, steps=args.steps, guidance=args.guidance,
                           image_guidance=args.image_guidance, seed=args.seed, height=args.height, width=args.width,
                           max_input_image_size=args.max_input_image_size, device=args.device, dtype=args.dtype,
-                          sheet=args.sheet)
-    out, sheet = run_generate(req)
-    print(f"image: {out}\ncontact sheet: {sheet}")
+                          sheet=args.sheet, camera=args.camera, camera_from=args.camera_from, view=args.view,
+                          orbit=args.orbit, frames=args.frames, fps=args.fps, camera_encoding=args.camera_encoding)
+    for kind, path in run_generate(req).items():
+        print(f"{kind}: {path}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """A shape fingerprint of the base transformer: adapters refuse to load onto a model of another shape.
 
-Adapter wrappers are ignored (`.base_layer` dropped, adapter tensors skipped) so a model gives the same
-fingerprint with or without adapters injected.
+Adapter wrappers are ignored (`.base_layer` dropped, adapter tensors and the camera encoder skipped) so a model
+gives the same fingerprint with or without adapters injected.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 
 from torch import nn
 
-ADAPTER_TENSOR = re.compile(r"(^|\.)(lora_|deft_|soda_|svdiff_)")
+ADAPTER_TENSOR = re.compile(r"(^|\.)(lora_|deft_|soda_|svdiff_|camera_conditioning\.)")
 
 
 def base_fingerprint(transformer: nn.Module) -> str:

@@ -31,6 +31,10 @@ def save_adapter(model: PeftModel, out_dir: str | Path, *, base_name: str, recip
         for f in (tmp / name).iterdir():
             f.rename(tmp / f.name)
         (tmp / name).rmdir()
+    for module in model.get_base_model().modules():  # non-PEFT parts write their own files (camera encoder)
+        save_files = getattr(module, "save_adapter_files", None)
+        if callable(save_files):
+            save_files(tmp, state_dict=state_dict)
     meta = {
         "format": FORMAT,
         "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model())},

@@ -9,6 +9,7 @@ from workers 0, 1, …, W-1 in turn, so after k batches worker 0 must continue t
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Callable, Iterator
 
@@ -29,6 +30,17 @@ def index_sources(sources: list[ShardSource]) -> list[ShardIndex]:
         if len(ix) == 0:
             raise UserError(f"shards of {s.pattern!r} hold no sample ({dict(ix.problems) or 'empty tar files'})")
     return indexes
+
+
+def sources_have_cameras(indexes: list[ShardIndex]) -> bool:
+    """Whether the first sample of any source carries a camera record (for `camera.encoding: auto`)."""
+    for ix in indexes:
+        try:
+            if json.loads(ix.read(0).get("json", b"{}")).get("camera"):
+                return True
+        except (OSError, ValueError):  # unreadable first sample: decided by the other sources
+            continue
+    return False
 
 
 class ResumableBatches(IterableDataset):

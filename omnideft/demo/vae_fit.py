@@ -30,7 +30,7 @@ def fit_vae(vae, images: list, steps: int = 300, batch: int = 16, lr: float = 3e
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        mse = float(loss_rec)
+        mse = float(loss_rec.detach())
     vae.requires_grad_(False)
     vae.eval()
     with torch.no_grad():

@@ -28,7 +28,10 @@ class OmniGenSampler:
     @torch.no_grad()
     def __call__(self, instruction: str, images: list[Image.Image] | None = None, *, height: int | None = None,
                  width: int | None = None, steps: int = 50, guidance: float = 2.5, image_guidance: float = 1.6,
-                 seed: int = 0, negative_prompt: str = NEGATIVE_PROMPT, progress: bool = False) -> Image.Image:
+                 seed: int = 0, negative_prompt: str = NEGATIVE_PROMPT, progress: bool = False,
+                 camera=None) -> Image.Image:
+        """`camera`: an 11-number vector for the `<cam>` token of a model with learned camera conditioning
+        (omnideft/camera); the instruction must then contain `<cam>` (CameraPrompt.instruction)."""
         images = [im.convert("RGB") for im in (images or [])]
         cond = self.processor.encode(instruction, images)
         rows = [cond, self.processor.encode(negative_prompt)]
@@ -52,13 +55,14 @@ class OmniGenSampler:
         sigmas = np.linspace(1, 0, steps + 1)[:steps]
         self.scheduler.set_timesteps(sigmas=sigmas, device=device)
         n_rows = len(rows)
+        extra = {"camera": torch.tensor(camera, dtype=torch.float32, device=device)} if camera is not None else {}
         for t in progress_bar(self.scheduler.timesteps, desc="sample", disable=not progress):
             model_in = torch.cat([latents] * n_rows).to(dtype)
             v = self.transformer(
                 hidden_states=model_in, timestep=t.expand(n_rows), input_ids=batch["input_ids"].to(device),
                 input_img_latents=input_latents, input_image_sizes=batch["input_image_sizes"],
                 attention_mask=batch["attention_mask"].to(device), position_ids=batch["position_ids"].to(device),
-                return_dict=False,
+                return_dict=False, **extra,
             )[0]
             if n_rows == 3:
                 v_c, v_u, v_i = v.chunk(3)

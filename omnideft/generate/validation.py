@@ -1,13 +1,15 @@
 """Validation renders: fixed prompts (with their input images) at a fixed seed, so images compare across steps.
 
-Built before any model loads, so a missing image or a bad placeholder fails the run at once. Called by the
-training loop as a hook on the main process with the unwrapped model.
+Built before any model loads, so a missing image, a bad placeholder or a bad camera string fails the run at once.
+Called by the training loop as a hook on the main process with the unwrapped model. A prompt's optional `camera`
+(11 numbers, docs/camera.md) is passed the way the model was trained to take it (its camera conditioning).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from omnideft.camera.parse import parse_camera
 from omnideft.data.schema import tag_numbers
 from omnideft.errors import UserError
 from omnideft.generate.contact_sheet import contact_sheet, stack_rows
@@ -24,7 +26,7 @@ class ValidationRenderer:
         for i, item in enumerate(section.prompts):
             if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
                 raise UserError(f"validation.prompts[{i}] must be {{prompt: str, images: [paths]}}, got {item!r}")
-            unknown = set(item) - {"prompt", "images", "height", "width"}
+            unknown = set(item) - {"prompt", "images", "height", "width", "camera"}
             if unknown:
                 raise UserError(f"validation.prompts[{i}] has unknown keys {sorted(unknown)}")
             images = [load_image(p) for p in item.get("images", [])]
@@ -32,7 +34,9 @@ class ValidationRenderer:
                 check_tags(tag_numbers(item["prompt"]), len(images))
             except UserError as exc:
                 raise UserError(f"validation.prompts[{i}]: {exc}") from None
-            self.items.append((item["prompt"], images, item.get("height"), item.get("width")))
+            camera = parse_camera(str(item["camera"]), f"validation.prompts[{i}].camera") if "camera" in item \
+                else None
+            self.items.append((item["prompt"], images, item.get("height"), item.get("width"), camera))
 
     def due(self, step: int, last: bool) -> bool:
         return bool(self.items) and (last or (self.cfg.every > 0 and step % self.cfg.every == 0))
@@ -44,12 +48,22 @@ class ValidationRenderer:
                                  max_input_image_size=self.max_image_size)
         rows = []
         folder = out_dir / "validation" / f"step-{step:07d}"
-        for i, (prompt, images, h, w) in enumerate(self.items):
+        conditioning = getattr(_base(model), "camera_conditioning", None)
+        for i, (prompt, images, h, w, camera) in enumerate(self.items):
+            extra = {}
+            if camera is not None and conditioning is not None:
+                prompt = conditioning.prompt.instruction(prompt, camera)
+                extra = {"camera": camera} if conditioning.prompt.encoding == "learned" else {}
             img = sampler(prompt, images, height=h or self.max_image_size, width=w or self.max_image_size,
                           steps=self.cfg.steps, guidance=self.cfg.guidance, image_guidance=self.cfg.image_guidance,
-                          seed=self.cfg.seed)
+                          seed=self.cfg.seed, **extra)
             if write:
                 save_image_atomic(img, folder / f"{i:02d}.png")
             rows.append(contact_sheet([], images, img))
         model.train(was_training)
         return save_image_atomic(stack_rows(rows), folder.with_suffix(".png")) if write else None
+
+
+def _base(model):
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model

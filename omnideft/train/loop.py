@@ -16,7 +16,8 @@ from accelerate.utils import gather_object, set_seed
 
 from omnideft.adapters import AdapterSpec, apply_adapter
 from omnideft.adapters.apply import param_groups
-from omnideft.data.loader import ResumableBatches, drawn_per_source, index_sources
+from omnideft.camera.conditioning import setup_camera
+from omnideft.data.loader import ResumableBatches, drawn_per_source, index_sources, sources_have_cameras
 from omnideft.data.sources import resolve_sources
 from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
@@ -69,6 +70,8 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
             save_base(comps, out / "base")
     spec = AdapterSpec(**vars(recipe.adapter))
     model = apply_adapter(comps.transformer, spec)
+    # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
+    camera = setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
     if cfg.gradient_checkpointing:
         comps.transformer.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(param_groups(model, spec, cfg.lr, cfg.weight_decay), betas=tuple(cfg.betas))
@@ -86,7 +89,7 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
         print(f"resume: {checkpoint} (step {start})", file=sys.stderr)
 
     builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size),
-                           recipe.data.condition_dropout, cfg.seed)
+                           recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None)
     batches = iter(ResumableBatches(sources, indexes, seed=cfg.seed, batch_size=cfg.batch_size,
                                     size_of=builder.output_size, build=builder, rank=rank, world=world,
                                     num_workers=recipe.data.num_workers, resume=data_state).loader())

@@ -1,4 +1,4 @@
-"""Contract 3 — the recipe: one YAML file, sections model/adapter/data/train/validation/launch/output.
+"""Contract 3 — the recipe: one YAML file, sections model/adapter/camera/data/train/validation/launch/output.
 
 Every key has a default and a line of help (`omnideft train --help-recipe` prints them). Unknown keys and wrong
 types fail before any model loads, naming the key. CLI overrides are `key.sub=value` (value parsed as YAML).
@@ -41,6 +41,18 @@ class AdapterSection:
     init: str = _f("identity", "identity: adapter = base at step 0; paper: random R as the authors ran it",
                    ("identity", "paper"))
     p_lr_ratio: float = _f(0.1, "learning rate of DEFT's P relative to train.lr (authors: 0.1)")
+
+
+@dataclass
+class CameraSection:
+    encoding: str = _f("auto", "how the target camera conditions the model (docs/camera.md): learned = `<cam>` token "
+                       "+ CameraEncoder, text = the 11 numbers written into the instruction, none = ignore cameras, "
+                       "auto = learned when the shards carry camera records, else none",
+                       ("auto", "learned", "text", "none"))
+    encoder_hidden: int = _f(256, "CameraEncoder MLP width")
+    encoder_layers: int = _f(2, "CameraEncoder hidden layers")
+    fourier_bands: int = _f(4, "sin/cos frequency bands per camera feature (0 = raw features only)")
+    text_decimals: int = _f(3, "decimals per number with encoding text")
 
 
 @dataclass
@@ -102,6 +114,7 @@ class OutputSection:
 class Recipe:
     model: ModelSection = field(default_factory=ModelSection)
     adapter: AdapterSection = field(default_factory=AdapterSection)
+    camera: CameraSection = field(default_factory=CameraSection)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     validation: ValidationSection = field(default_factory=ValidationSection)

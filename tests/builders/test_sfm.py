@@ -5,9 +5,9 @@ import pycolmap
 import pytest
 from builder_sources import SFM_MISSING, SFM_VIEWS, decode, read_samples, shard_bytes, write_colmap
 
-from data_builders.camera_record import quaternion_angle, scene_scale, vector_to_pinhole
 from data_builders.check import main as check_main
 from data_builders.sfm import main
+from omnideft.camera.record import quaternion_angle, scene_scale, vector_to_colmap
 from omnideft.data.schema import placeholder_numbers
 
 
@@ -35,9 +35,10 @@ def test_camera_numbers_round_trip(colmap_project, tmp_path, kind):
         assert meta["task"] == "sfm/novel_view" and cam["convention"] == "colmap_cam_from_world"
         assert cam["model"] == "SIMPLE_RADIAL" and cam["params"] == pytest.approx([40.0, 32.0, 24.0, 0.02])
         assert np.allclose(cam["q_wxyz"], [w, x, y, z]) and np.allclose(cam["t"], pose.translation)
-        (fx, fy, cx, cy), q, t = vector_to_pinhole(cam["vector"], cam["width"], cam["height"],
-                                                   cam["normalisation"]["scale"])
-        assert (fx, fy, cx, cy) == pytest.approx((40.0, 40.0, 32.0, 24.0))
+        # The vector is f/W, cx/W, cy/H, k, q, t/s (omnideft/camera/record.py): SIMPLE_RADIAL inverts exactly.
+        back = vector_to_colmap(cam["vector"], cam["width"], cam["height"], cam["normalisation"]["scale"])
+        assert back["params"] == pytest.approx([40.0, 32.0, 24.0, 0.02])
+        q, t = back["q_wxyz"], back["t"]
         assert q[0] >= 0 and quaternion_angle(q, [w, x, y, z]) < 1e-6
         assert np.allclose(t, pose.translation) and cam["normalisation"]["scale"] == pytest.approx(scale)
         assert len(cam["vector"]) == 11

@@ -1,0 +1,54 @@
+"""Which cameras `omnideft generate` renders: `--camera` numbers, `--camera-from SPARSE --view NAME`, or
+`--camera-from SPARSE --orbit A B --frames N` (slerp of the rotation, lerp of the rest); and how the prompt carries
+them (the adapter's camera.json, else the numbers as text, as the DEFT authors prompted)."""
+
+from __future__ import annotations
+
+from omnideft.camera.colmap import read_camera_records
+from omnideft.camera.parse import parse_camera
+from omnideft.camera.prompt import CameraPrompt
+from omnideft.camera.record import interpolate_vectors, record_vector
+from omnideft.errors import UserError
+
+MIN_ORBIT_FRAMES = 2
+
+
+def requested_cameras(camera: str | None, camera_from: str | None, view: str | None, orbit: list[str] | None,
+                      frames: int) -> list[list[float]]:
+    """[] (no camera), [one vector], or the orbit's `frames` vectors. Checked before any model loads."""
+    if camera is not None and camera_from is not None:
+        raise UserError("--camera and --camera-from exclude each other: give the numbers or a COLMAP model")
+    if camera is not None:
+        if view or orbit:
+            raise UserError("--view and --orbit name views of --camera-from SPARSE_DIR, not of --camera")
+        return [parse_camera(camera)]
+    if camera_from is None:
+        if view or orbit:
+            raise UserError(f"{'--view' if view else '--orbit'} needs --camera-from SPARSE_DIR (the COLMAP model)")
+        return []
+    if bool(view) == bool(orbit):
+        raise UserError("--camera-from needs exactly one of --view IMAGE_NAME or --orbit VIEW_A VIEW_B")
+    records = read_camera_records(camera_from, "--camera-from")
+    names = [view] if view else list(orbit)
+    for name in names:
+        if name not in records:
+            close = sorted(records)[:5]
+            raise UserError(f"view {name!r} is not a registered image of {camera_from} "
+                            f"({len(records)} views, e.g. {', '.join(close) or 'none'})")
+    if view:
+        return [record_vector(records[view])]
+    if frames < MIN_ORBIT_FRAMES:
+        raise UserError(f"--frames {frames} must be at least {MIN_ORBIT_FRAMES} for an orbit")
+    return interpolate_vectors(record_vector(records[orbit[0]]), record_vector(records[orbit[1]]), frames)
+
+
+def camera_prompt_for(camera_config: dict | None, encoding: str, adapter: str | None) -> CameraPrompt:
+    """`encoding` auto: the adapter's (camera.json), else text. learned needs an adapter trained with it."""
+    saved = camera_config["encoding"] if camera_config else None
+    if encoding == "auto":
+        encoding = saved or "text"
+    if encoding == "learned" and saved != "learned":
+        raise UserError(f"--camera-encoding learned needs an adapter trained with camera.encoding learned; "
+                        f"{adapter or 'no adapter'} has {saved or 'no camera encoder (no camera.json)'}")
+    decimals = camera_config.get("spec", {}).get("text_decimals", 3) if camera_config else 3
+    return CameraPrompt(encoding, decimals)
