@@ -33,9 +33,10 @@ def load_examples(shards: list, n: int) -> list:
 
 @torch.no_grad()
 def denoising_losses(models: dict, vae, tokenizer, examples: list, max_image_size: int, seed: int = 1234,
-                     repeats: int = 1) -> dict[str, dict[str, float]]:
-    """{model name: {task: mean loss, "all": mean loss}} over `examples`, `repeats` noise draws each."""
-    builder = BatchBuilder(OmniGenProcessor(tokenizer, max_image_size=max_image_size), 0.0, seed=0)
+                     repeats: int = 1, camera=None) -> dict[str, dict[str, float]]:
+    """{model name: {task: mean loss, "all": mean loss}} over `examples`, `repeats` noise draws each. `camera`
+    (a camera.prompt.CameraPrompt) gives samples' cameras to models with camera conditioning."""
+    builder = BatchBuilder(OmniGenProcessor(tokenizer, max_image_size=max_image_size), 0.0, seed=0, camera=camera)
     groups: dict[tuple, list] = defaultdict(list)
     for ex in examples:  # one output size per forward
         groups[builder.output_size(ex)].append(ex)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from omnideft.adapters import load_adapter
+from omnideft.camera.conditioning import load_camera
 from omnideft.eval.denoising import denoising_losses, load_examples
 from omnideft.eval.report import write_tables
 from omnideft.model import load_omnigen
@@ -18,7 +19,8 @@ def run_eval(model: str, adapters: list[str], shards: list[str], out: str, sampl
     results = denoising_losses(models, comps.vae, comps.tokenizer, examples, max_image_size, repeats=repeats)
     for path in adapters:
         fresh = load_omnigen(model)  # each adapter on its own untouched base
+        camera = load_camera(fresh.transformer, fresh.tokenizer, path)  # before the adapter: it may grow the table
         peft_model = load_adapter(fresh.transformer, path)
-        results.update(denoising_losses({path: peft_model}, comps.vae, comps.tokenizer, examples, max_image_size,
-                                        repeats=repeats))
+        results.update(denoising_losses({path: peft_model}, comps.vae, fresh.tokenizer, examples, max_image_size,
+                                        repeats=repeats, camera=camera.prompt if camera else None))
     return results, write_tables(results, out, "held-out denoising loss (rectified flow MSE)")
