@@ -127,7 +127,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
             raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(raw, dict):
             raise UserError(f"recipe {p} must be a mapping of sections")
-        _paths_relative_to_recipe(raw, p.parent)
+        _paths_relative_to_recipe(raw, p.parent.resolve())
     for item in overrides:
         _apply_override(raw, item)
     return build_recipe(raw)
