@@ -1,4 +1,4 @@
-"""Write the small synthetic data set that ships with the repo for `recipes/tiny_cpu.yaml` (about 250 KB).
+"""Write the small synthetic data set that ships with the repo for `recipes/tiny_cpu.yaml` (about 400 KB).
 
     recipes/data/tiny_shapes/train/          48 "edges -> filled shape" in-context samples, 4 shards of 12, seed 0
     recipes/data/tiny_shapes/heldout/train/  16 unseen samples (seed 1) for `omnideft eval`
