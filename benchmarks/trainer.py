@@ -1,7 +1,7 @@
 """Benchmark: step time of the trainer against a bare forward/backward/AdamW loop, and its data stall.
 
-Model: a random OmniGen (hidden 256, 2 layers, real architecture) saved in diffusers layout; DEFT rank 16 (QR) on
-every linear layer; batches of 2 in-context samples at 96 px (3 input images + the output) from synthetic shards.
+Model: a random OmniGen (hidden 256, 3 layers, real architecture) saved in diffusers layout; DEFT rank 16 (QR) on
+every linear layer; batches of 2 in-context samples at 128 px (3 input images + the output) from synthetic shards.
 
 - trainer: `omnideft.train.loop.train` on a recipe; per-step `step_s` and `data_s` are read from its
   metrics.jsonl (what the trainer itself records), the first WARMUP steps of each run are discarded.
@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-HIDDEN, HEADS, LAYERS, MLP = 256, 4, 2, 512
-IMAGE = 96
+HIDDEN, HEADS, LAYERS, MLP = 256, 4, 3, 1024
+IMAGE = 128
 BATCH = 2
 RANK = 16
-WARMUP = 2
-MEASURED = 10
-ROUNDS = 4
+WARMUP = 3
+MEASURED = 25
+ROUNDS = 5
 SEED = 0
 
 
