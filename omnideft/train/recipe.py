@@ -7,6 +7,8 @@ types fail before any model loads, naming the key. CLI overrides are `key.sub=va
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,9 +139,36 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
             raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(raw, dict):
             raise UserError(f"recipe {p} must be a mapping of sections")
+        _paths_relative_to_recipe(raw, p.parent.resolve())
     for item in overrides:
         _apply_override(raw, item)
     return build_recipe(raw)
+
+
+def _paths_relative_to_recipe(raw: dict, recipe_dir: Path) -> None:
+    """Relative paths written in a recipe file (data.shards, validation.prompts[].images) that match nothing from
+    the current directory are taken relative to the recipe's folder, so a recipe shipped with its data (tiny_cpu)
+    runs from any cwd. Paths that exist from the cwd keep their old meaning; command-line overrides are never
+    rewritten."""
+    data, validation = raw.get("data"), raw.get("validation")
+    if isinstance(data, dict) and isinstance(data.get("shards"), list):
+        for i, entry in enumerate(data["shards"]):
+            if isinstance(entry, str):
+                data["shards"][i] = _relative_to(entry, recipe_dir)
+            elif isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                entry["path"] = _relative_to(entry["path"], recipe_dir)
+    if isinstance(validation, dict) and isinstance(validation.get("prompts"), list):
+        for item in validation["prompts"]:
+            if isinstance(item, dict) and isinstance(item.get("images"), list):
+                item["images"] = [_relative_to(x, recipe_dir) if isinstance(x, str) else x for x in item["images"]]
+
+
+def _relative_to(path: str, recipe_dir: Path) -> str:
+    expanded = os.path.expanduser(path)
+    if "://" in path or path.startswith("pipe:") or os.path.isabs(expanded) or glob.glob(expanded, recursive=True):
+        return path
+    candidate = str(recipe_dir / expanded)
+    return candidate if glob.glob(candidate, recursive=True) else path  # neither: the error names the path as written
 
 
 def _apply_override(raw: dict, item: str) -> None:
