@@ -132,7 +132,7 @@ def _stub_bin(tmp_path: Path) -> dict:
 
 def test_sbatch_gives_every_node_its_own_rank(tmp_path):
     text = (LAUNCH / "slurm_multinode.sbatch").read_text()
-    launch = text[text.index('LAUNCH="'):text.index('--no-progress"')]
+    launch = text[text.index('LAUNCH="'):text.index('--resume latest"')]
     assert "\\$SLURM_NODEID" in launch and not re.search(r"(?<!\\)\$SLURM_NODEID", launch)
     env = dict(_stub_bin(tmp_path), SLURM_JOB_NODELIST="node-[a-b]", SLURM_NNODES="2", SLURM_SUBMIT_DIR=str(REPO),
                GPUS_PER_NODE="4", SLURM_NODEID="0")  # the batch host's own id must not leak into the tasks
