@@ -80,8 +80,8 @@ def run_trainer(base: Path, shards: Path, out: Path) -> tuple[list[float], list[
 
 
 def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
-    """The batches the trainer's data path makes (same shards, builder, bucketing), made once, up front."""
-    from omnideft.data.shards import ShardStream, bucket_batches
+    """The batches the trainer's data path makes (same shards, order, builder, bucketing), made once, up front."""
+    from omnideft.data.loader import ResumableBatches, index_sources
     from omnideft.data.sources import resolve_sources
     from omnideft.model import load_omnigen
     from omnideft.prompts import OmniGenProcessor
@@ -89,9 +89,11 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
 
     comps = load_omnigen(str(base))
     builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=IMAGE), 0.01, SEED)
-    stream = ShardStream(resolve_sources([str(shards)]), seed=SEED, shuffle_buffer=256)
-    batches = bucket_batches(iter(stream), BATCH, builder.output_size)
-    return [builder(next(batches)) for _ in range(n)]
+    sources = resolve_sources([str(shards)])
+    data = ResumableBatches(sources, index_sources(sources), seed=SEED, batch_size=BATCH,
+                            size_of=builder.output_size, build=builder)
+    batches = iter(data.loader())
+    return [{k: v for k, v in next(batches).items() if k != "data_state"} for _ in range(n)]
 
 
 def run_bare(base: Path, batches: list[dict]) -> list[float]:
