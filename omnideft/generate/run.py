@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from omnideft.adapters import load_adapter
+from omnideft.adapters.compose import merge_adapters, parse_adapter_arg
 from omnideft.adapters.folder import read_adapter_meta
 from omnideft.errors import UserError
 from omnideft.generate.compose import compose_in_context
@@ -23,6 +24,7 @@ class GenerateRequest:
     out: str
     model: str | None = None
     adapter: str | None = None
+    adapters: list[str] = field(default_factory=list)  # "PATH[:weight]", several are merged into the base
     images: list[str] = field(default_factory=list)
     examples: list[tuple[str, str]] = field(default_factory=list)
     steps: int = 50
@@ -61,10 +63,13 @@ def run_generate(req: GenerateRequest) -> tuple[Path, Path]:
     query = [load_image(p) for p in req.images]
     pairs = [(load_image(a), load_image(b)) for a, b in req.examples]
     instruction, images = compose_in_context(req.prompt, query, pairs)
-    comps = load_omnigen(resolve_model_name(req.model, req.adapter), dtype=dtype)
+    adapters = [parse_adapter_arg(a) for a in ([req.adapter] if req.adapter else []) + list(req.adapters)]
+    comps = load_omnigen(resolve_model_name(req.model, adapters[0][0] if adapters else None), dtype=dtype)
     transformer = comps.transformer
-    if req.adapter:
-        transformer = load_adapter(transformer, req.adapter)
+    if len(adapters) == 1 and adapters[0][1] == 1.0:
+        transformer = load_adapter(transformer, adapters[0][0])
+    elif adapters:
+        transformer = merge_adapters(transformer, adapters)
     transformer.to(device)
     comps.vae.to(device)
     sampler = OmniGenSampler(transformer, comps.vae, comps.tokenizer, comps.scheduler, req.max_input_image_size)
