@@ -3,10 +3,13 @@
 One diffusers `OmniGenBlock` (hidden 3072, intermediate 8192, 32 heads), 256 tokens, batch 1, adapters on every
 linear (to_q/k/v, to_out.0, gate_up_proj, down_proj), r = 32. A step is forward + backward (the block input needs a
 gradient, as inside a real model) + AdamW. Variants: PEFT LoRA, PEFT DEFT (relu, qr, para), omnideft's fused DEFT
-(relu, qr, para) and SODA (svd), in fp32 and bf16, interleaved (A B C ... A B C ...); medians. All variants share
-the same base weights. Memory = bytes of the distinct tensors saved for backward (saved_tensors_hooks, base
-parameters excluded) + adapter parameters + optimizer state. `merged_vs_base`: inference forward of the block
-with a DEFT adapter merged into its weights against the plain block. No arguments; last line is one JSON object.
+(relu, qr, para; default `auto` backward, which at 256 tokens < 3072 features keeps y), the fused relu layer
+forced to its memory-lean backward (`deft_relu_lean`, what `auto` does at real sequence lengths), and SODA (svd;
+random stand-in factors instead of the one-time SVDs), in fp32 and bf16, interleaved (A B C ... A B C ...);
+medians. All variants share the same base weights. Memory = bytes of the distinct tensors saved for backward
+(saved_tensors_hooks, parameters excluded) + adapter parameters + optimizer state. `merged_vs_base`: inference
+forward of the block with a DEFT adapter merged into its weights against the plain block. No arguments; the last
+line is one JSON object.
 """
 
 from __future__ import annotations
@@ -62,11 +65,16 @@ def make_variant(name: str, block: OmniGenBlock, dtype: torch.dtype):
     if name == "peft_lora":
         model = inject_adapter_in_model(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=TARGETS), model)
     elif name.startswith(("peft_deft", "deft")) or name in ("peft_para", "para"):
+        lean, name = name.endswith("_lean"), name.removesuffix("_lean")
         projector = "qr" if name.endswith(("qr", "para")) else "relu"
         cfg = DeftConfig(r=RANK, decomposition_method=projector, para=name.endswith("para"), target_modules=TARGETS)
         model = inject_adapter_in_model(cfg, model)
         if not name.startswith("peft"):
             use_fast_layers(model)
+        if lean:  # never keep y: the memory-lean backward (default once N >= in)
+            for m in model.modules():
+                if hasattr(m, "keep_base_output"):
+                    m.keep_base_output = False
     elif name == "soda":  # step time does not depend on the factor values: skip the one-time SVDs (minutes on CPU)
         original, SpectralLinear.decompose = SpectralLinear.decompose, _random_factors
         try:
@@ -115,9 +123,9 @@ def train_step(model, opt, x, grad_out, rot) -> float:
 
 
 def saved_bytes(model, opt, x, grad_out, rot) -> int:
-    """Distinct storages saved for backward during one training step, base parameters excluded (also the
-    warm-up step that creates the optimizer state)."""
-    frozen = {p.untyped_storage().data_ptr() for p in model.parameters() if not p.requires_grad}
+    """Distinct storages saved for backward during one training step (also the warm-up step that creates the
+    optimizer state); parameters excluded (adapter ones are counted by state_bytes)."""
+    frozen = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
 
     def pack(t):
@@ -187,7 +195,9 @@ def ratios(r: dict, suffix: str) -> dict:
         "deft_qr_vs_peft_deft_qr": m["deft_qr"] / m["peft_deft_qr"],
         "para_vs_peft_para": m["para"] / m["peft_para"],
         "soda_vs_peft_lora": m["soda"] / m["peft_lora"],
+        "deft_relu_lean_vs_peft_lora": m["deft_relu_lean"] / m["peft_lora"],
         "mem_deft_relu_vs_peft_lora": mem["deft_relu"] / mem["peft_lora"],
+        "mem_deft_relu_lean_vs_peft_lora": mem["deft_relu_lean"] / mem["peft_lora"],
         "mem_deft_qr_vs_peft_lora": mem["deft_qr"] / mem["peft_lora"],
         "mem_peft_deft_relu_vs_peft_lora": mem["peft_deft_relu"] / mem["peft_lora"],
         "merged_vs_base": r["infer_median_s"]["merged"] / r["infer_median_s"]["base"],
@@ -197,7 +207,8 @@ def ratios(r: dict, suffix: str) -> dict:
 
 def main() -> int:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    variants = ["peft_lora", "peft_deft_relu", "peft_deft_qr", "peft_para", "deft_relu", "deft_qr", "para", "soda"]
+    variants = ["peft_lora", "peft_deft_relu", "peft_deft_qr", "peft_para", "deft_relu", "deft_qr", "para",
+                "deft_relu_lean", "soda"]
     result = {}
     for dtype, suffix in ((torch.float32, ""), (torch.bfloat16, "_bf16")):
         r = run_dtype(dtype, variants)

@@ -30,10 +30,14 @@ def _pair(projector: str, para: bool, bias: bool = True, alpha=None):
     return ref, fast
 
 
+@pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize("projector,para,bias,alpha", [("relu", False, True, None), ("qr", False, False, 12.0),
                                                        ("qr", True, True, None), ("relu", True, False, None)])
-def test_fused_layer_matches_peft_values_and_gradients(projector, para, bias, alpha):
+def test_fused_layer_matches_peft_values_and_gradients(projector, para, bias, alpha, keep):
     ref, fast = _pair(projector, para, bias, alpha)
+    for m in fast.modules():
+        if isinstance(m, FastDeftLinear):
+            m.keep_base_output = keep  # both ways of forming the gradient into `right`
     x = torch.randn(2, 5, 24, requires_grad=True)
     x2 = x.detach().clone().requires_grad_()
     w = torch.randn(2, 5, 20)
@@ -50,7 +54,8 @@ def test_fused_layer_matches_peft_values_and_gradients(projector, para, bias, al
 
 
 def test_fused_layer_keeps_no_out_sized_activation():
-    """Saved for backward: the input x, the N x r tensor t and the rank-r factors, not the out-sized y or h."""
+    """Saved for backward: the input x, the N x r tensor t and the rank-r factors, not the out-sized y or h
+    (rows >= input features: the `auto` policy recomputes the gradient into `right` from x)."""
     _, fast = _pair("qr", False)
     layer = fast.base_model.model[0]
     assert isinstance(layer, FastDeftLinear)

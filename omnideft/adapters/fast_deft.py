@@ -8,10 +8,9 @@ Forward, from the bias-free base output y = W x (DEFT paper, factorised form):
 
 PEFT instead casts the base output to fp32, runs two separate rank-r up-projections and lets autograd keep the
 fp32 copies. Here the big matmuls run in the activation dtype (fp32 only for the rank-r projector math) and the
-backward keeps only what LoRA keeps: the layer input x plus the N x r tensor t. The gradient into `right`
-(-Y^T G_t) is formed as -W (X^T G_t) = -W dA^T from x, because keeping y would cost an out-sized activation per
-layer; that costs one (out x in x r) product per step, negligible next to the N x in x out base matmuls at real
-OmniGen sequence lengths (thousands of tokens).
+backward keeps the layer input x, the N x r tensor t and the small factors. The gradient into `right` (-Y^T G_t)
+needs y: with fewer rows than input features it is kept (cheap: fewer values than W); otherwise it is formed as
+-W (X^T G_t) = -W dA^T from x, so no out-sized activation is kept (see deft_linear).
 
 Used when exactly one DEFT adapter is active, unmerged, without dropout in training and with plain (not ZeRO-3
 partitioned) base weights; anything else falls back to PEFT's forward, which gives the same values.
@@ -28,47 +27,64 @@ from omnideft.adapters.projectors import project
 
 class _DeftLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, q_p, right, s_r):
+    def forward(ctx, x, weight, bias, q_p, right, r, scale, keep_y):
         dt = x.dtype
         y = x @ weight.T  # bias-free base output
         t = -(y @ right.to(dt)).float()
-        if s_r is not None:
-            t += (x @ s_r.to(dt).T).float()
-        h = y.addmm_(t.to(dt), q_p.to(dt).T)
+        if r is not None:
+            t.add_((x @ r.to(dt).T).float(), alpha=scale)
+        if keep_y:
+            h = torch.addmm(y, t.to(dt), q_p.to(dt).T)
+        else:
+            h = y.addmm_(t.to(dt), q_p.to(dt).T)
         if bias is not None:
             h += bias
-        ctx.save_for_backward(x, weight, q_p, right, s_r, t)
+        ctx.scale = scale
+        # inputs as given (parameters or rank-r tensors), the N x r t, and y only in keep_y mode
+        ctx.save_for_backward(x, weight, q_p, right, r, t, y if keep_y else None)
         return h
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, q_p, right, s_r, t = ctx.saved_tensors
-        need_x, _, _, need_q, need_right, need_r = ctx.needs_input_grad
+        x, weight, q_p, right, r, t, y = ctx.saved_tensors
+        need_x, _, _, need_q, need_right, need_r, _, _ = ctx.needs_input_grad
         dt = g.dtype
         g = g.contiguous()
         gt = g @ q_p.to(dt)  # dL/dt (N x r)
-        d_q = (g.T @ t.to(dt)).float() if need_q else None
-        d_a = (gt.T @ x) if (need_r or need_right) else None  # dL/dA for t = A x, A = s R - right^T W
-        d_r = d_a.float() if need_r else None
-        d_right = -(weight @ d_a.T).float() if need_right else None
+        d_q = (g.T @ t.to(dt)).to(q_p.dtype) if need_q else None
+        d_a = (gt.T @ x) if (need_r or (need_right and y is None)) else None  # dL/dA, t = A x, A = sR - right^T W
+        d_r = (d_a.float() * ctx.scale).to(r.dtype) if need_r else None
+        d_right = None
+        if need_right:  # -Y^T G_t, or -W (X^T G_t) = -W dA^T without y
+            d_right = -(y.T @ gt if y is not None else weight @ d_a.T).to(right.dtype)
         d_x = None
-        if need_x:  # dx = (g - gt right^T) W + gt s R
+        if need_x:  # dx = (g - gt right^T) W + s gt R
             d_x = torch.addmm(g, gt, right.to(dt).T, alpha=-1) @ weight
-            if s_r is not None:
-                d_x.addmm_(gt, s_r.to(dt))
-        return d_x, None, None, d_q, d_right, d_r
+            if r is not None:
+                d_x.addmm_(gt, r.to(dt), alpha=ctx.scale)
+        return d_x, None, None, d_q, d_right, d_r, None, None
 
 
 def deft_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, q_p: torch.Tensor,
-                right: torch.Tensor, s_r: torch.Tensor | None) -> torch.Tensor:
-    """h = W x + Q_P (s R x - right^T W x) + bias over the last dim of x; `s_r` None for PaRa."""
+                right: torch.Tensor, r: torch.Tensor | None, scale: float = 1.0,
+                keep_base_output: bool | str = "auto") -> torch.Tensor:
+    """h = W x + Q_P (scale R x - right^T W x) + bias over the last dim of x; `r` None for PaRa.
+
+    keep_base_output: keep y for the gradient into `right` (-Y^T G_t, N x out x r) instead of recomputing it as
+    -W (X^T G_t) (out x in x r). "auto" keeps y only when there are fewer rows N than input features, i.e. exactly
+    when that is the cheaper product; y then holds N x out < in x out values (less than the frozen weight).
+    """
     shape = x.shape
-    out = _DeftLinearFn.apply(x.reshape(-1, shape[-1]), weight, bias, q_p, right, s_r)
+    x2 = x.reshape(-1, shape[-1])
+    keep = x2.shape[0] < x2.shape[1] if keep_base_output == "auto" else bool(keep_base_output)
+    out = _DeftLinearFn.apply(x2, weight, bias, q_p, right, r, scale, keep)
     return out.view(*shape[:-1], weight.shape[0])
 
 
 class FastDeftLinear(DeftLinear):
     """PEFT's DeftLinear with the fused forward and every omnideft projector (see projectors.py)."""
+
+    keep_base_output: bool | str = "auto"  # see deft_linear; a class attribute so benchmarks can pin it
 
     def _project(self, P: torch.Tensor, adapter_name: str):
         return project(P, self.deft_decomposition[adapter_name])
@@ -94,14 +110,15 @@ class FastDeftLinear(DeftLinear):
         if name is None or args or kwargs:
             return super().forward(x, *args, **kwargs)
         base = self.get_base_layer()
-        q_p, right = self._project(self.deft_P[name], name)
-        s_r = None if self.deft_para[name] else self.deft_R[name].float() * self.deft_scaling[name]
+        q_p, right = project(self.deft_P[name], self.deft_decomposition[name], keep_dtype=True)
+        r = None if self.deft_para[name] else self.deft_R[name]
         dtype = x.dtype
         if torch.is_autocast_enabled(x.device.type):  # behave like nn.Linear under autocast
             dtype = torch.get_autocast_dtype(x.device.type)
         bias = base.bias.to(dtype) if base.bias is not None else None
         with torch.autocast(x.device.type, enabled=False):
-            return deft_linear(x.to(dtype), base.weight.to(dtype), bias, q_p, right, s_r)
+            return deft_linear(x.to(dtype), base.weight.to(dtype), bias, q_p, right, r, self.deft_scaling[name],
+                               self.keep_base_output)
 
     def lora_factors(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact LoRA form of this adapter on the current (unmerged) base weight: delta W = B A, fp32."""

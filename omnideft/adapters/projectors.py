@@ -23,9 +23,14 @@ PROJECTORS = ("relu", "qr", "ppt", "relu2", "svd", "tsvd", "lrmf", "nmf", "eigen
 _RIDGE = 1e-6  # keeps the r x r Gram solves finite when columns collapse (nmf with dead relu columns)
 
 
-def project(P: torch.Tensor, projector: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Q_P, right), both fp32 (out x r)."""
-    P = P.to(torch.float32)
+ELEMENTWISE = ("relu", "ppt", "relu2")  # no arithmetic: exact in any dtype
+
+
+def project(P: torch.Tensor, projector: str, keep_dtype: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q_P, right) (out x r): fp32, or P's own dtype for the elementwise projectors when `keep_dtype` (exact, and
+    no fp32 copy of P to keep for backward)."""
+    if not (keep_dtype and projector in ELEMENTWISE):
+        P = P.to(torch.float32)
     if projector == "relu":
         return P, torch.relu(P)
     if projector == "qr":

@@ -16,7 +16,7 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import InitProcessGroupKwargs, set_seed
 
 from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
-from omnideft.adapters.apply import param_groups
+from omnideft.adapters.optim import build_optimizer
 from omnideft.data.shards import ShardStream, bucket_batches
 from omnideft.data.sources import resolve_sources
 from omnideft.files import write_text_atomic
@@ -52,7 +52,7 @@ def train(recipe: Recipe, progress: bool = True, validate=None) -> Path:
     model = apply_adapter(comps.transformer, spec)
     if cfg.gradient_checkpointing:
         comps.transformer.enable_gradient_checkpointing()
-    optimizer = torch.optim.AdamW(param_groups(model, spec, cfg.lr, cfg.weight_decay), betas=tuple(cfg.betas))
+    optimizer = build_optimizer(model, spec, cfg.lr, cfg.weight_decay, betas=tuple(cfg.betas))
     warmup = max(cfg.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
