@@ -8,9 +8,10 @@ Forward, from the bias-free base output y = W x (DEFT paper, factorised form):
 
 PEFT instead casts the base output to fp32, runs two separate rank-r up-projections and lets autograd keep the
 fp32 copies. Here the big matmuls run in the activation dtype (fp32 only for the rank-r projector math) and the
-backward keeps the layer input x, the N x r tensor t and the small factors. The gradient into `right` (-Y^T G_t)
-needs y: with fewer rows than input features it is kept (cheap: fewer values than W); otherwise it is formed as
--W (X^T G_t) = -W dA^T from x, so no out-sized activation is kept (see deft_linear).
+backward keeps the layer input x and the N x r tensor t; the projector is recomputed from P (O(out r^2)).
+The gradient into `right` (-Y^T G_t) needs y: with fewer rows than input features it is kept (cheap: fewer
+values than W); otherwise it is formed as -W (X^T G_t) = -W dA^T from x, so no out-sized activation is kept
+(see deft_linear).
 
 Used when exactly one DEFT adapter is active, unmerged, without dropout in training and with plain (not ZeRO-3
 partitioned) base weights; anything else falls back to PEFT's forward, which gives the same values.
@@ -27,8 +28,9 @@ from omnideft.adapters.projectors import project
 
 class _DeftLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, q_p, right, r, scale, keep_y):
+    def forward(ctx, x, weight, bias, p, projector, r, scale, keep_y):
         dt = x.dtype
+        q_p, right = project(p, projector, keep_dtype=True)
         y = x @ weight.T  # bias-free base output
         t = -(y @ right.to(dt)).float()
         if r is not None:
@@ -39,36 +41,40 @@ class _DeftLinearFn(torch.autograd.Function):
             h = y.addmm_(t.to(dt), q_p.to(dt).T)
         if bias is not None:
             h += bias
-        ctx.scale = scale
-        # inputs as given (parameters or rank-r tensors), the N x r t, and y only in keep_y mode
-        ctx.save_for_backward(x, weight, q_p, right, r, t, y if keep_y else None)
+        ctx.scale, ctx.projector = scale, projector
+        # parameters, the N x r t, and y only in keep_y mode; the projector is recomputed in backward (O(out r^2))
+        ctx.save_for_backward(x, weight, p, r, t, y if keep_y else None)
         return h
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, q_p, right, r, t, y = ctx.saved_tensors
-        need_x, _, _, need_q, need_right, need_r, _, _ = ctx.needs_input_grad
+        x, weight, p, r, t, y = ctx.saved_tensors
+        need_x, _, _, need_p, _, need_r, _, _ = ctx.needs_input_grad
+        with torch.enable_grad():
+            p_leaf = p.detach().requires_grad_(need_p)
+            q_p, right = project(p_leaf, ctx.projector, keep_dtype=True)
         dt = g.dtype
         g = g.contiguous()
-        gt = g @ q_p.to(dt)  # dL/dt (N x r)
-        d_q = (g.T @ t.to(dt)).to(q_p.dtype) if need_q else None
-        d_a = (gt.T @ x) if (need_r or (need_right and y is None)) else None  # dL/dA, t = A x, A = sR - right^T W
+        gt = g @ q_p.detach().to(dt)  # dL/dt (N x r)
+        d_a = (gt.T @ x) if (need_r or (need_p and y is None)) else None  # dL/dA, t = A x, A = sR - right^T W
         d_r = (d_a.float() * ctx.scale).to(r.dtype) if need_r else None
-        d_right = None
-        if need_right:  # -Y^T G_t, or -W (X^T G_t) = -W dA^T without y
-            d_right = -(y.T @ gt if y is not None else weight @ d_a.T).to(right.dtype)
+        d_p = None
+        if need_p:
+            d_q = (g.T @ t.to(dt)).to(q_p.dtype)
+            d_right = -(y.T @ gt if y is not None else weight @ d_a.T).to(right.dtype)  # -Y^T G_t = -W dA^T
+            d_p = torch.autograd.grad((q_p, right), p_leaf, (d_q, d_right))[0]
         d_x = None
         if need_x:  # dx = (g - gt right^T) W + s gt R
-            d_x = torch.addmm(g, gt, right.to(dt).T, alpha=-1) @ weight
+            d_x = torch.addmm(g, gt, right.detach().to(dt).T, alpha=-1) @ weight
             if r is not None:
                 d_x.addmm_(gt, r.to(dt), alpha=ctx.scale)
-        return d_x, None, None, d_q, d_right, d_r, None, None
+        return d_x, None, None, d_p, None, d_r, None, None
 
 
-def deft_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, q_p: torch.Tensor,
-                right: torch.Tensor, r: torch.Tensor | None, scale: float = 1.0,
-                keep_base_output: bool | str = "auto") -> torch.Tensor:
-    """h = W x + Q_P (scale R x - right^T W x) + bias over the last dim of x; `r` None for PaRa.
+def deft_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: torch.Tensor, projector: str,
+                r: torch.Tensor | None, scale: float = 1.0, keep_base_output: bool | str = "auto") -> torch.Tensor:
+    """h = W x + Q_P (scale R x - right^T W x) + bias over the last dim of x, (Q_P, right) = project(p);
+    `r` None for PaRa.
 
     keep_base_output: keep y for the gradient into `right` (-Y^T G_t, N x out x r) instead of recomputing it as
     -W (X^T G_t) (out x in x r). "auto" keeps y only when there are fewer rows N than input features, i.e. exactly
@@ -77,7 +83,7 @@ def deft_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
     keep = x2.shape[0] < x2.shape[1] if keep_base_output == "auto" else bool(keep_base_output)
-    out = _DeftLinearFn.apply(x2, weight, bias, q_p, right, r, scale, keep)
+    out = _DeftLinearFn.apply(x2, weight, bias, p, projector, r, scale, keep)
     return out.view(*shape[:-1], weight.shape[0])
 
 
@@ -110,15 +116,14 @@ class FastDeftLinear(DeftLinear):
         if name is None or args or kwargs:
             return super().forward(x, *args, **kwargs)
         base = self.get_base_layer()
-        q_p, right = project(self.deft_P[name], self.deft_decomposition[name], keep_dtype=True)
         r = None if self.deft_para[name] else self.deft_R[name]
         dtype = x.dtype
         if torch.is_autocast_enabled(x.device.type):  # behave like nn.Linear under autocast
             dtype = torch.get_autocast_dtype(x.device.type)
         bias = base.bias.to(dtype) if base.bias is not None else None
         with torch.autocast(x.device.type, enabled=False):
-            return deft_linear(x.to(dtype), base.weight.to(dtype), bias, q_p, right, r, self.deft_scaling[name],
-                               self.keep_base_output)
+            return deft_linear(x.to(dtype), base.weight.to(dtype), bias, self.deft_P[name],
+                               self.deft_decomposition[name], r, self.deft_scaling[name], self.keep_base_output)
 
     def lora_factors(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact LoRA form of this adapter on the current (unmerged) base weight: delta W = B A, fp32."""
