@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate an image, optionally from in-context examples")
     g.add_argument("--model", help="base: hub id, diffusers folder or 'tiny' (default: the adapter's base)")
-    g.add_argument("--adapter", help="adapter folder (omnideft or PEFT)")
+    g.add_argument("--adapter", action="append", default=[], metavar="PATH[:WEIGHT]",
+                   help="adapter folder (omnideft or PEFT), optionally with a weight; repeatable: several adapters "
+                        "are merged into the base as W + sum of weight x delta (exact, no inference overhead)")
     g.add_argument("--prompt", required=True, help="instruction; may reference --image k as <img><|image_k|></img>")
     g.add_argument("--image", action="append", default=[], help="query input image (repeatable, in order)")
     g.add_argument("--example", action="append", default=[], metavar="IN=OUT",
@@ -94,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--repeats", type=int, default=2, help="noise draws per sample")
     e.add_argument("--max-image-size", type=int, default=1024)
     e.set_defaults(func=_eval)
+
+    x = sub.add_parser("export", help="export an adapter as a plain LoRA (PEFT/diffusers/ComfyUI/kohya) or merged",
+                       description="DEFT/PaRa/LoRA become an exact rank-r LoRA for their base weights; SODA/SVDiff "
+                                   "are exported merged or as their best rank-r LoRA (the error is reported).")
+    x.add_argument("adapter", help="adapter folder")
+    x.add_argument("--format", required=True, help="peft-lora | diffusers | comfyui | kohya | merged")
+    x.add_argument("--base", help="base model: hub id, diffusers folder or 'tiny' (default: the adapter's base)")
+    x.add_argument("--out", required=True, help="output folder (merged: a diffusers pipeline folder)")
+    x.add_argument("--rank", type=int, help="rank for full-rank adapters (SODA/SVDiff; default: adapter rank)")
+    x.set_defaults(func=_export)
 
     c = sub.add_parser("check-shards", help="verify a shard directory (counts, schema, images, checksums)")
     c.add_argument("dir")
@@ -191,7 +203,7 @@ def _generate(args) -> int:
             raise UserError(f"--example {item!r} must be IN=OUT (two image paths)")
         a, b = item.split("=", 1)
         examples.append((a, b))
-    req = GenerateRequest(prompt=args.prompt, out=args.out, model=args.model, adapter=args.adapter,
+    req = GenerateRequest(prompt=args.prompt, out=args.out, model=args.model, adapters=args.adapter,
                           images=args.image, examples=examples, steps=args.steps, guidance=args.guidance,
                           image_guidance=args.image_guidance, seed=args.seed, height=args.height, width=args.width,
                           max_input_image_size=args.max_input_image_size, device=args.device, dtype=args.dtype,
@@ -199,6 +211,16 @@ def _generate(args) -> int:
                           orbit=args.orbit, frames=args.frames, fps=args.fps, camera_encoding=args.camera_encoding)
     for kind, path in run_generate(req).items():
         print(f"{kind}: {path}")
+    return 0
+
+
+def _export(args) -> int:
+    from omnideft.adapters.export import run_export
+    from omnideft.generate.run import resolve_model_name
+
+    report = run_export(args.adapter, args.format, resolve_model_name(args.base, args.adapter), args.out,
+                        rank=args.rank)
+    print(report)
     return 0
 
 

@@ -173,7 +173,8 @@ def test_saved_adapter_loads_with_stock_peft(method_id, batch, tmp_path):
     assert (trained - base_out).abs().max() > 1e-4  # the adapter is not trivial
     with _seeded(999):  # a different init RNG: loaded tensors, not init values, must decide the output
         stock = PeftModel.from_pretrained(fresh.transformer, str(folder)).eval()
-    torch.testing.assert_close(_predict(stock, batch), trained, rtol=1e-6, atol=1e-7)
+    # omnideft trains with the fused layer; stock PEFT recomputes the same math in another order (fp32 rounding)
+    torch.testing.assert_close(_predict(stock, batch), trained, rtol=1e-5, atol=1e-5 * trained.abs().max().item())
     merged = stock.merge_and_unload().eval()  # what generation does: fold the adapter into the weights
     assert not any(isinstance(m, BaseTunerLayer) for m in merged.modules())
     torch.testing.assert_close(_predict(merged, batch), trained, rtol=1e-5, atol=1e-5 * trained.abs().max().item())

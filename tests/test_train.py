@@ -236,3 +236,20 @@ def test_wandb_without_the_package_is_one_line(shards, tmp_path):
     proc = run_cli("train", "model.name=tiny", f"data.shards=[{shards}]", "data.max_image_size=32",
                    "train.max_steps=1", "output.wandb_project=x", f"output.dir={tmp_path}")
     assert_one_line_error(proc, "wandb")
+
+
+@pytest.mark.parametrize("method", ["adapter.method=soda", "adapter.method=svdiff", "adapter.projector=nmf"])
+def test_other_methods_train_save_load_and_resume_exactly(shards, tmp_path, method):
+    """Methods outside PEFT (SODA with its Stiefel optimizer, SVDiff, a non-PEFT projector) go through the same
+    trainer: the adapter reloads onto the base, and stopping at step 2 then resuming gives the same adapter."""
+    from omnideft.adapters import load_adapter
+    from omnideft.model import load_omnigen
+
+    full = train(_recipe(shards, tmp_path / "full", method, "train.checkpoint_every=2"), progress=False)
+    train(_recipe(shards, tmp_path / "cut", method, "train.checkpoint_every=2", "train.max_steps=2"), progress=False)
+    resumed = train(_recipe(shards, tmp_path / "cut", method, "train.checkpoint_every=2"), progress=False,
+                    resume="latest")
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["resumed_from"] == 2
+    a, b = load_file(full / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    load_adapter(load_omnigen(str(tmp_path / "full" / "base")).transformer, full)

@@ -1,36 +1,64 @@
-"""Contract 2 — the adapter folder: PEFT's two files (loadable by stock PEFT) plus `omnideft.json`.
+"""Contract 2 — the adapter folder: `adapter_config.json` + `adapter_model.safetensors` + `omnideft.json`.
+
+Methods PEFT knows (lora, deft relu/qr, para qr/relu) are exactly PEFT's files, loadable by stock PEFT. Everything
+else (other DEFT projectors, soda, svdiff) keeps the same two files with omnideft's own config
+({"omnideft_method", "spec", "target_modules"}; no `peft_type`, so stock PEFT refuses it rather than misreading it).
+Extra components (e.g. a camera encoder) ride along as `extra_tensors={"camera": {...}}` -> `camera.safetensors`
+plus `extra_meta` merged into omnideft.json; read them back with read_extra_tensors().
 
 Written to a temporary sibling folder and renamed into place, so a crash never leaves a half-written adapter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 from importlib.metadata import version
 from pathlib import Path
 
-from peft import PeftModel
+import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from omnideft.adapters.fingerprint import base_fingerprint
 from omnideft.errors import UserError
 
 FORMAT = "omnideft.adapter/1"
+OWN_CONFIG = "omnideft.adapter-config/1"
 
 
-def save_adapter(model: PeftModel, out_dir: str | Path, *, base_name: str, recipe: dict | None = None,
-                 step: int | None = None, state_dict: dict | None = None) -> Path:
+def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recipe: dict | None = None,
+                 step: int | None = None, state_dict: dict | None = None,
+                 extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+                 extra_meta: dict | None = None) -> Path:
     out = Path(out_dir)
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    name = model.active_adapter if isinstance(model.active_adapter, str) else next(iter(model.peft_config))
-    model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True, selected_adapters=[name])
-    if name != "default":  # PEFT nests non-default adapters in a sub-folder; the contract wants them at the top
-        for f in (tmp / name).iterdir():
-            f.rename(tmp / f.name)
-        (tmp / name).rmdir()
+    spec = getattr(model, "omnideft_spec", None)
+    if hasattr(model, "adapter_state_dict"):  # own injection (soda, svdiff)
+        name, peft_type = "default", None
+        tmp.mkdir(parents=True)
+        tensors = model.adapter_state_dict()
+        if state_dict is not None:  # e.g. the trainer's gathered copy, named like model.named_parameters()
+            tensors = {k: state_dict.get(f"base_model.{k}", state_dict.get(k, v)) for k, v in tensors.items()}
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / "adapter_model.safetensors")
+        _write_own_config(tmp, spec, model.method, model.targets)
+    else:
+        name = model.active_adapter if isinstance(model.active_adapter, str) else next(iter(model.peft_config))
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True, selected_adapters=[name])
+        if name != "default":  # PEFT nests non-default adapters in a sub-folder; the contract wants them at the top
+            for f in (tmp / name).iterdir():
+                f.rename(tmp / f.name)
+            (tmp / name).rmdir()
+        peft_type = str(model.peft_config[name].peft_type.value)
+        if spec is not None and not _peft_native(spec):
+            targets = sorted(model.peft_config[name].target_modules)
+            _write_own_config(tmp, spec, spec.method, targets)
+            peft_type = None
+    for label, tensors in (extra_tensors or {}).items():
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / f"{label}.safetensors")
     for module in model.get_base_model().modules():  # non-PEFT parts write their own files (camera encoder)
         save_files = getattr(module, "save_adapter_files", None)
         if callable(save_files):
@@ -39,11 +67,13 @@ def save_adapter(model: PeftModel, out_dir: str | Path, *, base_name: str, recip
         "format": FORMAT,
         "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model())},
         "adapter_name": name,
-        "peft_type": str(model.peft_config[name].peft_type.value),
+        "method": spec.method if spec is not None else None,
+        "peft_type": peft_type,
         "step": step,
         "recipe": recipe,
         "versions": {p: version(p) for p in ("omnideft", "peft", "diffusers", "torch")},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra_meta or {}),
     }
     (tmp / "omnideft.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     old = out.with_name(f".old-{out.name}")
@@ -53,6 +83,20 @@ def save_adapter(model: PeftModel, out_dir: str | Path, *, base_name: str, recip
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _peft_native(spec) -> bool:
+    from omnideft.adapters.registry import METHODS
+
+    method = METHODS[spec.method]
+    return method.peft_native(spec) if hasattr(method, "peft_native") else not hasattr(method, "inject")
+
+
+def _write_own_config(folder: Path, spec, method: str, targets: list[str]) -> None:
+    fields = dataclasses.asdict(spec) if spec is not None else {"method": method}
+    fields.update(targets=list(targets), include_embedders=False)
+    config = {"format": OWN_CONFIG, "omnideft_method": method, "spec": fields, "target_modules": list(targets)}
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def read_adapter_meta(folder: str | Path) -> dict:
@@ -73,17 +117,78 @@ def read_adapter_meta(folder: str | Path) -> dict:
         raise UserError(f"adapter {meta_path} is not valid JSON: {exc}") from None
 
 
+def read_adapter_config(folder: str | Path) -> dict:
+    path = Path(folder) / "adapter_config.json"
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"adapter {path} is not valid JSON: {exc}") from None
+
+
+def read_extra_tensors(folder: str | Path, label: str) -> dict[str, torch.Tensor] | None:
+    path = Path(folder) / f"{label}.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
 def load_adapter(transformer: nn.Module, folder: str | Path, adapter_name: str = "default",
-                 is_trainable: bool = False) -> PeftModel:
-    """Check the base fingerprint, then load with stock PEFT."""
+                 is_trainable: bool = False) -> nn.Module:
+    """Check the base fingerprint, then load: stock PEFT for PEFT folders (DEFT layers then use the fast
+    forward), the method's own injection for omnideft configs."""
     meta = read_adapter_meta(folder)
     want = meta.get("base", {}).get("fingerprint")
     have = base_fingerprint(transformer)
     if want and want != have:
         raise UserError(f"adapter {folder} was trained on a base of another shape "
                         f"({meta['base'].get('name')}, {want}); this model is {have}")
+    config = read_adapter_config(folder)
+    if "omnideft_method" in config:
+        return _load_own(transformer, Path(folder), config, adapter_name, is_trainable)
+    from peft import PeftModel
+
+    from omnideft.adapters.fast_deft import use_fast_layers
+
     try:
-        return PeftModel.from_pretrained(transformer, str(folder), adapter_name=adapter_name,
-                                         is_trainable=is_trainable)
+        model = PeftModel.from_pretrained(transformer, str(folder), adapter_name=adapter_name,
+                                          is_trainable=is_trainable)
     except Exception as exc:  # safetensors/PEFT errors on truncated or mismatched files
         raise UserError(f"cannot load adapter {folder}: {str(exc).splitlines()[0]}") from None
+    use_fast_layers(model)
+    return model
+
+
+def _load_own(transformer: nn.Module, folder: Path, config: dict, adapter_name: str, is_trainable: bool):
+    from omnideft.adapters.apply import AdapterSpec, apply_adapter
+
+    known = {f.name for f in dataclasses.fields(AdapterSpec)}
+    fields = {k: v for k, v in config.get("spec", {}).items() if k in known}
+    fields.update(method=config["omnideft_method"], targets=config.get("target_modules", []), init="paper",
+                  include_embedders=False)
+    try:
+        tensors = load_file(str(folder / "adapter_model.safetensors"))
+    except Exception as exc:
+        raise UserError(f"cannot load adapter {folder}: {str(exc).splitlines()[0]}") from None
+    model = apply_adapter(transformer, AdapterSpec(**fields), adapter_name=adapter_name)
+    try:
+        if hasattr(model, "load_adapter_state_dict"):
+            model.load_adapter_state_dict(tensors)
+        else:
+            from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+            want = set(get_peft_model_state_dict(model, adapter_name=adapter_name))
+            if set(tensors) != want:
+                missing, extra = sorted(want - set(tensors)), sorted(set(tensors) - want)
+                raise ValueError(f"adapter tensors do not match the model (missing {missing[:2]}, "
+                                 f"unexpected {extra[:2]})")
+            set_peft_model_state_dict(model, tensors, adapter_name=adapter_name)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise UserError(f"cannot load adapter {folder}: {str(exc).splitlines()[0]}") from None
+    if not is_trainable:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+    return model

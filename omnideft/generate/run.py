@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from omnideft.adapters import load_adapter
+from omnideft.adapters.compose import merge_adapters, parse_adapter_arg
 from omnideft.adapters.folder import read_adapter_meta
 from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.errors import UserError
@@ -27,6 +28,7 @@ class GenerateRequest:
     out: str
     model: str | None = None
     adapter: str | None = None
+    adapters: list[str] = field(default_factory=list)  # "PATH[:weight]", several are merged into the base
     images: list[str] = field(default_factory=list)
     examples: list[tuple[str, str]] = field(default_factory=list)
     steps: int = 50
@@ -73,16 +75,21 @@ def run_generate(req: GenerateRequest) -> dict[str, Path]:
     cameras = requested_cameras(req.camera, req.camera_from, req.view, req.orbit, req.frames)
     if req.orbit and not req.fps > 0:
         raise UserError(f"--fps {req.fps} must be > 0")
-    camera_config = read_camera_config(req.adapter) if req.adapter else None
-    camera_prompt = camera_prompt_for(camera_config, req.camera_encoding, req.adapter) if cameras else None
+    adapters = [parse_adapter_arg(a) for a in ([req.adapter] if req.adapter else []) + list(req.adapters)]
+    first = adapters[0][0] if adapters else None  # the camera conditioning comes with the first adapter
+    camera_config = read_camera_config(first) if first else None
+    camera_prompt = camera_prompt_for(camera_config, req.camera_encoding, first) if cameras else None
     query = [load_image(p) for p in req.images]
     pairs = [(load_image(a), load_image(b)) for a, b in req.examples]
     instruction, images = compose_in_context(req.prompt, query, pairs)
-    comps = load_omnigen(resolve_model_name(req.model, req.adapter), dtype=dtype)
+    comps = load_omnigen(resolve_model_name(req.model, first), dtype=dtype)
     transformer = comps.transformer
-    if req.adapter:
-        load_camera(transformer, comps.tokenizer, req.adapter)  # before the adapter: it may grow the embedding
-        transformer = load_adapter(transformer, req.adapter)
+    if first:  # camera first: it may grow the embedding table the adapter was saved with
+        load_camera(transformer, comps.tokenizer, first)
+    if len(adapters) == 1 and adapters[0][1] == 1.0:
+        transformer = load_adapter(transformer, adapters[0][0])
+    elif adapters:
+        transformer = merge_adapters(transformer, adapters)
     transformer.to(device)
     comps.vae.to(device)
     sampler = OmniGenSampler(transformer, comps.vae, comps.tokenizer, comps.scheduler, req.max_input_image_size)

@@ -15,7 +15,7 @@ import yaml
 from accelerate.utils import gather_object, set_seed
 
 from omnideft.adapters import AdapterSpec, apply_adapter
-from omnideft.adapters.apply import param_groups
+from omnideft.adapters.optim import build_optimizer, requires_plain_optimizer
 from omnideft.camera.conditioning import setup_camera
 from omnideft.data.loader import ResumableBatches, drawn_per_source, index_sources, sources_have_cameras
 from omnideft.data.sources import resolve_sources
@@ -51,6 +51,9 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
     engine = make_engine(cfg.mixed_precision, recipe.launch.deepspeed, cfg.batch_size, cfg.grad_clip)
     acc = engine.accelerator
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
+    spec = AdapterSpec(**vars(recipe.adapter))
+    if engine.deepspeed and (reason := requires_plain_optimizer(spec)):
+        raise UserError(reason)
     if cfg.ema_decay and engine.zero_stage == 3:
         raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
     layout = {"engine": engine.name, "world_size": world, "num_workers": recipe.data.num_workers}
@@ -68,13 +71,12 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
             save_base(comps, out / "base")
-    spec = AdapterSpec(**vars(recipe.adapter))
     model = apply_adapter(comps.transformer, spec)
     # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
     camera = setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
     if cfg.gradient_checkpointing:
         comps.transformer.enable_gradient_checkpointing()
-    optimizer = torch.optim.AdamW(param_groups(model, spec, cfg.lr, cfg.weight_decay), betas=tuple(cfg.betas))
+    optimizer = build_optimizer(model, spec, cfg.lr, cfg.weight_decay, betas=tuple(cfg.betas))
     warmup = max(cfg.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
@@ -156,7 +158,7 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
                 _validate(validate, engine, peft_model, comps, step, out, log)
             fault("kill", step)
             stopping = flags[2].item() > 0
-            if stopping or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps):
+            if stopping or (cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps)):
                 saved = save_checkpoint(run, out / "checkpoints", step, cfg.keep_checkpoints)
                 if stopping:
                     bar.close()

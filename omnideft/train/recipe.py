@@ -33,16 +33,21 @@ class ModelSection:
 
 @dataclass
 class AdapterSection:
-    method: str = _f("deft", "adapter method", ("lora", "deft", "para"))
-    rank: int = _f(32, "adapter rank r")
+    method: str = _f("deft", "adapter method (docs/adapters.md)", ("lora", "deft", "para", "soda", "svdiff"))
+    rank: int = _f(32, "adapter rank r (DEFT/PaRa/LoRA); for soda/svdiff the default rank of a LoRA export")
     targets: typing.Union[str, list] = _f("all-linear", "'attn', 'all-linear', or a list of module names/suffixes")
     include_embedders: bool = _f(False, "also adapt time-embedding, adaLN and proj_out linears")
-    projector: typing.Optional[str] = _f(None, "DEFT projector: relu | qr (default relu; qr for para)")
+    projector: typing.Optional[str] = _f(None, "DEFT/PaRa projector: relu | qr | ppt | relu2 | svd | tsvd | lrmf | "
+                                         "nmf | eigen (default relu; qr for para); relu and qr stay PEFT files")
     alpha: typing.Optional[float] = _f(None, "injection scale alpha (scale alpha/r); null = 1 for DEFT, r for LoRA")
     dropout: float = _f(0.0, "dropout on the adapter input")
-    init: str = _f("identity", "identity: adapter = base at step 0; paper: random R as the authors ran it",
-                   ("identity", "paper"))
+    init: str = _f("identity", "identity: adapter = base at step 0; paper: random R (DEFT) / spectrum shift 1e-3 "
+                   "(SODA, SVDiff) as the authors ran it", ("identity", "paper"))
     p_lr_ratio: float = _f(0.1, "learning rate of DEFT's P relative to train.lr (authors: 0.1)")
+    soda_variant: str = _f("svd", "SODA form: svd (tuned singular values) or qr (tuned LQ diagonal)", ("svd", "qr"))
+    soda_rotation: str = _f("stiefel", "SODA rotation factors: stiefel (kept orthogonal by the optimizer; not under "
+                            "DeepSpeed ZeRO) or cayley (orthogonal by construction, any optimizer)",
+                            ("stiefel", "cayley"))
 
 
 @dataclass
@@ -79,7 +84,7 @@ class TrainSection:
     gradient_checkpointing: bool = _f(False, "recompute block activations in backward")
     seed: int = _f(0, "seed for data order, noise and timesteps")
     checkpoint_every: int = _f(500, "save a resumable checkpoint (adapter + optimizer, RNG, data position) every N "
-                               "steps (0 = only the final adapter)")
+                               "steps and at the last step (0 = only the final adapter)")
     keep_checkpoints: int = _f(3, "how many step checkpoints stay on disk (older ones are deleted; 0 = keep all)")
     ema_decay: typing.Optional[float] = _f(None, "EMA of the adapter weights (e.g. 0.999), saved as adapter/ema/; "
                                            "null = off")

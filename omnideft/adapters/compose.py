@@ -1,0 +1,39 @@
+"""Several adapters at once: `PATH[:weight]` arguments, merged into the base as W + sum_i w_i delta_i.
+
+Each adapter's delta is taken on the untouched base through its LoRA form (export.adapter_deltas), so the
+composition is exact for DEFT/PaRa/LoRA (and SODA/SVDiff, whose dense delta is used) and inference afterwards runs
+the plain transformer: zero overhead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from omnideft.adapters.export import adapter_deltas, merge_deltas, unload
+from omnideft.adapters.folder import load_adapter
+from omnideft.errors import UserError
+
+
+def parse_adapter_arg(text: str) -> tuple[str, float]:
+    """'runs/a/adapter:0.7' -> ('runs/a/adapter', 0.7); no ':weight' (or a path containing ':') -> weight 1."""
+    path, sep, tail = text.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(tail)
+        except ValueError:
+            if not Path(text).exists() and Path(path).exists():
+                raise UserError(f"--adapter {text!r}: weight {tail!r} is not a number") from None
+    return text, 1.0
+
+
+def merge_adapters(transformer: nn.Module, adapters: list[tuple[str, float]]) -> nn.Module:
+    """Fold every (folder, weight) into `transformer`'s weights in place; returns the plain transformer."""
+    weighted = []
+    for folder, weight in adapters:
+        model = load_adapter(transformer, folder)
+        weighted.append((weight, adapter_deltas(model)))
+        transformer = unload(model)
+    merge_deltas(transformer, weighted)
+    return transformer

@@ -1,0 +1,214 @@
+"""Adapters as plain LoRA factors, merges and composition.
+
+Every adapted layer has a LoRA form for its base weight W:
+  lora        B = lora_B * alpha/r, A = lora_A
+  deft/para   B = Q_P, A = s R - right^T W   (exact: delta W = Q_P (s R - right^T W); PaRa without the R term)
+  soda/svdiff delta W = W' - W, full rank: exported merged, or as its best rank-r approximation (truncated SVD)
+              with the relative Frobenius error reported
+From these: `export_lora` writes PEFT / diffusers / ComfyUI / kohya files, `merge_deltas` folds weighted deltas of
+several adapters into the base (exact composition, zero inference overhead).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from omnideft.errors import UserError
+
+LORA_FORMATS = ("peft-lora", "diffusers", "comfyui", "kohya")
+FORMATS = (*LORA_FORMATS, "merged")
+
+
+def adapter_deltas(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor] | torch.Tensor]:
+    """Module name (in the base transformer) -> (B, A) with delta W = B A, or a dense delta W (fp32)."""
+    from peft.tuners.lora import LoraLayer
+
+    from omnideft.adapters.fast_deft import FastDeftLinear
+    from omnideft.adapters.spectral import SpectralLinear
+
+    base = model.get_base_model()
+    out = {}
+    with torch.no_grad():
+        for name, m in base.named_modules():
+            if isinstance(m, FastDeftLinear):
+                (adapter,) = [a for a in m.active_adapters if a in m.deft_P]
+                out[name] = m.lora_factors(adapter)
+            elif isinstance(m, LoraLayer):
+                (adapter,) = [a for a in m.active_adapters if a in m.lora_A]
+                b = m.lora_B[adapter].weight.float() * m.scaling[adapter]
+                out[name] = (b, m.lora_A[adapter].weight.float())
+            elif isinstance(m, SpectralLinear):
+                out[name] = m.merged_weight() - m.base_layer.weight.float()
+    return out
+
+
+def low_rank(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Best rank-r factors of a dense delta (Eckart-Young) and the relative Frobenius error."""
+    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    b, a = u[:, :rank] * s[:rank], vh[:rank]
+    err = float(s[rank:].norm() / s.norm().clamp_min(1e-30))
+    return b, a, err
+
+
+def as_lora(deltas: dict, rank: int) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
+    """All deltas as (B, A); dense ones truncated to `rank`. Returns the factors and the worst relative error."""
+    out, worst = {}, 0.0
+    for name, d in deltas.items():
+        if isinstance(d, tuple):
+            out[name] = d
+        else:
+            b, a, err = low_rank(d, rank)
+            out[name] = (b, a)
+            worst = max(worst, err)
+    return out, worst
+
+
+def merge_deltas(transformer: nn.Module, weighted: list[tuple[float, dict]]) -> None:
+    """W <- W + sum_i w_i delta_i in place; every delta must be taken on the same, unmerged base."""
+    modules = dict(transformer.named_modules())
+    with torch.no_grad():
+        for weight, deltas in weighted:
+            for name, d in deltas.items():
+                lin = modules[name]
+                full = d[0] @ d[1] if isinstance(d, tuple) else d
+                lin.weight += (weight * full).to(lin.weight.dtype)
+
+
+def fused_original(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], transformer: nn.Module) -> dict:
+    """Rename to the original OmniGen module paths; the split to_q/to_k/to_v LoRAs become one qkv_proj LoRA
+    (B block-diagonal, A stacked: exact, rank r_q + r_k + r_v)."""
+    from omnideft.model.convert import KEY_MAP, original_key_for
+
+    modules = dict(transformer.named_modules())
+    groups: dict[str, list[str]] = {}
+    for name in factors:
+        orig = original_key_for(name + ".weight")
+        groups.setdefault(orig[: -len(".weight")] if orig else name, []).append(name)
+    out = {}
+    for orig, names in groups.items():
+        parts = KEY_MAP.get(re.sub(r"\.\d+\.", ".{n}.", orig + ".weight"))
+        if not isinstance(parts, tuple):
+            out[orig] = factors[names[0]]
+            continue
+        layer = re.search(r"\.(\d+)\.", orig).group(1)
+        bs, as_ = [], []
+        for part in parts:
+            part = part.replace("{n}", layer)[: -len(".weight")]
+            if part in factors:
+                b, a = factors[part]
+            else:  # this projection is not adapted: a rank-0 block
+                lin = modules[part]
+                b, a = torch.zeros(lin.out_features, 0), torch.zeros(0, lin.in_features)
+            bs.append(b)
+            as_.append(a)
+        out[orig] = (torch.block_diag(*bs), torch.cat(as_, 0))
+    return out
+
+
+def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str, out: str | Path,
+                transformer: nn.Module, metadata: dict[str, str]) -> list[Path]:
+    """Write LoRA factors (scale 1: alpha = rank) in one of LORA_FORMATS; returns the files written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {k: str(v) for k, v in metadata.items()}
+    if fmt == "peft-lora":
+        from peft import LoraConfig
+
+        ranks = {n: b.shape[1] for n, (b, _) in factors.items()}
+        r = max(ranks.values())
+        config = LoraConfig(r=r, lora_alpha=r, target_modules=sorted(factors),
+                            rank_pattern={n: k for n, k in ranks.items() if k != r},
+                            alpha_pattern={n: k for n, k in ranks.items() if k != r},
+                            base_model_name_or_path=metadata.get("base"))
+        tensors = {}
+        for n, (b, a) in factors.items():
+            tensors[f"base_model.model.{n}.lora_A.weight"] = a
+            tensors[f"base_model.model.{n}.lora_B.weight"] = b
+        path = out / "adapter_model.safetensors"
+        _save(tensors, path, meta)
+        config.save_pretrained(str(out))
+        return [path, out / "adapter_config.json"]
+    if fmt == "diffusers":
+        tensors = {}
+        for n, (b, a) in factors.items():
+            tensors[f"transformer.{n}.lora_A.weight"] = a
+            tensors[f"transformer.{n}.lora_B.weight"] = b
+        path = out / "pytorch_lora_weights.safetensors"
+        _save(tensors, path, meta)
+        return [path]
+    fused = fused_original(factors, transformer)
+    tensors = {}
+    for n, (b, a) in fused.items():
+        rank = torch.tensor(float(b.shape[1]))
+        if fmt == "comfyui":
+            key = f"diffusion_model.{n}"
+            tensors.update({f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b, f"{key}.alpha": rank})
+        elif fmt == "kohya":
+            key = "lora_unet_" + n.replace(".", "_")
+            tensors.update({f"{key}.lora_down.weight": a, f"{key}.lora_up.weight": b, f"{key}.alpha": rank})
+        else:
+            raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
+    path = out / ("omnigen_lora_comfyui.safetensors" if fmt == "comfyui" else "omnigen_lora_kohya.safetensors")
+    _save(tensors, path, meta)
+    return [path]
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def export_metadata(meta: dict, fmt: str, source: str) -> dict[str, str]:
+    base = meta.get("base", {})
+    return {"format": "omnideft.export/1", "export_format": fmt, "source_adapter": source,
+            "base": str(base.get("name")), "base_fingerprint": str(base.get("fingerprint")),
+            "method": str(meta.get("method") or meta.get("peft_type")), "step": str(meta.get("step")),
+            "recipe": json.dumps(meta.get("recipe"), default=str)}
+
+
+def unload(model: nn.Module) -> nn.Module:
+    """Remove the adapter layers without merging; returns the plain transformer."""
+    base = model.unload()
+    if hasattr(base, "peft_config"):
+        del base.peft_config
+    return base
+
+
+def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = None) -> str:
+    """`omnideft export`: returns a one-line report (files, exactness or the truncation error)."""
+    from omnideft.adapters.folder import load_adapter, read_adapter_config, read_adapter_meta
+    from omnideft.model import load_omnigen, save_base
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
+    meta = read_adapter_meta(adapter)
+    comps = load_omnigen(base)
+    model = load_adapter(comps.transformer, adapter)
+    deltas = adapter_deltas(model)
+    transformer = unload(model)
+    out_path = Path(out)
+    if fmt == "merged":
+        merge_deltas(transformer, [(1.0, deltas)])
+        tmp = out_path.with_name(f".tmp-{out_path.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        comps.transformer = transformer  # the same module, adapter layers removed and deltas folded in
+        save_base(comps, tmp)
+        shutil.rmtree(out_path, ignore_errors=True)
+        tmp.rename(out_path)
+        return f"merged: {out_path} ({len(deltas)} modules folded into the transformer; diffusers layout)"
+    config = read_adapter_config(adapter)
+    rank = rank or config.get("spec", {}).get("rank") or config.get("r") or 32
+    factors, err = as_lora(deltas, rank)
+    files = export_lora(factors, fmt, out_path, transformer, export_metadata(meta, fmt, str(adapter)))
+    dense = sum(not isinstance(d, tuple) for d in deltas.values())
+    how = (f"best rank-{rank} approximation of {dense} full-rank deltas, max relative error {err:.3e}" if dense
+           else "exact LoRA form")
+    return f"{fmt}: {', '.join(str(f) for f in files)} ({len(factors)} modules; {how})"

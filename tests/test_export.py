@@ -1,0 +1,155 @@
+"""`omnideft export` and adapter composition: exact LoRA forms, file layouts, merged pipelines, bad input."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
+from omnideft.adapters.compose import merge_adapters, parse_adapter_arg
+from omnideft.adapters.export import adapter_deltas, run_export
+from omnideft.errors import UserError
+from omnideft.model import load_omnigen
+from tests.helpers import assert_one_line_error, run_cli
+from tests.test_adapters import _predict, batch  # noqa: F401  (pytest fixture)
+
+
+def _saved(tmp_path, name: str, seed: int = 0, **kw):
+    """A non-trivial adapter (random `paper` init) on the tiny base, its folder and its outputs."""
+    comps = load_omnigen("tiny")
+    torch.manual_seed(seed)
+    spec = AdapterSpec(**{"rank": 3, "targets": "all-linear", "init": "paper", **kw})
+    model = apply_adapter(comps.transformer, spec).eval()
+    return model, save_adapter(model, tmp_path / name, base_name="tiny")
+
+
+@pytest.mark.parametrize("kw", [dict(method="deft", projector="qr"), dict(method="deft", projector="relu"),
+                                dict(method="deft", projector="lrmf"), dict(method="para")])
+def test_peft_lora_export_loads_in_stock_peft_and_matches(kw, batch, tmp_path):  # noqa: F811
+    model, folder = _saved(tmp_path, "a", **kw)
+    want = _predict(model, batch)
+    report = run_export(str(folder), "peft-lora", "tiny", str(tmp_path / "lora"))
+    assert "exact LoRA form" in report
+    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == config["lora_alpha"] == 3
+    stock = PeftModel.from_pretrained(load_omnigen("tiny").transformer, str(tmp_path / "lora")).eval()
+    got = _predict(stock, batch)
+    assert (want - _predict(load_omnigen("tiny").transformer.eval(), batch)).abs().max() > 1e-3
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_other_formats_key_patterns_and_fused_qkv(tmp_path):
+    model, folder = _saved(tmp_path, "a", method="deft", projector="qr")
+    deltas = adapter_deltas(model)
+    for fmt in ("diffusers", "comfyui", "kohya"):
+        run_export(str(folder), fmt, "tiny", str(tmp_path / fmt))
+    (dfile,) = (tmp_path / "diffusers").glob("*.safetensors")
+    assert dfile.name == "pytorch_lora_weights.safetensors"
+    dkeys = set(load_file(dfile))
+    assert "transformer.layers.0.self_attn.to_q.lora_A.weight" in dkeys
+    assert all(k.startswith("transformer.layers.") and k.endswith((".lora_A.weight", ".lora_B.weight")) for k in dkeys)
+    with safe_open(str(dfile), "pt") as f:
+        assert f.metadata()["base"] == "tiny" and f.metadata()["export_format"] == "diffusers"
+
+    comfy = load_file(next((tmp_path / "comfyui").glob("*.safetensors")))
+    key = "diffusion_model.llm.layers.1.self_attn.qkv_proj"
+    assert {f"{key}.lora_A.weight", f"{key}.lora_B.weight", f"{key}.alpha"} <= set(comfy)
+    assert "diffusion_model.llm.layers.1.self_attn.o_proj.lora_A.weight" in comfy
+    assert "diffusion_model.llm.layers.1.mlp.gate_up_proj.lora_B.weight" in comfy
+    assert not any("to_q" in k for k in comfy)
+    fused = comfy[f"{key}.lora_B.weight"] @ comfy[f"{key}.lora_A.weight"]  # = [dq; dk; dv] exactly
+    parts = [deltas[f"layers.1.self_attn.{p}"] for p in ("to_q", "to_k", "to_v")]
+    torch.testing.assert_close(fused, torch.cat([b @ a for b, a in parts]), rtol=1e-5, atol=1e-6)
+    assert comfy[f"{key}.alpha"].item() == comfy[f"{key}.lora_A.weight"].shape[0] == 9
+
+    kohya = set(load_file(next((tmp_path / "kohya").glob("*.safetensors"))))
+    k = "lora_unet_llm_layers_0_mlp_down_proj"
+    assert {f"{k}.lora_down.weight", f"{k}.lora_up.weight", f"{k}.alpha"} <= kohya
+    assert all(key.startswith("lora_unet_llm_layers_") or key.startswith("lora_unet_") for key in kohya)
+
+
+def test_merged_export_is_a_pipeline_folder_with_the_adapted_weights(batch, tmp_path):  # noqa: F811
+    model, folder = _saved(tmp_path, "a", method="deft", projector="relu")
+    want = _predict(model, batch)
+    proc = run_cli("export", str(folder), "--format", "merged", "--base", "tiny", "--out", str(tmp_path / "m"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "m" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    merged = load_omnigen(str(tmp_path / "m")).transformer.eval()
+    torch.testing.assert_close(_predict(merged, batch), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_soda_exports_merged_exactly_and_low_rank_with_its_error(batch, tmp_path):  # noqa: F811
+    model, folder = _saved(tmp_path, "s", method="soda", targets="attn")
+    with torch.no_grad():  # a trained-looking adapter: non-zero spectrum shift and rotated factors
+        for _, layer in model.adapter_layers():
+            layer.soda_shift.normal_(0, 0.05)
+            q = torch.linalg.qr(torch.randn(layer.sizes[0], layer.sizes[0])).Q
+            layer.soda_rot[0].copy_(q)
+    folder = save_adapter(model, tmp_path / "s", base_name="tiny")
+    want = _predict(model, batch)
+    report = run_export(str(folder), "merged", "tiny", str(tmp_path / "m"))
+    assert "merged" in report
+    merged = load_omnigen(str(tmp_path / "m")).transformer.eval()
+    torch.testing.assert_close(_predict(merged, batch), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+    report = run_export(str(folder), "peft-lora", "tiny", str(tmp_path / "l"), rank=4)
+    assert "best rank-4 approximation" in report and "relative error" in report
+    err = float(report.rsplit("relative error ", 1)[1].split(")")[0])
+    assert 0 < err < 1
+
+
+def test_composition_is_the_weighted_sum_of_exact_deltas(tmp_path):
+    m1, f1 = _saved(tmp_path, "a", seed=1, method="deft", projector="qr")
+    m2, f2 = _saved(tmp_path, "b", seed=2, method="para")
+    d1, d2 = adapter_deltas(m1), adapter_deltas(m2)
+    base = load_omnigen("tiny").transformer
+    w0 = {n: m.weight.detach().clone() for n, m in base.named_modules() if n in d1}
+    composed = merge_adapters(base, [parse_adapter_arg(f"{f1}:0.7"), parse_adapter_arg(f"{f2}:0.5")])
+    assert not any("deft" in n for n, _ in composed.named_parameters())
+    for n, m in composed.named_modules():
+        if n in d1:
+            want = w0[n] + 0.7 * d1[n][0] @ d1[n][1] + 0.5 * d2[n][0] @ d2[n][1]
+            torch.testing.assert_close(m.weight, want, rtol=1e-5, atol=1e-6)
+    # one adapter at weight 1 merged == the adapter model itself (stock PEFT's merge as the reference)
+    single = merge_adapters(load_omnigen("tiny").transformer, [(str(f1), 1.0)])
+    ref = PeftModel.from_pretrained(load_omnigen("tiny").transformer, str(f1)).merge_and_unload()
+    for (n, p), (_, q) in zip(single.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_adapter_argument_parsing(tmp_path):
+    assert parse_adapter_arg("runs/a/adapter:0.7") == ("runs/a/adapter", 0.7)
+    assert parse_adapter_arg("runs/a/adapter") == ("runs/a/adapter", 1.0)
+    (tmp_path / "x").mkdir()
+    with pytest.raises(UserError, match="not a number"):
+        parse_adapter_arg(f"{tmp_path / 'x'}:heavy")
+
+
+def test_export_bad_input_is_one_line(tmp_path):
+    _, folder = _saved(tmp_path, "a", method="deft", projector="qr", targets="attn")
+    proc = run_cli("export", str(folder), "--format", "onnx", "--base", "tiny", "--out", str(tmp_path / "o"))
+    assert_one_line_error(proc, "onnx")
+    (folder / "adapter_model.safetensors").write_bytes((folder / "adapter_model.safetensors").read_bytes()[:100])
+    proc = run_cli("export", str(folder), "--format", "kohya", "--base", "tiny", "--out", str(tmp_path / "o"))
+    assert_one_line_error(proc, "cannot load adapter")
+
+
+def test_generate_with_two_weighted_adapters(tmp_path):
+    _, f1 = _saved(tmp_path, "a", seed=1, method="deft", projector="qr", targets="attn")
+    _, f2 = _saved(tmp_path, "b", seed=2, method="deft", projector="relu", targets="attn")
+    out = tmp_path / "img.png"
+    proc = run_cli("generate", "--model", "tiny", "--adapter", f"{f1}:0.7", "--adapter", f"{f2}:0.5", "--prompt",
+                   "a red square", "--out", str(out), "--steps", "2", "--height", "32", "--width", "32")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.is_file()
+
+
+def test_load_refuses_unknown_method_config(tmp_path):
+    _, folder = _saved(tmp_path, "a", method="deft", projector="ppt", targets="attn")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["spec"]["projector"] = "lu"
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="projector 'lu'"):
+        load_adapter(load_omnigen("tiny").transformer, folder)
