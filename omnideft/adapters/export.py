@@ -127,19 +127,13 @@ def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str,
                             rank_pattern={n: k for n, k in ranks.items() if k != r},
                             alpha_pattern={n: k for n, k in ranks.items() if k != r},
                             base_model_name_or_path=metadata.get("base"))
-        tensors = {}
-        for n, (b, a) in factors.items():
-            tensors[f"base_model.model.{n}.lora_A.weight"] = a
-            tensors[f"base_model.model.{n}.lora_B.weight"] = b
+        tensors = _lora_tensors(factors, "base_model.model.")
         path = out / "adapter_model.safetensors"
         _save(tensors, path, meta)
         config.save_pretrained(str(out))
         return [path, out / "adapter_config.json"]
     if fmt == "diffusers":
-        tensors = {}
-        for n, (b, a) in factors.items():
-            tensors[f"transformer.{n}.lora_A.weight"] = a
-            tensors[f"transformer.{n}.lora_B.weight"] = b
+        tensors = _lora_tensors(factors, "transformer.")
         path = out / "pytorch_lora_weights.safetensors"
         _save(tensors, path, meta)
         return [path]
@@ -212,3 +206,12 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
     how = (f"best rank-{rank} approximation of {dense} full-rank deltas, max relative error {err:.3e}" if dense
            else "exact LoRA form")
     return f"{fmt}: {', '.join(str(f) for f in files)} ({len(factors)} modules; {how})"
+
+
+def _lora_tensors(factors: dict, prefix: str) -> dict:
+    """PEFT / diffusers key layout: `<prefix><module>.lora_A.weight` (A) and `.lora_B.weight` (B)."""
+    tensors = {}
+    for n, (b, a) in factors.items():
+        tensors[f"{prefix}{n}.lora_A.weight"] = a
+        tensors[f"{prefix}{n}.lora_B.weight"] = b
+    return tensors
