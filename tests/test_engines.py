@@ -217,3 +217,17 @@ def test_launch_config_that_does_not_fit_is_refused_before_launch(shards, tmp_pa
     proc = _train(shards, tmp_path / "run", f"launch.config={path}")
     assert_one_line_error(proc, str(path), needle)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_another_base(shards, single_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(single_run, out)
+    latest = sorted((out / "checkpoints").iterdir())[-1]
+    meta = json.loads((latest / "omnideft.json").read_text())
+    meta["base"]["fingerprint"] = "sha256:0123456789abcdef"
+    (latest / "omnideft.json").write_text(json.dumps(meta))
+    proc = _train(shards, out, "--resume", "latest")
+    assert_one_line_error(proc, str(latest), "another base model")
+    assert (latest / "trainer" / "state.json").is_file()

@@ -253,3 +253,14 @@ def test_other_methods_train_save_load_and_resume_exactly(shards, tmp_path, meth
     a, b = load_file(full / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     load_adapter(load_omnigen(str(tmp_path / "full" / "base")).transformer, full)
+
+
+def test_a_file_that_is_not_a_tar_is_one_line_naming_it(shards, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(shards, bad)
+    (bad / "zz-broken.tar").write_bytes(b"this is not a tar file" * 40)
+    proc = run_cli("train", "model.name=tiny", f"data.shards=[{bad}]", f"output.dir={tmp_path / 'run'}")
+    assert_one_line_error(proc, "zz-broken.tar", "not a readable tar")
+    assert not (tmp_path / "run").exists()

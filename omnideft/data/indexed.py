@@ -8,6 +8,7 @@ Only local (or shared-filesystem) paths can be indexed.
 
 from __future__ import annotations
 
+import os
 import tarfile
 from collections import Counter
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ class SampleRef:
 
 
 class ShardIndex:
-    """All samples of one source's shards, in shard order then tar order. Unreadable shards (or the unreadable
-    tail of a truncated one) are counted in `problems`, not fatal."""
+    """All samples of one source's shards, in shard order then tar order. A file that is not a tar stops the run
+    naming it; the unreadable tail of a truncated shard is counted in `problems` and its earlier samples kept."""
 
     def __init__(self, urls: list[str]):
         self.urls = list(urls)
@@ -41,6 +42,8 @@ class ShardIndex:
 
     def _scan(self, shard: int, url: str) -> list[SampleRef]:
         groups: dict[str, list] = {}
+        if not os.path.isfile(url):
+            raise UserError(f"shard {url} is not a file")
         try:
             with tarfile.open(url, mode="r:") as tar:
                 for m in tar:  # tarfile seeks over member data: only headers are read
@@ -53,7 +56,10 @@ class ShardIndex:
                     prefix = m.name[: len(m.name) - len(base)]
                     groups.setdefault(prefix + key, []).append((field, m.offset_data, m.size))
         except (tarfile.TarError, OSError) as exc:
-            self.problems[f"unreadable shard ({type(exc).__name__})"] += 1
+            if not groups:  # not a tar at all: a wrong file or a broken copy, worth stopping for
+                raise UserError(f"shard {url} is not a readable tar file ({type(exc).__name__}); "
+                                "`omnideft check-shards` lists the damage") from None
+            self.problems[f"truncated shard ({type(exc).__name__})"] += 1  # keep the samples before the damage
         return [SampleRef(shard, key.rsplit("/", 1)[-1], tuple(members)) for key, members in groups.items()]
 
     def read(self, i: int) -> dict:

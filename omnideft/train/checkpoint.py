@@ -30,7 +30,7 @@ from omnideft.files import write_text_atomic
 STEP_DIR = re.compile(r"^step-(\d{7})$")
 # Recipe keys a resumed run may change: how long, how often, where to log, how to launch.
 RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
-                     "validation.", "output.tensorboard", "output.wandb_project", "launch.config")
+                     "validation.", "output.", "launch.config")
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -86,6 +86,17 @@ def check_compatible(checkpoint: Path, recipe: dict, state_now: dict) -> dict:
             raise UserError(f"checkpoint {checkpoint} was made with {key}={state.get(key)}, this run has "
                             f"{key}={state_now[key]}; resume with the same launch layout")
     return state
+
+
+def check_same_base(checkpoint: Path, model) -> None:
+    """The checkpoint's adapter was trained on a base of this shape (same test as loading an adapter)."""
+    from omnideft.adapters.fingerprint import base_fingerprint
+
+    base = json.loads((checkpoint / "omnideft.json").read_text()).get("base", {})
+    have = base_fingerprint(model)
+    if base.get("fingerprint") not in (None, have):
+        raise UserError(f"checkpoint {checkpoint} belongs to another base model ({base.get('name')}, "
+                        f"{base.get('fingerprint')}); this model is {have}")
 
 
 def _flat_diff(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -29,6 +29,7 @@ from omnideft.train.checkpoint import (
     LiveRun,
     adapter_state,
     check_compatible,
+    check_same_base,
     find_resume,
     restore_checkpoint,
     save_adapter_folder,
@@ -86,6 +87,8 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
     run = LiveRun(engine, model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed * 7919 + rank),
                   trainable, base_name, recipe.to_dict(), layout,
                   ema=AdapterEMA(trainable, cfg.ema_decay) if cfg.ema_decay and main else None)
+    if checkpoint:
+        check_same_base(checkpoint, peft_model)
     start, data_state = restore_checkpoint(run, checkpoint) if checkpoint else (0, None)
     if checkpoint and main:
         print(f"resume: {checkpoint} (step {start})", file=sys.stderr)
