@@ -16,7 +16,8 @@ from tests.helpers import REPO, assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.slow
 ENV = {"DS_ACCELERATOR": "cpu"}
-BASE = ["--no-progress", "model.name=tiny", "data.max_image_size=32", "adapter.rank=4", "train.batch_size=2",
+BASE = ["--no-progress", "model.name=tiny", "data.max_image_size=32", "data.num_workers=1",  # a loader worker
+        "adapter.rank=4", "train.batch_size=2",
         "train.lr=1e-2", "train.warmup_steps=3", "train.max_steps=8", "train.checkpoint_every=2",
         "train.keep_checkpoints=2"]
 

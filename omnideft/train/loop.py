@@ -57,7 +57,8 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
         raise UserError(reason)
     if cfg.ema_decay and engine.zero_stage == 3:
         raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
-    layout = {"engine": engine.name, "world_size": world, "num_workers": recipe.data.num_workers}
+    workers = data_workers(recipe.data.num_workers)
+    layout = {"engine": engine.name, "world_size": world, "num_workers": workers}
     checkpoint = find_resume(out, resume)
     if checkpoint is not None:  # refuse another recipe or launch layout before anything is written
         check_compatible(checkpoint, recipe.to_dict(), layout)
@@ -97,7 +98,7 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
                            recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None)
     batches = iter(ResumableBatches(sources, indexes, seed=cfg.seed, batch_size=cfg.batch_size,
                                     size_of=builder.output_size, build=builder, rank=rank, world=world,
-                                    num_workers=recipe.data.num_workers, resume=data_state).loader())
+                                    num_workers=workers, resume=data_state).loader())
     log = RunLog(out, main, start, recipe.output.tensorboard, recipe.output.wandb_project, recipe.to_dict())
     bar = progress_bar(total=cfg.max_steps, initial=start, desc="train", disable=not (progress and main))
     task_loss: dict = defaultdict(lambda: [0.0, 0])
@@ -234,6 +235,14 @@ def _sum_drawn(sources, per_rank: list) -> dict:
         for pattern, n in drawn_per_source(sources, readers).items():
             total[pattern] += n
     return dict(total)
+
+
+def data_workers(setting: int) -> int:
+    """`data.num_workers: -1` (auto): no background workers on a CPU-only machine, where decoding in another process
+    only takes cores from the training threads (measured: benchmarks/trainer.py), else 2 per process."""
+    if setting >= 0:
+        return setting
+    return 2 if torch.cuda.is_available() else 0
 
 
 def recipe_base_name(name: str, out: Path) -> str:

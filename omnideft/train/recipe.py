@@ -67,8 +67,9 @@ class DataSection:
     shards: list = _f([], "list of shard globs (str) or {path, weight} mixing entries")
     max_image_size: int = _f(1024, "long-side cap for input and output images (multiple of 16)")
     condition_dropout: float = _f(0.01, "probability that instruction+images become '<cfg>' (for CFG)")
-    num_workers: int = _f(1, "background processes decoding and batching samples (0 = in the training process); "
-                          "part of the data order, so a resumed run must keep it")
+    num_workers: int = _f(-1, "background processes decoding and batching samples per training process (0 = in the "
+                          "training process; -1 = auto: 0 without CUDA, where they would compete with the training "
+                          "threads for the same cores, else 2); part of the data order, so a resumed run keeps it")
 
 
 @dataclass
