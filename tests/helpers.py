@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +25,10 @@ def assert_one_line_error(proc, *needles: str) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1 (for rendezvous in multi-process tests; CI machines run other jobs)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

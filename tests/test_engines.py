@@ -3,7 +3,6 @@ localhost, exact resume after kill -9 (1 and 2 processes), a crash while writing
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from omnideft.demo.dataset import write_shapes_dataset
-from tests.helpers import REPO, assert_one_line_error, run_cli
+from tests.helpers import REPO, assert_one_line_error, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 ENV = {"DS_ACCELERATOR": "cpu"}
@@ -27,16 +26,10 @@ def shards(tmp_path_factory):
     return write_shapes_dataset(tmp_path_factory.mktemp("eng"), n_samples=12, size=32, seed=0, shard_size=6)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(tmp_path, name: str, **ds_changes) -> str:
     """A shipped accelerate launch file on a free port; DeepSpeed JSON values overridden when given."""
     cfg = yaml.safe_load((REPO / "recipes" / "launch" / name).read_text())
-    cfg["main_process_port"] = _port()
+    cfg["main_process_port"] = free_port()
     if ds_changes:
         ds_file = REPO / cfg["deepspeed_config"]["deepspeed_config_file"]
         ds = json.loads(ds_file.read_text())
@@ -128,7 +121,7 @@ def test_kill_9_then_resume_latest_two_processes_is_bit_identical(shards, zero2_
 
 def test_two_nodes_on_localhost_torchrun_rendezvous(shards, tmp_path):
     """Two launchers (one per 'node'), nnodes=2, c10d rendezvous on 127.0.0.1, DeepSpeed ZeRO-2 from the recipe."""
-    port = _port()
+    port = free_port()
     env = {**os.environ, **ENV, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=omnideft-test",

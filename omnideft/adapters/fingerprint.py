@@ -15,9 +15,9 @@ ADAPTER_TENSOR = re.compile(r"(^|\.)(lora_|deft_|soda_|svdiff_|camera_conditioni
 
 
 def base_fingerprint(transformer: nn.Module) -> str:
-    h = hashlib.sha256(type(_unwrap(transformer)).__name__.encode())
+    h = hashlib.sha256(type(base_model_of(transformer)).__name__.encode())
     entries = []
-    for name, tensor in _unwrap(transformer).state_dict(keep_vars=True).items():
+    for name, tensor in base_model_of(transformer).state_dict(keep_vars=True).items():
         if ADAPTER_TENSOR.search(name):
             continue
         shape = getattr(tensor, "ds_shape", tensor.shape)  # ZeRO-3 partitions parameters to 0-element tensors
@@ -27,6 +27,7 @@ def base_fingerprint(transformer: nn.Module) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def base_model_of(model: nn.Module) -> nn.Module:
+    """The transformer inside a PeftModel / AdapterModel; a plain model is returned as is."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model

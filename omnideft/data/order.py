@@ -36,13 +36,13 @@ class MixedOrder:
         self.rng = random.Random(f"mix-{seed}-{reader}")
         state = state or OrderState()
         if state.mix is not None:
-            self.rng.setstate(_to_tuple(state.mix))
+            self.rng.setstate(rng_state_from_json(state.mix))
         self.counts = list(state.counts) or [0] * len(sizes)
         if len(self.counts) != len(sizes):
             raise ValueError(f"data state has {len(self.counts)} sources, recipe has {len(sizes)}")
 
     def state(self) -> OrderState:
-        return OrderState(_to_list(self.rng.getstate()), list(self.counts))
+        return OrderState(rng_state_to_json(self.rng.getstate()), list(self.counts))
 
     def next_source(self) -> int:
         return self.rng.choices(range(len(self.sizes)), self.weights)[0]
@@ -65,9 +65,12 @@ def _permutation(seed: int, source: int, epoch: int, n: int) -> tuple:
     return tuple(order)
 
 
-def _to_list(x):
-    return [_to_list(v) for v in x] if isinstance(x, tuple) else x
+def rng_state_to_json(x):
+    """A generator state (nested tuples, numpy arrays) as JSON lists; `rng_state_from_json` turns it back."""
+    if isinstance(x, (tuple, list)):
+        return [rng_state_to_json(v) for v in x]
+    return x.tolist() if hasattr(x, "tolist") else x
 
 
-def _to_tuple(x):
-    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
+def rng_state_from_json(x):
+    return tuple(rng_state_from_json(v) for v in x) if isinstance(x, list) else x

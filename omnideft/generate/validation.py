@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omnideft.adapters.fingerprint import base_model_of
 from omnideft.camera.parse import parse_camera
 from omnideft.data.schema import tag_numbers
 from omnideft.errors import UserError
@@ -48,7 +49,7 @@ class ValidationRenderer:
                                  max_input_image_size=self.max_image_size)
         rows = []
         folder = out_dir / "validation" / f"step-{step:07d}"
-        conditioning = getattr(_base(model), "camera_conditioning", None)
+        conditioning = getattr(base_model_of(model), "camera_conditioning", None)
         for i, (prompt, images, h, w, camera) in enumerate(self.items):
             extra = {}
             if camera is not None and conditioning is not None:
@@ -62,8 +63,3 @@ class ValidationRenderer:
             rows.append(contact_sheet([], images, img))
         model.train(was_training)
         return save_image_atomic(stack_rows(rows), folder.with_suffix(".png")) if write else None
-
-
-def _base(model):
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model

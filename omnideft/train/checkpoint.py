@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from omnideft.data.order import rng_state_from_json, rng_state_to_json
 from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
 
@@ -150,33 +151,21 @@ def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
 
 
 def rng_state(noise: torch.Generator) -> dict:
-    out = {"python": _jsonable(random.getstate()), "torch": torch.get_rng_state().tolist(),
-           "noise": noise.get_state().tolist(), "numpy": _jsonable(np.random.get_state())}
+    out = {"python": rng_state_to_json(random.getstate()), "torch": torch.get_rng_state().tolist(),
+           "noise": noise.get_state().tolist(), "numpy": rng_state_to_json(np.random.get_state())}
     if torch.cuda.is_available():
         out["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return out
 
 
 def restore_rng(state: dict, noise: torch.Generator) -> None:
-    random.setstate(_tuple(state["python"]))
+    random.setstate(rng_state_from_json(state["python"]))
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     noise.set_state(torch.tensor(state["noise"], dtype=torch.uint8))
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-
-
-def _jsonable(x):
-    if isinstance(x, (tuple, list)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return x
-
-
-def _tuple(x):
-    return tuple(_tuple(v) for v in x) if isinstance(x, list) else x
 
 
 # --- save / restore a live run ----------------------------------------------------------------------------------
