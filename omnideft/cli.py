@@ -216,7 +216,7 @@ def _generate(args) -> int:
 
 def _export(args) -> int:
     from omnideft.adapters.export import run_export
-    from omnideft.generate.run import resolve_model_name
+    from omnideft.adapters.folder import resolve_model_name
 
     report = run_export(args.adapter, args.format, resolve_model_name(args.base, args.adapter), args.out,
                         rank=args.rank)

@@ -8,7 +8,7 @@ import numpy as np
 
 from data_builders.shard_writer import BuiltSample, InputImage, ShardWriter
 from omnideft.demo.shapes import random_pair
-from omnideft.generate.compose import example_clause
+from omnideft.prompts.in_context import example_clause
 
 TASK = "demo/conditional_generation/edges"
 

@@ -10,16 +10,16 @@ import torch
 
 from omnideft.adapters import load_adapter
 from omnideft.adapters.compose import merge_adapters, parse_adapter_arg
-from omnideft.adapters.folder import read_adapter_meta
+from omnideft.adapters.folder import resolve_model_name
 from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.errors import UserError
 from omnideft.generate.animation import write_orbit
 from omnideft.generate.cameras import camera_prompt_for, requested_cameras
-from omnideft.generate.compose import compose_in_context
 from omnideft.generate.contact_sheet import contact_sheet
 from omnideft.generate.sampler import OmniGenSampler
 from omnideft.images import load_image, save_image_atomic
 from omnideft.model import load_omnigen
+from omnideft.prompts.in_context import compose_in_context
 
 
 @dataclass
@@ -49,22 +49,6 @@ class GenerateRequest:
     frames: int = 24
     fps: float = 8.0
     camera_encoding: str = "auto"  # auto | learned | text
-
-
-def resolve_model_name(model: str | None, adapter: str | None) -> str:
-    """--model, else the base the adapter names. A local base that has moved together with its run folder is
-    found as `base/` beside the adapter (the fingerprint check in load_adapter still guards the match)."""
-    if model:
-        return model
-    if adapter:
-        name = read_adapter_meta(adapter).get("base", {}).get("name")
-        if name:
-            sibling = Path(adapter).resolve().parent / "base"
-            looks_local = name.startswith((".", "/")) or Path(name).exists() or name.count("/") != 1
-            if looks_local and not Path(name).exists() and (sibling / "transformer").is_dir():
-                return str(sibling)
-            return name
-    raise UserError("--model is required (the adapter does not name its base model)")
 
 
 def run_generate(req: GenerateRequest) -> dict[str, Path]:

@@ -21,10 +21,12 @@ from omnideft.data.loader import ResumableBatches, drawn_per_source, index_sourc
 from omnideft.data.sources import resolve_sources
 from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
+from omnideft.flow.batch import BatchBuilder, to_device
+from omnideft.flow.loss import rectified_flow_loss
+from omnideft.flow.vae import encode_batch
 from omnideft.model import load_omnigen, save_base
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
-from omnideft.train.batch import BatchBuilder, to_device, vae_encode
 from omnideft.train.checkpoint import (
     LiveRun,
     adapter_state,
@@ -38,7 +40,6 @@ from omnideft.train.checkpoint import (
 from omnideft.train.ema import AdapterEMA
 from omnideft.train.engine import make_engine
 from omnideft.train.logs import RunLog
-from omnideft.train.loss import rectified_flow_loss
 from omnideft.train.recipe import Recipe
 from omnideft.train.signals import StopRequests, TrainingStopped, fault
 
@@ -114,8 +115,7 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
             run.consumed += 1
             batch = to_device(batch, acc.device)
             t_data = time.perf_counter() - t0
-            x1 = vae_encode(vae, batch["output_pixels"], run.noise)
-            cond = dict(batch, input_img_latents=[vae_encode(vae, pv, run.noise) for pv in batch["input_pixel_values"]])
+            x1, cond = encode_batch(vae, batch, run.noise)
             with engine.autocast():
                 per_sample = rectified_flow_loss(model, x1, cond, run.noise)
             loss = per_sample.mean()
