@@ -19,11 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from omnideft.errors import UserError
-
-from . import BUILDERS_VERSION
-from .images import DEFAULT_MAX_PIXELS, SkipSample
-from .shard_writer import (
+from omnideft.data.format.writer import (
     MANIFEST_NAME,
     STATE_DIR,
     TMP_PREFIX,
@@ -36,6 +32,10 @@ from .shard_writer import (
     shard_name,
     write_json_atomic,
 )
+from omnideft.errors import UserError
+
+from . import BUILDERS_VERSION
+from .images import DEFAULT_MAX_PIXELS, SkipSample
 
 # Flags that change how a build runs but not what it produces; they are left out of the build identity.
 RUN_ONLY_ARGS = ("workers", "partition", "overwrite", "dry_run", "no_progress", "out", "caption_cache",

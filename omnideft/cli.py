@@ -108,8 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=_export)
 
     c = sub.add_parser("check-shards", help="verify a shard directory (counts, schema, images, checksums)")
-    c.add_argument("dir")
-    c.add_argument("rest", nargs=argparse.REMAINDER)
+    c.add_argument("dir", help="an output directory (<out>) or one split directory (<out>/<split>)")
     c.set_defaults(func=_check_shards)
 
     v = sub.add_parser("convert-original", help="convert an original-format OmniGen checkpoint to diffusers layout")
@@ -244,9 +243,9 @@ def _eval(args) -> int:
 
 
 def _check_shards(args) -> int:
-    from data_builders.check import main as check_main
+    from omnideft.data.format.check import check_command
 
-    return check_main([args.dir, *args.rest])
+    return check_command(Path(args.dir))
 
 
 def _convert(args) -> int:

@@ -16,9 +16,9 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from omnideft.data.format.schema import SampleError
 from omnideft.data.indexed import ShardIndex
 from omnideft.data.order import MixedOrder, OrderState
-from omnideft.data.schema import SampleError
 from omnideft.data.shards import Example, decode_sample
 from omnideft.data.sources import ShardSource
 from omnideft.errors import UserError

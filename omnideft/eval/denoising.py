@@ -7,8 +7,8 @@ from collections import defaultdict
 
 import torch
 
+from omnideft.data.format.schema import SampleError
 from omnideft.data.indexed import ShardIndex
-from omnideft.data.schema import SampleError
 from omnideft.data.shards import decode_sample
 from omnideft.data.sources import resolve_sources
 from omnideft.flow.batch import BatchBuilder

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from omnideft.data.schema import TAG_RE, tag_numbers
+from omnideft.data.format.schema import TAG_RE, tag_numbers
 
 
 def example_clause(i: int) -> str:

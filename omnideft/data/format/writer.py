@@ -26,9 +26,8 @@ from typing import Any
 
 from PIL import Image
 
-from omnideft.data.schema import SCHEMA, check_key, input_member, output_member, validate_meta
-
-from .images import encode_image
+from omnideft.data.format.images import encode_image
+from omnideft.data.format.schema import SCHEMA, check_key, input_member, output_member, validate_meta
 
 MANIFEST_FORMAT = "omnideft.manifest/1"
 MANIFEST_NAME = "manifest.json"
