@@ -135,13 +135,15 @@ def _train(args) -> int:
     if recipe.launch.config and not _under_launcher():
         return _relaunch(recipe.launch.config, args)
     from omnideft.generate.validation import ValidationRenderer
+    from omnideft.train.faults import Faults
     from omnideft.train.loop import train
     from omnideft.train.signals import TrainingStopped
 
     validate = ValidationRenderer(recipe.validation, recipe.data.max_image_size)
+    faults = Faults.parse(os.environ.get("OMNIDEFT_FAULT", ""))  # test hooks; the kill/resume tests set it
     try:
         adapter = train(recipe, progress=not args.no_progress, validate=validate if validate.items else None,
-                        resume=args.resume)
+                        resume=args.resume, faults=faults)
     except TrainingStopped as exc:
         print(f"omnideft: {exc}", file=sys.stderr)
         return EXIT_STOPPED

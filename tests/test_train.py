@@ -189,15 +189,18 @@ def test_bf16_autocast_with_gradient_checkpointing_keeps_fp32_adapter(shards, tm
     assert len(losses) == 6 and all(0 < v < 10 for v in losses)
 
 
-def test_nan_loss_skips_the_step_then_stops_after_max_bad_steps(shards, tmp_path, monkeypatch):
-    monkeypatch.setenv("OMNIDEFT_FAULT", "nan-loss@3")
-    adapter = train(_recipe(shards, tmp_path / "a", "train.checkpoint_every=0"), progress=False)
+def test_nan_loss_skips_the_step_then_stops_after_max_bad_steps(shards, tmp_path):
+    from omnideft.train.faults import Faults
+
+    nan_at_3 = Faults.parse("nan-loss@3")
+    adapter = train(_recipe(shards, tmp_path / "a", "train.checkpoint_every=0"), progress=False, faults=nan_at_3)
     records = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped_step"] for r in records] == [False, False, True, False, False, False]
     assert records[2]["loss"] is None and records[3]["loss"] > 0
     assert all(t.isfinite().all() for t in load_file(adapter / "adapter_model.safetensors").values())
     with pytest.raises(UserError, match="1 steps in a row had a non-finite loss"):
-        train(_recipe(shards, tmp_path / "b", "train.checkpoint_every=0", "train.max_bad_steps=1"), progress=False)
+        train(_recipe(shards, tmp_path / "b", "train.checkpoint_every=0", "train.max_bad_steps=1"), progress=False,
+              faults=nan_at_3)
 
 
 def test_ema_adapter_beside_the_adapter_and_tensorboard_scalars(shards, tmp_path):

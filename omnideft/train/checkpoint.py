@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from omnideft.data.order import rng_state_from_json, rng_state_to_json
 from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
+from omnideft.train.faults import NO_FAULTS, Faults
 
 STEP_DIR = re.compile(r"^step-(\d{7})$")
 # Recipe keys a resumed run may change: how long, how often, where to log, how to launch.
@@ -178,7 +179,7 @@ class LiveRun:
     optimizer: object
     scheduler: object
     noise: torch.Generator
-    trainable: dict  # name -> Parameter of the unwrapped PEFT model
+    trainable: dict  # name -> Parameter of the unwrapped (adapted) model
     base_name: str
     recipe: dict
     layout: dict  # engine, world_size, num_workers: must match on resume
@@ -191,8 +192,14 @@ class LiveRun:
         return self.engine.accelerator
 
     @property
-    def peft_model(self):
+    def adapted(self):
+        """The adapted transformer without the engine's wrapper (a PEFT model, or an own injection's wrapper)."""
         return self.accelerator.unwrap_model(self.model)
+
+    def took(self, reader_state) -> None:
+        """Count a consumed batch and keep its reader's state (data.loader.ReaderState): what resume restores."""
+        self.reader_states[reader_state.reader] = reader_state.state
+        self.consumed += 1
 
 
 def adapter_state(run: LiveRun) -> dict:
@@ -209,17 +216,15 @@ def save_adapter_folder(run: LiveRun, folder: Path, step: int, state: dict) -> N
 
     from omnideft.adapters import save_adapter
 
-    save_adapter(run.peft_model, folder, base_name=run.base_name, recipe=run.recipe, step=step, state_dict=state)
+    save_adapter(run.adapted, folder, base_name=run.base_name, recipe=run.recipe, step=step, state_dict=state)
     write_text_atomic(folder / "recipe.yaml", yaml.safe_dump(run.recipe, sort_keys=False))
     if run.ema is not None:
-        save_adapter(run.peft_model, folder / "ema", base_name=run.base_name, recipe=run.recipe, step=step,
+        save_adapter(run.adapted, folder / "ema", base_name=run.base_name, recipe=run.recipe, step=step,
                      state_dict=run.ema.state_dict())
 
 
-def save_checkpoint(run: LiveRun, root: Path, step: int, keep: int) -> Path:
+def save_checkpoint(run: LiveRun, root: Path, step: int, keep: int, faults: Faults = NO_FAULTS) -> Path:
     """All ranks call. Stage, write every part, then publish atomically (see module docstring)."""
-    from omnideft.train.signals import fault
-
     acc = run.accelerator
     main = acc.is_main_process
     tmp = staging_dir(root, step)
@@ -242,7 +247,7 @@ def save_checkpoint(run: LiveRun, root: Path, step: int, keep: int) -> Path:
     rank = acc.process_index
     write_text_atomic(trainer / f"rank-{rank}.json", json.dumps({
         "readers": run.reader_states, "consumed": run.consumed, "rng": rng_state(run.noise)}) + "\n")
-    fault("kill-in-checkpoint", step)
+    faults.fire("kill-in-checkpoint", step)
     acc.wait_for_everyone()
     final = root / f"step-{step:07d}"
     if main:
