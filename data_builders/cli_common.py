@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from tqdm import tqdm
+
 from omnideft.data.format.writer import (
     MANIFEST_NAME,
     STATE_DIR,
@@ -279,8 +281,6 @@ def shard_items(builder: SourceBuilder, jobs: Sequence[Any], k: int, size: int) 
 
 def write_shards(builder: SourceBuilder, writer: ShardWriter, jobs: Sequence[Any], pending: list[int],
                  args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
     plan = [(k, shard_items(builder, jobs, k, args.shard_size)) for k in pending]
     items = [item for _, shard in plan for item in shard]
     # In a log file (SLURM, CI) one refresh every 30 s instead of every update.

@@ -1,12 +1,20 @@
-"""Entry points. Thin: parse, validate, call. A UserError becomes one line on stderr and exit code 2."""
+"""Entry points. Thin: parse, validate, call. A UserError becomes one line on stderr and exit code 2.
+
+Each command imports the room that runs it inside its function: those rooms load torch, diffusers and PEFT
+(seconds), which `omnideft --help`, `check-shards` and argument errors should not wait for.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from omnideft.data.format.check import check_command
 from omnideft.errors import UserError
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint; resume with --resume latest
@@ -158,8 +166,6 @@ def _under_launcher() -> bool:
 
 def _relaunch(config: str, args) -> int:
     """Re-run this same `omnideft train` under `accelerate launch --config_file CONFIG`."""
-    import subprocess
-
     _check_launch_config(config)
     argv = ["train", *([args.recipe] if args.recipe else []), *args.overrides]
     if args.no_progress:
@@ -173,8 +179,6 @@ def _relaunch(config: str, args) -> int:
 
 def _check_launch_config(config: str) -> None:
     """Catch the launch files that would otherwise hang a rendezvous or fail inside every rank."""
-    import yaml
-
     if not os.path.isfile(config):
         raise UserError(f"launch.config {config} not found")
     try:
@@ -245,8 +249,6 @@ def _eval(args) -> int:
 
 
 def _check_shards(args) -> int:
-    from omnideft.data.format.check import check_command
-
     return check_command(Path(args.dir))
 
 

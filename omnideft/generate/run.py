@@ -27,7 +27,6 @@ class GenerateRequest:
     prompt: str
     out: str
     model: str | None = None
-    adapter: str | None = None
     adapters: list[str] = field(default_factory=list)  # "PATH[:weight]", several are merged into the base
     images: list[str] = field(default_factory=list)
     examples: list[tuple[str, str]] = field(default_factory=list)
@@ -59,7 +58,7 @@ def run_generate(req: GenerateRequest) -> dict[str, Path]:
     cameras = requested_cameras(req.camera, req.camera_from, req.view, req.orbit, req.frames)
     if req.orbit and not req.fps > 0:
         raise UserError(f"--fps {req.fps} must be > 0")
-    adapters = [parse_adapter_arg(a) for a in ([req.adapter] if req.adapter else []) + list(req.adapters)]
+    adapters = [parse_adapter_arg(a) for a in req.adapters]
     first = adapters[0][0] if adapters else None  # the camera conditioning comes with the first adapter
     camera_config = read_camera_config(first) if first else None
     camera_prompt = camera_prompt_for(camera_config, req.camera_encoding, first) if cameras else None

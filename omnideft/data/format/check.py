@@ -18,8 +18,9 @@ from typing import Iterator
 from PIL import Image
 
 from omnideft.data.format.schema import SampleError, validate_meta
-from omnideft.data.format.writer import MANIFEST_NAME, TMP_PREFIX, file_sha256
+from omnideft.data.format.writer import MANIFEST_NAME, file_sha256
 from omnideft.errors import UserError
+from omnideft.files import TMP_PREFIX
 
 
 @dataclass
