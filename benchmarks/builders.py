@@ -83,7 +83,7 @@ def shard_images(out: Path) -> list[tuple[str, bytes]]:
 
 
 def codec_pass(images: list[tuple[str, bytes]]) -> float:
-    from data_builders.images import encode_image
+    from omnideft.data.format.images import encode_image
 
     start = time.perf_counter()
     for ext, data in images:

@@ -85,7 +85,7 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
     from omnideft.data.sources import resolve_sources
     from omnideft.model import load_omnigen
     from omnideft.prompts import OmniGenProcessor
-    from omnideft.train.batch import BatchBuilder
+    from omnideft.flow.batch import BatchBuilder
 
     comps = load_omnigen(str(base))
     builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=IMAGE), 0.01, SEED)
@@ -93,15 +93,15 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
     data = ResumableBatches(sources, index_sources(sources), seed=SEED, batch_size=BATCH,
                             size_of=builder.output_size, build=builder)
     batches = iter(data.loader())
-    return [{k: v for k, v in next(batches).items() if k != "data_state"} for _ in range(n)]
+    return [next(batches)[0] for _ in range(n)]
 
 
 def run_bare(base: Path, batches: list[dict]) -> list[float]:
     from omnideft.adapters import AdapterSpec, apply_adapter
     from omnideft.adapters.apply import param_groups
     from omnideft.model import load_omnigen
-    from omnideft.train.batch import vae_encode
-    from omnideft.train.loss import rectified_flow_loss
+    from omnideft.flow.loss import rectified_flow_loss
+    from omnideft.flow.vae import encode_batch
 
     torch.manual_seed(SEED)
     comps = load_omnigen(str(base))
@@ -115,8 +115,7 @@ def run_bare(base: Path, batches: list[dict]) -> list[float]:
     for step in range(WARMUP + MEASURED):
         t0 = time.perf_counter()
         batch = batches[step % len(batches)]
-        x1 = vae_encode(vae, batch["output_pixels"], noise)
-        cond = dict(batch, input_img_latents=[vae_encode(vae, pv, noise) for pv in batch["input_pixel_values"]])
+        x1, cond = encode_batch(vae, batch, noise)
         loss = rectified_flow_loss(model, x1, cond, noise).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from omnideft.data.format.writer import write_json_atomic
 from omnideft.errors import UserError
 
 from .images import SkipSample
@@ -48,11 +49,7 @@ class CaptionCache:
         return json.loads(p.read_text())["caption"] if p.is_file() else None
 
     def put(self, image_hash: str, caption: str) -> None:
-        p = self.path(image_hash)
-        p.parent.mkdir(exist_ok=True)
-        tmp = p.with_name(f".tmp-{p.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({"caption": caption}))
-        os.replace(tmp, p)
+        write_json_atomic(self.path(image_hash), {"caption": caption})
 
 
 class Captioner:
@@ -132,7 +129,7 @@ class TransformersCaptioner(Captioner):
         self._model = self._processor = None
 
     def _load(self) -> None:
-        import transformers
+        import transformers  # builders stay torch-free: only the model captioners load transformers and torch
 
         if self.kind == "blip2":
             self._processor = transformers.Blip2Processor.from_pretrained(self.model_id)
@@ -143,7 +140,7 @@ class TransformersCaptioner(Captioner):
         self._model.to(self.device).eval()
 
     def describe(self, image: Image.Image) -> str:
-        import torch
+        import torch  # see _load
 
         if self._model is None:
             self._load()

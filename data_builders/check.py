@@ -1,168 +1,28 @@
 """`build-check DIR`: verify shards against contract 1 and their manifest.
 
-Checks counts, schema (`validate_meta`), placeholder/input agreement, member names and order, decodes every image
-and compares its size with the json, and verifies each shard's sha256/bytes/samples against `manifest.json`.
+A thin command over the contract-1 checker (omnideft/data/format/check.py), which `omnideft check-shards` runs too.
 Prints one line per problem and a summary; exit 0 when clean, 2 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import sys
-import tarfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from PIL import Image
-
-from omnideft.data.schema import SampleError, validate_meta
-
-from .shard_writer import MANIFEST_NAME, TMP_PREFIX, file_sha256
-
-
-@dataclass
-class CheckReport:
-    shards: int = 0
-    samples: int = 0
-    images: int = 0
-    tasks: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-    def problem(self, where: str, what: str) -> None:
-        self.problems.append(f"{where}: {what}")
-
-
-def group_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    """Consecutive members sharing a key (webdataset's rule: key = basename up to its first dot), streamed."""
-    key, members = None, []
-    for info in tar:
-        if not info.isfile():
-            continue
-        k, _, fieldname = info.name.partition(".")
-        if members and k != key:
-            yield key, members
-            members = []
-        key = k
-        members.append((fieldname, tar.extractfile(info).read()))
-    if members:
-        yield key, members
-
-
-def check_sample(where: str, members: list[tuple[str, bytes]], report: CheckReport) -> None:
-    names = [n for n, _ in members]
-    if not names or names[0] != "json":
-        report.problem(where, f"first member must be json, found {names[:1]}")
-        return
-    try:
-        meta = validate_meta(json.loads(members[0][1].decode("utf-8")))
-    except (SampleError, ValueError) as exc:
-        report.problem(where, f"bad json: {exc}")
-        return
-    report.tasks[meta["task"]] = report.tasks.get(meta["task"], 0) + 1
-    entries = list(meta["inputs"]) + [meta["output"]]
-    expected = ["json"] + [e["member"] for e in entries]
-    if names != expected:
-        report.problem(where, f"members {names} do not match json (expected {expected})")
-        return
-    for entry, (_, data) in zip(entries, members[1:]):
-        check_image(f"{where}.{entry['member']}", data, entry, report)
-
-
-def check_image(where: str, data: bytes, entry: dict, report: CheckReport) -> None:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            size = img.size
-    except Exception as exc:  # any decoder failure is a problem to report, not a crash
-        report.problem(where, f"does not decode ({exc})")
-        return
-    report.images += 1
-    if size != (entry["width"], entry["height"]):
-        report.problem(where, f"image is {size[0]}x{size[1]}, json says {entry['width']}x{entry['height']}")
-
-
-def check_shard(path: Path, report: CheckReport) -> int:
-    seen: set[str] = set()
-    try:
-        with tarfile.open(path) as tar:
-            for key, members in group_members(tar):
-                if key in seen:
-                    report.problem(f"{path.name}:{key}", "key appears twice (members not consecutive)")
-                seen.add(key)
-                check_sample(f"{path.name}:{key}", members, report)
-    except (tarfile.TarError, OSError) as exc:
-        report.problem(path.name, f"not a readable tar ({exc})")
-    report.shards += 1
-    report.samples += len(seen)
-    return len(seen)
-
-
-def check_manifest(split_dir: Path, counts: dict[str, int], report: CheckReport) -> None:
-    path = split_dir / MANIFEST_NAME
-    if not path.is_file():
-        report.problem(str(split_dir), f"no {MANIFEST_NAME} (build unfinished, or parts not merged with build-merge)")
-        return
-    manifest = json.loads(path.read_text())
-    listed = {s["name"]: s for s in manifest.get("shards", [])}
-    for name in sorted(set(counts) - set(listed)):
-        report.problem(name, "shard on disk is not in the manifest")
-    for name, entry in listed.items():
-        shard = split_dir / name
-        if not shard.is_file():
-            report.problem(name, "listed in the manifest but missing")
-            continue
-        if shard.stat().st_size != entry["bytes"]:
-            report.problem(name, f"{shard.stat().st_size} bytes, manifest says {entry['bytes']}")
-        if file_sha256(shard) != entry["sha256"]:
-            report.problem(name, "sha256 differs from the manifest")
-        if counts.get(name) != entry["samples"]:
-            report.problem(name, f"{counts.get(name)} samples, manifest says {entry['samples']}")
-    if manifest.get("tasks") != dict(sorted(report.tasks.items())) and not report.problems:
-        report.problem(MANIFEST_NAME, f"task counts {manifest.get('tasks')} differ from the shards' {report.tasks}")
-
-
-def split_dirs(root: Path) -> list[Path]:
-    """DIR may be one split directory or an output directory holding split directories."""
-    if any(root.glob("*.tar")) or (root / MANIFEST_NAME).is_file():
-        return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and (any(p.glob("*.tar")) or (p / MANIFEST_NAME).is_file()))
-
-
-def check_dir(root: Path) -> list[tuple[Path, CheckReport]]:
-    results = []
-    for split_dir in split_dirs(root):
-        report = CheckReport()
-        counts = {p.name: check_shard(p, report) for p in sorted(split_dir.glob("*.tar"))
-                  if not p.name.startswith(TMP_PREFIX)}
-        check_manifest(split_dir, counts, report)
-        results.append((split_dir, report))
-    return results
+from omnideft.data.format.check import check_command
+from omnideft.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="build-check", description=__doc__.splitlines()[0])
     parser.add_argument("dir", help="an output directory (<out>) or one split directory (<out>/<split>)")
     args = parser.parse_args(argv)
-    root = Path(args.dir)
-    if not root.is_dir():
-        print(f"error: {root} is not a directory", file=sys.stderr)
+    try:
+        return check_command(Path(args.dir))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    results = check_dir(root)
-    if not results:
-        print(f"error: {root} holds no shards (*.tar) and no {MANIFEST_NAME}", file=sys.stderr)
-        return 2
-    bad = False
-    for split_dir, report in results:
-        for line in report.problems:
-            print(f"problem: {split_dir.name}/{line}")
-        tasks = ", ".join(f"{t}={n}" for t, n in sorted(report.tasks.items()))
-        print(f"{split_dir}: {report.shards} shards, {report.samples} samples, {report.images} images, "
-              f"{len(report.problems)} problems; tasks: {tasks or '-'}")
-        bad = bad or bool(report.problems)
-    return 2 if bad else 0
 
 
 if __name__ == "__main__":

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from omnideft.errors import UserError
+from tqdm import tqdm
 
-from . import BUILDERS_VERSION
-from .images import DEFAULT_MAX_PIXELS, SkipSample
-from .shard_writer import (
+from omnideft.data.format.writer import (
     MANIFEST_NAME,
     STATE_DIR,
     TMP_PREFIX,
@@ -36,6 +34,10 @@ from .shard_writer import (
     shard_name,
     write_json_atomic,
 )
+from omnideft.errors import UserError
+
+from . import BUILDERS_VERSION
+from .images import DEFAULT_MAX_PIXELS, SkipSample
 
 # Flags that change how a build runs but not what it produces; they are left out of the build identity.
 RUN_ONLY_ARGS = ("workers", "partition", "overwrite", "dry_run", "no_progress", "out", "caption_cache",
@@ -279,8 +281,6 @@ def shard_items(builder: SourceBuilder, jobs: Sequence[Any], k: int, size: int) 
 
 def write_shards(builder: SourceBuilder, writer: ShardWriter, jobs: Sequence[Any], pending: list[int],
                  args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
     plan = [(k, shard_items(builder, jobs, k, args.shard_size)) for k in pending]
     items = [item for _, shard in plan for item in shard]
     # In a log file (SLURM, CI) one refresh every 30 s instead of every update.

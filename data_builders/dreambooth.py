@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from omnideft.data.format.writer import BuiltSample, InputImage, image_tags
 from omnideft.errors import UserError
 
 from .cli_common import SampleMaker, SourceBuilder, add_common_args, fingerprint_tree, key_for, require_dir, run_main
 from .images import fit_longest_side, load_image
-from .shard_writer import BuiltSample, InputImage, image_tags
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 PROMPTS_FILE = "prompts_and_classes.txt"

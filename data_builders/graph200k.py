@@ -129,7 +129,7 @@ def open_rows(src: str, split: str):
 
 
 def _load_from_disk(path: Path):
-    import datasets
+    import datasets  # pyarrow and friends load only for Graph200K, not for every builder that imports this module
 
     return datasets.load_from_disk(str(path))
 
@@ -142,7 +142,7 @@ def _arrow_split(path: Path, split: str):
 
 
 def _load_hub(hub_id: str, split: str):
-    import datasets
+    import datasets  # see _load_from_disk
 
     try:
         return datasets.load_dataset(hub_id, split=split)

@@ -1,4 +1,5 @@
-"""Safe image loading with named skip reasons, and deterministic encoding.
+"""Safe image loading with named skip reasons, and the resizing and masking the builders share. Encoding for the
+shards is contract 1's (omnideft/data/format/images.py).
 
 Every failure to read a source image becomes `SkipSample(reason, detail)`, which the runner counts in the manifest
 instead of stopping the build.
@@ -18,8 +19,6 @@ from PIL import Image, UnidentifiedImageError
 DEFAULT_MAX_PIXELS = 120_000_000
 # Modes whose pixels convert losslessly enough to RGB/L; 16-bit and float images need a decision we do not make.
 CONVERTIBLE_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1", "La"}
-JPEG_QUALITY = 95
-PNG_COMPRESS_LEVEL = 1  # fast; PNG is lossless at any level, and level 1 keeps the builder near the codec limit
 
 SKIP_REASONS = ("missing", "zero_size", "corrupt", "truncated", "too_large", "wrong_mode", "bad_metadata",
                 "no_context", "caption_failed")
@@ -92,20 +91,6 @@ def _flatten_on_white(img: Image.Image) -> Image.Image:
     rgba = img.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
-
-
-def encode_image(img: Image.Image, ext: str) -> bytes:
-    """Deterministic encoding: fixed settings, no metadata chunks, so equal pixels give equal bytes."""
-    buf = io.BytesIO()
-    if ext == "png":
-        img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    elif ext == "jpg":
-        img.convert("RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=False)
-    elif ext == "webp":
-        img.save(buf, format="WEBP", lossless=True, method=4)
-    else:
-        raise ValueError(f"image extension {ext!r} is not one of jpg, png, webp")
-    return buf.getvalue()
 
 
 def square_resize(img: Image.Image, size: int) -> Image.Image:

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from omnideft.data.format.writer import BuiltSample, InputImage, image_tags
 from omnideft.errors import UserError
 
 from .captioners import add_captioner_args, check_captioner_args, make_captioner
 from .cli_common import SampleMaker, SourceBuilder, add_common_args, fingerprint_tree, key_for, require_dir, run_main
 from .images import SkipSample, apply_mask, cap_longest_side, decode_image, read_bytes
-from .shard_writer import BuiltSample, InputImage, image_tags
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 LAYOUT = "Objects/NNN_name/images/*.jpg, Scenes/{easy,hard}/<scene>/*.jpg + .xml, Background/*.jpg"

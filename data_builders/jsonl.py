@@ -15,12 +15,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from omnideft.data.schema import SampleError, check_placeholders
+from omnideft.data.format.schema import SampleError, check_placeholders
+from omnideft.data.format.writer import BuiltSample, InputImage
 from omnideft.errors import UserError
 
 from .cli_common import SampleMaker, SourceBuilder, add_common_args, fingerprint_tree, key_for, run_main
 from .images import SkipSample, cap_longest_side, load_image
-from .shard_writer import BuiltSample, InputImage
 
 KEEP_EXTS = {"jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp"}
 

@@ -13,10 +13,17 @@ import re
 import sys
 from pathlib import Path
 
+from omnideft.data.format.writer import (
+    MANIFEST_NAME,
+    ShardRecord,
+    SkipTally,
+    build_manifest,
+    file_sha256,
+    write_json_atomic,
+)
 from omnideft.errors import UserError
 
 from .cli_common import RUN_ONLY_ARGS
-from .shard_writer import MANIFEST_NAME, ShardRecord, SkipTally, build_manifest, file_sha256, write_json_atomic
 
 PART_RE = re.compile(r"^manifest\.part-(\d{4})-of-(\d{4})\.json$")
 IDENTITY_FIELDS = ("builder", "builder_version", "source_fingerprint", "split")

@@ -17,11 +17,11 @@ import numpy as np
 
 from omnideft.camera.colmap import read_camera_records
 from omnideft.camera.record import camera_centre
+from omnideft.data.format.writer import BuiltSample, InputImage, image_tags
 from omnideft.errors import UserError
 
 from .cli_common import SampleMaker, SourceBuilder, add_common_args, fingerprint_tree, key_for, require_dir, run_main
 from .images import SkipSample, fit_longest_side, load_image
-from .shard_writer import BuiltSample, InputImage, image_tags
 
 SPARE_CONTEXT = 4  # next-nearest views tried when a context image is unreadable
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from omnideft.data.format.writer import BuiltSample, InputImage
 from omnideft.errors import UserError
 
 from .cli_common import SampleMaker, SourceBuilder, add_common_args, fingerprint_tree, key_for, run_main
 from .degradations import degrade
 from .graph200k import MAX_VARIANTS, open_rows
 from .images import SkipSample, apply_mask, decode_image, square_resize
-from .shard_writer import BuiltSample, InputImage
 from .visualcloze_tasks import (
     LOSSLESS_CELLS,
     VARIANTS,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from omnideft.data.format.writer import image_tag as tag
+from omnideft.data.format.writer import image_tags
+
 from .degradations import DEGRADATIONS
-from .shard_writer import image_tag as tag
-from .shard_writer import image_tags
 
 DENSE = ("canny", "depth", "hed", "normal", "mlsd", "openpose", "sam2_mask", "uniformer")
 CONDITIONS = DENSE + ("mask", "foreground", "background")

@@ -1,12 +1,20 @@
-"""Entry points. Thin: parse, validate, call. A UserError becomes one line on stderr and exit code 2."""
+"""Entry points. Thin: parse, validate, call. A UserError becomes one line on stderr and exit code 2.
+
+Each command imports the room that runs it inside its function: those rooms load torch, diffusers and PEFT
+(seconds), which `omnideft --help`, `check-shards` and argument errors should not wait for.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from omnideft.data.format.check import check_command
 from omnideft.errors import UserError
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint; resume with --resume latest
@@ -108,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=_export)
 
     c = sub.add_parser("check-shards", help="verify a shard directory (counts, schema, images, checksums)")
-    c.add_argument("dir")
-    c.add_argument("rest", nargs=argparse.REMAINDER)
+    c.add_argument("dir", help="an output directory (<out>) or one split directory (<out>/<split>)")
     c.set_defaults(func=_check_shards)
 
     v = sub.add_parser("convert-original", help="convert an original-format OmniGen checkpoint to diffusers layout")
@@ -136,13 +143,15 @@ def _train(args) -> int:
     if recipe.launch.config and not _under_launcher():
         return _relaunch(recipe.launch.config, args)
     from omnideft.generate.validation import ValidationRenderer
+    from omnideft.train.faults import Faults
     from omnideft.train.loop import train
     from omnideft.train.signals import TrainingStopped
 
     validate = ValidationRenderer(recipe.validation, recipe.data.max_image_size)
+    faults = Faults.parse(os.environ.get("OMNIDEFT_FAULT", ""))  # test hooks; the kill/resume tests set it
     try:
         adapter = train(recipe, progress=not args.no_progress, validate=validate if validate.items else None,
-                        resume=args.resume)
+                        resume=args.resume, faults=faults)
     except TrainingStopped as exc:
         print(f"omnideft: {exc}", file=sys.stderr)
         return EXIT_STOPPED
@@ -157,8 +166,6 @@ def _under_launcher() -> bool:
 
 def _relaunch(config: str, args) -> int:
     """Re-run this same `omnideft train` under `accelerate launch --config_file CONFIG`."""
-    import subprocess
-
     _check_launch_config(config)
     argv = ["train", *([args.recipe] if args.recipe else []), *args.overrides]
     if args.no_progress:
@@ -172,8 +179,6 @@ def _relaunch(config: str, args) -> int:
 
 def _check_launch_config(config: str) -> None:
     """Catch the launch files that would otherwise hang a rendezvous or fail inside every rank."""
-    import yaml
-
     if not os.path.isfile(config):
         raise UserError(f"launch.config {config} not found")
     try:
@@ -216,7 +221,7 @@ def _generate(args) -> int:
 
 def _export(args) -> int:
     from omnideft.adapters.export import run_export
-    from omnideft.generate.run import resolve_model_name
+    from omnideft.adapters.folder import resolve_model_name
 
     report = run_export(args.adapter, args.format, resolve_model_name(args.base, args.adapter), args.out,
                         rank=args.rank)
@@ -244,9 +249,7 @@ def _eval(args) -> int:
 
 
 def _check_shards(args) -> int:
-    from data_builders.check import main as check_main
-
-    return check_main([args.dir, *args.rest])
+    return check_command(Path(args.dir))
 
 
 def _convert(args) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from omnideft.errors import UserError
+from omnideft.files import atomic_path
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -24,8 +25,6 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 def save_image_atomic(img: Image.Image, path: str | os.PathLike) -> Path:
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".tmp-{p.name}")
-    img.save(tmp, format=(p.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG"))
-    os.replace(tmp, p)
+    with atomic_path(p) as tmp:
+        img.save(tmp, format=(p.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG"))
     return p

@@ -20,7 +20,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data_builders.images import encode_image  # noqa: E402
+from omnideft.data.format.images import encode_image  # noqa: E402
 from omnideft.demo.dataset import write_shapes_dataset  # noqa: E402
 from omnideft.demo.shapes import random_pair  # noqa: E402
 

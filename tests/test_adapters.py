@@ -12,10 +12,10 @@ from PIL import Image
 from omnideft.adapters import AdapterSpec, apply_adapter, base_fingerprint, load_adapter, save_adapter
 from omnideft.adapters.apply import param_groups
 from omnideft.errors import UserError
+from omnideft.flow.loss import rectified_flow_loss
+from omnideft.flow.vae import vae_encode
 from omnideft.model import load_omnigen, target_module_names
 from omnideft.prompts import OmniGenProcessor, collate_prompts
-from omnideft.train.batch import vae_encode
-from omnideft.train.loss import rectified_flow_loss
 
 RANK = 4
 METHODS = {  # id -> AdapterSpec kwargs

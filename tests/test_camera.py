@@ -38,12 +38,12 @@ from omnideft.data.shards import Example
 from omnideft.data.sources import resolve_sources
 from omnideft.demo.dataset import write_shapes_dataset
 from omnideft.errors import UserError
+from omnideft.flow.batch import BatchBuilder
 from omnideft.generate.validation import ValidationRenderer
 from omnideft.model import load_omnigen, save_base
 from omnideft.model.tiny import tiny_transformer_config
 from omnideft.model.tokenizer import build_tiny_tokenizer
 from omnideft.prompts import OmniGenProcessor, collate_prompts
-from omnideft.train.batch import BatchBuilder
 from omnideft.train.recipe import ValidationSection
 from tests.camera_scene import write_scene
 from tests.helpers import assert_one_line_error, run_cli

@@ -37,8 +37,7 @@ def _stream(entries, resume=None, workers=0, rank=0, world=1, batch=3):
 def _take(it, n, states=None, consumed=0):
     out = []
     for _ in range(n):
-        b = next(it)
-        reader, st = b.pop("data_state")
+        b, (reader, st) = next(it)
         if states is not None:
             states[reader] = st
         out.append(b["ids"])
@@ -80,4 +79,4 @@ def test_mixing_weights_are_realised(two_sources):
 
 def test_batches_share_one_output_size(two_sources):
     _, it = _stream(two_sources)
-    assert all(len(next(it)["sizes"]) == 1 for _ in range(8))
+    assert all(len(next(it)[0]["sizes"]) == 1 for _ in range(8))

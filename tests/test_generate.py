@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from omnideft.generate import OmniGenSampler, compose_in_context
+from omnideft.generate import OmniGenSampler
+from omnideft.prompts import compose_in_context
 from tests.diffusers_reference import diffusers_pipeline
 from tests.helpers import assert_one_line_error, run_cli
 
@@ -78,7 +79,7 @@ def test_base_found_beside_a_moved_adapter(tmp_path):
     import json
     import shutil
 
-    from omnideft.generate.run import resolve_model_name
+    from omnideft.adapters.folder import resolve_model_name
     from omnideft.model import load_omnigen, save_base
 
     run = tmp_path / "run"
@@ -92,3 +93,31 @@ def test_base_found_beside_a_moved_adapter(tmp_path):
     shutil.move(run, moved)
     assert resolve_model_name(None, str(moved / "adapter")) == str((moved / "base").resolve())
     assert resolve_model_name("tiny", str(moved / "adapter")) == "tiny"
+
+
+def test_a_shifted_vae_is_encoded_and_decoded_with_its_shift(tiny):
+    """16-channel VAEs (SD3, FLUX) carry a `shift_factor`: latents are (sample - shift) x scale and decode inverts
+    it. The sampler's input-image latents are the ones training sees (flow.vae), not diffusers' unshifted ones."""
+    import copy
+
+    from omnideft.flow.vae import vae_decode, vae_encode
+    from omnideft.prompts import image_to_tensor
+
+    vae = copy.deepcopy(tiny.vae)
+    vae.register_to_config(shift_factor=0.25)
+    pixels = torch.rand(1, 3, 32, 32) * 2 - 1
+    raw = vae.encode(pixels).latent_dist.sample(torch.Generator().manual_seed(3))
+    scaled = vae_encode(vae, pixels, torch.Generator().manual_seed(3))
+    assert torch.equal(scaled, (raw - 0.25) * vae.config.scaling_factor)
+    assert torch.allclose(vae_decode(vae, scaled), vae.decode(raw).sample, atol=1e-5)
+
+    seen = []
+    hook = tiny.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_img_latents"]), with_kwargs=True)
+    try:
+        OmniGenSampler(tiny.transformer, vae, tiny.tokenizer, tiny.scheduler)(
+            "red <img><|image_1|></img>", [_img(32, 32, 1)], height=32, width=32, steps=1, seed=7)
+    finally:
+        hook.remove()
+    expected = vae_encode(vae, image_to_tensor(_img(32, 32, 1))[None], torch.Generator().manual_seed(7))
+    assert torch.equal(seen[0][0], expected)  # the conditional row's image, the first VAE draw

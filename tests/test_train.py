@@ -166,7 +166,7 @@ def test_validation_prompt_errors_fail_before_training(shards, tmp_path):
 def test_condition_dropout_replaces_instruction_and_images(tiny, shards):
     from omnideft.eval.denoising import load_examples
     from omnideft.prompts import CFG_PROMPT, OmniGenProcessor
-    from omnideft.train.batch import BatchBuilder
+    from omnideft.flow.batch import BatchBuilder
 
     examples = load_examples([str(shards)], 4)
     proc = OmniGenProcessor(tiny.tokenizer, max_image_size=32)
@@ -189,15 +189,18 @@ def test_bf16_autocast_with_gradient_checkpointing_keeps_fp32_adapter(shards, tm
     assert len(losses) == 6 and all(0 < v < 10 for v in losses)
 
 
-def test_nan_loss_skips_the_step_then_stops_after_max_bad_steps(shards, tmp_path, monkeypatch):
-    monkeypatch.setenv("OMNIDEFT_FAULT", "nan-loss@3")
-    adapter = train(_recipe(shards, tmp_path / "a", "train.checkpoint_every=0"), progress=False)
+def test_nan_loss_skips_the_step_then_stops_after_max_bad_steps(shards, tmp_path):
+    from omnideft.train.faults import Faults
+
+    nan_at_3 = Faults.parse("nan-loss@3")
+    adapter = train(_recipe(shards, tmp_path / "a", "train.checkpoint_every=0"), progress=False, faults=nan_at_3)
     records = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped_step"] for r in records] == [False, False, True, False, False, False]
     assert records[2]["loss"] is None and records[3]["loss"] > 0
     assert all(t.isfinite().all() for t in load_file(adapter / "adapter_model.safetensors").values())
     with pytest.raises(UserError, match="1 steps in a row had a non-finite loss"):
-        train(_recipe(shards, tmp_path / "b", "train.checkpoint_every=0", "train.max_bad_steps=1"), progress=False)
+        train(_recipe(shards, tmp_path / "b", "train.checkpoint_every=0", "train.max_bad_steps=1"), progress=False,
+              faults=nan_at_3)
 
 
 def test_ema_adapter_beside_the_adapter_and_tensorboard_scalars(shards, tmp_path):

@@ -117,6 +117,22 @@ def read_adapter_meta(folder: str | Path) -> dict:
         raise UserError(f"adapter {meta_path} is not valid JSON: {exc}") from None
 
 
+def resolve_model_name(model: str | None, adapter: str | None) -> str:
+    """--model, else the base the adapter names. A local base that has moved together with its run folder is
+    found as `base/` beside the adapter (the fingerprint check in load_adapter still guards the match)."""
+    if model:
+        return model
+    if adapter:
+        name = read_adapter_meta(adapter).get("base", {}).get("name")
+        if name:
+            sibling = Path(adapter).resolve().parent / "base"
+            looks_local = name.startswith((".", "/")) or Path(name).exists() or name.count("/") != 1
+            if looks_local and not Path(name).exists() and (sibling / "transformer").is_dir():
+                return str(sibling)
+            return name
+    raise UserError("--model is required (the adapter does not name its base model)")
+
+
 def read_adapter_config(folder: str | Path) -> dict:
     path = Path(folder) / "adapter_config.json"
     try:

@@ -156,21 +156,6 @@ def camera_centre(q_wxyz: Sequence[float], t: Sequence[float]) -> np.ndarray:
     return -rotation_matrix(q_wxyz).T @ np.asarray(t, dtype=np.float64)
 
 
-def describe_vector(vector: Sequence[float], width: int | None = None, height: int | None = None,
-                    scale: float = 1.0) -> str:
-    """One human-readable line: intrinsics (in pixels when W, H are given), centre and viewing direction."""
-    v = [float(x) for x in vector]
-    if width and height:
-        intr = f"f {v[0] * width:.1f}px cx {v[1] * width:.1f}px cy {v[2] * height:.1f}px"
-    else:
-        intr = f"f {v[0]:.3f}W cx {v[1]:.3f}W cy {v[2]:.3f}H"
-    rot = rotation_matrix(v[4:8])
-    centre = -rot.T @ (np.asarray(v[8:11]) * scale)
-    look = rot[2]
-    return (f"{intr} k {v[3]:.4f} | centre ({centre[0]:.3f}, {centre[1]:.3f}, {centre[2]:.3f}) "
-            f"looking ({look[0]:.3f}, {look[1]:.3f}, {look[2]:.3f})")
-
-
 def quaternion_angle(a: Sequence[float], b: Sequence[float]) -> float:
     """Angle in radians between two rotations given as quaternions (sign-insensitive)."""
     dot = abs(float(np.dot(np.asarray(a) / np.linalg.norm(a), np.asarray(b) / np.linalg.norm(b))))

@@ -1,1 +1,2 @@
-"""Shard format (contract 1) and shard reading. `schema` is import-light so data_builders can use it."""
+"""Shards: the contract-1 format (format/, torch-free, shared with data_builders) and reading them for training and
+evaluation (indexed.py, order.py, loader.py, shards.py, sources.py)."""

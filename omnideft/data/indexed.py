@@ -31,10 +31,7 @@ class ShardIndex:
         self.urls = list(urls)
         self.samples: list[SampleRef] = []
         self.problems: Counter = Counter()
-        for i, url in enumerate(self.urls):
-            if "://" in url or url.startswith("pipe:"):
-                raise UserError(f"shard {url}: training reads shards by index and needs a local or shared-filesystem "
-                                "path (copy or mount remote shards)")
+        for i, url in enumerate(self.urls):  # local paths: data.sources refuses remote URLs
             self.samples.extend(self._scan(i, url))
 
     def __len__(self) -> int:

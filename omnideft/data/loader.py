@@ -1,24 +1,26 @@
 """Training batches that can resume exactly: examples in `MixedOrder`, grouped by output size, built by a
 caller-supplied function, prefetched by background workers.
 
-Every batch carries the state of the reader that made it *after* making it (order state, the positions waiting in
-partial size buckets, skip counts). The trainer keeps the last state per reader; restoring those states and the
-number of batches consumed reproduces the batch sequence exactly. With W workers the DataLoader takes batches
-from workers 0, 1, …, W-1 in turn, so after k batches worker 0 must continue the stream of slot k mod W.
+The loader yields `(batch, ReaderState)`: the state of the reader that made the batch *after* making it (order
+state, the positions waiting in partial size buckets, skip counts). The trainer keeps the last state per reader;
+restoring those states and the number of batches consumed reproduces the batch sequence exactly. With W workers the
+DataLoader takes batches from workers 0, 1, …, W-1 in turn, so after k batches worker 0 must continue the stream of
+slot k mod W. A reader's error (e.g. a source with no readable sample) is raised by the loader as a one-line
+UserError, never mixed into a batch.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from omnideft.data.format.schema import SampleError
 from omnideft.data.indexed import ShardIndex
 from omnideft.data.order import MixedOrder, OrderState
-from omnideft.data.schema import SampleError
 from omnideft.data.shards import Example, decode_sample
 from omnideft.data.sources import ShardSource
 from omnideft.errors import UserError
@@ -43,6 +45,17 @@ def sources_have_cameras(indexes: list[ShardIndex]) -> bool:
     return False
 
 
+class ReaderState(NamedTuple):
+    """Where reader `reader` stands after the batch it came with: {"order", "pending", "skipped"}."""
+    reader: int
+    state: dict
+
+
+class _ReaderFailure(NamedTuple):
+    """A reader's UserError on its way out of a worker process (DataLoader would re-raise it with a traceback)."""
+    message: str
+
+
 class ResumableBatches(IterableDataset):
     """Endless batches for one process (`rank` of `world`); readers = world x max(num_workers, 1)."""
 
@@ -57,13 +70,18 @@ class ResumableBatches(IterableDataset):
         self.reader_states = {int(k): v for k, v in resume.get("readers", {}).items()}
         self.rotation = resume.get("consumed", 0) % self.slots
 
-    def loader(self) -> DataLoader:
+    def loader(self) -> Iterator[tuple[dict, ReaderState]]:
+        """Endless `(batch, reader_state)`; raises UserError when a reader fails."""
         # An explicit generator: creating the iterator must not consume the global torch RNG.
-        return DataLoader(self, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
-                          prefetch_factor=4 if self.num_workers else None, persistent_workers=False,
-                          generator=torch.Generator().manual_seed(self.seed))
+        loader = DataLoader(self, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
+                            prefetch_factor=4 if self.num_workers else None, persistent_workers=False,
+                            generator=torch.Generator().manual_seed(self.seed))
+        for item in loader:
+            if isinstance(item, _ReaderFailure):
+                raise UserError(item.message)
+            yield item
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[tuple[dict, ReaderState] | _ReaderFailure]:
         info = get_worker_info()
         if info is not None:
             torch.set_num_threads(1)  # workers decode and tokenize; the training process owns the cores
@@ -71,10 +89,10 @@ class ResumableBatches(IterableDataset):
         reader = self.rank * self.slots + slot
         try:
             yield from self._batches(reader, self.reader_states.get(reader, {}))
-        except UserError as exc:  # re-raised in the training process as one line (DataLoader would add a traceback)
-            yield {"error": str(exc)}
+        except UserError as exc:  # raised again by loader() in the training process, as one line
+            yield _ReaderFailure(str(exc))
 
-    def _batches(self, reader: int, state: dict) -> Iterator[dict]:
+    def _batches(self, reader: int, state: dict) -> Iterator[tuple[dict, ReaderState]]:
         order = MixedOrder([len(ix) for ix in self.indexes], [s.weight for s in self.sources], self.seed, reader,
                            self.world * self.slots, OrderState.from_json(state.get("order", {})))
         skipped = Counter(state.get("skipped", {}))
@@ -102,9 +120,8 @@ class ResumableBatches(IterableDataset):
             del buckets[self.size_of(ex)]
             batch = self.build(bucket)
             pending = [list(e.order_id) for b in buckets.values() for e in b]
-            batch["data_state"] = (reader, {"order": order.state().to_json(), "pending": pending,
-                                            "skipped": dict(skipped)})
-            yield batch
+            yield batch, ReaderState(reader, {"order": order.state().to_json(), "pending": pending,
+                                              "skipped": dict(skipped)})
 
     def _example(self, order: MixedOrder, source: int, position: int, skipped: Counter) -> Example | None:
         index = self.indexes[source]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from omnideft.data.schema import SampleError, validate_meta
+from omnideft.data.format.schema import SampleError, validate_meta
 
 
 @dataclass

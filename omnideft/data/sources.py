@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from omnideft.errors import UserError
+from omnideft.files import TMP_PREFIX
 
 
 @dataclass
@@ -38,13 +39,14 @@ def resolve_sources(entries: list) -> list[ShardSource]:
 
 def _expand(pattern: str) -> list[str]:
     if "://" in pattern or pattern.startswith("pipe:"):
-        return [pattern]  # remote URL or brace pattern for webdataset to open itself
+        raise UserError(f"shard {pattern}: training reads shards by index and needs a local or shared-filesystem "
+                        "path (copy or mount remote shards)")
     path = os.path.expanduser(pattern)
     if os.path.isdir(path):
         urls = sorted(glob.glob(os.path.join(path, "**", "*.tar"), recursive=True))
     else:
         urls = sorted(glob.glob(path, recursive=True))
-    urls = [u for u in urls if not os.path.basename(u).startswith(".tmp-")]  # unfinished shards
+    urls = [u for u in urls if not os.path.basename(u).startswith(TMP_PREFIX)]  # unfinished shards
     if not urls:
         raise UserError(f"shard glob {pattern!r} matches no .tar file")
     return urls

@@ -1,4 +1,4 @@
-"""Write the synthetic in-context dataset as real contract-1 shards with data_builders' ShardWriter."""
+"""Write the synthetic in-context dataset as real contract-1 shards with the contract's ShardWriter."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_builders.shard_writer import BuiltSample, InputImage, ShardWriter
+from omnideft.data.format.writer import BuiltSample, InputImage, ShardWriter
 from omnideft.demo.shapes import random_pair
-from omnideft.generate.compose import example_clause
+from omnideft.prompts.in_context import example_clause
 
 TASK = "demo/conditional_generation/edges"
 

@@ -7,13 +7,14 @@ from collections import defaultdict
 
 import torch
 
+from omnideft.data.format.schema import SampleError
 from omnideft.data.indexed import ShardIndex
-from omnideft.data.schema import SampleError
 from omnideft.data.shards import decode_sample
 from omnideft.data.sources import resolve_sources
+from omnideft.flow.batch import BatchBuilder
+from omnideft.flow.loss import rectified_flow_loss
+from omnideft.flow.vae import encode_batch
 from omnideft.prompts import OmniGenProcessor
-from omnideft.train.batch import BatchBuilder, vae_encode
-from omnideft.train.loss import rectified_flow_loss
 
 
 def load_examples(shards: list, n: int) -> list:
@@ -47,8 +48,7 @@ def denoising_losses(models: dict, vae, tokenizer, examples: list, max_image_siz
             batch = builder(group)
             for r in range(repeats):
                 g = torch.Generator().manual_seed(seed + 1000 * gi + r)
-                x1 = vae_encode(vae, batch["output_pixels"], g)
-                cond = dict(batch, input_img_latents=[vae_encode(vae, pv, g) for pv in batch["input_pixel_values"]])
+                x1, cond = encode_batch(vae, batch, g)
                 losses = rectified_flow_loss(model, x1, cond, g)
                 for task, loss in zip(batch["tasks"], losses.tolist()):
                     per_task[task].append(loss)

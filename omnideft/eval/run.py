@@ -20,7 +20,7 @@ def run_eval(model: str, adapters: list[str], shards: list[str], out: str, sampl
     for path in adapters:
         fresh = load_omnigen(model)  # each adapter on its own untouched base
         camera = load_camera(fresh.transformer, fresh.tokenizer, path)  # before the adapter: it may grow the table
-        peft_model = load_adapter(fresh.transformer, path)
-        results.update(denoising_losses({path: peft_model}, comps.vae, fresh.tokenizer, examples, max_image_size,
+        adapted = load_adapter(fresh.transformer, path)
+        results.update(denoising_losses({path: adapted}, comps.vae, fresh.tokenizer, examples, max_image_size,
                                         repeats=repeats, camera=camera.prompt if camera else None))
     return results, write_tables(results, out, "held-out denoising loss (rectified flow MSE)")

@@ -1,6 +1,5 @@
-"""Generation: in-context instruction composition, OmniGen's CFG sampler, contact sheets."""
+"""Generation: OmniGen's CFG sampler, contact sheets, orbits, validation renders, `omnideft generate`."""
 
-from omnideft.generate.compose import compose_in_context
 from omnideft.generate.sampler import OmniGenSampler
 
-__all__ = ["compose_in_context", "OmniGenSampler"]
+__all__ = ["OmniGenSampler"]

@@ -4,21 +4,20 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
+from omnideft.files import atomic_path
 from omnideft.images import save_image_atomic
 
 STRIP_CELL = 128  # frames in the strip are at most this many pixels high
 
 
 def write_gif(frames: list[Image.Image], path: Path, fps: float) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
     return path
 
 
@@ -37,15 +36,13 @@ def mp4_writer_available() -> bool:
 
 
 def write_mp4(frames: list[Image.Image], path: Path, fps: float) -> Path:
-    import imageio.v2 as imageio
-    import numpy as np
+    import imageio.v2 as imageio  # optional: only when mp4_writer_available()
 
-    tmp = path.with_name(f".tmp-{path.name}")
     # libx264 wants even sides; macro_block_size=1 keeps the frame size as rendered
-    with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1) as writer:
+    with atomic_path(path) as tmp, imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264",
+                                                      macro_block_size=1) as writer:
         for f in frames:
             writer.append_data(np.asarray(f.convert("RGB")))
-    os.replace(tmp, path)
     return path
 
 

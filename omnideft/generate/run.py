@@ -10,16 +10,16 @@ import torch
 
 from omnideft.adapters import load_adapter
 from omnideft.adapters.compose import merge_adapters, parse_adapter_arg
-from omnideft.adapters.folder import read_adapter_meta
+from omnideft.adapters.folder import resolve_model_name
 from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.errors import UserError
 from omnideft.generate.animation import write_orbit
 from omnideft.generate.cameras import camera_prompt_for, requested_cameras
-from omnideft.generate.compose import compose_in_context
 from omnideft.generate.contact_sheet import contact_sheet
 from omnideft.generate.sampler import OmniGenSampler
 from omnideft.images import load_image, save_image_atomic
 from omnideft.model import load_omnigen
+from omnideft.prompts.in_context import compose_in_context
 
 
 @dataclass
@@ -27,7 +27,6 @@ class GenerateRequest:
     prompt: str
     out: str
     model: str | None = None
-    adapter: str | None = None
     adapters: list[str] = field(default_factory=list)  # "PATH[:weight]", several are merged into the base
     images: list[str] = field(default_factory=list)
     examples: list[tuple[str, str]] = field(default_factory=list)
@@ -51,22 +50,6 @@ class GenerateRequest:
     camera_encoding: str = "auto"  # auto | learned | text
 
 
-def resolve_model_name(model: str | None, adapter: str | None) -> str:
-    """--model, else the base the adapter names. A local base that has moved together with its run folder is
-    found as `base/` beside the adapter (the fingerprint check in load_adapter still guards the match)."""
-    if model:
-        return model
-    if adapter:
-        name = read_adapter_meta(adapter).get("base", {}).get("name")
-        if name:
-            sibling = Path(adapter).resolve().parent / "base"
-            looks_local = name.startswith((".", "/")) or Path(name).exists() or name.count("/") != 1
-            if looks_local and not Path(name).exists() and (sibling / "transformer").is_dir():
-                return str(sibling)
-            return name
-    raise UserError("--model is required (the adapter does not name its base model)")
-
-
 def run_generate(req: GenerateRequest) -> dict[str, Path]:
     """Returns the written files by kind: image + sheet, or (orbit) gif, strip, frames and mp4 when possible."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if req.device == "auto" else req.device
@@ -75,7 +58,7 @@ def run_generate(req: GenerateRequest) -> dict[str, Path]:
     cameras = requested_cameras(req.camera, req.camera_from, req.view, req.orbit, req.frames)
     if req.orbit and not req.fps > 0:
         raise UserError(f"--fps {req.fps} must be > 0")
-    adapters = [parse_adapter_arg(a) for a in ([req.adapter] if req.adapter else []) + list(req.adapters)]
+    adapters = [parse_adapter_arg(a) for a in req.adapters]
     first = adapters[0][0] if adapters else None  # the camera conditioning comes with the first adapter
     camera_config = read_camera_config(first) if first else None
     camera_prompt = camera_prompt_for(camera_config, req.camera_encoding, first) if cameras else None

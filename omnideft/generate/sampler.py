@@ -3,7 +3,8 @@ Euler steps of the rectified flow with diffusers' FlowMatchEulerDiscreteSchedule
 
 Given the same weights, seed and settings it reproduces diffusers' OmniGenPipeline pixel for pixel: initial
 latents come from a generator seeded with `seed`, and the input-image VAE samples from a second one with the same
-seed (diffusers draws those from torch's global RNG).
+seed (diffusers draws those from torch's global RNG). Pixels <-> latents go through flow/vae.py, the same
+functions training uses; they honour a VAE's `shift_factor`, which diffusers' pipeline ignores (flow/vae.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from omnideft.flow.vae import vae_decode, vae_encode
 from omnideft.progress import progress_bar
 from omnideft.prompts import NEGATIVE_PROMPT, OmniGenProcessor, collate_prompts
 
@@ -47,7 +49,7 @@ class OmniGenSampler:
         dtype = next(self.transformer.parameters()).dtype
 
         vae_gen = torch.Generator().manual_seed(seed)
-        input_latents = [self._encode(pv, vae_gen) for pv in batch["input_pixel_values"]]
+        input_latents = [vae_encode(self.vae, pv, vae_gen) for pv in batch["input_pixel_values"]]
         f = self.vae_scale_factor
         shape = (1, self.transformer.config.in_channels, height // f, width // f)
         latents = randn_tensor(shape, generator=torch.Generator().manual_seed(seed), device=device,
@@ -73,11 +75,6 @@ class OmniGenSampler:
             latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
         return self._decode(latents)
 
-    def _encode(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        dist = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist
-        return dist.sample(generator).mul_(self.vae.config.scaling_factor)
-
     def _decode(self, latents: torch.Tensor) -> Image.Image:
-        image = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
-        arr = (image / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).float().cpu().numpy()
+        arr = (vae_decode(self.vae, latents) / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).float().cpu().numpy()
         return Image.fromarray((arr * 255).round().astype("uint8"))

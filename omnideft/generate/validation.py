@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omnideft.adapters.fingerprint import base_model_of
 from omnideft.camera.parse import parse_camera
-from omnideft.data.schema import tag_numbers
+from omnideft.data.format.schema import tag_numbers
 from omnideft.errors import UserError
 from omnideft.generate.contact_sheet import contact_sheet, stack_rows
 from omnideft.generate.sampler import OmniGenSampler

@@ -15,12 +15,18 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OmniGenTransformer2DModel
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, PretrainedConfig
 
 from omnideft.errors import UserError
+from omnideft.files import atomic_path
+from omnideft.model.loading import OmniGenComponents, save_base
 
 KEY_MAP: dict[str, str | tuple[str, ...]] = {
     # image side (OmniGen/model.py)
@@ -148,9 +154,6 @@ def transformer_config(cfg: dict, sd: dict[str, torch.Tensor]) -> dict:
 def load_original_weights(src: Path) -> dict[str, torch.Tensor]:
     st, pt = src / "model.safetensors", src / "model.pt"
     if st.is_file():
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(st))
         except (SafetensorError, OSError) as exc:
@@ -171,9 +174,6 @@ def load_original_weights(src: Path) -> dict[str, torch.Tensor]:
 
 def build_transformer(cfg: dict, sd: dict[str, torch.Tensor]):
     """An OmniGenTransformer2DModel holding exactly the converted tensors (strict: missing/extra -> UserError)."""
-    from accelerate import init_empty_weights
-    from diffusers import OmniGenTransformer2DModel
-
     kwargs = transformer_config(cfg, sd)
     converted = original_to_diffusers_state_dict(sd, kwargs["num_attention_heads"], kwargs["num_key_value_heads"])
     with init_empty_weights():  # parameters on meta; buffers (pos_embed, rope) real and then overwritten
@@ -215,29 +215,20 @@ def convert_original_checkpoint(src_dir: str | Path, out_dir: str | Path) -> Pat
 
     has_vae = (src / "vae" / "config.json").is_file()
     has_tok = any((src / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
-    tmp = out.with_name(f".tmp-{out.name}")  # written aside, renamed into place: no half-written output
-    shutil.rmtree(tmp, ignore_errors=True)
-    if has_vae and has_tok:
-        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
-        from transformers import AutoTokenizer, PretrainedConfig
-
-        from omnideft.model.loading import OmniGenComponents, save_base
-
-        try:
-            vae = AutoencoderKL.from_pretrained(str(src / "vae"))
-            # config=: keep AutoTokenizer away from config.json, whose legacy Phi-3 "su" rope_scaling
-            # fails transformers>=5 validation; the class comes from tokenizer_config.json / tokenizer.json.
-            tokenizer = AutoTokenizer.from_pretrained(str(src), config=PretrainedConfig())
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load vae/ or the tokenizer of {src}: {str(exc).splitlines()[0]}") from None
-        scheduler = FlowMatchEulerDiscreteScheduler(invert_sigmas=True, num_train_timesteps=1)
-        save_base(OmniGenComponents(transformer, vae, tokenizer, scheduler, str(src)), tmp)
-    else:
-        tmp.mkdir(parents=True)
-        transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
-    if out.exists():
-        out.rmdir()  # checked empty above
-    tmp.rename(out)
+    with atomic_path(out) as tmp:  # written aside, renamed into place: no half-written output
+        if has_vae and has_tok:
+            try:
+                vae = AutoencoderKL.from_pretrained(str(src / "vae"))
+                # config=: keep AutoTokenizer away from config.json, whose legacy Phi-3 "su" rope_scaling
+                # fails transformers>=5 validation; the class comes from tokenizer_config.json / tokenizer.json.
+                tokenizer = AutoTokenizer.from_pretrained(str(src), config=PretrainedConfig())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot load vae/ or the tokenizer of {src}: {str(exc).splitlines()[0]}") from None
+            scheduler = FlowMatchEulerDiscreteScheduler(invert_sigmas=True, num_train_timesteps=1)
+            save_base(OmniGenComponents(transformer, vae, tokenizer, scheduler, str(src)), tmp)
+        else:
+            tmp.mkdir(parents=True)
+            transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
     return out
 
 

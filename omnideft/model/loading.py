@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -31,6 +32,8 @@ class OmniGenComponents:
 def load_omnigen(name: str = DEFAULT_MODEL_ID, *, revision: str | None = None, dtype: torch.dtype = torch.float32,
                  seed: int = 0) -> OmniGenComponents:
     """`name` is "tiny", a local directory in diffusers layout, or a hub id (needs the network or the HF cache)."""
+    # diffusers and transformers (~10 s to import on a small machine) load only when a model does: this package is
+    # also imported for its target presets (adapters) and by commands that load no model.
     if name == TINY:
         from omnideft.model.tiny import build_tiny
 
@@ -47,7 +50,7 @@ def load_omnigen(name: str = DEFAULT_MODEL_ID, *, revision: str | None = None, d
 
 
 def _load_diffusers_layout(name: str, revision: str | None):
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OmniGenTransformer2DModel
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OmniGenTransformer2DModel  # see load_omnigen
     from transformers import AutoTokenizer
 
     path = Path(name)
@@ -90,7 +93,7 @@ def save_base(components: OmniGenComponents, out_dir: str | Path) -> Path:
     components.scheduler.save_pretrained(out / "scheduler")
     index = {
         "_class_name": "OmniGenPipeline",
-        "_diffusers_version": _version("diffusers"),
+        "_diffusers_version": version("diffusers"),
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
         "tokenizer": ["transformers", type(components.tokenizer).__name__],
         "transformer": ["diffusers", "OmniGenTransformer2DModel"],
@@ -99,8 +102,3 @@ def save_base(components: OmniGenComponents, out_dir: str | Path) -> Path:
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return out
 
-
-def _version(pkg: str) -> str:
-    from importlib.metadata import version
-
-    return version(pkg)

@@ -11,6 +11,8 @@ import re
 
 from torch import nn
 
+from omnideft.errors import UserError
+
 _ATTN = re.compile(r"^layers\.\d+\.self_attn\.(to_q|to_k|to_v|to_out\.0)$")
 _BLOCK_LINEAR = re.compile(r"^layers\.\d+\.")
 _EMBEDDERS = re.compile(r"^(time_token\.linear_[12]|t_embedder\.linear_[12]|norm_out\.linear|proj_out)$")
@@ -28,8 +30,6 @@ def target_module_names(transformer: nn.Module, preset: str | list[str], include
     elif preset == "all-linear":
         chosen = [n for n in linears if _BLOCK_LINEAR.match(n)]
     else:
-        from omnideft.errors import UserError
-
         raise UserError(f"adapter.targets {preset!r} is not a preset {TARGET_PRESETS} or a list of module names")
     if include_embedders:
         chosen += [n for n in linears if _EMBEDDERS.match(n) and n not in chosen]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from omnideft.data.schema import placeholder_mismatch, tag_numbers
+from omnideft.data.format.schema import placeholder_mismatch, tag_numbers
 from omnideft.errors import UserError
 
 TAG = re.compile(r"<\|image_\d+\|>")

@@ -1,1 +1,1 @@
-"""Training: recipe (contract 3), rectified-flow loss, batch building, the loop."""
+"""Training: the recipe (contract 3), setup, the step and the loop, checkpoints and exact resume, engines, logs."""

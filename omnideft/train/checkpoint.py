@@ -22,11 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
+
+from omnideft.adapters import save_adapter
+from omnideft.adapters.fingerprint import base_fingerprint
 
 from omnideft.data.order import rng_state_from_json, rng_state_to_json
 from omnideft.errors import UserError
-from omnideft.files import write_text_atomic
+from omnideft.files import TMP_PREFIX, atomic_path, write_text_atomic
+from omnideft.train.engine import gathered
+from omnideft.train.faults import NO_FAULTS, Faults
 
 STEP_DIR = re.compile(r"^step-(\d{7})$")
 # Recipe keys a resumed run may change: how long, how often, where to log, how to launch.
@@ -55,7 +61,7 @@ def find_resume(out_dir: Path, resume: str | None) -> Path | None:
 
 
 def staging_dir(root: Path, step: int) -> Path:
-    return root / f".tmp-step-{step:07d}"
+    return root / f"{TMP_PREFIX}step-{step:07d}"
 
 
 def commit(root: Path, step: int, keep: int) -> Path:
@@ -64,7 +70,7 @@ def commit(root: Path, step: int, keep: int) -> Path:
     if final.exists():
         shutil.rmtree(final)
     staging_dir(root, step).rename(final)
-    for stale in root.glob(".tmp-step-*"):
+    for stale in root.glob(f"{TMP_PREFIX}step-*"):
         shutil.rmtree(stale, ignore_errors=True)
     if keep > 0:
         for old in complete_checkpoints(root)[:-keep]:
@@ -74,8 +80,6 @@ def commit(root: Path, step: int, keep: int) -> Path:
 
 def check_compatible(checkpoint: Path, recipe: dict, state_now: dict) -> dict:
     """The checkpoint's trainer state; refuses a checkpoint of another recipe, engine or process layout."""
-    import yaml
-
     state = json.loads((checkpoint / "trainer" / "state.json").read_text())
     saved_recipe = yaml.safe_load((checkpoint / "recipe.yaml").read_text())
     diffs = [k for k in _flat_diff(saved_recipe, recipe) if not k.startswith(RESUMABLE_CHANGES)]
@@ -91,8 +95,6 @@ def check_compatible(checkpoint: Path, recipe: dict, state_now: dict) -> dict:
 
 def check_same_base(checkpoint: Path, model) -> None:
     """The checkpoint's adapter was trained on a base of this shape (same test as loading an adapter)."""
-    from omnideft.adapters.fingerprint import base_fingerprint
-
     base = json.loads((checkpoint / "omnideft.json").read_text()).get("base", {})
     have = base_fingerprint(model)
     if base.get("fingerprint") not in (None, have):
@@ -114,9 +116,8 @@ def _flat_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 # --- tensors and RNG ------------------------------------------------------------------------------------------
 
 def save_tensors(tensors: dict, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.rename(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def load_tensors(path: Path) -> dict:
@@ -178,7 +179,7 @@ class LiveRun:
     optimizer: object
     scheduler: object
     noise: torch.Generator
-    trainable: dict  # name -> Parameter of the unwrapped PEFT model
+    trainable: dict  # name -> Parameter of the unwrapped (adapted) model
     base_name: str
     recipe: dict
     layout: dict  # engine, world_size, num_workers: must match on resume
@@ -191,35 +192,33 @@ class LiveRun:
         return self.engine.accelerator
 
     @property
-    def peft_model(self):
+    def adapted(self):
+        """The adapted transformer without the engine's wrapper (a PEFT model, or an own injection's wrapper)."""
         return self.accelerator.unwrap_model(self.model)
+
+    def took(self, reader_state) -> None:
+        """Count a consumed batch and keep its reader's state (data.loader.ReaderState): what resume restores."""
+        self.reader_states[reader_state.reader] = reader_state.state
+        self.consumed += 1
 
 
 def adapter_state(run: LiveRun) -> dict:
     """Full fp32 CPU copies of the trainable parameters on every rank (ZeRO-3 gathers them: all ranks call)."""
-    from omnideft.train.engine import gathered
-
     with gathered(list(run.trainable.values()), run.engine):
         return {n: p.detach().float().cpu().clone() for n, p in run.trainable.items()}
 
 
 def save_adapter_folder(run: LiveRun, folder: Path, step: int, state: dict) -> None:
     """Main process only: the adapter as contract 2 (PEFT files + omnideft.json + recipe.yaml), EMA beside it."""
-    import yaml
-
-    from omnideft.adapters import save_adapter
-
-    save_adapter(run.peft_model, folder, base_name=run.base_name, recipe=run.recipe, step=step, state_dict=state)
+    save_adapter(run.adapted, folder, base_name=run.base_name, recipe=run.recipe, step=step, state_dict=state)
     write_text_atomic(folder / "recipe.yaml", yaml.safe_dump(run.recipe, sort_keys=False))
     if run.ema is not None:
-        save_adapter(run.peft_model, folder / "ema", base_name=run.base_name, recipe=run.recipe, step=step,
+        save_adapter(run.adapted, folder / "ema", base_name=run.base_name, recipe=run.recipe, step=step,
                      state_dict=run.ema.state_dict())
 
 
-def save_checkpoint(run: LiveRun, root: Path, step: int, keep: int) -> Path:
+def save_checkpoint(run: LiveRun, root: Path, step: int, keep: int, faults: Faults = NO_FAULTS) -> Path:
     """All ranks call. Stage, write every part, then publish atomically (see module docstring)."""
-    from omnideft.train.signals import fault
-
     acc = run.accelerator
     main = acc.is_main_process
     tmp = staging_dir(root, step)
@@ -242,7 +241,7 @@ def save_checkpoint(run: LiveRun, root: Path, step: int, keep: int) -> Path:
     rank = acc.process_index
     write_text_atomic(trainer / f"rank-{rank}.json", json.dumps({
         "readers": run.reader_states, "consumed": run.consumed, "rng": rng_state(run.noise)}) + "\n")
-    fault("kill-in-checkpoint", step)
+    faults.fire("kill-in-checkpoint", step)
     acc.wait_for_everyone()
     final = root / f"step-{step:07d}"
     if main:

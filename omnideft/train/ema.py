@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from omnideft.errors import UserError
+
 
 class AdapterEMA:
     def __init__(self, params: dict[str, torch.nn.Parameter], decay: float):
         if not 0.0 < decay < 1.0:
-            from omnideft.errors import UserError
-
             raise UserError(f"train.ema_decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.params = params

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,6 @@ def make_engine(mixed_precision: str, deepspeed_config: str | None, batch_size: 
 
 
 def _single_process_rendezvous() -> None:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -86,7 +85,7 @@ def _single_process_rendezvous() -> None:
 def _skip_cpu_shm_kernel() -> None:
     """DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce kernel on first use (minutes on a small
     machine) that only speeds up CPU inference collectives; CPU training runs (the tests) use plain gloo."""
-    import deepspeed.ops
+    import deepspeed.ops  # DeepSpeed is an optional extra: imported only by runs that use it
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
@@ -153,7 +152,7 @@ def _world_size() -> int:
 def gathered(params: list, engine: Engine):
     """Full values of (possibly ZeRO-3-partitioned) parameters on every rank; all ranks must enter."""
     if engine.zero_stage == 3:
-        import deepspeed
+        import deepspeed  # optional extra, present when ZeRO-3 runs
 
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
             yield

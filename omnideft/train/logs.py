@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
 
 from omnideft.errors import UserError
 
@@ -28,12 +29,10 @@ class RunLog:
         self.metrics = path.open("w")
         self.metrics.writelines(ln + "\n" for ln in kept)
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
             self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1 if start_step else None)
         if wandb_project:
             try:
-                import wandb
+                import wandb  # optional package: only runs that set output.wandb_project need it
             except ImportError:
                 raise UserError("output.wandb_project is set but the `wandb` package is not installed") from None
             self.wandb = wandb.init(project=wandb_project, config=config, dir=str(out), resume="allow")
@@ -58,7 +57,7 @@ class RunLog:
         if self.tb:
             self.tb.add_image(tag, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
         if self.wandb:
-            import wandb
+            import wandb  # present: __init__ imported it
 
             self.wandb.log({tag: wandb.Image(str(path))}, step=step)
 

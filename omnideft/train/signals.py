@@ -1,11 +1,8 @@
 """SIGTERM / SIGUSR1 (SLURM preemption, `scancel`, a job's time limit) become a request to checkpoint and stop
-after the current step; the ranks agree on it inside the step's one collective. `OMNIDEFT_FAULT` injects faults for
-the resume tests: `kill@N` (SIGKILL after step N), `kill-in-checkpoint@N` (SIGKILL while writing step N's
-checkpoint), `sigterm@N` (SIGTERM to itself after step N), `nan-loss@N` (step N's loss becomes NaN)."""
+after the current step; the ranks agree on it inside the step's one collective (train/vote.py)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
@@ -42,17 +39,3 @@ class StopRequests:
     def _handle(self, signum, frame):
         self.received = signal.Signals(signum).name
 
-
-def fault(point: str, step: int) -> bool:
-    """Test hook: act when OMNIDEFT_FAULT names this point and step; True when a passive fault applies."""
-    spec = os.environ.get("OMNIDEFT_FAULT", "")
-    if "@" not in spec:
-        return False
-    kind, at = spec.rsplit("@", 1)
-    if kind != point or int(at) != step:
-        return False
-    if point.startswith("kill"):
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif point == "sigterm":
-        os.kill(os.getpid(), signal.SIGTERM)
-    return True

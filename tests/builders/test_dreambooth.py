@@ -4,7 +4,7 @@ from builder_sources import DREAMBOOTH_PROMPTS, read_samples
 
 from data_builders.check import main as check_main
 from data_builders.dreambooth import main, parse_prompt_file
-from omnideft.data.schema import placeholder_numbers
+from omnideft.data.format.schema import placeholder_numbers
 
 
 def test_subject_reference_and_prior_samples(dreambooth_root, tmp_path):

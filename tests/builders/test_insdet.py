@@ -5,7 +5,7 @@ from builder_sources import decode, read_samples
 
 from data_builders.check import main as check_main
 from data_builders.insdet import main
-from omnideft.data.schema import placeholder_numbers
+from omnideft.data.format.schema import placeholder_numbers
 
 SECRET = "test-secret-key-123"
 

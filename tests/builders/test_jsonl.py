@@ -4,7 +4,7 @@ from builder_sources import decode, read_samples
 
 from data_builders.check import main as check_main
 from data_builders.jsonl import main
-from omnideft.data.schema import placeholder_numbers
+from omnideft.data.format.schema import placeholder_numbers
 
 
 def build(src, out, *extra):

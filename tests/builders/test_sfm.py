@@ -8,7 +8,7 @@ from builder_sources import SFM_MISSING, SFM_VIEWS, decode, read_samples, shard_
 from data_builders.check import main as check_main
 from data_builders.sfm import main
 from omnideft.camera.record import quaternion_angle, scene_scale, vector_to_colmap
-from omnideft.data.schema import placeholder_numbers
+from omnideft.data.format.schema import placeholder_numbers
 
 
 def build(project, out, kind="bin", *extra):

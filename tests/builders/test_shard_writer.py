@@ -6,8 +6,8 @@ from builder_sources import member_names, noise_image
 from PIL import Image
 
 from data_builders.check import main as check_main
-from data_builders.shard_writer import BuiltSample, InputImage, ShardWriter, file_sha256
-from omnideft.data.schema import SampleError
+from omnideft.data.format.schema import SampleError
+from omnideft.data.format.writer import BuiltSample, InputImage, ShardWriter, file_sha256
 
 
 def sample(i: int, n_inputs: int = 2) -> BuiltSample:

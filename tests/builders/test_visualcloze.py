@@ -6,10 +6,10 @@ from builder_sources import CELL, CORRUPT_ROW, decode, graph200k_columns, graph2
 
 from data_builders.check import main as check_main
 from data_builders.merge import main as merge_main
-from data_builders.shard_writer import ShardWriter
 from data_builders.visualcloze import main
 from data_builders.visualcloze_tasks import LOSSLESS_CELLS, REVERSE_SUFFIX, VARIANTS, cell_phrase, column_for
-from omnideft.data.schema import TASK_RE, placeholder_numbers
+from omnideft.data.format.schema import TASK_RE, placeholder_numbers
+from omnideft.data.format.writer import ShardWriter
 
 N = 24
 OLD_BEHAVIOUR = ("--no-shuffle-conditions", "--random-target-prob", "0")  # target last, canonical cell order

@@ -26,14 +26,13 @@ from typing import Any
 
 from PIL import Image
 
-from omnideft.data.schema import SCHEMA, check_key, input_member, output_member, validate_meta
-
-from .images import encode_image
+from omnideft.data.format.images import encode_image
+from omnideft.data.format.schema import SCHEMA, check_key, input_member, output_member, validate_meta
+from omnideft.files import TMP_PREFIX, atomic_path
 
 MANIFEST_FORMAT = "omnideft.manifest/1"
 MANIFEST_NAME = "manifest.json"
 STATE_DIR = ".state"
-TMP_PREFIX = ".tmp-"
 MAX_SKIP_EXAMPLES = 5
 SECRET_ARG_RE = re.compile(r"(key|token|secret|password|passwd|auth)", re.IGNORECASE)
 
@@ -169,9 +168,8 @@ def file_sha256(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")  # parts of a partitioned build may race here
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path, unique=True) as tmp:  # parts of a partitioned build (and captioner workers) may race here
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def redact_args(args: dict[str, Any]) -> dict[str, Any]:

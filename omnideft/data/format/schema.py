@@ -1,4 +1,5 @@
-"""Contract 1 — the `omnideft.sample/1` shard format, shared by data_builders (writers) and the trainer (reader).
+"""Contract 1 — the `omnideft.sample/1` shard format, shared by the writer (format/writer.py) and the reader
+(data/shards.py).
 
 A sample is the tar members sharing one key: `KEY.json`, `KEY.in0.<ext>` … `KEY.in{n-1}.<ext>`, `KEY.out.<ext>`.
 This module only knows names and metadata; it imports nothing heavy.

@@ -1,18 +1,19 @@
-"""Compose an in-context instruction: example (input, output) pairs first, then the query.
+"""In-context instructions: example (input, output) pairs first, then the query.
 
 The layout matches the training shards of the demo and the interleaved builders: example k's images are
-`<|image_{2k-1}|>` → `<|image_{2k}|>`, the query's own images are numbered after them.
+`<|image_{2k-1}|>` → `<|image_{2k}|>`, the query's own images are numbered after them. `omnideft generate` composes
+its prompt here and the demo writes its shards with the same sentence.
 """
 
 from __future__ import annotations
 
 import re
 
-from omnideft.data.schema import TAG_RE, tag_numbers
+from omnideft.data.format.schema import TAG_RE, tag_numbers
 
 
 def example_clause(i: int) -> str:
-    """The sentence for in-context example i (0-based); shared with the demo's training shards."""
+    """The sentence for in-context example i (0-based)."""
     return f"example {i + 1}: <img><|image_{2 * i + 1}|></img> becomes <img><|image_{2 * i + 2}|></img>."
 
 

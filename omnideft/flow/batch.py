@@ -1,5 +1,5 @@
 """Examples -> model inputs: prompt encoding with `<cfg>` condition dropout, the target camera (as `<cam>` + a
-[B, 11] `camera` tensor, or as text), collation, VAE latents."""
+[B, 11] `camera` tensor, or as text), collation; and moving a batch to the device. Latents: flow/vae.py."""
 
 from __future__ import annotations
 
@@ -45,17 +45,6 @@ class BatchBuilder:
         if self.camera and self.camera.encoding == "learned":
             batch["camera"] = torch.tensor(cameras, dtype=torch.float32)
         return batch
-
-
-@torch.no_grad()
-def vae_encode(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """[B,3,H,W] in [-1,1] -> scaled latents, OmniGen's convention (sample, optional shift, times scale)."""
-    dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-    latents = dist.sample(generator) if generator is not None else dist.sample()
-    shift = getattr(vae.config, "shift_factor", None)
-    if shift is not None:
-        latents = latents - shift
-    return latents * vae.config.scaling_factor
 
 
 def to_device(batch: dict, device) -> dict:

@@ -1,0 +1,131 @@
+"""Everything before the first training step: recipe -> a `TrainingRun` (engine, adapted model, optimizer, data,
+logs), restored from a checkpoint when resuming. Checks that need no model (shard globs, the checkpoint's recipe and
+launch layout, engine limits) run before any model loads."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import yaml
+from accelerate.utils import set_seed
+
+from omnideft.adapters import AdapterSpec, apply_adapter
+from omnideft.adapters.optim import build_optimizer, requires_plain_optimizer
+from omnideft.camera.conditioning import setup_camera
+from omnideft.data.loader import ReaderState, ResumableBatches, index_sources, sources_have_cameras
+from omnideft.data.sources import ShardSource, resolve_sources
+from omnideft.errors import UserError
+from omnideft.files import write_text_atomic
+from omnideft.flow.batch import BatchBuilder
+from omnideft.model import OmniGenComponents, load_omnigen, save_base
+from omnideft.progress import progress_bar
+from omnideft.prompts import OmniGenProcessor
+from omnideft.train.checkpoint import LiveRun, check_compatible, check_same_base, find_resume, restore_checkpoint
+from omnideft.train.ema import AdapterEMA
+from omnideft.train.engine import Engine, make_engine
+from omnideft.train.logs import RunLog
+from omnideft.train.recipe import Recipe
+
+
+@dataclass
+class TrainingRun:
+    """What `setup` builds; the step and the after-step read it and advance `step`, `bad_steps` and `task_loss`."""
+    recipe: Recipe
+    out: Path
+    engine: Engine
+    components: OmniGenComponents  # VAE (on the device), tokenizer and scheduler; the transformer is in `live`
+    live: LiveRun  # what a checkpoint captures: model as prepared, optimizer, scheduler, noise, reader states, EMA
+    sources: list[ShardSource]
+    batches: Iterator[tuple[dict, ReaderState]]
+    log: RunLog
+    bar: object  # tqdm; disabled off the main process and without progress
+    start: int  # the step a resumed run continues after (0 for a new run)
+    step: int  # the last finished step
+    started: float = field(default_factory=time.perf_counter)
+    bad_steps: int = 0  # non-finite steps in a row
+    task_loss: dict = field(default_factory=lambda: defaultdict(lambda: [0.0, 0]))  # task -> [sum, count] since log
+
+    @property
+    def accelerator(self):
+        return self.engine.accelerator
+
+
+def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> TrainingRun:
+    """`resume` is None, "latest" or a checkpoint folder."""
+    cfg, out = recipe.train, Path(recipe.output.dir)
+    sources = resolve_sources(recipe.data.shards)  # bad globs and empty shards fail before any model loads
+    indexes = index_sources(sources)
+    engine = make_engine(cfg.mixed_precision, recipe.launch.deepspeed, cfg.batch_size, cfg.grad_clip)
+    acc = engine.accelerator
+    rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
+    spec = AdapterSpec(**vars(recipe.adapter))
+    if engine.deepspeed and (reason := requires_plain_optimizer(spec)):
+        raise UserError(reason)
+    if cfg.ema_decay and engine.zero_stage == 3:
+        raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
+    workers = data_workers(recipe.data.num_workers)
+    layout = {"engine": engine.name, "world_size": world, "num_workers": workers}
+    checkpoint = find_resume(out, resume)
+    if checkpoint is not None:  # refuse another recipe or launch layout before anything is written
+        check_compatible(checkpoint, recipe.to_dict(), layout)
+    elif resume == "latest" and main:
+        print(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from step 0", file=sys.stderr)
+
+    set_seed(cfg.seed)
+    comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
+            save_base(comps, out / "base")
+    model = apply_adapter(comps.transformer, spec)
+    # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
+    camera = setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
+    if cfg.gradient_checkpointing:
+        comps.transformer.enable_gradient_checkpointing()
+    optimizer = build_optimizer(model, spec, cfg.lr, cfg.weight_decay, betas=tuple(cfg.betas))
+    warmup = max(cfg.warmup_steps, 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    comps.vae.to(acc.device)
+    adapted = acc.unwrap_model(model)
+    trainable = {n: p for n, p in adapted.named_parameters() if p.requires_grad}
+    live = LiveRun(engine, model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed * 7919 + rank),
+                   trainable, recipe_base_name(recipe.model.name, out), recipe.to_dict(), layout,
+                   ema=AdapterEMA(trainable, cfg.ema_decay) if cfg.ema_decay and main else None)
+    if checkpoint:
+        check_same_base(checkpoint, adapted)
+    start, data_state = restore_checkpoint(live, checkpoint) if checkpoint else (0, None)
+    if checkpoint and main:
+        print(f"resume: {checkpoint} (step {start})", file=sys.stderr)
+
+    builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size),
+                           recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None)
+    batches = ResumableBatches(sources, indexes, seed=cfg.seed, batch_size=cfg.batch_size,
+                               size_of=builder.output_size, build=builder, rank=rank, world=world,
+                               num_workers=workers, resume=data_state).loader()
+    log = RunLog(out, main, start, recipe.output.tensorboard, recipe.output.wandb_project, recipe.to_dict())
+    bar = progress_bar(total=cfg.max_steps, initial=start, desc="train", disable=not (progress and main))
+    return TrainingRun(recipe, out, engine, comps, live, sources, batches, log, bar, start=start, step=start)
+
+
+def data_workers(setting: int) -> int:
+    """`data.num_workers: -1` (auto): no background workers on a CPU-only machine, where decoding in another process
+    only takes cores from the training threads (measured: benchmarks/trainer.py), else 2 per process."""
+    if setting >= 0:
+        return setting
+    return 2 if torch.cuda.is_available() else 0
+
+
+def recipe_base_name(name: str, out: Path) -> str:
+    """What the adapter records as its base: local folders as absolute paths (a relative `runs/x/base` would read
+    like a hub id `owner/name`), the saved random base for `tiny`, hub ids unchanged."""
+    if name == "tiny":
+        return str((out / "base").resolve())
+    return str(Path(name).resolve()) if Path(name).exists() else name
