@@ -22,6 +22,7 @@ METHODS = {
     "para": "omnideft.adapters.para:PaRa",
     "soda": "omnideft.adapters.soda:SODA",
     "svdiff": "omnideft.adapters.svdiff:SVDiff",
+    "oft": "omnideft.adapters.oft:OFT",
 }
 
 
