@@ -31,6 +31,7 @@ from peft import DeftConfig, LoraConfig, inject_adapter_in_model  # noqa: E402
 
 from omnideft.adapters.fast_deft import use_fast_layers  # noqa: E402
 from omnideft.adapters.optim import build_optimizer  # noqa: E402
+from omnideft.adapters.spec import AdapterSpec  # noqa: E402
 from omnideft.adapters.spectral import SpectralLinear, inject_spectral  # noqa: E402
 from omnideft.model.targets import target_module_names  # noqa: E402
 
@@ -83,8 +84,8 @@ def make_variant(name: str, block: OmniGenBlock, dtype: torch.dtype):
             SpectralLinear.decompose = original
     model.to(dtype)
     params = [p for p in model.parameters() if p.requires_grad]
-    spec = type("Spec", (), {"method": "soda" if name == "soda" else "lora", "p_lr_ratio": 1.0})()
-    opt = build_optimizer(model, spec, lr=1e-4) if name == "soda" else torch.optim.AdamW(params, lr=1e-4)
+    soda = AdapterSpec(method="soda")
+    opt = build_optimizer(model, soda, lr=1e-4) if name == "soda" else torch.optim.AdamW(params, lr=1e-4)
     return model, opt
 
 

@@ -106,13 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_eval)
 
     x = sub.add_parser("export", help="export an adapter as a plain LoRA (PEFT/diffusers/ComfyUI/kohya) or merged",
-                       description="DEFT/PaRa/LoRA become an exact rank-r LoRA for their base weights; SODA/SVDiff "
-                                   "are exported merged or as their best rank-r LoRA (the error is reported).")
+                       description="Every adapted layer exports its method's exact change: LoRA factors (e.g. DEFT, "
+                                   "PaRa, LoRA) as they are; a dense delta (e.g. SODA) merged or as its best rank-r "
+                                   "LoRA (the error is reported).")
     x.add_argument("adapter", help="adapter folder")
     x.add_argument("--format", required=True, help="peft-lora | diffusers | comfyui | kohya | merged")
     x.add_argument("--base", help="base model: hub id, diffusers folder or 'tiny' (default: the adapter's base)")
     x.add_argument("--out", required=True, help="output folder (merged: a diffusers pipeline folder)")
-    x.add_argument("--rank", type=int, help="rank for full-rank adapters (SODA/SVDiff; default: adapter rank)")
+    x.add_argument("--rank", type=int, help="rank for dense deltas (e.g. SODA; default: adapter rank)")
     x.set_defaults(func=_export)
 
     c = sub.add_parser("check-shards", help="verify a shard directory (counts, schema, images, checksums)")

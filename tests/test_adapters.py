@@ -1,6 +1,10 @@
+"""The standard adapter tests, a matrix over every registered method (a new registry line is picked up here), plus
+the DEFT-specific ones."""
+
 import json
 import re
 from contextlib import contextmanager
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -11,6 +15,10 @@ from PIL import Image
 
 from omnideft.adapters import AdapterSpec, apply_adapter, base_fingerprint, load_adapter, save_adapter
 from omnideft.adapters.apply import param_groups
+from omnideft.adapters.export import adapter_deltas, as_lora, merge_deltas, unload
+from omnideft.adapters.optim import build_optimizer
+from omnideft.adapters.registry import METHODS as REGISTERED
+from omnideft.adapters.registry import get_method
 from omnideft.errors import UserError
 from omnideft.flow.loss import rectified_flow_loss
 from omnideft.flow.vae import vae_encode
@@ -18,12 +26,9 @@ from omnideft.model import load_omnigen, target_module_names
 from omnideft.prompts import OmniGenProcessor, collate_prompts
 
 RANK = 4
-METHODS = {  # id -> AdapterSpec kwargs
-    "lora": dict(method="lora"),
-    "deft-relu": dict(method="deft", projector="relu"),
-    "deft-qr": dict(method="deft", projector="qr"),
-    "para": dict(method="para"),
-}
+# id -> AdapterSpec kwargs: every registered method at its defaults, and variants worth their own run
+METHODS = {name: dict(method=name) for name in REGISTERED} | {"deft-qr": dict(method="deft", projector="qr")}
+IDENTITY_AT_INIT = [i for i, kw in METHODS.items() if get_method(kw["method"]).identity_init]
 
 
 @contextmanager
@@ -76,7 +81,7 @@ def _loss(model, batch) -> torch.Tensor:  # same t and noise every call: a fixed
 
 def _train(model, spec, batch, steps: int, lr: float) -> list[float]:
     model.train()
-    opt = torch.optim.AdamW(param_groups(model, spec, lr), betas=(0.9, 0.99))
+    opt = build_optimizer(model, spec, lr, betas=(0.9, 0.99))
     losses = []
     for _ in range(steps):
         loss = _loss(model, batch)
@@ -88,18 +93,36 @@ def _train(model, spec, batch, steps: int, lr: float) -> list[float]:
     return losses
 
 
+def _adapted_layers(model, method_id: str) -> dict:
+    """Adapted layers (modules with a base_layer) of the base transformer, each checked to belong to the method."""
+    method = get_method(METHODS[method_id]["method"])
+    layers = {n: m for n, m in model.get_base_model().named_modules() if hasattr(m, "base_layer")}
+    assert all(method.owns(m) for m in layers.values())
+    return layers
+
+
 @pytest.mark.parametrize("preset,per_layer", [("attn", 4), ("all-linear", 6)])
 @pytest.mark.parametrize("method_id", list(METHODS))
 def test_adapted_modules_per_preset(method_id, preset, per_layer):
     comps, model = _adapted(_spec(method_id, targets=preset))
     base = model.get_base_model()
-    layers = {name for name, mod in base.named_modules() if isinstance(mod, BaseTunerLayer)}
+    layers = _adapted_layers(model, method_id)
     assert len(layers) == per_layer * base.config.num_layers
-    assert layers == set(target_module_names(load_omnigen("tiny").transformer, preset))
+    assert set(layers) == set(target_module_names(load_omnigen("tiny").transformer, preset))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    prefixes = get_method(METHODS[method_id]["method"]).param_prefixes
+    assert trainable and all(any(part.startswith(prefixes) for part in n.split(".")) for n in trainable)
+    groups = param_groups(model, _spec(method_id), lr=1.0)
+    assert sum(len(g["params"]) for g in groups) == len(trainable)
+
+
+@pytest.mark.parametrize("preset", ["attn", "all-linear"])
+@pytest.mark.parametrize("method_id", ["lora", "deft", "deft-qr", "para"])
+def test_rank_r_parameter_counts(method_id, preset):
+    comps, model = _adapted(_spec(method_id, targets=preset))
+    lin = [m.get_base_layer() for m in _adapted_layers(model, method_id).values()]
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     n_train = sum(p.numel() for p in trainable.values())
-    mods = dict(base.named_modules())
-    lin = [mods[n].get_base_layer() for n in layers]
     if method_id == "para":  # only P (out x r)
         assert n_train == sum(RANK * m.out_features for m in lin)
         assert all("deft_P" in n for n in trainable)
@@ -108,7 +131,7 @@ def test_adapted_modules_per_preset(method_id, preset, per_layer):
     assert all(any(s in n for s in ("lora_", "deft_")) for n in trainable)
 
 
-@pytest.mark.parametrize("method_id", ["deft-relu", "deft-qr", "lora"])
+@pytest.mark.parametrize("method_id", IDENTITY_AT_INIT)
 def test_identity_init_equals_base_at_step_0(method_id, batch):
     comps = load_omnigen("tiny")
     base_out = _predict(comps.transformer.eval(), batch)
@@ -118,7 +141,7 @@ def test_identity_init_equals_base_at_step_0(method_id, batch):
     torch.testing.assert_close(out, base_out, rtol=1e-5, atol=4e-6 * base_out.abs().max().item())
 
 
-@pytest.mark.parametrize("method_id", ["deft-relu", "deft-qr"])
+@pytest.mark.parametrize("method_id", ["deft", "deft-qr"])
 def test_paper_init_is_not_identity(method_id, batch):
     comps = load_omnigen("tiny")
     base_out = _predict(comps.transformer.eval(), batch)
@@ -155,7 +178,7 @@ def test_loss_falls_on_a_fixed_batch(method_id, batch):
 
 
 @pytest.mark.parametrize("method_id", list(METHODS))
-def test_saved_adapter_loads_with_stock_peft(method_id, batch, tmp_path):
+def test_saved_adapter_reloads_and_stock_peft_loads_native_ones(method_id, batch, tmp_path):
     spec = _spec(method_id, include_embedders=True)
     comps, model = _adapted(spec, seed=0)
     _train(model, spec, batch, steps=4, lr=1e-2)
@@ -167,21 +190,56 @@ def test_saved_adapter_loads_with_stock_peft(method_id, batch, tmp_path):
     meta = json.loads((folder / "omnideft.json").read_text())
     fresh = load_omnigen("tiny", seed=0)
     assert meta["base"]["fingerprint"] == base_fingerprint(fresh.transformer)
-    assert json.loads((folder / "adapter_config.json").read_text())["peft_type"] == meta["peft_type"]
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config.get("peft_type") == meta["peft_type"]
 
     base_out = _predict(fresh.transformer.eval(), batch)
     assert (trained - base_out).abs().max() > 1e-4  # the adapter is not trivial
-    with _seeded(999):  # a different init RNG: loaded tensors, not init values, must decide the output
-        stock = PeftModel.from_pretrained(fresh.transformer, str(folder)).eval()
-    # omnideft trains with the fused layer; stock PEFT recomputes the same math in another order (fp32 rounding)
-    torch.testing.assert_close(_predict(stock, batch), trained, rtol=1e-5, atol=1e-5 * trained.abs().max().item())
-    merged = stock.merge_and_unload().eval()  # what generation does: fold the adapter into the weights
-    assert not any(isinstance(m, BaseTunerLayer) for m in merged.modules())
-    torch.testing.assert_close(_predict(merged, batch), trained, rtol=1e-5, atol=1e-5 * trained.abs().max().item())
+    if get_method(spec.method).peft_native(spec):
+        with _seeded(999):  # a different init RNG: loaded tensors, not init values, must decide the output
+            stock = PeftModel.from_pretrained(fresh.transformer, str(folder)).eval()
+        # omnideft trains with the fused layer; stock PEFT recomputes the same math in another order (fp32 rounding)
+        torch.testing.assert_close(_predict(stock, batch), trained, rtol=1e-5, atol=1e-5 * trained.abs().max().item())
+        merged = stock.merge_and_unload().eval()  # what generation does: fold the adapter into the weights
+        assert not any(isinstance(m, BaseTunerLayer) for m in merged.modules())
+        torch.testing.assert_close(_predict(merged, batch), trained, rtol=1e-5, atol=1e-5 * trained.abs().max().item())
+    else:  # omnideft's own config: stock PEFT refuses it rather than misreading it
+        assert config["omnideft_method"] == spec.method and meta["peft_type"] is None
+        with pytest.raises(Exception):
+            PeftModel.from_pretrained(fresh.transformer, str(folder))
 
     with _seeded(998):
         ours = load_adapter(load_omnigen("tiny", seed=0).transformer, folder).eval()
     torch.testing.assert_close(_predict(ours, batch), trained, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("method_id", list(METHODS))
+def test_exact_delta_merges_into_the_adapted_model(method_id, batch):
+    """What export and composition use: each layer's LoRA factors or dense delta, folded into the plain base,
+    give the adapted model's output; LoRA formats get the factors, or the best rank-r approximation of a dense
+    delta with its error."""
+    spec = _spec(method_id)
+    _, model = _adapted(spec)
+    _train(model, spec, batch, steps=4, lr=1e-2)
+    want = _predict(model, batch)
+    deltas = adapter_deltas(model)
+    assert set(deltas) == set(_adapted_layers(model, method_id))
+    transformer = unload(model)
+    assert not any(hasattr(m, "base_layer") for m in transformer.modules())
+    merge_deltas(transformer, [(1.0, deltas)])
+    torch.testing.assert_close(_predict(transformer.eval(), batch), want, rtol=1e-5,
+                               atol=2e-6 * want.abs().max().item())  # measured: <= 4e-7 x max
+    factors, err = as_lora(deltas, RANK)
+    assert all(b.shape[1] == a.shape[0] == RANK for b, a in factors.values())
+    if all(isinstance(d, tuple) for d in deltas.values()):
+        assert err == 0.0
+    else:
+        assert 0 < err < 1
+
+
+def test_recipe_method_choices_are_the_registry():
+    choices = {f.name: f.metadata["choices"] for f in fields(AdapterSpec)}["method"]
+    assert choices == tuple(REGISTERED)
 
 
 @pytest.fixture(scope="module")

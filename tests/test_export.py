@@ -153,3 +153,29 @@ def test_load_refuses_unknown_method_config(tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="projector 'lu'"):
         load_adapter(load_omnigen("tiny").transformer, folder)
+
+
+def _peft_folder(tmp_path, config) -> str:
+    """A folder stock PEFT wrote (no omnideft.json), for a config omnideft may not be able to express."""
+    from peft import get_peft_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_omnigen("tiny").transformer, config)
+    model.save_pretrained(str(tmp_path / "peft"))
+    return str(tmp_path / "peft")
+
+
+def test_export_and_composition_refuse_a_layer_no_method_expresses(tmp_path):
+    """Before the method interface, these layers were skipped in silence: an export or merge without them."""
+    from peft import LoHaConfig, LoraConfig
+
+    loha = _peft_folder(tmp_path / "loha", LoHaConfig(r=2, target_modules=["to_q"], init_weights=False))
+    with pytest.raises(UserError, match=r"layers\.0\.self_attn\.to_q \(.*\) belongs to no registered adapter method"):
+        merge_adapters(load_omnigen("tiny").transformer, [(loha, 0.5), (loha, 0.5)])
+    with pytest.raises(UserError, match=r"layers\.0\.self_attn\.to_q .*no registered adapter method"):
+        run_export(loha, "peft-lora", "tiny", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+    dora = _peft_folder(tmp_path / "dora", LoraConfig(r=2, target_modules=["to_v"], use_dora=True))
+    with pytest.raises(UserError, match=r"layers\.0\.self_attn\.to_v \(method lora\) .*DoraLinearVariant"):
+        merge_adapters(load_omnigen("tiny").transformer, [(dora, 1.0)])

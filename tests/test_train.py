@@ -3,6 +3,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
+from omnideft.adapters.registry import METHODS
 from omnideft.demo.dataset import write_shapes_dataset
 from omnideft.errors import UserError
 from omnideft.train.loop import train
@@ -238,10 +239,11 @@ def test_wandb_without_the_package_is_one_line(shards, tmp_path):
     assert_one_line_error(proc, "wandb")
 
 
-@pytest.mark.parametrize("method", ["adapter.method=soda", "adapter.method=svdiff", "adapter.projector=nmf"])
-def test_other_methods_train_save_load_and_resume_exactly(shards, tmp_path, method):
-    """Methods outside PEFT (SODA with its Stiefel optimizer, SVDiff, a non-PEFT projector) go through the same
-    trainer: the adapter reloads onto the base, and stopping at step 2 then resuming gives the same adapter."""
+@pytest.mark.parametrize("method", [f"adapter.method={name}" for name in METHODS] + ["adapter.projector=nmf"])
+def test_every_method_trains_saves_loads_and_resumes_exactly(shards, tmp_path, method):
+    """Every registered method (SODA with its Stiefel optimizer, methods outside PEFT, a non-PEFT projector) goes
+    through the same trainer: the adapter reloads onto the base, and stopping at step 2 then resuming gives the same
+    adapter."""
     from omnideft.adapters import load_adapter
     from omnideft.model import load_omnigen
 

@@ -1,8 +1,8 @@
 """Several adapters at once: `PATH[:weight]` arguments, merged into the base as W + sum_i w_i delta_i.
 
-Each adapter's delta is taken on the untouched base through its LoRA form (export.adapter_deltas), so the
-composition is exact for DEFT/PaRa/LoRA (and SODA/SVDiff, whose dense delta is used) and inference afterwards runs
-the plain transformer: zero overhead.
+Each adapter's delta is taken on the untouched base through its method's exact form (LoRA factors or a dense delta:
+export.adapter_deltas, which stops on a layer without one), so the composition is exact and inference afterwards
+runs the plain transformer: zero overhead.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Adapters as plain LoRA factors, merges and composition.
 
-Every adapted layer has a LoRA form for its base weight W:
-  lora        B = lora_B * alpha/r, A = lora_A
-  deft/para   B = Q_P, A = s R - right^T W   (exact: delta W = Q_P (s R - right^T W); PaRa without the R term)
-  soda/svdiff delta W = W' - W, full rank: exported merged, or as its best rank-r approximation (truncated SVD)
-              with the relative Frobenius error reported
+Every adapted layer has an exact form for its base weight W, given by its method (AdapterMethod.layer_delta):
+LoRA factors (B, A) with delta W = B A (e.g. LoRA: B = lora_B alpha/r, A = lora_A; DEFT: B = Q_P,
+A = s R - right^T W), or a dense delta W' - W (e.g. SODA), exported merged or as its best rank-r approximation
+(truncated SVD) with the relative Frobenius error reported. An adapted layer that no method owns, or that its method
+cannot express, stops the export naming the layer and the method.
 From these: `export_lora` writes PEFT / diffusers / ComfyUI / kohya files, `merge_deltas` folds weighted deltas of
 several adapters into the base (exact composition, zero inference overhead).
 """
@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from omnideft.adapters.registry import all_methods
+from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
 
 LORA_FORMATS = ("peft-lora", "diffusers", "comfyui", "kohya")
@@ -27,25 +29,25 @@ FORMATS = (*LORA_FORMATS, "merged")
 
 
 def adapter_deltas(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor] | torch.Tensor]:
-    """Module name (in the base transformer) -> (B, A) with delta W = B A, or a dense delta W (fp32)."""
-    from peft.tuners.lora import LoraLayer
-
-    from omnideft.adapters.fast_deft import FastDeftLinear
-    from omnideft.adapters.spectral import SpectralLinear
-
-    base = model.get_base_model()
+    """Module name (in the base transformer) -> (B, A) with delta W = B A, or a dense delta W (fp32), for every
+    adapted layer (a module with a `base_layer`); UserError naming the layer when its method cannot say."""
+    methods = all_methods()
     out = {}
     with torch.no_grad():
-        for name, m in base.named_modules():
-            if isinstance(m, FastDeftLinear):
-                (adapter,) = [a for a in m.active_adapters if a in m.deft_P]
-                out[name] = m.lora_factors(adapter)
-            elif isinstance(m, LoraLayer):
-                (adapter,) = [a for a in m.active_adapters if a in m.lora_A]
-                b = m.lora_B[adapter].weight.float() * m.scaling[adapter]
-                out[name] = (b, m.lora_A[adapter].weight.float())
-            elif isinstance(m, SpectralLinear):
-                out[name] = m.merged_weight() - m.base_layer.weight.float()
+        for name, layer in model.get_base_model().named_modules():
+            if not isinstance(getattr(layer, "base_layer", None), nn.Module):
+                continue
+            owners = [m for m in methods if m.owns(layer)]
+            if len(owners) != 1:
+                kind = f"{type(layer).__module__}.{type(layer).__qualname__}"
+                raise UserError(f"adapted layer {name} ({kind}) belongs to "
+                                f"{' and '.join(m.name for m in owners) or 'no registered adapter method'}; "
+                                "its weight change cannot be exported or composed")
+            try:
+                out[name] = owners[0].layer_delta(layer)
+            except UserError as exc:
+                raise UserError(f"adapted layer {name} (method {owners[0].name}) cannot be exported or composed: "
+                                f"{exc}") from None
     return out
 
 
@@ -199,7 +201,7 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
         tmp.rename(out_path)
         return f"merged: {out_path} ({len(deltas)} modules folded into the transformer; diffusers layout)"
     config = read_adapter_config(adapter)
-    rank = rank or config.get("spec", {}).get("rank") or config.get("r") or 32
+    rank = rank or config.get("spec", {}).get("rank") or config.get("r") or AdapterSpec.rank
     factors, err = as_lora(deltas, rank)
     files = export_lora(factors, fmt, out_path, transformer, export_metadata(meta, fmt, str(adapter)))
     dense = sum(not isinstance(d, tuple) for d in deltas.values())

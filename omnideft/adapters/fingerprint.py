@@ -1,24 +1,35 @@
 """A shape fingerprint of the base transformer: adapters refuse to load onto a model of another shape.
 
-Adapter wrappers are ignored (`.base_layer` dropped, adapter tensors and the camera encoder skipped) so a model
-gives the same fingerprint with or without adapters injected.
+Adapter wrappers are ignored (`.base_layer` dropped, the tensors of every registered method - their
+param_prefixes - and the camera encoder skipped) so a model gives the same fingerprint with or without adapters
+injected.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from functools import cache
 
 from torch import nn
 
-ADAPTER_TENSOR = re.compile(r"(^|\.)(lora_|deft_|soda_|svdiff_|camera_conditioning\.)")
+from omnideft.adapters.registry import all_methods
+
+CAMERA = "camera_conditioning."  # the camera conditioning submodule (camera/conditioning.py) rides with adapters
+
+
+@cache
+def adapter_tensor() -> re.Pattern:
+    """Matches the state-dict names of adapter tensors: a name part that starts with a method's prefix."""
+    prefixes = [p for method in all_methods() for p in method.param_prefixes] + [CAMERA]
+    return re.compile(r"(^|\.)(" + "|".join(map(re.escape, prefixes)) + ")")
 
 
 def base_fingerprint(transformer: nn.Module) -> str:
     h = hashlib.sha256(type(base_model_of(transformer)).__name__.encode())
     entries = []
     for name, tensor in base_model_of(transformer).state_dict(keep_vars=True).items():
-        if ADAPTER_TENSOR.search(name):
+        if adapter_tensor().search(name):
             continue
         shape = getattr(tensor, "ds_shape", tensor.shape)  # ZeRO-3 partitions parameters to 0-element tensors
         entries.append((name.replace(".base_layer.", "."), tuple(shape)))

@@ -1,7 +1,7 @@
 """Contract 2 — the adapter folder: `adapter_config.json` + `adapter_model.safetensors` + `omnideft.json`.
 
-Methods PEFT knows (lora, deft relu/qr, para qr/relu) are exactly PEFT's files, loadable by stock PEFT. Everything
-else (other DEFT projectors, soda, svdiff) keeps the same two files with omnideft's own config
+Methods PEFT knows (AdapterMethod.peft_native, e.g. lora, deft relu/qr) are exactly PEFT's files, loadable by stock
+PEFT. Everything else (e.g. other DEFT projectors, soda) keeps the same two files with omnideft's own config
 ({"omnideft_method", "spec", "target_modules"}; no `peft_type`, so stock PEFT refuses it rather than misreading it).
 Extra components (e.g. a camera encoder) ride along as `extra_tensors={"camera": {...}}` -> `camera.safetensors`
 plus `extra_meta` merged into omnideft.json; read them back with read_extra_tensors().
@@ -23,6 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from omnideft.adapters.fingerprint import base_fingerprint
+from omnideft.adapters.registry import all_methods, get_method
+from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
 
 FORMAT = "omnideft.adapter/1"
@@ -53,7 +55,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
                 f.rename(tmp / f.name)
             (tmp / name).rmdir()
         peft_type = str(model.peft_config[name].peft_type.value)
-        if spec is not None and not _peft_native(spec):
+        if spec is not None and not get_method(spec.method).peft_native(spec):
             targets = sorted(model.peft_config[name].target_modules)
             _write_own_config(tmp, spec, spec.method, targets)
             peft_type = None
@@ -83,13 +85,6 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
     return out
-
-
-def _peft_native(spec) -> bool:
-    from omnideft.adapters.registry import METHODS
-
-    method = METHODS[spec.method]
-    return method.peft_native(spec) if hasattr(method, "peft_native") else not hasattr(method, "inject")
 
 
 def _write_own_config(folder: Path, spec, method: str, targets: list[str]) -> None:
@@ -153,8 +148,8 @@ def read_extra_tensors(folder: str | Path, label: str) -> dict[str, torch.Tensor
 
 def load_adapter(transformer: nn.Module, folder: str | Path, adapter_name: str = "default",
                  is_trainable: bool = False) -> nn.Module:
-    """Check the base fingerprint, then load: stock PEFT for PEFT folders (DEFT layers then use the fast
-    forward), the method's own injection for omnideft configs."""
+    """Check the base fingerprint, then load: stock PEFT for PEFT folders (then every method's after_peft_load:
+    DEFT layers use the fast forward), the method's own injection for omnideft configs."""
     meta = read_adapter_meta(folder)
     want = meta.get("base", {}).get("fingerprint")
     have = base_fingerprint(transformer)
@@ -166,19 +161,18 @@ def load_adapter(transformer: nn.Module, folder: str | Path, adapter_name: str =
         return _load_own(transformer, Path(folder), config, adapter_name, is_trainable)
     from peft import PeftModel
 
-    from omnideft.adapters.fast_deft import use_fast_layers
-
     try:
         model = PeftModel.from_pretrained(transformer, str(folder), adapter_name=adapter_name,
                                           is_trainable=is_trainable)
     except Exception as exc:  # safetensors/PEFT errors on truncated or mismatched files
         raise UserError(f"cannot load adapter {folder}: {str(exc).splitlines()[0]}") from None
-    use_fast_layers(model)
+    for method in all_methods():
+        method.after_peft_load(model)
     return model
 
 
 def _load_own(transformer: nn.Module, folder: Path, config: dict, adapter_name: str, is_trainable: bool):
-    from omnideft.adapters.apply import AdapterSpec, apply_adapter
+    from omnideft.adapters.apply import apply_adapter
 
     known = {f.name for f in dataclasses.fields(AdapterSpec)}
     fields = {k: v for k, v in config.get("spec", {}).items() if k in known}

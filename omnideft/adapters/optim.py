@@ -1,12 +1,13 @@
-"""The adapter optimizer: AdamW over param_groups, with a Stiefel (Cayley) Adam step for SODA's rotation factors.
+"""The adapter optimizer: AdamW over param_groups, with a Stiefel (Cayley) Adam step for the groups a method keeps
+orthogonal (AdapterMethod.orthogonal_groups: SODA's rotation factors).
 
-Groups named `rotation` hold square factors X kept orthogonal: the gradient is taken to the Lie algebra
+Those groups hold square factors X kept orthogonal: the gradient is taken to the Lie algebra
 (xi = skew(X^T G)), the Adam moments live there (no vector transport needed) and the step is
 X <- X cayley(-lr m / (sqrt(v) + eps)), an exact rotation, followed by one Newton-Schulz polish
 X <- X (3I - X^T X) / 2 against round-off drift. Every other group gets plain AdamW. The rotation step needs whole
 matrices, so it cannot run on DeepSpeed ZeRO's flattened fp32 partitions: requires_plain_optimizer() gives the
-trainer a one-line reason to refuse, and `adapter.soda_rotation: cayley` is the ZeRO-safe alternative (orthogonal by
-construction, trained by plain AdamW).
+trainer the method's one-line reason to refuse (AdapterMethod.zero_refusal; for SODA, `adapter.soda_rotation:
+cayley` is the ZeRO-safe alternative, orthogonal by construction and trained by plain AdamW).
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from __future__ import annotations
 import torch
 
 from omnideft.adapters.apply import param_groups
+from omnideft.adapters.registry import get_method
 
 
 class StiefelAdamW(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.99), eps: float = 1e-8, weight_decay: float = 0.0):
+    """AdamW, with the Stiefel step for the groups named in `orthogonal`."""
+
+    def __init__(self, params, orthogonal: tuple[str, ...], lr: float = 1e-3, betas=(0.9, 0.99), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self.orthogonal = tuple(orthogonal)  # not a group key: loading an optimizer state keeps it
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -27,7 +33,7 @@ class StiefelAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            stiefel = group.get("name") == "rotation"
+            stiefel = group.get("name") in self.orthogonal
             b1, b2 = group["betas"]
             for x in group["params"]:
                 if x.grad is None:
@@ -60,18 +66,16 @@ class StiefelAdamW(torch.optim.Optimizer):
 
 def requires_plain_optimizer(spec) -> str | None:
     """Why this adapter cannot train under DeepSpeed ZeRO (a one-line reason), or None when it can."""
-    if spec.method == "soda" and getattr(spec, "soda_rotation", "stiefel") == "stiefel":
-        return ("adapter.soda_rotation=stiefel keeps whole rotation matrices orthogonal in the optimizer, which "
-                "DeepSpeed ZeRO partitions; use adapter.soda_rotation=cayley or train without ZeRO")
-    return None
+    return get_method(spec.method).zero_refusal(spec)
 
 
 def build_optimizer(model, spec, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.99)) -> torch.optim.Optimizer:
-    """AdamW over param_groups(model, spec, ...); StiefelAdamW when SODA's rotation factors must stay orthogonal."""
+    """AdamW over param_groups(model, spec, ...); StiefelAdamW when the method keeps some groups orthogonal."""
     groups = param_groups(model, spec, lr, weight_decay)
-    if requires_plain_optimizer(spec) and any(g["name"] == "rotation" for g in groups):
+    orthogonal = [g["name"] for g in groups if g["name"] in get_method(spec.method).orthogonal_groups(spec)]
+    if orthogonal:
         for g in groups:
-            if g["name"] == "rotation":
+            if g["name"] in orthogonal:
                 g["weight_decay"] = 0.0
-        return StiefelAdamW(groups, betas=tuple(betas))
+        return StiefelAdamW(groups, orthogonal, betas=tuple(betas))
     return torch.optim.AdamW(groups, betas=tuple(betas))

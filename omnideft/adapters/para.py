@@ -1,19 +1,18 @@
-"""PaRa (rank reduction) through PEFT's DEFT para mode: W' = W - Q_P right^T W (qr: W - Q Q^T W), only P trains."""
+"""PaRa (rank reduction) through PEFT's DEFT para mode: W' = W - Q_P right^T W (qr: W - Q Q^T W), only P trains,
+at the full learning rate. Not an identity at init; exported exactly as LoRA: B = Q_P, A = -right^T W."""
 
-from omnideft.adapters import deft
+from __future__ import annotations
 
-
-def build_config(spec, target_modules: list[str]):
-    return deft.build_config(spec, target_modules, para=True)
-
-
-def after_inject(model, spec, adapter_name: str) -> None:
-    deft.after_inject(model, spec, adapter_name, para=True)
+from omnideft.adapters.deft import DEFT
 
 
-def peft_native(spec) -> bool:
-    return deft.projector_of(spec, para=True) in deft.PEFT_PROJECTORS
+class PaRa(DEFT):
+    para = True
+    default_projector = "qr"
+    identity_init = False
 
+    def trainable_group(self, param_name: str) -> str:
+        return "P"
 
-def trainable_groups(name: str) -> str:
-    return "P"
+    def lr_ratio(self, group: str, spec) -> float:
+        return 1.0

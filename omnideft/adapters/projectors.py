@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-PEFT_PROJECTORS = ("relu", "qr")  # what peft.DeftConfig knows: these adapters stay loadable by stock PEFT
-PROJECTORS = ("relu", "qr", "ppt", "relu2", "svd", "tsvd", "lrmf", "nmf", "eigen")
+from omnideft.adapters.spec import PROJECTORS  # the names (an option's allowed values); their math is here
+
 _RIDGE = 1e-6  # keeps the r x r Gram solves finite when columns collapse (nmf with dead relu columns)
 
 

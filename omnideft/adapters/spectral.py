@@ -20,9 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROTATIONS = ("stiefel", "cayley")
-VARIANTS = ("svd", "qr")
-
 
 def kron_sizes(n: int, factors: int = 3) -> tuple[int, ...]:
     """Factor n into `factors` sizes with the smallest sum of squares (fewest rotation parameters)."""
@@ -130,6 +127,11 @@ class SpectralLinear(nn.Module):
             left = self.left.float() + self._diag(self.shift.float())
             return left @ right.T
         return (self.left.float() * torch.relu(self.sigma + self.shift.float())) @ right.T
+
+    @torch.no_grad()
+    def delta_weight(self) -> torch.Tensor:
+        """W' - W (fp32): dense, full rank in general."""
+        return self.merged_weight() - self.base_layer.weight.float()
 
     def orthogonality_error(self) -> float:
         with torch.no_grad():

@@ -1,6 +1,7 @@
 """Camera conditioning: the shard camera record and the 11-number vector (record.py, numpy only), COLMAP reading
 (colmap.py), camera strings (parse.py), the `<cam>` token and CameraEncoder (token.py, encoder.py), their
-injection into OmniGen's transformer (conditioning.py) and the prompt wording (prompt.py). docs/camera.md.
+injection into OmniGen's transformer (conditioning.py), the prompt wording (prompt.py) and the recipe's `camera:`
+section (spec.py). docs/camera.md.
 
 Importing this package stays light (numpy): builders use it; torch parts are imported from their modules.
 """

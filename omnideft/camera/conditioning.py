@@ -16,7 +16,7 @@ the adapter folder says how to prompt it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -24,8 +24,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from omnideft.camera.encoder import CameraEncoder
-from omnideft.camera.prompt import ENCODINGS, CameraPrompt
+from omnideft.camera.prompt import CameraPrompt
 from omnideft.camera.record import LAYOUT, VECTOR_SIZE
+from omnideft.camera.spec import ENCODINGS, CameraSpec
 from omnideft.camera.token import CAM_TOKEN, add_camera_token, ensure_embedding_row, initial_row
 from omnideft.errors import UserError
 
@@ -33,15 +34,6 @@ CONFIG_FILE = "camera.json"
 WEIGHTS_FILE = "camera_encoder.safetensors"
 FORMAT = "omnideft.camera/1"
 ATTRIBUTE = "camera_conditioning"
-
-
-@dataclass
-class CameraSpec:
-    encoding: str = "learned"  # learned | text (the recipe's `auto`/`none` are resolved before)
-    encoder_hidden: int = 256
-    encoder_layers: int = 2
-    fourier_bands: int = 4
-    text_decimals: int = 3
 
 
 class CameraConditioning(nn.Module):
@@ -126,7 +118,10 @@ class CameraConditioning(nn.Module):
 
 def attach_camera(transformer: nn.Module, tokenizer, spec: CameraSpec, trainable: bool = True) -> CameraConditioning:
     """Add `<cam>` (learned), register `transformer.camera_conditioning` and its hooks. Call it after the adapter is
-    injected (PEFT freezes everything that is not an adapter) and before the optimizer is built."""
+    injected (PEFT freezes everything that is not an adapter) and before the optimizer is built. Attaching is the
+    decision to use cameras, so `auto` means learned here (setup_camera is where `auto` may mean none)."""
+    if spec.encoding == "auto":
+        spec = replace(spec, encoding="learned")
     hidden = transformer.embed_tokens.embedding_dim
     existing = getattr(transformer, ATTRIBUTE, None)
     if existing is not None:
@@ -145,21 +140,18 @@ def attach_camera(transformer: nn.Module, tokenizer, spec: CameraSpec, trainable
     return cond
 
 
-def setup_camera(transformer: nn.Module, tokenizer, section, has_cameras) -> CameraConditioning | None:
-    """The trainer's one call: resolve the recipe's `camera` section (`auto` asks `has_cameras()`, e.g. whether the
-    shards carry camera records) and attach the conditioning; None when cameras are not used."""
-    encoding = section.encoding
+def setup_camera(transformer: nn.Module, tokenizer, spec: CameraSpec, has_cameras) -> CameraConditioning | None:
+    """The trainer's one call with the recipe's `camera` section: resolve `auto` (asks `has_cameras()`, e.g. whether
+    the shards carry camera records) and attach the conditioning; None when cameras are not used."""
+    encoding = spec.encoding
     if encoding == "auto":
         encoding = "learned" if has_cameras() else "none"
     if encoding == "none":
         return None
     for key, low in (("encoder_hidden", 1), ("encoder_layers", 0), ("fourier_bands", 0), ("text_decimals", 0)):
-        if getattr(section, key) < low:
-            raise UserError(f"recipe key camera.{key} must be >= {low}, got {getattr(section, key)}")
-    spec = CameraSpec(encoding=encoding, encoder_hidden=section.encoder_hidden,
-                      encoder_layers=section.encoder_layers, fourier_bands=section.fourier_bands,
-                      text_decimals=section.text_decimals)
-    return attach_camera(transformer, tokenizer, spec)
+        if getattr(spec, key) < low:
+            raise UserError(f"recipe key camera.{key} must be >= {low}, got {getattr(spec, key)}")
+    return attach_camera(transformer, tokenizer, replace(spec, encoding=encoding))
 
 
 def read_camera_config(folder: str | Path) -> dict | None:

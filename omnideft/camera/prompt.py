@@ -9,8 +9,6 @@ from typing import Sequence
 from omnideft.camera.record import VECTOR_FIELDS
 from omnideft.camera.token import CAM_TOKEN
 
-ENCODINGS = ("learned", "text")
-
 
 def camera_text(vector: Sequence[float], decimals: int = 3) -> str:
     """"f 0.625 cx 0.500 … tz 2.000": each field name followed by its value."""

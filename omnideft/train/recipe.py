@@ -1,7 +1,9 @@
 """Contract 3 — the recipe: one YAML file, sections model/adapter/camera/data/train/validation/launch/output.
 
-Every key has a default and a line of help (`omnideft train --help-recipe` prints them). Unknown keys and wrong
-types fail before any model loads, naming the key. CLI overrides are `key.sub=value` (value parsed as YAML).
+The `adapter` and `camera` sections are the rooms' own specs (adapters.spec.AdapterSpec, camera.spec.CameraSpec);
+the other sections are defined here. Every key is an `options.option`: one default, a line of help (`omnideft train
+--help-recipe` prints them) and its allowed values. Unknown keys and wrong types fail before any model loads, naming
+the key. CLI overrides are `key.sub=value` (value parsed as YAML).
 """
 
 from __future__ import annotations
@@ -9,120 +11,87 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from omnideft.adapters.spec import AdapterSpec
+from omnideft.camera.spec import CameraSpec
 from omnideft.errors import UserError
-
-
-def _f(default, help: str, choices: tuple | None = None):
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, "choices": choices})
-    return field(default=default, metadata={"help": help, "choices": choices})
+from omnideft.options import option
 
 
 @dataclass
 class ModelSection:
-    name: str = _f("Shitao/OmniGen-v1-diffusers", "hub id, local diffusers folder, or 'tiny' (random toy model)")
-    revision: typing.Optional[str] = _f(None, "hub revision (branch, tag or commit)")
-    seed: int = _f(0, "seed for the 'tiny' preset's random weights")
-
-
-@dataclass
-class AdapterSection:
-    method: str = _f("deft", "adapter method (docs/adapters.md)", ("lora", "deft", "para", "soda", "svdiff"))
-    rank: int = _f(32, "adapter rank r (DEFT/PaRa/LoRA); for soda/svdiff the default rank of a LoRA export")
-    targets: typing.Union[str, list] = _f("all-linear", "'attn', 'all-linear', or a list of module names/suffixes")
-    include_embedders: bool = _f(False, "also adapt time-embedding, adaLN and proj_out linears")
-    projector: typing.Optional[str] = _f(None, "DEFT/PaRa projector: relu | qr | ppt | relu2 | svd | tsvd | lrmf | "
-                                         "nmf | eigen (default relu; qr for para); relu and qr stay PEFT files")
-    alpha: typing.Optional[float] = _f(None, "injection scale alpha (scale alpha/r); null = 1 for DEFT, r for LoRA")
-    dropout: float = _f(0.0, "dropout on the adapter input")
-    init: str = _f("identity", "identity: adapter = base at step 0; paper: random R (DEFT) / spectrum shift 1e-3 "
-                   "(SODA, SVDiff) as the authors ran it", ("identity", "paper"))
-    p_lr_ratio: float = _f(0.1, "learning rate of DEFT's P relative to train.lr (authors: 0.1)")
-    soda_variant: str = _f("svd", "SODA form: svd (tuned singular values) or qr (tuned LQ diagonal)", ("svd", "qr"))
-    soda_rotation: str = _f("stiefel", "SODA rotation factors: stiefel (kept orthogonal by the optimizer; not under "
-                            "DeepSpeed ZeRO) or cayley (orthogonal by construction, any optimizer)",
-                            ("stiefel", "cayley"))
-
-
-@dataclass
-class CameraSection:
-    encoding: str = _f("auto", "how the target camera conditions the model (docs/camera.md): learned = `<cam>` token "
-                       "+ CameraEncoder, text = the 11 numbers written into the instruction, none = ignore cameras, "
-                       "auto = learned when the shards carry camera records, else none",
-                       ("auto", "learned", "text", "none"))
-    encoder_hidden: int = _f(256, "CameraEncoder MLP width")
-    encoder_layers: int = _f(2, "CameraEncoder hidden layers")
-    fourier_bands: int = _f(4, "sin/cos frequency bands per camera feature (0 = raw features only)")
-    text_decimals: int = _f(3, "decimals per number with encoding text")
+    name: str = option("Shitao/OmniGen-v1-diffusers", "hub id, local diffusers folder, or 'tiny' (random toy model)")
+    revision: typing.Optional[str] = option(None, "hub revision (branch, tag or commit)")
+    seed: int = option(0, "seed for the 'tiny' preset's random weights")
 
 
 @dataclass
 class DataSection:
-    shards: list = _f([], "list of shard globs (str) or {path, weight} mixing entries")
-    max_image_size: int = _f(1024, "long-side cap for input and output images (multiple of 16)")
-    condition_dropout: float = _f(0.01, "probability that instruction+images become '<cfg>' (for CFG)")
-    num_workers: int = _f(-1, "background processes decoding and batching samples per training process (0 = in the "
+    shards: list = option([], "list of shard globs (str) or {path, weight} mixing entries")
+    max_image_size: int = option(1024, "long-side cap for input and output images (multiple of 16)")
+    condition_dropout: float = option(0.01, "probability that instruction+images become '<cfg>' (for CFG)")
+    num_workers: int = option(-1, "background processes decoding and batching samples per training process (0 = in the "
                           "training process; -1 = auto: 0 without CUDA, where they would compete with the training "
                           "threads for the same cores, else 2); part of the data order, so a resumed run keeps it")
 
 
 @dataclass
 class TrainSection:
-    max_steps: int = _f(1000, "optimizer steps")
-    batch_size: int = _f(1, "samples per process per step")
-    lr: float = _f(1e-4, "learning rate (of R for DEFT)")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    betas: list = _f([0.9, 0.99], "AdamW betas")
-    warmup_steps: int = _f(0, "linear warm-up steps, then constant")
-    grad_clip: float = _f(1.0, "max gradient norm (0 = off)")
-    mixed_precision: str = _f("no", "autocast dtype for the transformer", ("no", "bf16", "fp16"))
-    gradient_checkpointing: bool = _f(False, "recompute block activations in backward")
-    seed: int = _f(0, "seed for data order, noise and timesteps")
-    checkpoint_every: int = _f(500, "save a resumable checkpoint (adapter + optimizer, RNG, data position) every N "
+    max_steps: int = option(1000, "optimizer steps")
+    batch_size: int = option(1, "samples per process per step")
+    lr: float = option(1e-4, "learning rate (of R for DEFT)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    betas: list = option([0.9, 0.99], "AdamW betas")
+    warmup_steps: int = option(0, "linear warm-up steps, then constant")
+    grad_clip: float = option(1.0, "max gradient norm (0 = off)")
+    mixed_precision: str = option("no", "autocast dtype for the transformer", ("no", "bf16", "fp16"))
+    gradient_checkpointing: bool = option(False, "recompute block activations in backward")
+    seed: int = option(0, "seed for data order, noise and timesteps")
+    checkpoint_every: int = option(500, "save a resumable checkpoint (adapter + optimizer, RNG, data position) every N "
                                "steps and at the last step (0 = only the final adapter)")
-    keep_checkpoints: int = _f(3, "how many step checkpoints stay on disk (older ones are deleted; 0 = keep all)")
-    ema_decay: typing.Optional[float] = _f(None, "EMA of the adapter weights (e.g. 0.999), saved as adapter/ema/; "
+    keep_checkpoints: int = option(3, "how many step checkpoints stay on disk (older ones are deleted; 0 = keep all)")
+    ema_decay: typing.Optional[float] = option(None, "EMA of the adapter weights (e.g. 0.999), saved as adapter/ema/; "
                                            "null = off")
-    max_bad_steps: int = _f(5, "a non-finite loss or gradient skips the step; stop after this many in a row")
-    log_every: int = _f(10, "print a loss line every N steps when the progress bar is off (--no-progress)")
+    max_bad_steps: int = option(5, "a non-finite loss or gradient skips the step; stop after this many in a row")
+    log_every: int = option(10, "print a loss line every N steps when the progress bar is off (--no-progress)")
 
 
 @dataclass
 class ValidationSection:
-    every: int = _f(0, "render validation prompts every N steps (0 = off); also rendered after the last step")
-    prompts: list = _f([], "list of {prompt, images: [paths], height, width} rendered at validation")
-    steps: int = _f(20, "sampler steps at validation")
-    guidance: float = _f(2.5, "text CFG scale at validation")
-    image_guidance: float = _f(1.6, "image CFG scale at validation")
-    seed: int = _f(0, "sampler seed at validation (fixed, so images are comparable across steps)")
+    every: int = option(0, "render validation prompts every N steps (0 = off); also rendered after the last step")
+    prompts: list = option([], "list of {prompt, images: [paths], height, width} rendered at validation")
+    steps: int = option(20, "sampler steps at validation")
+    guidance: float = option(2.5, "text CFG scale at validation")
+    image_guidance: float = option(1.6, "image CFG scale at validation")
+    seed: int = option(0, "sampler seed at validation (fixed, so images are comparable across steps)")
 
 
 @dataclass
 class LaunchSection:
-    config: typing.Optional[str] = _f(None, "accelerate config YAML; `omnideft train` then re-launches itself "
+    config: typing.Optional[str] = option(None, "accelerate config YAML; `omnideft train` then re-launches itself "
                                       "with `accelerate launch --config_file` (null = this process)")
-    deepspeed: typing.Optional[str] = _f(None, "DeepSpeed JSON config (ZeRO stage etc.) used when this process was "
+    deepspeed: typing.Optional[str] = option(None, "DeepSpeed JSON config (ZeRO stage etc.) used when this process was "
                                          "started by torchrun / srun / deepspeed; null = DDP or single process")
 
 
 @dataclass
 class OutputSection:
-    dir: str = _f("runs/omnideft", "output directory: adapter/, checkpoints/, logs, resolved recipe")
-    tensorboard: bool = _f(True, "write TensorBoard scalars and validation grids to <dir>/tensorboard")
-    wandb_project: typing.Optional[str] = _f(None, "also log to this Weights & Biases project (needs `wandb`)")
+    dir: str = option("runs/omnideft", "output directory: adapter/, checkpoints/, logs, resolved recipe")
+    tensorboard: bool = option(True, "write TensorBoard scalars and validation grids to <dir>/tensorboard")
+    wandb_project: typing.Optional[str] = option(None, "also log to this Weights & Biases project (needs `wandb`)")
 
 
 @dataclass
 class Recipe:
     model: ModelSection = field(default_factory=ModelSection)
-    adapter: AdapterSection = field(default_factory=AdapterSection)
-    camera: CameraSection = field(default_factory=CameraSection)
+    adapter: AdapterSpec = field(default_factory=AdapterSpec)
+    camera: CameraSpec = field(default_factory=CameraSpec)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
@@ -219,7 +188,7 @@ def build_recipe(raw: dict) -> Recipe:
 
 def _check_type(name: str, value, hint, choices):
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    allowed = args if origin is typing.Union else (hint,)
+    allowed = args if origin in (typing.Union, types.UnionType) else (hint,)
     if value is None:
         if type(None) in allowed:
             return None

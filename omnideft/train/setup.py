@@ -15,7 +15,7 @@ import torch
 import yaml
 from accelerate.utils import set_seed
 
-from omnideft.adapters import AdapterSpec, apply_adapter
+from omnideft.adapters import apply_adapter
 from omnideft.adapters.optim import build_optimizer, requires_plain_optimizer
 from omnideft.camera.conditioning import setup_camera
 from omnideft.data.loader import ReaderState, ResumableBatches, index_sources, sources_have_cameras
@@ -64,7 +64,7 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     engine = make_engine(cfg.mixed_precision, recipe.launch.deepspeed, cfg.batch_size, cfg.grad_clip)
     acc = engine.accelerator
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
-    spec = AdapterSpec(**vars(recipe.adapter))
+    spec = recipe.adapter  # the recipe's adapter section is the AdapterSpec
     if engine.deepspeed and (reason := requires_plain_optimizer(spec)):
         raise UserError(reason)
     if cfg.ema_decay and engine.zero_stage == 3:
