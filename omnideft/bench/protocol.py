@@ -1,0 +1,60 @@
+"""The protocol interface: which jobs to generate from the inputs, and which metrics score each job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from omnideft.bench.job import Job
+from omnideft.data.indexed import ShardIndex
+from omnideft.data.schema import SampleError
+from omnideft.data.shards import Example, decode_sample
+from omnideft.data.sources import resolve_sources
+from omnideft.errors import UserError
+
+
+@dataclass
+class ProtocolInputs:
+    shards: list[str] = field(default_factory=list)
+    prompts: str | None = None  # prompt list file (retention)
+    metrics: list[str] | None = None  # replaces the protocol's default metrics where it allows that
+    images_per_prompt: int = 1
+
+
+class Protocol:
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for --help
+    uses_shards: ClassVar[bool] = True
+    metrics_override: ClassVar[bool] = True  # False: metrics follow the task (visualcloze)
+
+    def __init__(self, inputs: ProtocolInputs):
+        if self.uses_shards and not inputs.shards:
+            raise UserError(f"bench {self.name} needs --shards (test shards of the build command in docs/eval.md)")
+        if inputs.metrics and not self.metrics_override:
+            raise UserError(f"bench {self.name} chooses metrics per task; --metrics is not allowed")
+        self.inputs = inputs
+
+    def identity(self) -> dict:
+        """What the jobs depend on, for the output folder's resume check."""
+        return {"shards": [str(Path(s).resolve()) for s in self.inputs.shards], "prompts": self.inputs.prompts,
+                "metrics": self.inputs.metrics, "images_per_prompt": self.inputs.images_per_prompt}
+
+    def jobs(self) -> Iterator[Job]:
+        raise NotImplementedError
+
+
+def shard_examples(shards: list[str]) -> Iterator[tuple[str, str, Example]]:
+    """(job id, shard url, example) for every readable sample, sources in the order given, shards and samples in
+    order. The id is the sample key, prefixed with the source's position when several sources are given (two
+    builds number their keys alike)."""
+    sources = resolve_sources(shards)
+    for k, source in enumerate(sources):
+        index = ShardIndex(source.urls)
+        for i in range(len(index)):
+            try:
+                ex = decode_sample(index.read(i))
+            except SampleError:
+                continue
+            yield (f"{k}-{ex.key}" if len(sources) > 1 else ex.key), index.urls[index.samples[i].shard], ex
