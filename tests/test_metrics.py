@@ -223,3 +223,13 @@ def test_every_metric_documents_its_formula_and_direction():
         assert cls.name == name and cls.summary and isinstance(cls.higher_is_better, bool)
         assert set(cls.needs) <= {"ref", "prompt", "cond"}
         assert all(hasattr(MetricOptions(), s) for s in cls.settings)
+
+
+def test_docs_describe_every_metric_and_protocol():
+    from pathlib import Path
+
+    from omnideft.bench.protocols import PROTOCOLS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "eval.md").read_text()
+    for name in [*METRICS, *PROTOCOLS]:
+        assert f"`{name}`" in text, name
