@@ -11,7 +11,7 @@ from omnideft.bench.job import Job
 from omnideft.data.indexed import ShardIndex
 from omnideft.data.schema import SampleError
 from omnideft.data.shards import Example, decode_sample
-from omnideft.data.sources import resolve_sources
+from omnideft.data.sources import ShardSource, resolve_sources
 from omnideft.errors import UserError
 
 
@@ -45,16 +45,21 @@ class Protocol:
         raise NotImplementedError
 
 
+def source_examples(source: ShardSource) -> Iterator[tuple[str, Example]]:
+    """(shard url, example) for every readable sample of one source, shards and samples in order."""
+    index = ShardIndex(source.urls)
+    for i in range(len(index)):
+        try:
+            ex = decode_sample(index.read(i))
+        except SampleError:
+            continue
+        yield index.urls[index.samples[i].shard], ex
+
+
 def shard_examples(shards: list[str]) -> Iterator[tuple[str, str, Example]]:
-    """(job id, shard url, example) for every readable sample, sources in the order given, shards and samples in
-    order. The id is the sample key, prefixed with the source's position when several sources are given (two
-    builds number their keys alike)."""
+    """(job id, shard url, example) for every readable sample, sources in the order given. The id is the sample key,
+    prefixed with the source's position when several sources are given (two builds number their keys alike)."""
     sources = resolve_sources(shards)
     for k, source in enumerate(sources):
-        index = ShardIndex(source.urls)
-        for i in range(len(index)):
-            try:
-                ex = decode_sample(index.read(i))
-            except SampleError:
-                continue
-            yield (f"{k}-{ex.key}" if len(sources) > 1 else ex.key), index.urls[index.samples[i].shard], ex
+        for url, ex in source_examples(source):
+            yield (f"{k}-{ex.key}" if len(sources) > 1 else ex.key), url, ex

@@ -17,10 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from omnideft.bench.job import Job
-from omnideft.bench.protocol import Protocol
-from omnideft.data.indexed import ShardIndex
-from omnideft.data.schema import SampleError
-from omnideft.data.shards import decode_sample
+from omnideft.bench.protocol import Protocol, source_examples
 from omnideft.data.sources import resolve_sources
 from omnideft.errors import UserError
 
@@ -48,15 +45,7 @@ class SubjectProtocol(Protocol):
             manifest = read_manifest(source.urls, source.pattern)
             args, extra = manifest.get("args", {}), manifest["extra"]
             subject = args.get("subject") or Path(str(args.get("src", "subject"))).name
-            index = ShardIndex(source.urls)
-            refs = []
-            for i in range(len(index)):
-                try:
-                    ex = decode_sample(index.read(i))
-                except SampleError:
-                    continue
-                if ex.task == "dreambooth/subject":
-                    refs.append(ex.output)
+            refs = [ex.output for _, ex in source_examples(source) if ex.task == "dreambooth/subject"]
             if not refs:
                 raise UserError(f"--shards {source.pattern}: no dreambooth/subject samples (reference images)")
             ref_ids = [f"{subject}/{k:02d}" for k in range(len(refs))]

@@ -58,14 +58,18 @@ class ScoreTable:
         text = self.rows.get(name, {}).get(metric) or "nan"
         return float(text)
 
-    def put(self, item: ScoreItem, metric: str, value: float) -> None:
+    def touch(self, item: ScoreItem) -> dict[str, str]:
+        """The item's row, created (with its group and extra columns) if new."""
         row = self.rows.setdefault(item.name, {"name": item.name})
         row["group"] = item.group
         row.update(item.columns)
-        row[metric] = "nan" if math.isnan(value) else repr(round(value, 6))
-        for col in [*item.columns, metric]:
-            if col not in self.columns:
-                self.columns.append(col)
+        self.columns += [c for c in item.columns if c not in self.columns]
+        return row
+
+    def put(self, item: ScoreItem, metric: str, value: float) -> None:
+        self.touch(item)[metric] = "nan" if math.isnan(value) else repr(round(value, 6))
+        if metric not in self.columns:
+            self.columns.append(metric)
 
     def save(self) -> None:
         metric_cols = [m for m in METRICS if m in self.columns]
@@ -123,6 +127,9 @@ def score_items(items: list[ScoreItem], metrics: list[str], options: MetricOptio
         dup = sorted({n for n in names if names.count(n) > 1})
         raise UserError(f"duplicate prediction names: {', '.join(dup[:5])}")
     check_needs(items, metrics)
+    for it in items:
+        table.touch(it)  # every item has a row, even when only set metrics (FID) are asked for
+    table.save()
     pair = {m: metric_class(m)(options) for m in metrics if metric_class(m).per_image}
     todo = [it for it in items if any(not table.has(it.name, m) for m in pair)]
     for chunk in progress_bar(list(_chunks(todo, options.batch_size)), desc="score", disable=not progress):
