@@ -151,6 +151,8 @@ def test_subject_and_retention_protocols(dreambooth_root, metric_models, tmp_pat
     assert code == 2 and "error:" in err
     code, err = bench(capsys, "retention", *GEN, "--metrics", "clip_i", "--out", str(tmp_path / "y"), *flags)
     assert code == 2 and "no reference images" in err
+    code, err = bench(capsys, "retention", *GEN, *subjects[:2], "--out", str(tmp_path / "y"), *flags)
+    assert code == 2 and "reads no shards" in err
     code, err = bench(capsys, "--compare", str(sub), str(ret), "--out", str(tmp_path / "z"))
     assert code == 2 and "different protocols" in err
     code, err = bench(capsys, "--compare", str(sub), "--out", str(tmp_path / "z"))

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 COLORS = [(55, 126, 184), (228, 26, 28), (77, 175, 74), (152, 78, 163), (255, 127, 0), (166, 86, 40),
           (247, 129, 191), (153, 153, 153)]
-PANEL_W, PANEL_H, MARGIN = 240, 170, 24
+PANEL_W, PANEL_H, MARGIN = 260, 170, 24
 
 
 def bar_chart(panels: list[dict], labels: list[str], columns: int = 4) -> Image.Image:
@@ -30,16 +30,16 @@ def bar_chart(panels: list[dict], labels: list[str], columns: int = 4) -> Image.
 
 
 def _panel(d: ImageDraw.ImageDraw, x0: int, y0: int, panel: dict, n: int) -> None:
-    d.text((x0 + 6, y0 + 4), panel["title"][:38], fill="black")
+    d.text((x0 + 6, y0 + 4), panel["title"][:44], fill="black")
     values = [v for v in panel["values"] if v is not None and math.isfinite(v)]
     top, bottom = y0 + MARGIN, y0 + PANEL_H - MARGIN
-    d.line([x0 + MARGIN, bottom, x0 + PANEL_W - 8, bottom], fill="black")
     if not values:
         d.text((x0 + MARGIN, top + 40), "no finite values", fill="gray")
         return
     lo, hi = min(0.0, min(values)), max(0.0, max(values))
     span = (hi - lo) or 1.0
     zero = bottom - (0 - lo) / span * (bottom - top)
+    d.line([x0 + MARGIN, zero, x0 + PANEL_W - 8, zero], fill="black")
     width = (PANEL_W - MARGIN - 16) / max(n, 1)
     for i, v in enumerate(panel["values"]):
         if v is None or not math.isfinite(v):

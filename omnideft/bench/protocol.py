@@ -26,12 +26,16 @@ class ProtocolInputs:
 class Protocol:
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for --help
-    uses_shards: ClassVar[bool] = True
+    uses_shards: ClassVar[bool] = True  # False: the jobs come from --prompts (retention)
     metrics_override: ClassVar[bool] = True  # False: metrics follow the task (visualcloze)
 
     def __init__(self, inputs: ProtocolInputs):
         if self.uses_shards and not inputs.shards:
             raise UserError(f"bench {self.name} needs --shards (test shards of the build command in docs/eval.md)")
+        if self.uses_shards and inputs.prompts:
+            raise UserError(f"bench {self.name} takes its prompts from the shards; --prompts is for retention")
+        if not self.uses_shards and inputs.shards:
+            raise UserError(f"bench {self.name} reads no shards; its prompts come from --prompts FILE")
         if inputs.metrics and not self.metrics_override:
             raise UserError(f"bench {self.name} chooses metrics per task; --metrics is not allowed")
         self.inputs = inputs
