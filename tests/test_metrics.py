@@ -12,6 +12,7 @@ from PIL import Image
 
 from omnideft.errors import UserError
 from omnideft.eval.metrics import METRICS, MetricBatch, MetricOptions, parse_metrics
+from omnideft.eval.metrics.base import NEEDS
 from tests.metric_models import save_aesthetic, save_clip, save_inception
 
 
@@ -221,7 +222,7 @@ def test_bad_metric_names_and_model_folders_are_one_line_errors(tmp_path, models
 def test_every_metric_documents_its_formula_and_direction():
     for name, cls in METRICS.items():
         assert cls.name == name and cls.summary and isinstance(cls.higher_is_better, bool)
-        assert set(cls.needs) <= {"ref", "prompt", "cond"}
+        assert set(cls.needs) <= set(NEEDS)
         assert all(hasattr(MetricOptions(), s) for s in cls.settings)
 
 

@@ -51,9 +51,6 @@ class MetricBatch:
         self.prompt = self.prompt or [None] * n
         self.cond = self.cond or [None] * n
 
-    def cond_or_ref(self) -> list[Image.Image | None]:
-        return [c if c is not None else r for c, r in zip(self.cond, self.ref)]
-
 
 class Metric:
     name: ClassVar[str]
