@@ -23,6 +23,7 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in score tables
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -95,15 +96,55 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_demo)
 
-    e = sub.add_parser("eval", help="held-out denoising loss per task: base vs adapters (CSV/JSON/Markdown)")
-    e.add_argument("--model", required=True, help="base: hub id, diffusers folder or 'tiny'")
-    e.add_argument("--adapter", action="append", default=[], help="adapter folder (repeatable)")
-    e.add_argument("--shards", action="append", required=True, help="held-out shard glob or directory (repeatable)")
-    e.add_argument("--out", required=True, help="output stem: writes OUT.csv, OUT.json, OUT.md")
-    e.add_argument("--samples", type=int, default=64, help="samples evaluated (first N in shard order)")
-    e.add_argument("--repeats", type=int, default=2, help="noise draws per sample")
-    e.add_argument("--max-image-size", type=int, default=1024)
+    e = sub.add_parser("eval", help="score images (--pred/--ref folders) or held-out denoising loss (--model/--shards)",
+                       description="Two modes. Folder scoring: omnideft eval --pred DIR --ref DIR --metrics "
+                                   "clip_i,dino_v1,... --out DIR (pairs matched by file name; docs/eval.md). "
+                                   "Denoising: omnideft eval --model M --shards S --out STEM: held-out rectified-"
+                                   "flow loss per task for the base and each adapter.")
+    e.add_argument("--model", help="denoising mode: base hub id, diffusers folder or 'tiny'")
+    e.add_argument("--adapter", action="append", default=[], help="denoising mode: adapter folder (repeatable)")
+    e.add_argument("--shards", action="append", help="denoising mode: held-out shard glob or directory (repeatable)")
+    e.add_argument("--out", required=True, help="folder mode: output folder (scores.csv, summary.json, summary.md); "
+                                                "denoising mode: output stem (OUT.csv, OUT.json, OUT.md)")
+    e.add_argument("--samples", type=int, default=64, help="denoising mode: samples evaluated (first N in shard order)")
+    e.add_argument("--repeats", type=int, default=2, help="denoising mode: noise draws per sample")
+    e.add_argument("--max-image-size", type=int, default=1024, help="denoising mode: longest image side")
+    e.add_argument("--pred", metavar="DIR", help="folder mode: generated images")
+    e.add_argument("--ref", metavar="DIR", help="folder mode: reference images, matched to --pred by file stem")
+    e.add_argument("--cond", metavar="DIR", help="folder mode: condition images (edge/depth maps) for canny_f1 and "
+                                                 "depth_rmse (default: derived from --ref)")
+    e.add_argument("--prompts", metavar="FILE", help="folder mode: JSON object {image stem: prompt} for clip_t")
+    e.add_argument("--metrics", help="folder mode: comma list, e.g. clip_i,dino_v1,ssim (see docs/eval.md)")
+    _add_metric_flags(e)
     e.set_defaults(func=_eval)
+
+    b = sub.add_parser("bench", help="benchmark protocol: generate with fixed seeds, score, tables; or --compare runs",
+                       description="omnideft bench PROTOCOL --model M [--adapter A ...] --shards TEST_SHARDS --out DIR "
+                                   "(protocols: visualcloze, subject, retention; resumable), or omnideft bench "
+                                   "--compare DIR_A DIR_B ... --out DIR (paper-style table and bar chart).")
+    b.add_argument("protocol", nargs="?", help="visualcloze | subject | retention")
+    b.add_argument("--compare", nargs="+", metavar="DIR", help="compare finished runs (their summary.json)")
+    b.add_argument("--model", help="base: hub id, diffusers folder or 'tiny' (default: the adapter's base)")
+    b.add_argument("--adapter", action="append", default=[], metavar="PATH[:WEIGHT]",
+                   help="adapter folder, optionally weighted; repeatable: several are merged into the base")
+    b.add_argument("--label", help="name of this run in comparisons (default: adapter folder name, or base)")
+    b.add_argument("--shards", action="append", default=[], help="test shard glob or directory (repeatable)")
+    b.add_argument("--prompts", metavar="FILE", help="retention: prompt list, one per line (default: built in)")
+    b.add_argument("--metrics", help="subject / retention: comma list replacing the protocol's metrics")
+    b.add_argument("--images-per-prompt", type=int, default=1, help="subject / retention: seeds per prompt")
+    b.add_argument("--limit", type=int, help="only the first N jobs (a quick look; resumes into the full run)")
+    b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--seed", type=int, default=0, help="job i is generated with seed SEED + i")
+    b.add_argument("--steps", type=int, default=50)
+    b.add_argument("--guidance", type=float, default=2.5, help="text CFG scale")
+    b.add_argument("--image-guidance", type=float, default=1.6, help="image CFG scale (with input images)")
+    b.add_argument("--height", type=int, default=1024, help="text-only jobs: output height (in-context jobs use "
+                                                            "their target's size)")
+    b.add_argument("--width", type=int, default=1024, help="text-only jobs: output width")
+    b.add_argument("--max-input-image-size", type=int, default=1024)
+    b.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    _add_metric_flags(b)
+    b.set_defaults(func=_bench)
 
     x = sub.add_parser("export", help="export an adapter as a plain LoRA (PEFT/diffusers/ComfyUI/kohya) or merged",
                        description="Every adapted layer exports its method's exact change: LoRA factors (e.g. DEFT, "
@@ -241,10 +282,94 @@ def _demo(args) -> int:
 
 
 def _eval(args) -> int:
+    if args.pred:
+        from omnideft.eval.folders import run_folder_eval
+        from omnideft.eval.metrics import parse_metrics
+
+        if not args.metrics:
+            raise UserError("--metrics is required with --pred (e.g. --metrics clip_i,dino_v1,ssim)")
+        paths = run_folder_eval(args.pred, args.ref, parse_metrics(args.metrics), args.out, _metric_options(args),
+                                cond=args.cond, prompts=args.prompts, argv=args.argv, progress=not args.no_progress)
+        print(Path(paths[-1]).read_text(), end="")
+        return 0
     from omnideft.eval.run import run_eval
 
+    if not args.model or not args.shards:
+        raise UserError("eval needs --pred DIR (folder scoring) or --model and --shards (denoising loss)")
     results, paths = run_eval(args.model, args.adapter, args.shards, args.out, samples=args.samples,
                               max_image_size=args.max_image_size, repeats=args.repeats)
+    print(Path(paths[-1]).read_text(), end="")
+    return 0
+
+
+def _add_metric_flags(p: argparse.ArgumentParser) -> None:
+    """Models and settings of the metrics (omnideft/eval/metrics): hub ids or local folders / files."""
+    p.add_argument("--clip-model", default="openai/clip-vit-base-patch32", help="clip_i / clip_t model")
+    p.add_argument("--dino-model", default="facebook/dino-vits8", help="dino_v1 model (transformers ViT)")
+    p.add_argument("--dinov2-model", default="facebook/dinov2-small", help="dino_v2 model")
+    p.add_argument("--depth-model", default="depth-anything/Depth-Anything-V2-Small-hf", help="depth_rmse model")
+    p.add_argument("--aesthetic-model", metavar="FILE", help="aesthetic: LAION aesthetic MLP (.safetensors)")
+    p.add_argument("--aesthetic-clip-model", default="openai/clip-vit-large-patch14", help="aesthetic: CLIP L/14")
+    p.add_argument("--fid-weights", metavar="FILE", help="fid: FID Inception-v3 weights (.safetensors)")
+    p.add_argument("--fid-features", default="inception", choices=["inception", "dinov2"],
+                   help="fid feature network (dinov2: Fréchet distance of --dinov2-model features)")
+    p.add_argument("--canny-thresholds", default="100,200", metavar="LOW,HIGH", help="canny_f1 Canny thresholds")
+    p.add_argument("--batch-size", type=int, default=16, help="images per metric forward")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _metric_options(args):
+    import torch
+
+    from omnideft.eval.metrics import MetricOptions
+
+    try:
+        low, high = (int(x) for x in args.canny_thresholds.split(","))
+    except ValueError:
+        raise UserError(f"--canny-thresholds {args.canny_thresholds!r}: expected two integers LOW,HIGH") from None
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} must be >= 1")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    return MetricOptions(device=device, batch_size=args.batch_size, clip_model=args.clip_model,
+                         dino_model=args.dino_model, dinov2_model=args.dinov2_model, depth_model=args.depth_model,
+                         aesthetic_model=args.aesthetic_model, aesthetic_clip_model=args.aesthetic_clip_model,
+                         fid_weights=args.fid_weights, fid_features=args.fid_features, canny_thresholds=(low, high))
+
+
+def _bench(args) -> int:
+    if args.compare:
+        from omnideft.bench.compare import run_compare
+
+        if args.protocol:
+            raise UserError("give either a PROTOCOL to run or --compare DIR ..., not both")
+        paths = run_compare(args.compare, args.out)
+        print(Path(paths[0]).read_text(), end="")
+        print(f"chart: {paths[-1]}")
+        return 0
+    if not args.protocol:
+        raise UserError("bench needs a PROTOCOL (visualcloze, subject, retention) or --compare DIR ...")
+    from omnideft.bench.protocols import protocol_class
+
+    protocol_class(args.protocol)  # an unknown protocol fails before torch and the models load
+    from omnideft.bench.generator import GenerationSettings
+    from omnideft.bench.protocol import ProtocolInputs
+    from omnideft.bench.run import BenchRequest, run_bench
+    from omnideft.eval.metrics import parse_metrics
+
+    if args.images_per_prompt < 1:
+        raise UserError(f"--images-per-prompt {args.images_per_prompt} must be >= 1")
+    options = _metric_options(args)
+    generation = GenerationSettings(model=args.model, adapters=args.adapter, steps=args.steps,
+                                    guidance=args.guidance, image_guidance=args.image_guidance, height=args.height,
+                                    width=args.width, max_input_image_size=args.max_input_image_size,
+                                    device=args.device, dtype=args.dtype)
+    inputs = ProtocolInputs(shards=args.shards, prompts=args.prompts,
+                            metrics=parse_metrics(args.metrics) if args.metrics else None,
+                            images_per_prompt=args.images_per_prompt)
+    req = BenchRequest(protocol=args.protocol, out=args.out, generation=generation, inputs=inputs, options=options,
+                       seed=args.seed, limit=args.limit, label=args.label, progress=not args.no_progress)
+    paths = run_bench(req, argv=args.argv)
     print(Path(paths[-1]).read_text(), end="")
     return 0
 

@@ -13,3 +13,11 @@ def tiny():
     from omnideft.model import load_omnigen
 
     return load_omnigen("tiny")
+
+
+@pytest.fixture(scope="session")
+def metric_models(tmp_path_factory):
+    """Tiny random CLIP, DINO, DINOv2, depth and aesthetic models saved to disk once (tests/metric_models.py)."""
+    from tests.metric_models import save_all
+
+    return save_all(tmp_path_factory.mktemp("metric_models"))
