@@ -13,3 +13,11 @@ def tiny():
     from omnideft.model import load_omnigen
 
     return load_omnigen("tiny")
+
+
+@pytest.fixture(scope="session")
+def studio_world(tmp_path_factory):
+    """Trained tiny adapters, an adapter of another base, a camera adapter, held-out and SfM shards, images."""
+    from tests.studio_world import build_world
+
+    return build_world(tmp_path_factory.mktemp("studio"))

@@ -78,7 +78,7 @@ def test_base_found_beside_a_moved_adapter(tmp_path):
     import json
     import shutil
 
-    from omnideft.generate.run import resolve_model_name
+    from omnideft.generate.generator import resolve_model_name
     from omnideft.model import load_omnigen, save_base
 
     run = tmp_path / "run"
