@@ -83,14 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="A Gradio app on HOST:PORT: examples, query, prompt, adapters with weights, "
                                    "camera and orbit, task presets from shards, a history with command lines "
                                    "(docs/studio.md).")
-    s.add_argument("--model", default="tiny", help="base: hub id, diffusers folder or 'tiny' (default tiny)")
+    s.add_argument("--model", required=True, help="base: hub id, diffusers folder or 'tiny'")
     s.add_argument("--adapters", nargs="*", default=[], metavar="DIR_OR_RUNS",
                    help="adapter folders, run folders or folders of runs; every adapter below them is offered")
     s.add_argument("--examples", nargs="*", default=[], metavar="SHARDS",
                    help="held-out shard globs or directories: task presets (examples, query, prompt, target)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    s.add_argument("--outputs", help="folder for the generated images (default: a new temporary folder)")
+    s.add_argument("--outputs", metavar="DIR", help="folder for the generated images (default: a new temporary folder)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     s.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     s.set_defaults(func=_studio)

@@ -356,3 +356,12 @@ def test_start_up_problems_and_another_base_are_shown(apps, browser, studio_worl
     report = generate_and_wait(d)
     assert report.startswith("Error: no model is loaded"), report
 
+
+
+def test_a_port_in_use_is_one_line(apps, tmp_path):
+    from omnideft.errors import UserError
+    from omnideft.studio.app import start
+    from omnideft.studio.session import Studio
+
+    with pytest.raises(UserError, match=f"studio cannot listen on 127.0.0.1:{apps['good'].port}"):
+        start(Studio(str(tmp_path / "no_model"), outputs=str(tmp_path / "out")), "127.0.0.1", apps["good"].port)
