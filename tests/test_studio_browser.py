@@ -320,6 +320,12 @@ def test_preset_fills_examples_query_prompt_and_shows_the_target(apps, browser):
     assert len(result_images(d, apps["good"].url)) == 3
     assert by_css(d, "#target").is_displayed()  # the true target stays beside the result
 
+    by_css(d, "#example-add").click()  # a second, empty row; removing the first moves it up
+    wait_for(d, lambda d: by_css(d, "#example-2-in").is_displayed(), "a second example row")
+    by_css(d, "#example-1-remove").click()
+    wait_for(d, lambda d: not any(e.is_displayed() for e in all_css(d, "#example-2-in")), "one row left")
+    assert not all_css(d, "#example-1-in img") and not all_css(d, "#example-1-out img")
+
 
 def test_camera_views_render_an_orbit(apps, browser, studio_world):
     d = browser

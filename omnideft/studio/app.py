@@ -222,35 +222,30 @@ def build_app(studio: Studio) -> gr.Blocks:
                 return "No camera adapter selected: the camera was written into the prompt as text."
             return ""
 
-        def on_generate(data, progress=gr.Progress()):
+        def run(action, data, progress, desc: str, *extra):
+            """Generate or orbit: a drawn seed goes back into its box; the progress bar follows the steps."""
             try:
                 if data[randomize]:
                     data[seed] = random.randint(0, MAX_SEED)
-                progress((0, 1), desc="sampling")
-                entry = studio.generate(request(data),
-                                        on_step=lambda done, total: progress((done, total), desc="sampling"))
+                progress((0, 1), desc=desc)
+                entry = action(request(data), *extra, on_step=lambda done, total: progress((done, total), desc=desc))
                 return finished(entry, camera_note(data))
             except Exception as exc:
                 return failed(exc)
+
+        def on_generate(data, progress=gr.Progress()):
+            return run(studio.generate, data, progress, "sampling")
+
+        def on_orbit(data, progress=gr.Progress()):
+            if not (data[camera] or "").strip() or not (data[orbit_to] or "").strip():
+                return failed(UserError("an orbit needs a target camera and an orbit-to camera"))
+            return run(studio.orbit, data, progress, "orbit", data[camera], data[orbit_to], data[frames], data[fps])
 
         def cleared():
             return ""
 
         # the message is cleared first, so an old report is never mistaken for this one's
         generate.click(cleared, outputs=message, queue=False).then(on_generate, inputs=form, outputs=shown_outputs)
-
-        def on_orbit(data, progress=gr.Progress()):
-            try:
-                if data[randomize]:
-                    data[seed] = random.randint(0, MAX_SEED)
-                if not (data[camera] or "").strip() or not (data[orbit_to] or "").strip():
-                    raise UserError("an orbit needs a target camera and an orbit-to camera")
-                entry = studio.orbit(request(data), data[camera], data[orbit_to], data[frames], data[fps],
-                                     on_step=lambda done, total: progress((done, total), desc="orbit"))
-                return finished(entry, camera_note(data))
-            except Exception as exc:
-                return failed(exc)
-
         orbit.click(cleared, outputs=message, queue=False).then(on_orbit, inputs=form | {orbit_to, frames, fps},
                                                                 outputs=shown_outputs)
 
