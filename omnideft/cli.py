@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=50)
     g.add_argument("--guidance", type=float, default=2.5, help="text CFG scale")
     g.add_argument("--image-guidance", type=float, default=1.6, help="image CFG scale (with input images)")
+    g.add_argument("--negative-prompt", help="negative prompt of the CFG (default: OmniGen's list of defects)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--height", type=int, help="output height (default: first query image, else 1024)")
     g.add_argument("--width", type=int, help="output width (default: first query image, else 1024)")
@@ -80,12 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--view", metavar="IMAGE_NAME", help="target camera = this registered image of --camera-from")
     g.add_argument("--orbit", nargs=2, metavar=("VIEW_A", "VIEW_B"), help="render --frames cameras from VIEW_A to "
                    "VIEW_B of --camera-from (slerp rotation, lerp the rest): OUT.gif, OUT_strip.png, OUT_frames/, "
-                   "OUT.mp4 when imageio-ffmpeg is installed")
+                   "OUT.mp4 when imageio-ffmpeg is installed; without --camera-from, two --camera strings")
     g.add_argument("--frames", type=int, default=24, help="orbit frames, both ends included (default 24)")
     g.add_argument("--fps", type=float, default=8.0, help="orbit GIF/MP4 frame rate (default 8)")
     g.add_argument("--camera-encoding", default="auto", choices=["auto", "learned", "text"],
                    help="how the camera enters the prompt; auto = the adapter's camera.json, else text")
     g.set_defaults(func=_generate)
+
+    s = sub.add_parser("studio", help="local web app for in-context generation (needs omnideft[studio])",
+                       description="A Gradio app on HOST:PORT: examples, query, prompt, adapters with weights, "
+                                   "camera and orbit, task presets from shards, a history with command lines "
+                                   "(docs/studio.md).")
+    s.add_argument("--model", required=True, help="base: hub id, diffusers folder or 'tiny'")
+    s.add_argument("--adapters", nargs="*", default=[], metavar="DIR_OR_RUNS",
+                   help="adapter folders, run folders or folders of runs; every adapter below them is offered")
+    s.add_argument("--examples", nargs="*", default=[], metavar="SHARDS",
+                   help="held-out shard globs or directories: task presets (examples, query, prompt, target)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--outputs", metavar="DIR", help="folder for the generated images (default: a new temporary folder)")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    s.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    s.set_defaults(func=_studio)
 
     d = sub.add_parser("demo", help="offline end-to-end run on a tiny OmniGen (CPU, a few minutes)")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out/)")
@@ -252,12 +269,25 @@ def _generate(args) -> int:
         examples.append((a, b))
     req = GenerateRequest(prompt=args.prompt, out=args.out, model=args.model, adapters=args.adapter,
                           images=args.image, examples=examples, steps=args.steps, guidance=args.guidance,
-                          image_guidance=args.image_guidance, seed=args.seed, height=args.height, width=args.width,
+                          image_guidance=args.image_guidance, negative_prompt=args.negative_prompt, seed=args.seed,
+                          height=args.height, width=args.width,
                           max_input_image_size=args.max_input_image_size, device=args.device, dtype=args.dtype,
                           sheet=args.sheet, camera=args.camera, camera_from=args.camera_from, view=args.view,
                           orbit=args.orbit, frames=args.frames, fps=args.fps, camera_encoding=args.camera_encoding)
     for kind, path in run_generate(req).items():
         print(f"{kind}: {path}")
+    return 0
+
+
+def _studio(args) -> int:
+    try:
+        import gradio  # noqa: F401  (an optional extra)
+    except ImportError:
+        raise UserError("omnideft studio needs gradio: pip install 'omnideft[studio]'") from None
+    from omnideft.studio.app import serve
+
+    serve(model=args.model, adapter_roots=args.adapters, example_shards=args.examples, host=args.host,
+          port=args.port, outputs=args.outputs, device=args.device, dtype=args.dtype)
     return 0
 
 

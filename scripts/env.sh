@@ -26,7 +26,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
     DS_BUILD_OPS=0 "${PIP[@]}" install --no-build-isolation "deepspeed>=0.14.1" -c "$REPO/requirements/constraints.txt"
   }
   echo "[env] installing omnideft and its dependencies"
-  "${PIP[@]}" install -e "$REPO[test]" -c "$REPO/requirements/constraints.txt"
+  "${PIP[@]}" install -e "$REPO[test,studio]" -c "$REPO/requirements/constraints.txt"
   echo "$want" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

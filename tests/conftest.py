@@ -21,3 +21,11 @@ def metric_models(tmp_path_factory):
     from tests.metric_models import save_all
 
     return save_all(tmp_path_factory.mktemp("metric_models"))
+
+
+@pytest.fixture(scope="session")
+def studio_world(tmp_path_factory):
+    """Trained tiny adapters, an adapter of another base, a camera adapter, held-out and SfM shards, images."""
+    from tests.studio_world import build_world
+
+    return build_world(tmp_path_factory.mktemp("studio"))

@@ -28,12 +28,19 @@ def parse_adapter_arg(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
-def merge_adapters(transformer: nn.Module, adapters: list[tuple[str, float]]) -> nn.Module:
-    """Fold every (folder, weight) into `transformer`'s weights in place; returns the plain transformer."""
+def weighted_deltas(transformer: nn.Module, adapters: list[tuple[str, float]]) -> tuple[nn.Module, list]:
+    """[(weight, {module name: delta})] of every (folder, weight), each taken on the untouched `transformer`;
+    returns the plain transformer (adapters loaded and unloaded again) and the list, for merge_deltas."""
     weighted = []
     for folder, weight in adapters:
         model = load_adapter(transformer, folder)
         weighted.append((weight, adapter_deltas(model)))
         transformer = unload(model)
+    return transformer, weighted
+
+
+def merge_adapters(transformer: nn.Module, adapters: list[tuple[str, float]]) -> nn.Module:
+    """Fold every (folder, weight) into `transformer`'s weights in place; returns the plain transformer."""
+    transformer, weighted = weighted_deltas(transformer, adapters)
     merge_deltas(transformer, weighted)
     return transformer

@@ -15,6 +15,7 @@ from omnideft.bench.generator import GenerationSettings, Generator
 from omnideft.bench.protocol import ProtocolInputs
 from omnideft.bench.protocols import protocol_class
 from omnideft.errors import UserError
+from omnideft.generate.generator import resolve_device
 from omnideft.eval.metrics import MetricOptions, metric_class
 from omnideft.eval.provenance import claim_output, provenance
 from omnideft.eval.scoring import ScoreItem, ScoreTable, score_items
@@ -92,7 +93,7 @@ def run_bench(req: BenchRequest, argv: list[str] | None = None) -> list[Path]:
         for group, values in score_items(members, list(metrics), req.options, table, req.progress).items():
             set_values.setdefault(group, {}).update(values)
     info = {"kind": "bench", "protocol": req.protocol, "label": req.label or default_label(gen.adapters),
-            **provenance(argv, gen.resolved_device()),
+            **provenance(argv, resolve_device(gen.device)),
             "model": gen.model, "adapters": gen.adapters, "seeds": {"first": req.seed, "rule": "seed + job index",
                                                                     "jobs": len(items)},
             "generation": asdict(gen), "inputs": asdict(req.inputs), "limit": req.limit}

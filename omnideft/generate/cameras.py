@@ -1,6 +1,7 @@
 """Which cameras `omnideft generate` renders: `--camera` numbers, `--camera-from SPARSE --view NAME`, or
-`--camera-from SPARSE --orbit A B --frames N` (slerp of the rotation, lerp of the rest); and how the prompt carries
-them (the adapter's camera.json, else the numbers as text, as the DEFT authors prompted)."""
+`--camera-from SPARSE --orbit A B --frames N` (slerp of the rotation, lerp of the rest; without --camera-from, A and B
+are camera strings); and how the prompt carries them (the adapter's camera.json, else the numbers as text, as the
+DEFT authors prompted)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,13 @@ def requested_cameras(camera: str | None, camera_from: str | None, view: str | N
             raise UserError("--view and --orbit name views of --camera-from SPARSE_DIR, not of --camera")
         return [parse_camera(camera)]
     if camera_from is None:
-        if view or orbit:
-            raise UserError(f"{'--view' if view else '--orbit'} needs --camera-from SPARSE_DIR (the COLMAP model)")
+        if view:
+            raise UserError("--view needs --camera-from SPARSE_DIR (the COLMAP model)")
+        if orbit:  # two camera strings: the orbit between two typed cameras (the studio's orbits)
+            if not all("," in end for end in orbit):
+                raise UserError(f"--orbit {' '.join(orbit)}: view names need --camera-from SPARSE_DIR; without it "
+                                "give two camera strings of 11 numbers")
+            return _orbit(parse_camera(orbit[0], "--orbit"), parse_camera(orbit[1], "--orbit"), frames)
         return []
     if bool(view) == bool(orbit):
         raise UserError("--camera-from needs exactly one of --view IMAGE_NAME or --orbit VIEW_A VIEW_B")
@@ -37,9 +43,13 @@ def requested_cameras(camera: str | None, camera_from: str | None, view: str | N
                             f"({len(records)} views, e.g. {', '.join(close) or 'none'})")
     if view:
         return [record_vector(records[view])]
+    return _orbit(record_vector(records[orbit[0]]), record_vector(records[orbit[1]]), frames)
+
+
+def _orbit(a: list[float], b: list[float], frames: int) -> list[list[float]]:
     if frames < MIN_ORBIT_FRAMES:
         raise UserError(f"--frames {frames} must be at least {MIN_ORBIT_FRAMES} for an orbit")
-    return interpolate_vectors(record_vector(records[orbit[0]]), record_vector(records[orbit[1]]), frames)
+    return interpolate_vectors(a, b, frames)
 
 
 def camera_prompt_for(camera_config: dict | None, encoding: str, adapter: str | None) -> CameraPrompt:

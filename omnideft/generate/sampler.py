@@ -31,9 +31,10 @@ class OmniGenSampler:
     def __call__(self, instruction: str, images: list[Image.Image] | None = None, *, height: int | None = None,
                  width: int | None = None, steps: int = 50, guidance: float = 2.5, image_guidance: float = 1.6,
                  seed: int = 0, negative_prompt: str = NEGATIVE_PROMPT, progress: bool = False,
-                 camera=None) -> Image.Image:
+                 camera=None, on_step=None) -> Image.Image:
         """`camera`: an 11-number vector for the `<cam>` token of a model with learned camera conditioning
-        (omnideft/camera); the instruction must then contain `<cam>` (CameraPrompt.instruction)."""
+        (omnideft/camera); the instruction must then contain `<cam>` (CameraPrompt.instruction).
+        `on_step(i)` is called after step i (1-based), e.g. for a progress bar in a web page."""
         images = [im.convert("RGB") for im in (images or [])]
         cond = self.processor.encode(instruction, images)
         rows = [cond, self.processor.encode(negative_prompt)]
@@ -58,7 +59,7 @@ class OmniGenSampler:
         self.scheduler.set_timesteps(sigmas=sigmas, device=device)
         n_rows = len(rows)
         extra = {"camera": torch.tensor(camera, dtype=torch.float32, device=device)} if camera is not None else {}
-        for t in progress_bar(self.scheduler.timesteps, desc="sample", disable=not progress):
+        for i, t in enumerate(progress_bar(self.scheduler.timesteps, desc="sample", disable=not progress), 1):
             model_in = torch.cat([latents] * n_rows).to(dtype)
             v = self.transformer(
                 hidden_states=model_in, timestep=t.expand(n_rows), input_ids=batch["input_ids"].to(device),
@@ -73,6 +74,8 @@ class OmniGenSampler:
                 v_c, v_u = v.chunk(2)
                 v = v_u + guidance * (v_c - v_u)
             latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+            if on_step is not None:
+                on_step(i)
         return self._decode(latents)
 
     def _decode(self, latents: torch.Tensor) -> Image.Image:
