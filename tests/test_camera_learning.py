@@ -25,7 +25,7 @@ from data_builders.sfm import main as build_sfm
 from omnideft.adapters import load_adapter
 from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.camera.prompt import CameraPrompt
-from omnideft.demo.vae_fit import fit_vae
+from omnideft.pretrain.vae_fit import fit_vae
 from omnideft.eval.denoising import load_examples
 from omnideft.flow.batch import BatchBuilder
 from omnideft.flow.loss import rectified_flow_loss

@@ -16,7 +16,7 @@ from omnideft.adapters import load_adapter
 from omnideft.demo.dataset import in_context_instruction, write_shapes_dataset
 from omnideft.demo.plot import loss_plot
 from omnideft.demo.shapes import random_pair
-from omnideft.demo.vae_fit import fit_vae
+from omnideft.pretrain.vae_fit import fit_vae
 from omnideft.eval.denoising import denoising_losses, load_examples
 from omnideft.files import write_text_atomic
 from omnideft.generate.contact_sheet import contact_sheet, stack_rows

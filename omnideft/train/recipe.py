@@ -102,7 +102,9 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+def load_recipe(path: str | Path | None, overrides: list[str] = (), schema: type = None) -> Recipe:
+    """Read a recipe YAML + `section.key=value` overrides into `schema` (default: the training Recipe; the
+    pretraining recipe of omnideft/pretrain reuses the same rules with its own sections)."""
     raw: dict = {}
     if path is not None:
         p = Path(path)
@@ -117,7 +119,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
         _paths_relative_to_recipe(raw, p.parent.resolve())
     for item in overrides:
         _apply_override(raw, item)
-    return build_recipe(raw)
+    return build_recipe(raw, schema)
 
 
 def _paths_relative_to_recipe(raw: dict, recipe_dir: Path) -> None:
@@ -163,9 +165,10 @@ def _apply_override(raw: dict, item: str) -> None:
     raw[parts[0]][parts[1]] = parsed
 
 
-def build_recipe(raw: dict) -> Recipe:
-    sections = {f.name: f.type for f in dataclasses.fields(Recipe)}
-    hints = typing.get_type_hints(Recipe)
+def build_recipe(raw: dict, schema: type = None) -> Recipe:
+    schema = schema or Recipe
+    sections = {f.name: f.type for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
     out = {}
     for sec, body in raw.items():
         if sec not in sections:
@@ -183,7 +186,7 @@ def build_recipe(raw: dict) -> Recipe:
                 raise UserError(f"unknown recipe key {sec}.{key}; allowed in {sec}: {', '.join(fields)}")
             values[key] = _check_type(f"{sec}.{key}", value, sec_hints[key], fields[key].metadata.get("choices"))
         out[sec] = cls(**values)
-    return Recipe(**out)
+    return schema(**out)
 
 
 def _check_type(name: str, value, hint, choices):
@@ -216,10 +219,11 @@ def _check_type(name: str, value, hint, choices):
     return value
 
 
-def recipe_help() -> str:
+def recipe_help(schema: type = None) -> str:
+    schema = schema or Recipe
     lines = []
-    hints = typing.get_type_hints(Recipe)
-    for sec in dataclasses.fields(Recipe):
+    hints = typing.get_type_hints(schema)
+    for sec in dataclasses.fields(schema):
         lines.append(f"{sec.name}:")
         for f in dataclasses.fields(hints[sec.name]):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
