@@ -128,14 +128,15 @@ def run_bare(base: Path, batches: list[dict]) -> list[float]:
 
 
 def main() -> None:
-    from omnideft.demo.dataset import write_shapes_dataset
+    from omnideft.shapes.shards import write_task_shards
 
     load_before = os.getloadavg()[0]
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="omnideft-bench-trainer-") as tmp:
         root = Path(tmp)
         base = make_base(root / "base")
-        shards = write_shapes_dataset(root / "shards", n_samples=64, size=IMAGE, seed=SEED, shard_size=16)
+        shards = write_task_shards(root / "shards", ["fill"], n_samples=64, size=IMAGE, seed=SEED, shard_size=16,
+                                   n_examples=1)
         batches = bare_batches(base, shards, 16)
         trainer_step, trainer_data, bare_step, ratios = [], [], [], []
         for r in range(ROUNDS):  # A B A B ...

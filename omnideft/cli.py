@@ -324,16 +324,16 @@ def _demo(args) -> int:
 
 
 def _pretrain(args) -> int:
-    from omnideft.pretrain.recipe import PretrainRecipe
-    from omnideft.train.recipe import load_recipe, recipe_help
+    from omnideft.options import options_help
+    from omnideft.pretrain.recipe import PretrainRecipe, load_pretrain_recipe
 
     if args.help_recipe:
-        print(recipe_help(PretrainRecipe))
+        print(options_help(PretrainRecipe))
         return 0
     if not args.recipe or not args.out:
         raise UserError("pretrain needs a recipe YAML and --out DIR (or --help-recipe)")
-    recipe = load_recipe(args.recipe, args.overrides, schema=PretrainRecipe)
-    from omnideft.eval.shape_tasks import write_heldout_scores
+    recipe = load_pretrain_recipe(args.recipe, args.overrides)
+    from omnideft.pretrain.heldout import write_heldout_scores
     from omnideft.pretrain.loop import pretrain
 
     folder = pretrain(recipe, args.out, progress=not args.no_progress)

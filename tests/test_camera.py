@@ -36,7 +36,7 @@ from omnideft.cli import main as cli_main
 from omnideft.data.loader import index_sources, sources_have_cameras
 from omnideft.data.shards import Example
 from omnideft.data.sources import resolve_sources
-from omnideft.demo.dataset import write_shapes_dataset
+from omnideft.shapes.shards import write_task_shards
 from omnideft.errors import UserError
 from omnideft.flow.batch import BatchBuilder
 from omnideft.generate.validation import ValidationRenderer
@@ -337,7 +337,7 @@ def test_auto_encoding_follows_the_shards(camera_run, tmp_path):
     scene = camera_run / "scene"
     assert build_sfm(["--src", str(scene / "sparse"), "--images", str(scene / "images"), "--out",
                       str(tmp_path / "sfm"), "--resolution", "32", "--context-views", "1", "--no-progress"]) == 0
-    shapes = write_shapes_dataset(tmp_path / "shapes", n_samples=2, size=32)
+    shapes = write_task_shards(tmp_path / "shapes", ["fill"], n_samples=2, size=32, n_examples=1)
     assert sources_have_cameras(index_sources(resolve_sources([str(tmp_path / "sfm")])))
     assert not sources_have_cameras(index_sources(resolve_sources([str(shapes)])))
 

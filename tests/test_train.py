@@ -4,7 +4,7 @@ import pytest
 from safetensors.torch import load_file
 
 from omnideft.adapters.registry import METHODS
-from omnideft.demo.dataset import write_shapes_dataset
+from omnideft.shapes.shards import write_task_shards
 from omnideft.errors import UserError
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe
@@ -13,7 +13,8 @@ from tests.helpers import assert_one_line_error, run_cli
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    return write_shapes_dataset(tmp_path_factory.mktemp("shards"), n_samples=12, size=32, seed=0, shard_size=6)
+    return write_task_shards(tmp_path_factory.mktemp("shards"), ["fill"], n_samples=12, size=32, seed=0, shard_size=6,
+                             n_examples=1)
 
 
 def _recipe(shards, out, *extra):

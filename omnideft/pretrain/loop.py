@@ -30,8 +30,8 @@ from omnideft.pretrain.vae_fit import fit_vae
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
 from omnideft.shapes import TASKS, VOCABULARY, make_sample
-from omnideft.train.batch import vae_encode
-from omnideft.train.loss import rectified_flow_loss
+from omnideft.flow.loss import rectified_flow_loss
+from omnideft.flow.vae import encode_batch
 
 WEIGHT_FILES = ("transformer/diffusion_pytorch_model.safetensors", "transformer/config.json",
                 "vae/diffusion_pytorch_model.safetensors", "vae/config.json", "tokenizer/tokenizer.json")
@@ -59,8 +59,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: str | Path, progress: bool = True)
     bar = progress_bar(range(1, cfg.steps + 1), desc="pretrain", disable=not progress)
     for step in bar:
         batch = stream.batch(cfg.batch_size)
-        x1 = vae_encode(comps.vae, batch["output_pixels"], noise)
-        cond = dict(batch, input_img_latents=[vae_encode(comps.vae, pv, noise) for pv in batch["input_pixel_values"]])
+        x1, cond = encode_batch(comps.vae, batch, noise)
         loss = rectified_flow_loss(model, x1, cond, noise).mean()
         if not torch.isfinite(loss):
             raise UserError(f"pretraining loss became {loss.item()} at step {step}; lower train.lr")

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from omnideft.generate.compose import compose_in_context
+from omnideft.prompts.in_context import compose_in_context
 from omnideft.shapes.scene import COLOURS, SHAPES, outline, render, sample_scene
 
 QUERY = "<img><|image_1|></img>"

@@ -1,24 +1,22 @@
-"""Task metrics on the shape world: generate held-out queries, score them with exact masks (omnideft/shapes).
+"""Task metrics on the shape world: held-out queries, a model's generations scored with exact masks.
 
 Used for the small base's card (family A), the demo (family B fit, family A retention) and the retention
-benchmark. The same seed gives the same queries, noise and therefore comparable numbers for every model.
+benchmark. The same seed gives the same queries and noise, so the numbers of different models compare. The model is
+any sampler callable with OmniGenSampler's signature (this room does not import the generate room).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from omnideft.generate.contact_sheet import LABEL_H
-from omnideft.files import write_text_atomic
-from omnideft.generate.sampler import OmniGenSampler
-from omnideft.images import save_image_atomic
 from omnideft.progress import progress_bar
-from omnideft.shapes import TASKS, ShapeSample, colour_error, make_sample, shape_iou
+from omnideft.shapes.metrics import colour_error, shape_iou
+from omnideft.shapes.tasks import TASKS, ShapeSample, make_sample
+
+LABEL_H = 14
 
 
 def heldout_samples(tasks: list[str], per_task: int, seed: int, size: int = 64) -> list[ShapeSample]:
@@ -32,7 +30,7 @@ def heldout_samples(tasks: list[str], per_task: int, seed: int, size: int = 64) 
     return out
 
 
-def sampler_fn(sampler: OmniGenSampler, size: int, steps: int = 20, guidance: float = 2.5,
+def sampler_fn(sampler: Callable[..., Image.Image], size: int, steps: int = 20, guidance: float = 2.5,
                image_guidance: float = 1.6, seed: int = 0) -> Callable[[ShapeSample, int], Image.Image]:
     """sample, i -> generated image, seeded by the query's index (the same noise for every model)."""
     def generate(sample: ShapeSample, i: int) -> Image.Image:
@@ -76,21 +74,3 @@ def comparison_sheet(samples: list[ShapeSample], outputs: dict[str, list[Image.I
                 sheet.paste(im.convert("RGB").resize((cell - 4, cell - 4), Image.NEAREST),
                             (c * cell + 2, LABEL_H + r * cell + 2))
     return sheet
-
-
-def write_heldout_scores(folder: Path, tasks: list[str], per_task: int, seed: int, size: int, steps: int,
-                         guidance: float, image_guidance: float, progress: bool = False) -> dict:
-    """Score the model in `folder` on held-out queries of `tasks`; writes heldout.json and heldout.png there."""
-    from omnideft.model import load_omnigen
-
-    comps = load_omnigen(str(folder))
-    sampler = OmniGenSampler(comps.transformer, comps.vae, comps.tokenizer, comps.scheduler, max_input_image_size=size)
-    samples = heldout_samples(tasks, per_task, seed, size)
-    table, images = score(sampler_fn(sampler, size, steps, guidance, image_guidance), samples, "held-out", progress)
-    record = {"tasks": table, "queries_per_task": per_task, "seed": seed, "sampler_steps": steps,
-              "guidance": guidance, "image_guidance": image_guidance}
-    write_text_atomic(Path(folder) / "heldout.json", json.dumps(record, indent=2) + "\n")
-    picks = [i for t in tasks for i in [j for j, s in enumerate(samples) if s.task == t][:2]]
-    save_image_atomic(comparison_sheet([samples[i] for i in picks], {"generated": [images[i] for i in picks]}),
-                      Path(folder) / "heldout.png")
-    return table
