@@ -83,9 +83,9 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
     """The batches the trainer's data path makes (same shards, order, builder, bucketing), made once, up front."""
     from omnideft.data.loader import ResumableBatches, index_sources
     from omnideft.data.sources import resolve_sources
+    from omnideft.flow.batch import BatchBuilder
     from omnideft.model import load_omnigen
     from omnideft.prompts import OmniGenProcessor
-    from omnideft.flow.batch import BatchBuilder
 
     comps = load_omnigen(str(base))
     builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=IMAGE), 0.01, SEED)
@@ -99,9 +99,9 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
 def run_bare(base: Path, batches: list[dict]) -> list[float]:
     from omnideft.adapters import AdapterSpec, apply_adapter
     from omnideft.adapters.apply import param_groups
-    from omnideft.model import load_omnigen
     from omnideft.flow.loss import rectified_flow_loss
     from omnideft.flow.vae import encode_batch
+    from omnideft.model import load_omnigen
 
     torch.manual_seed(SEED)
     comps = load_omnigen(str(base))

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from omnideft.data.format.check import check_command
+from omnideft.demo import DEFAULTS as DEMO
 from omnideft.errors import UserError
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint; resume with --resume latest
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     g = sub.add_parser("generate", help="generate an image, optionally from in-context examples")
-    g.add_argument("--model", help="base: hub id, diffusers folder or 'tiny' (default: the adapter's base)")
+    g.add_argument("--model", help="base: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's base)")
     g.add_argument("--adapter", action="append", default=[], metavar="PATH[:WEIGHT]",
                    help="adapter folder (omnideft or PEFT), optionally with a weight; repeatable: several adapters "
                         "are merged into the base as W + sum of weight x delta (exact, no inference overhead)")
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="A Gradio app on HOST:PORT: examples, query, prompt, adapters with weights, "
                                    "camera and orbit, task presets from shards, a history with command lines "
                                    "(docs/studio.md).")
-    s.add_argument("--model", required=True, help="base: hub id, diffusers folder or 'tiny'")
+    s.add_argument("--model", required=True, help="base: hub id, diffusers folder, 'tiny' or 'small'")
     s.add_argument("--adapters", nargs="*", default=[], metavar="DIR_OR_RUNS",
                    help="adapter folders, run folders or folders of runs; every adapter below them is offered")
     s.add_argument("--examples", nargs="*", default=[], metavar="SHARDS",
@@ -104,21 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     s.set_defaults(func=_studio)
 
-    d = sub.add_parser("demo", help="offline end-to-end run on a tiny OmniGen (CPU, a few minutes)")
+    d = sub.add_parser("demo", help="offline end-to-end run: teach the shipped small OmniGen new tasks with DEFT",
+                       description="Writes shards of tasks the pretrained `small` model never saw, trains a rank-8 "
+                                   "DEFT adapter on them (CPU, about a minute), then scores base and base + DEFT on "
+                                   "held-out queries of the new tasks and of the tasks the base knew: report.md, "
+                                   "report.json, samples.png, retention.png, loss.png.")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out/)")
-    d.add_argument("--steps", type=int, default=400, help="training steps")
-    d.add_argument("--samples", type=int, default=96, help="synthetic training samples")
+    d.add_argument("--steps", type=int, default=DEMO["steps"], help="training steps")
+    d.add_argument("--samples", type=int, default=DEMO["samples"], help="training samples written as shards")
+    d.add_argument("--queries", type=int, default=DEMO["queries"], help="held-out queries per new task")
+    d.add_argument("--retention-queries", type=int, default=DEMO["retention_queries"],
+                   help="held-out queries per task the base knew")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--vae-steps", type=int, default=300, help="steps fitting the tiny VAE to the images (0 = random)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_demo)
 
     pt = sub.add_parser("pretrain", help="pretrain the small base OmniGen on the procedural shape tasks",
                         description="omnideft pretrain RECIPE [section.key=value ...] --out DIR: trains every weight "
-                                    "of a small OmniGen from random (recipes/small_base.yaml reproduces the shipped "
-                                    "`small` model bit for bit on CPU), then scores it on held-out queries of its "
-                                    "tasks (docs/models.md).")
-    pt.add_argument("recipe", nargs="?", help="pretraining recipe YAML (recipes/small_base.yaml)")
+                                    "of a small OmniGen from random (recipes/pretrain/small_base.yaml reproduces "
+                                    "the shipped `small` model bit for bit on CPU), then scores it on held-out "
+                                    "queries of its tasks (docs/models.md).")
+    pt.add_argument("recipe", nargs="?", help="pretraining recipe YAML (recipes/pretrain/small_base.yaml)")
     pt.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.steps=100")
     pt.add_argument("--out", help="output folder (diffusers layout + pretrain.json + heldout.json)")
     pt.add_argument("--help-recipe", action="store_true", help="print every pretraining recipe key")
@@ -130,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "clip_i,dino_v1,... --out DIR (pairs matched by file name; docs/eval.md). "
                                    "Denoising: omnideft eval --model M --shards S --out STEM: held-out rectified-"
                                    "flow loss per task for the base and each adapter.")
-    e.add_argument("--model", help="denoising mode: base hub id, diffusers folder or 'tiny'")
+    e.add_argument("--model", help="denoising mode: base hub id, diffusers folder, 'tiny' or 'small'")
     e.add_argument("--adapter", action="append", default=[], help="denoising mode: adapter folder (repeatable)")
     e.add_argument("--shards", action="append", help="denoising mode: held-out shard glob or directory (repeatable)")
     e.add_argument("--out", required=True, help="folder mode: output folder (scores.csv, summary.json, summary.md); "
@@ -153,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--compare DIR_A DIR_B ... --out DIR (paper-style table and bar chart).")
     b.add_argument("protocol", nargs="?", help="visualcloze | subject | retention")
     b.add_argument("--compare", nargs="+", metavar="DIR", help="compare finished runs (their summary.json)")
-    b.add_argument("--model", help="base: hub id, diffusers folder or 'tiny' (default: the adapter's base)")
+    b.add_argument("--model", help="base: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's base)")
     b.add_argument("--adapter", action="append", default=[], metavar="PATH[:WEIGHT]",
                    help="adapter folder, optionally weighted; repeatable: several are merged into the base")
     b.add_argument("--label", help="name of this run in comparisons (default: adapter folder name, or base)")
@@ -181,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "LoRA (the error is reported).")
     x.add_argument("adapter", help="adapter folder")
     x.add_argument("--format", required=True, help="peft-lora | diffusers | comfyui | kohya | merged")
-    x.add_argument("--base", help="base model: hub id, diffusers folder or 'tiny' (default: the adapter's base)")
+    x.add_argument("--base", help="base model: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's "
+                   "base)")
     x.add_argument("--out", required=True, help="output folder (merged: a diffusers pipeline folder)")
     x.add_argument("--rank", type=int, help="rank for dense deltas (e.g. SODA; default: adapter rank)")
     x.set_defaults(func=_export)
@@ -316,10 +324,11 @@ def _export(args) -> int:
 def _demo(args) -> int:
     from omnideft.demo.run import run_demo
 
-    r = run_demo(args.out, steps=args.steps, samples=args.samples, seed=args.seed, vae_steps=args.vae_steps,
-                 progress=not args.no_progress)
-    print(f"demo: {args.out}/ — loss {r['loss_start']:.4f} -> {r['loss_end']:.4f} ({r['loss_drop_pct']:.1f} % lower), "
-          f"held-out {r['heldout_loss_base']:.4f} -> {r['heldout_loss_adapted']:.4f}, {r['total_seconds']:.0f} s")
+    r = run_demo(args.out, steps=args.steps, samples=args.samples, queries=args.queries,
+                 retention_queries=args.retention_queries, seed=args.seed, progress=not args.no_progress)
+    print(f"demo: {args.out}/ — new tasks: IoU {r['iou']['base']:.3f} -> {r['iou']['adapted']:.3f}, colour error "
+          f"{r['colour_error']['base']:.1f} -> {r['colour_error']['adapted']:.1f}; known tasks: IoU "
+          f"{r['retention']['iou']['base']:.3f} -> {r['retention']['iou']['adapted']:.3f}; {r['total_seconds']:.0f} s")
     return 0
 
 

@@ -36,7 +36,6 @@ from omnideft.cli import main as cli_main
 from omnideft.data.loader import index_sources, sources_have_cameras
 from omnideft.data.shards import Example
 from omnideft.data.sources import resolve_sources
-from omnideft.shapes.shards import write_task_shards
 from omnideft.errors import UserError
 from omnideft.flow.batch import BatchBuilder
 from omnideft.generate.validation import ValidationRenderer
@@ -44,6 +43,7 @@ from omnideft.model import load_omnigen, save_base
 from omnideft.model.tiny import tiny_transformer_config
 from omnideft.model.tokenizer import build_tiny_tokenizer
 from omnideft.prompts import OmniGenProcessor, collate_prompts
+from omnideft.shapes.shards import write_task_shards
 from omnideft.train.recipe import ValidationSection
 from tests.camera_scene import write_scene
 from tests.helpers import assert_one_line_error, run_cli

@@ -4,8 +4,8 @@ import pytest
 from safetensors.torch import load_file
 
 from omnideft.adapters.registry import METHODS
-from omnideft.shapes.shards import write_task_shards
 from omnideft.errors import UserError
+from omnideft.shapes.shards import write_task_shards
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe
 from tests.helpers import assert_one_line_error, run_cli
@@ -167,8 +167,8 @@ def test_validation_prompt_errors_fail_before_training(shards, tmp_path):
 
 def test_condition_dropout_replaces_instruction_and_images(tiny, shards):
     from omnideft.eval.denoising import load_examples
-    from omnideft.prompts import CFG_PROMPT, OmniGenProcessor
     from omnideft.flow.batch import BatchBuilder
+    from omnideft.prompts import CFG_PROMPT, OmniGenProcessor
 
     examples = load_examples([str(shards)], 4)
     proc = OmniGenProcessor(tiny.tokenizer, max_image_size=32)

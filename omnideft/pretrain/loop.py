@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, OmniGenTransformer2DModel
 
+from omnideft.data.format.writer import file_sha256
 from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
+from omnideft.flow.loss import rectified_flow_loss
+from omnideft.flow.vae import encode_batch
 from omnideft.model.loading import OmniGenComponents, save_base
-from omnideft.model.small import file_sha256
 from omnideft.model.tiny import flow_scheduler, omnigen_config, tiny_vae_config
 from omnideft.model.tokenizer import build_tiny_tokenizer
 from omnideft.pretrain.recipe import PretrainRecipe
@@ -30,8 +32,6 @@ from omnideft.pretrain.vae_fit import fit_vae
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
 from omnideft.shapes import TASKS, VOCABULARY, make_sample
-from omnideft.flow.loss import rectified_flow_loss
-from omnideft.flow.vae import encode_batch
 
 WEIGHT_FILES = ("transformer/diffusion_pytorch_model.safetensors", "transformer/config.json",
                 "vae/diffusion_pytorch_model.safetensors", "vae/config.json", "tokenizer/tokenizer.json")
@@ -53,7 +53,8 @@ def pretrain(recipe: PretrainRecipe, out_dir: str | Path, progress: bool = True)
                              recipe.data.tasks, recipe.data.image_size, recipe.data.max_examples,
                              recipe.data.uncond_prob, recipe.data.image_only_prob, seed=cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                 warmup_cosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
     noise = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
     bar = progress_bar(range(1, cfg.steps + 1), desc="pretrain", disable=not progress)

@@ -1,4 +1,5 @@
-"""The pretraining recipe (recipes/small_base.yaml): model size, VAE fit, task mixture, optimiser, held-out check.
+"""The pretraining recipe (recipes/pretrain/small_base.yaml): model size, VAE fit, task mixture, optimiser,
+held-out check.
 
 Same rules as the training recipe (omnideft/options.py): every key has a default and a help line, unknown keys
 and wrong types fail before anything runs, `section.key=value` overrides on the command line.
@@ -9,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from omnideft.shapes import task_names
 from omnideft.options import load_sections, option
+from omnideft.shapes import task_names
 
 
 @dataclass
@@ -44,9 +45,9 @@ class TasksSection:
 
 @dataclass
 class PretrainSection:
-    steps: int = option(6000, "optimizer steps")
+    steps: int = option(8000, "optimizer steps")
     batch_size: int = option(16, "samples per step")
-    lr: float = option(5e-4, "peak learning rate (AdamW)")
+    lr: float = option(2e-3, "peak learning rate (AdamW)")
     warmup_steps: int = option(200, "linear warm-up steps, then cosine decay to min_lr_ratio x lr")
     min_lr_ratio: float = option(0.1, "final learning rate as a fraction of lr")
     weight_decay: float = option(0.0, "AdamW weight decay")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from omnideft.errors import UserError
 from omnideft.prompts import CFG_PROMPT, NEGATIVE_PROMPT, OmniGenProcessor, collate_prompts
 from omnideft.shapes import TASKS, make_sample
 
@@ -20,8 +21,6 @@ class ShapeTaskStream:
                  uncond_prob: float, image_only_prob: float, seed: int):
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
-            from omnideft.errors import UserError
-
             raise UserError(f"data.tasks {unknown or tasks!r}: choose from {list(TASKS)}")
         self.processor, self.tasks, self.size = processor, list(tasks), image_size
         self.max_examples, self.uncond_prob, self.image_only_prob = max_examples, uncond_prob, image_only_prob

@@ -9,4 +9,5 @@ from omnideft.shapes.scene import BACKGROUND, COLOURS, SHAPES, Scene, outline, r
 from omnideft.shapes.tasks import FAMILIES, TASKS, VOCABULARY, ShapeSample, ShapeTask, make_sample, task_names
 
 __all__ = ["BACKGROUND", "COLOURS", "SHAPES", "Scene", "outline", "render", "sample_scene", "FAMILIES", "TASKS",
-           "VOCABULARY", "ShapeSample", "ShapeTask", "make_sample", "task_names", "colour_error", "shape_iou", "target_mask"]
+           "VOCABULARY", "ShapeSample", "ShapeTask", "make_sample", "task_names", "colour_error", "shape_iou",
+           "target_mask"]

@@ -1,8 +1,10 @@
 """Scoring a generated shape against its true target with exact masks.
 
 IoU = |pred ∩ true| / |pred ∪ true| of the shape masks (1 when both are empty). Colour error = Euclidean RGB
-distance (0-255 scale, so 0..441) between the mean generated colour over the TRUE shape's pixels and the colour the
-shape should have — defined even when the generation drew nothing there.
+distance (0-255 scale, so 0..441) between the mean generated colour and the colour the shape should have, the mean
+taken over the pixels that are shape in both masks (so a slightly misplaced edge does not count as a wrong colour),
+or over the true shape's pixels when the two do not overlap (a generation that drew nothing there scores the
+background's distance to the colour).
 """
 
 from __future__ import annotations
@@ -30,5 +32,6 @@ def colour_error(pred: Image.Image, true: Image.Image, colour: tuple[int, int, i
     t = target_mask(true.resize(pred.size, Image.NEAREST), kind)
     if not t.any():
         return 0.0
-    arr = np.asarray(pred.convert("RGB"), dtype=np.float64)[t]
+    both = t & target_mask(pred, kind)
+    arr = np.asarray(pred.convert("RGB"), dtype=np.float64)[both if both.any() else t]
     return float(np.linalg.norm(arr.mean(axis=0) - np.asarray(colour, dtype=np.float64)))

@@ -1,7 +1,9 @@
 """The in-context tasks of the shape world, in two families.
 
 Family A is what the small base OmniGen was pretrained on; family B is new to it (what adapters are taught in the
-demo and the retention benchmark). Each task turns random scenes into (query text, query images, target image); a
+demo and the retention benchmark): `fill_like` combines two things the base can do (fill an edge map; take a colour
+from the examples' outputs, which `recolour_like` needs) under an instruction it never saw, `flip` is a transform
+the base never saw at all. Each task turns random scenes into (query text, query images, target image); a
 sample prepends 0-2 example pairs of the same task in OmniGen's interleaved format:
 
     example 1: <img><|image_1|></img> becomes <img><|image_2|></img>. fill the edges <img><|image_3|></img> with red.
@@ -87,6 +89,14 @@ def _transform(text: str, op: int):
     return draw
 
 
+def _recolour_like(rng, size, shared):
+    s = sample_scene(rng)
+    while s.colour == shared["colour"]:
+        s = sample_scene(rng)
+    return TaskDraw(f"paint the shape in {QUERY} like the examples.", [render(s, size)],
+                    render(s.with_colour(shared["colour"]), size), COLOURS[shared["colour"]])
+
+
 def _fill_like(rng, size, shared):
     s = sample_scene(rng, colour=shared["colour"])
     img = render(s, size)
@@ -102,6 +112,8 @@ TASKS: dict[str, ShapeTask] = {t.name: t for t in (
                                                                             Image.Transpose.FLIP_LEFT_RIGHT)),
     ShapeTask("rotate", "A", "shape -> rotated a quarter turn anticlockwise",
               _transform(f"rotate {QUERY} by a quarter turn.", Image.Transpose.ROTATE_90)),
+    ShapeTask("recolour_like", "A", "shape -> the same shape in the colour of the examples' outputs (named nowhere)",
+              _recolour_like, min_examples=1, shared=lambda rng: {"colour": _colour(rng)}),
     ShapeTask("flip", "B", "shape -> flipped upside down (a transform family A never shows)",
               _transform(f"flip {QUERY} upside down.", Image.Transpose.FLIP_TOP_BOTTOM)),
     ShapeTask("fill_like", "B", "edge map -> filled in the colour of the examples' outputs (named nowhere)",

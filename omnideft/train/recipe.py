@@ -22,7 +22,8 @@ from omnideft.options import build_sections, load_sections, option, options_help
 
 @dataclass
 class ModelSection:
-    name: str = option("Shitao/OmniGen-v1-diffusers", "hub id, local diffusers folder, or 'tiny' (random toy model)")
+    name: str = option("Shitao/OmniGen-v1-diffusers", "hub id, local diffusers folder, 'tiny' (random toy model) or "
+                       "'small' (the pretrained toy model shipped with omnideft, docs/models.md)")
     revision: typing.Optional[str] = option(None, "hub revision (branch, tag or commit)")
     seed: int = option(0, "seed for the 'tiny' preset's random weights")
 
