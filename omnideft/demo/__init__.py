@@ -1,3 +1,4 @@
 """The offline demo (run.py): the small pretrained OmniGen learns new tasks with a DEFT adapter, measured."""
 
-DEFAULTS = {"steps": 150, "samples": 256, "queries": 16, "retention_queries": 4}  # light to import: `omnideft --help` shows them
+# Light to import: `omnideft --help` shows them.
+DEFAULTS = {"steps": 150, "samples": 256, "queries": 16, "retention_queries": 4}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -20,7 +19,7 @@ from diffusers import AutoencoderKL, OmniGenTransformer2DModel
 
 from omnideft.data.format.writer import file_sha256
 from omnideft.errors import UserError
-from omnideft.files import write_text_atomic
+from omnideft.files import atomic_path, write_text_atomic
 from omnideft.flow.loss import rectified_flow_loss
 from omnideft.flow.vae import encode_batch
 from omnideft.model.loading import OmniGenComponents, save_base
@@ -75,24 +74,20 @@ def pretrain(recipe: PretrainRecipe, out_dir: str | Path, progress: bool = True)
             print(f"step {step}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.4f}", flush=True)
     model.requires_grad_(False).eval()
 
-    tmp = out.with_name(f".tmp-{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_base(comps, tmp)
-    record = {
-        "format": "omnideft.pretrain/1",
-        "recipe": recipe.to_dict(),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "vae_reconstruction_mse": vae_mse,
-        "seconds": {"vae_fit": round(t_vae, 1), "total": round(time.perf_counter() - t_start, 1)},
-        "loss": [round(x, 6) for x in losses],
-        "sha256": {rel: file_sha256(tmp / rel) for rel in WEIGHT_FILES},
-        "versions": {p: version(p) for p in ("omnideft", "torch", "diffusers", "transformers")},
-        "torch_threads": torch.get_num_threads(),
-    }
-    write_text_atomic(tmp / "pretrain.json", json.dumps(record, indent=1) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_path(out) as tmp:  # the folder appears whole, with its pretrain.json, or not at all
+        save_base(comps, tmp)
+        record = {
+            "format": "omnideft.pretrain/1",
+            "recipe": recipe.to_dict(),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "vae_reconstruction_mse": vae_mse,
+            "seconds": {"vae_fit": round(t_vae, 1), "total": round(time.perf_counter() - t_start, 1)},
+            "loss": [round(x, 6) for x in losses],
+            "sha256": {rel: file_sha256(tmp / rel) for rel in WEIGHT_FILES},
+            "versions": {p: version(p) for p in ("omnideft", "torch", "diffusers", "transformers")},
+            "torch_threads": torch.get_num_threads(),
+        }
+        write_text_atomic(tmp / "pretrain.json", json.dumps(record, indent=1) + "\n")
     return out
 
 
