@@ -20,7 +20,7 @@ from omnideft.studio.presets import split_in_context
 from omnideft.studio.session import Request, Studio, describe_error
 from tests.helpers import assert_one_line_error, run_cli
 
-SHAPES = "demo/conditional_generation/edges"
+SHAPES = "shapes/a/fill"
 
 
 @pytest.fixture(scope="module")
