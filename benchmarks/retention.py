@@ -42,8 +42,8 @@ METHODS = {
 }
 RANK = 8
 LR = 2e-3
-SWEEP = (5e-4, 2e-3, 8e-3)
-SHORT = 60
+SWEEP = (1e-3, 2e-3, 4e-3)
+SHORT = 50
 SEEDS = (0, 1, 2)
 QUICK = {"SHORT": 1, "SEEDS": (0,), "SWEEP": (2e-3,), "queries": 1, "retention_queries": 1, "sampler_steps": 2,
          "denoising_samples": 4}
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> dict:
 
     best_lr = {}
     for method in METHODS:  # the sweep: one seed, SHORT steps, judged on family B's held-out denoising loss
-        losses = {lr: score(run(method, lr, 0, short) / "adapter")["fit_denoising_loss"] for lr in sweep}
+        losses = {lr: study.denoising_loss(run(method, lr, 0, short) / "adapter") for lr in sweep}
         best_lr[method] = min(losses, key=losses.get)
         log(f"sweep {method}: " + ", ".join(f"lr {lr:g}: {v:.4f}" for lr, v in losses.items()) +
             f" -> {best_lr[method]:g}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from omnideft.adapters.registry import METHODS
 from omnideft.data.format.check import check_command
 from omnideft.demo import DEFAULTS as DEMO
 from omnideft.errors import UserError
@@ -116,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--queries", type=int, default=DEMO["queries"], help="held-out queries per new task")
     d.add_argument("--retention-queries", type=int, default=DEMO["retention_queries"],
                    help="held-out queries per task the base knew")
+    d.add_argument("--replay", type=float, default=DEMO["replay"],
+                   help="share of training samples drawn from the tasks the base knew (prior preservation, as "
+                        f"DreamBooth does; default {DEMO['replay']}; 0 = the new tasks only)")
+    d.add_argument("--method", default="deft", choices=sorted(METHODS),
+                   help="adapter method (default deft; e.g. lora to compare the two on the same data)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_demo)
@@ -324,8 +330,12 @@ def _export(args) -> int:
 def _demo(args) -> int:
     from omnideft.demo.run import run_demo
 
+    if not 0.0 <= args.replay < 1.0:
+        raise UserError(f"--replay {args.replay}: give a share in [0, 1)")
+
     r = run_demo(args.out, steps=args.steps, samples=args.samples, queries=args.queries,
-                 retention_queries=args.retention_queries, seed=args.seed, progress=not args.no_progress)
+                 retention_queries=args.retention_queries, seed=args.seed, method=args.method, replay=args.replay,
+                 progress=not args.no_progress)
     print(f"demo: {args.out}/ — new tasks: IoU {r['iou']['base']:.3f} -> {r['iou']['adapted']:.3f}, colour error "
           f"{r['colour_error']['base']:.1f} -> {r['colour_error']['adapted']:.1f}; known tasks: IoU "
           f"{r['retention']['iou']['base']:.3f} -> {r['retention']['iou']['adapted']:.3f}; {r['total_seconds']:.0f} s")

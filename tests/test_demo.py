@@ -48,3 +48,20 @@ def test_eval_tables_from_demo_run(demo_run, tmp_path):
     assert res[str(out / "adapter")]["all"] < res["base"]["all"]
     assert (tmp_path / "ev.csv").read_text().startswith("model,shapes/b/")
     assert "| base |" in (tmp_path / "ev.md").read_text()
+
+
+def test_answer_folders_rescore_to_the_report(demo_run, tmp_path):
+    """`omnideft eval` on the demo's answers/ reads each target's mask and colour from the image alone, and must
+    agree with the report, which scored with the known shape and colour."""
+    out, _ = demo_run
+    r = json.loads((out / "report.json").read_text())
+    names = sorted(p.name for p in (out / "answers" / "target").iterdir())
+    assert len(names) == r["heldout_queries"]
+    assert sorted(p.name for p in (out / "answers" / "deft").iterdir()) == names
+    for model, key in (("base", "base"), ("deft", "adapted")):
+        proc = run_cli("eval", "--pred", str(out / "answers" / model), "--ref", str(out / "answers" / "target"),
+                       "--metrics", "shape_iou,colour_error", "--out", str(tmp_path / model))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        stats = next(iter(json.loads((tmp_path / model / "summary.json").read_text())["groups"].values()))
+        assert stats["shape_iou"]["mean"] == pytest.approx(r["iou"][key], abs=1e-6)
+        assert stats["colour_error"]["mean"] == pytest.approx(r["colour_error"][key], abs=1e-3)

@@ -30,7 +30,7 @@ from omnideft.shapes.shards import write_task_shards
 
 def test_families_are_disjoint_and_every_task_draws_a_well_formed_sample():
     assert set(task_names("A")) & set(task_names("B")) == set()
-    assert {"flip", "fill_like"} <= set(task_names("B"))
+    assert {"flip", "fill_like", "grow"} <= set(task_names("B"))
     proc = OmniGenProcessor(build_tiny_tokenizer(extra_words=VOCABULARY), max_image_size=64)
     rng = np.random.default_rng(0)
     for name, task in TASKS.items():
@@ -66,6 +66,17 @@ def test_every_word_of_every_task_is_in_the_small_vocabulary():
             for chunk in TAG.split(wrap_prompt(s.instruction)):
                 ids = tok(chunk).input_ids
                 assert unknown not in ids, (chunk, tok.convert_ids_to_tokens(ids))
+
+
+def test_grow_keeps_shape_colour_and_centre_and_scales_the_area():
+    for seed in range(6):
+        s = make_sample("grow", np.random.default_rng(seed), 64, 1)
+        small, big = shape_mask(s.query_images[0]), shape_mask(s.target)
+        assert 1.6 ** 2 * 0.8 < big.sum() / small.sum() < 1.6 ** 2 * 1.2
+        centre = [np.argwhere(m).mean(axis=0) for m in (small, big)]
+        assert np.abs(centre[0] - centre[1]).max() < 2.5  # same place (triangle centroids move a little)
+        assert tuple(np.asarray(s.target)[big][0]) == s.colour == tuple(np.asarray(s.query_images[0])[small][0])
+        assert not big.all() and big[[0, -1], :].sum() == 0 and big[:, [0, -1]].sum() == 0  # inside the image
 
 
 def test_flip_and_fill_like_do_what_they_say():

@@ -43,8 +43,11 @@ class AdaptationStudy:
     retention_queries: int = 4  # held-out queries per known task
     denoising_samples: int = 32  # held-out shard samples per family for the denoising loss
     sampler_steps: int = 20
-    new_tasks: list[str] = field(default_factory=lambda: task_names("B"))
+    # grow: the base copies the query (IoU ~0.5) and a rank-8 adapter learns it in ~200 steps (IoU ~0.8); flip
+    # needs far more than a CPU minute (IoU 0.14 -> 0.28 after 150 steps), fill_like's shapes the base already draws
+    new_tasks: list[str] = field(default_factory=lambda: ["grow"])
     known_tasks: list[str] = field(default_factory=lambda: task_names("A"))
+    replay: float = 0.0  # share of training samples drawn from the known tasks (prior preservation)
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -52,17 +55,27 @@ class AdaptationStudy:
         self.kept_queries = heldout_samples(self.known_tasks, self.retention_queries, seed=self.seed + 200, size=SIZE)
 
     def write_shards(self) -> Path:
-        """Training shards of the new tasks, and held-out shards of both families (for the denoising loss)."""
+        """Training shards of the new tasks (and, with `replay`, of the known ones), and held-out shards of both
+        families (for the denoising loss)."""
         write_task_shards(self.root / "heldout_b", self.new_tasks, self.denoising_samples, SIZE, seed=self.seed + 1)
         write_task_shards(self.root / "heldout_a", self.known_tasks, self.denoising_samples, SIZE, seed=self.seed + 2)
+        if self.replay:
+            write_task_shards(self.root / "replay_a", self.known_tasks, self.train_samples, SIZE, seed=self.seed + 3)
         return write_task_shards(self.root / "shards", self.new_tasks, self.train_samples, SIZE, seed=self.seed)
+
+    def _shards(self) -> str:
+        new = str(self.root / "shards" / "train")
+        if not self.replay:
+            return f"[{new}]"
+        known = str(self.root / "replay_a" / "train")
+        return f"[{{path: {new}, weight: {1 - self.replay}}}, {{path: {known}, weight: {self.replay}}}]"
 
     def train(self, out: Path, overrides: list[str], steps: int, seed: int | None = None, progress: bool = False,
               checkpoint_every: int = 0) -> Path:
         """Train an adapter on the new tasks (recipe keys in `overrides` choose method, rank, lr...); returns
         the run folder (adapter/ and, with `checkpoint_every`, checkpoints/step-N/ adapters)."""
         recipe = load_recipe(None, [
-            f"model.name={BASE}", f"data.shards=[{self.root / 'shards' / 'train'}]", f"data.max_image_size={SIZE}",
+            f"model.name={BASE}", f"data.shards={self._shards()}", f"data.max_image_size={SIZE}",
             "data.condition_dropout=0.1", f"train.max_steps={steps}", "train.batch_size=8",
             f"train.seed={self.seed if seed is None else seed}", f"train.checkpoint_every={checkpoint_every}",
             "train.keep_checkpoints=0", "output.tensorboard=false", f"output.dir={out}", *overrides])
@@ -78,11 +91,19 @@ class AdaptationStudy:
         label = "base" if adapter is None else Path(adapter).parent.name
         fit, fit_images = score(generate, self.fit_queries, f"{label}: new tasks", progress)
         kept, kept_images = score(generate, self.kept_queries, f"{label}: known tasks", progress)
-        loss = {}
-        for family in ("b", "a"):
-            examples = load_examples([str(self.root / f"heldout_{family}" / "train")], self.denoising_samples)
-            loss[family] = denoising_losses({"m": model}, comps.vae, comps.tokenizer, examples, SIZE)["m"]["all"]
+        loss = {family: self._denoising_loss(model, comps, family) for family in ("b", "a")}
         return Scores(_summary(fit, loss["b"]), _summary(kept, loss["a"]), {"B": fit_images, "A": kept_images})
+
+    def denoising_loss(self, adapter: Path | None, family: str = "b") -> float:
+        """Only the held-out denoising loss on family `family` ("b": new tasks, "a": known): seconds, no sampling
+        (the retention benchmark's learning-rate sweep)."""
+        comps = load_omnigen(BASE)
+        model = load_adapter(comps.transformer, adapter) if adapter else comps.transformer
+        return self._denoising_loss(model, comps, family)
+
+    def _denoising_loss(self, model, comps, family: str) -> float:
+        examples = load_examples([str(self.root / f"heldout_{family}" / "train")], self.denoising_samples)
+        return denoising_losses({"m": model}, comps.vae, comps.tokenizer, examples, SIZE)["m"]["all"]
 
 
 def _summary(table: dict, denoising_loss: float) -> dict:

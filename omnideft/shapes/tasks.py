@@ -1,10 +1,11 @@
 """The in-context tasks of the shape world, in two families.
 
 Family A is what the small base OmniGen was pretrained on; family B is new to it (what adapters are taught in the
-demo and the retention benchmark): `fill_like` combines two things the base can do (fill an edge map; take a colour
-from the examples' outputs, which `recolour_like` needs) under an instruction it never saw, `flip` is a transform
-the base never saw at all. Each task turns random scenes into (query text, query images, target image); a
-sample prepends 0-2 example pairs of the same task in OmniGen's interleaved format:
+demo and the retention benchmark): `grow` (the demo's) makes the query's shape 1.6 times larger in place, a
+transform family A never shows under words it never read; `fill_like` combines two things the base can do (fill an
+edge map; take a colour from the examples' outputs, which `recolour_like` needs) under an instruction it never saw;
+`flip` is a transform the base never saw at all. Each task turns random scenes into (query text, query images,
+target image); a sample prepends 0-2 example pairs of the same task in OmniGen's interleaved format:
 
     example 1: <img><|image_1|></img> becomes <img><|image_2|></img>. fill the edges <img><|image_3|></img> with red.
 
@@ -20,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from omnideft.prompts.in_context import compose_in_context
-from omnideft.shapes.scene import COLOURS, SHAPES, outline, render, sample_scene
+from omnideft.shapes.scene import COLOURS, SHAPES, Scene, outline, render, sample_scene
 
 QUERY = "<img><|image_1|></img>"
 ROWS = {"top": 0.28, "middle": 0.5, "bottom": 0.72}
@@ -103,6 +104,15 @@ def _fill_like(rng, size, shared):
     return TaskDraw(f"fill the edges {QUERY} like the examples.", [outline(img)], img, COLOURS[s.colour])
 
 
+def _grow(rng, size, shared):
+    small = sample_scene(rng, radius=(0.11, 0.15))
+    r = small.r * 1.6
+    cx, cy = (float(np.clip(c, r + 0.03, 1 - r - 0.03)) for c in (small.cx, small.cy))
+    small = Scene(small.shape, small.colour, cx, cy, small.r)
+    return TaskDraw(f"make the shape in {QUERY} big.", [render(small, size)],
+                    render(Scene(small.shape, small.colour, cx, cy, r), size), COLOURS[small.colour])
+
+
 TASKS: dict[str, ShapeTask] = {t.name: t for t in (
     ShapeTask("draw", "A", "text -> the named shape and colour at one of 9 named places", _draw, max_examples=0),
     ShapeTask("fill", "A", "edge map -> the filled shape in the colour named in the text", _fill),
@@ -116,6 +126,7 @@ TASKS: dict[str, ShapeTask] = {t.name: t for t in (
               _recolour_like, min_examples=1, shared=lambda rng: {"colour": _colour(rng)}),
     ShapeTask("flip", "B", "shape -> flipped upside down (a transform family A never shows)",
               _transform(f"flip {QUERY} upside down.", Image.Transpose.FLIP_TOP_BOTTOM)),
+    ShapeTask("grow", "B", "shape -> the same shape, colour and centre, 1.6 x larger", _grow),
     ShapeTask("fill_like", "B", "edge map -> filled in the colour of the examples' outputs (named nowhere)",
               _fill_like, min_examples=1, shared=lambda rng: {"colour": _colour(rng)}),
 )}
@@ -123,7 +134,8 @@ FAMILIES = ("A", "B")
 # Every word the task texts and the in-context sentence use (the small preset's tokenizer knows each one).
 VOCABULARY = (*COLOURS, *SHAPES, *(w for name in (*ROWS, *COLUMNS) for w in name.split()),
               "draw", "a", "at", "the", "in", "fill", "edges", "with", "of", "paint", "shape", "mirror", "from", "to",
-              "rotate", "by", "quarter", "turn", "flip", "upside", "down", "like", "examples", "example", "becomes",
+              "rotate", "by", "quarter", "turn", "flip", "upside", "down", "make", "big", "like", "examples", "example",
+              "becomes",
               ">.", ".<|", ">.<|")  # punctuation runs where a sentence ends at an image tag or at `<|end|>`
 
 
