@@ -83,9 +83,9 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
     """The batches the trainer's data path makes (same shards, order, builder, bucketing), made once, up front."""
     from omnideft.data.loader import ResumableBatches, index_sources
     from omnideft.data.sources import resolve_sources
+    from omnideft.flow.batch import BatchBuilder
     from omnideft.model import load_omnigen
     from omnideft.prompts import OmniGenProcessor
-    from omnideft.flow.batch import BatchBuilder
 
     comps = load_omnigen(str(base))
     builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=IMAGE), 0.01, SEED)
@@ -99,9 +99,9 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
 def run_bare(base: Path, batches: list[dict]) -> list[float]:
     from omnideft.adapters import AdapterSpec, apply_adapter
     from omnideft.adapters.apply import param_groups
-    from omnideft.model import load_omnigen
     from omnideft.flow.loss import rectified_flow_loss
     from omnideft.flow.vae import encode_batch
+    from omnideft.model import load_omnigen
 
     torch.manual_seed(SEED)
     comps = load_omnigen(str(base))
@@ -128,14 +128,15 @@ def run_bare(base: Path, batches: list[dict]) -> list[float]:
 
 
 def main() -> None:
-    from omnideft.demo.dataset import write_shapes_dataset
+    from omnideft.shapes.shards import write_task_shards
 
     load_before = os.getloadavg()[0]
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="omnideft-bench-trainer-") as tmp:
         root = Path(tmp)
         base = make_base(root / "base")
-        shards = write_shapes_dataset(root / "shards", n_samples=64, size=IMAGE, seed=SEED, shard_size=16)
+        shards = write_task_shards(root / "shards", ["fill"], n_samples=64, size=IMAGE, seed=SEED, shard_size=16,
+                                   n_examples=1)
         batches = bare_batches(base, shards, 16)
         trainer_step, trainer_data, bare_step, ratios = [], [], [], []
         for r in range(ROUNDS):  # A B A B ...

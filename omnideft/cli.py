@@ -14,7 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from omnideft.adapters.registry import METHODS
 from omnideft.data.format.check import check_command
+from omnideft.demo import DEFAULTS as DEMO
 from omnideft.errors import UserError
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint; resume with --resume latest
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     g = sub.add_parser("generate", help="generate an image, optionally from in-context examples")
-    g.add_argument("--model", help="base: hub id, diffusers folder or 'tiny' (default: the adapter's base)")
+    g.add_argument("--model", help="base: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's base)")
     g.add_argument("--adapter", action="append", default=[], metavar="PATH[:WEIGHT]",
                    help="adapter folder (omnideft or PEFT), optionally with a weight; repeatable: several adapters "
                         "are merged into the base as W + sum of weight x delta (exact, no inference overhead)")
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="A Gradio app on HOST:PORT: examples, query, prompt, adapters with weights, "
                                    "camera and orbit, task presets from shards, a history with command lines "
                                    "(docs/studio.md).")
-    s.add_argument("--model", required=True, help="base: hub id, diffusers folder or 'tiny'")
+    s.add_argument("--model", required=True, help="base: hub id, diffusers folder, 'tiny' or 'small'")
     s.add_argument("--adapters", nargs="*", default=[], metavar="DIR_OR_RUNS",
                    help="adapter folders, run folders or folders of runs; every adapter below them is offered")
     s.add_argument("--examples", nargs="*", default=[], metavar="SHARDS",
@@ -104,21 +106,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     s.set_defaults(func=_studio)
 
-    d = sub.add_parser("demo", help="offline end-to-end run on a tiny OmniGen (CPU, a few minutes)")
+    d = sub.add_parser("demo", help="offline end-to-end run: teach the shipped small OmniGen new tasks with DEFT",
+                       description="Writes shards of tasks the pretrained `small` model never saw, trains a rank-8 "
+                                   "DEFT adapter on them (CPU, about a minute), then scores base and base + DEFT on "
+                                   "held-out queries of the new tasks and of the tasks the base knew: report.md, "
+                                   "report.json, samples.png, retention.png, loss.png.")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out/)")
-    d.add_argument("--steps", type=int, default=400, help="training steps")
-    d.add_argument("--samples", type=int, default=96, help="synthetic training samples")
+    d.add_argument("--steps", type=int, default=DEMO["steps"], help="training steps")
+    d.add_argument("--samples", type=int, default=DEMO["samples"], help="training samples written as shards")
+    d.add_argument("--queries", type=int, default=DEMO["queries"], help="held-out queries per new task")
+    d.add_argument("--retention-queries", type=int, default=DEMO["retention_queries"],
+                   help="held-out queries per task the base knew")
+    d.add_argument("--replay", type=float, default=DEMO["replay"],
+                   help="share of training samples drawn from the tasks the base knew (prior preservation, as "
+                        f"DreamBooth does; default {DEMO['replay']}; 0 = the new tasks only)")
+    d.add_argument("--method", default="deft", choices=sorted(METHODS),
+                   help="adapter method (default deft; e.g. lora to compare the two on the same data)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--vae-steps", type=int, default=300, help="steps fitting the tiny VAE to the images (0 = random)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=_demo)
+
+    pt = sub.add_parser("pretrain", help="pretrain the small base OmniGen on the procedural shape tasks",
+                        description="omnideft pretrain RECIPE [section.key=value ...] --out DIR: trains every weight "
+                                    "of a small OmniGen from random (recipes/pretrain/small_base.yaml reproduces "
+                                    "the shipped `small` model bit for bit on CPU), then scores it on held-out "
+                                    "queries of its tasks (docs/models.md).")
+    pt.add_argument("recipe", nargs="?", help="pretraining recipe YAML (recipes/pretrain/small_base.yaml)")
+    pt.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.steps=100")
+    pt.add_argument("--out", help="output folder (diffusers layout + pretrain.json + heldout.json)")
+    pt.add_argument("--help-recipe", action="store_true", help="print every pretraining recipe key")
+    pt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pt.set_defaults(func=_pretrain)
 
     e = sub.add_parser("eval", help="score images (--pred/--ref folders) or held-out denoising loss (--model/--shards)",
                        description="Two modes. Folder scoring: omnideft eval --pred DIR --ref DIR --metrics "
                                    "clip_i,dino_v1,... --out DIR (pairs matched by file name; docs/eval.md). "
                                    "Denoising: omnideft eval --model M --shards S --out STEM: held-out rectified-"
                                    "flow loss per task for the base and each adapter.")
-    e.add_argument("--model", help="denoising mode: base hub id, diffusers folder or 'tiny'")
+    e.add_argument("--model", help="denoising mode: base hub id, diffusers folder, 'tiny' or 'small'")
     e.add_argument("--adapter", action="append", default=[], help="denoising mode: adapter folder (repeatable)")
     e.add_argument("--shards", action="append", help="denoising mode: held-out shard glob or directory (repeatable)")
     e.add_argument("--out", required=True, help="folder mode: output folder (scores.csv, summary.json, summary.md); "
@@ -141,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--compare DIR_A DIR_B ... --out DIR (paper-style table and bar chart).")
     b.add_argument("protocol", nargs="?", help="visualcloze | subject | retention")
     b.add_argument("--compare", nargs="+", metavar="DIR", help="compare finished runs (their summary.json)")
-    b.add_argument("--model", help="base: hub id, diffusers folder or 'tiny' (default: the adapter's base)")
+    b.add_argument("--model", help="base: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's base)")
     b.add_argument("--adapter", action="append", default=[], metavar="PATH[:WEIGHT]",
                    help="adapter folder, optionally weighted; repeatable: several are merged into the base")
     b.add_argument("--label", help="name of this run in comparisons (default: adapter folder name, or base)")
@@ -169,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "LoRA (the error is reported).")
     x.add_argument("adapter", help="adapter folder")
     x.add_argument("--format", required=True, help="peft-lora | diffusers | comfyui | kohya | merged")
-    x.add_argument("--base", help="base model: hub id, diffusers folder or 'tiny' (default: the adapter's base)")
+    x.add_argument("--base", help="base model: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's "
+                   "base)")
     x.add_argument("--out", required=True, help="output folder (merged: a diffusers pipeline folder)")
     x.add_argument("--rank", type=int, help="rank for dense deltas (e.g. SODA; default: adapter rank)")
     x.set_defaults(func=_export)
@@ -304,10 +330,39 @@ def _export(args) -> int:
 def _demo(args) -> int:
     from omnideft.demo.run import run_demo
 
-    r = run_demo(args.out, steps=args.steps, samples=args.samples, seed=args.seed, vae_steps=args.vae_steps,
+    if not 0.0 <= args.replay < 1.0:
+        raise UserError(f"--replay {args.replay}: give a share in [0, 1)")
+
+    r = run_demo(args.out, steps=args.steps, samples=args.samples, queries=args.queries,
+                 retention_queries=args.retention_queries, seed=args.seed, method=args.method, replay=args.replay,
                  progress=not args.no_progress)
-    print(f"demo: {args.out}/ — loss {r['loss_start']:.4f} -> {r['loss_end']:.4f} ({r['loss_drop_pct']:.1f} % lower), "
-          f"held-out {r['heldout_loss_base']:.4f} -> {r['heldout_loss_adapted']:.4f}, {r['total_seconds']:.0f} s")
+    print(f"demo: {args.out}/ — new tasks: IoU {r['iou']['base']:.3f} -> {r['iou']['adapted']:.3f}, colour error "
+          f"{r['colour_error']['base']:.1f} -> {r['colour_error']['adapted']:.1f}; known tasks: IoU "
+          f"{r['retention']['iou']['base']:.3f} -> {r['retention']['iou']['adapted']:.3f}; {r['total_seconds']:.0f} s")
+    return 0
+
+
+def _pretrain(args) -> int:
+    from omnideft.options import options_help
+    from omnideft.pretrain.recipe import PretrainRecipe, load_pretrain_recipe
+
+    if args.help_recipe:
+        print(options_help(PretrainRecipe))
+        return 0
+    if not args.recipe or not args.out:
+        raise UserError("pretrain needs a recipe YAML and --out DIR (or --help-recipe)")
+    recipe = load_pretrain_recipe(args.recipe, args.overrides)
+    from omnideft.pretrain.heldout import write_heldout_scores
+    from omnideft.pretrain.loop import pretrain
+
+    folder = pretrain(recipe, args.out, progress=not args.no_progress)
+    print(f"model: {folder}")
+    if recipe.heldout.queries:
+        h = recipe.heldout
+        table = write_heldout_scores(folder, recipe.data.tasks, h.queries, h.seed, recipe.data.image_size,
+                                     h.sampler_steps, h.guidance, h.image_guidance, progress=not args.no_progress)
+        print(f"held-out ({recipe.heldout.queries} per task): mean IoU {table['mean']['iou']:.3f}, "
+              f"mean colour error {table['mean']['colour_error']:.1f}")
     return 0
 
 

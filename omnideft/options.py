@@ -1,13 +1,24 @@
-"""A dataclass field that documents itself: its one default, a line of help and the allowed values.
+"""Self-documenting options: a dataclass field carries its one default, a line of help and the allowed values;
+recipe files (YAML) and `section.key=value` overrides are read into a dataclass of such sections, with every key and
+type checked before anything runs.
 
-The specs of the rooms (adapters.spec.AdapterSpec, camera.spec.CameraSpec) and the recipe's own sections declare
-their options with it; the recipe validates values against `choices` and `omnideft train --help-recipe` prints
-`help`.
+The specs of the rooms (adapters.spec.AdapterSpec, camera.spec.CameraSpec) and the recipes' own sections
+(train/recipe.py, pretrain/recipe.py) declare their options with `option`; `load_sections` reads a recipe into them
+and `options_help` prints them (`--help-recipe`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from omnideft.errors import UserError
 
 
 def option(default, help: str, choices: tuple | None = None):
@@ -15,3 +26,110 @@ def option(default, help: str, choices: tuple | None = None):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def load_sections(path: str | Path | None, overrides, schema: type, prepare: Callable | None = None):
+    """Read the YAML at `path` (None: defaults only), let `prepare(raw, recipe_folder)` adjust it, apply the
+    overrides, and build `schema`."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"recipe {p} not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"recipe {p} must be a mapping of sections")
+        if prepare is not None:
+            prepare(raw, p.parent.resolve())
+    for item in overrides:
+        apply_override(raw, item)
+    return build_sections(raw, schema)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """`section.key=value` (value parsed as YAML) into the raw mapping."""
+    if "=" not in item:
+        raise UserError(f"override {item!r} must look like key.sub=value")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2:
+        raise UserError(f"override key {key!r} must be section.key (e.g. train.lr)")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else None
+    except yaml.YAMLError:
+        parsed = value
+    raw.setdefault(parts[0], {})
+    if not isinstance(raw[parts[0]], dict):
+        raise UserError(f"recipe section {parts[0]!r} must be a mapping")
+    raw[parts[0]][parts[1]] = parsed
+
+
+def build_sections(raw: dict, schema: type):
+    """A mapping of sections -> `schema` (a dataclass of section dataclasses); names the first bad key."""
+    sections = {f.name: f.type for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    out = {}
+    for sec, body in raw.items():
+        if sec not in sections:
+            raise UserError(f"unknown recipe section {sec!r}; allowed: {', '.join(sections)}")
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise UserError(f"recipe section {sec!r} must be a mapping")
+        cls = hints[sec]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        sec_hints = typing.get_type_hints(cls)
+        values = {}
+        for key, value in body.items():
+            if key not in fields:
+                raise UserError(f"unknown recipe key {sec}.{key}; allowed in {sec}: {', '.join(fields)}")
+            values[key] = check_type(f"{sec}.{key}", value, sec_hints[key], fields[key].metadata.get("choices"))
+        out[sec] = cls(**values)
+    return schema(**out)
+
+
+def check_type(name: str, value, hint, choices):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    allowed = args if origin in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise UserError(f"recipe key {name} must not be null")
+    if float in allowed and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
+    for t in allowed:
+        if t is type(None):
+            continue
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+            break
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            break
+        if t in (str, bool, list, dict) and isinstance(value, t):
+            break
+    else:
+        names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+        raise UserError(f"recipe key {name} must be {names}, got {type(value).__name__} {value!r}")
+    if choices and value not in choices:
+        raise UserError(f"recipe key {name} is {value!r}; allowed: {', '.join(map(str, choices))}")
+    return value
+
+
+def options_help(schema: type) -> str:
+    """Every key of `schema` with its default, help and allowed values (`--help-recipe`)."""
+    lines = []
+    hints = typing.get_type_hints(schema)
+    for sec in dataclasses.fields(schema):
+        lines.append(f"{sec.name}:")
+        for f in dataclasses.fields(hints[sec.name]):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            choices = f.metadata.get("choices")
+            extra = f" ({'|'.join(choices)})" if choices else ""
+            lines.append(f"  {f.name}: {default!r}  # {f.metadata['help']}{extra}")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Regenerate the generated parts of docs/recipes.md and docs/commands.md from the code (recipe schema, argparse).
+"""Regenerate the generated parts of docs/recipes.md, docs/commands.md and docs/models.md from the code (recipe
+schemas, argparse).
 
 Run `python scripts/gen_docs.py`; tests/test_docs.py fails when the docs are stale.
 """
@@ -12,13 +13,20 @@ from pathlib import Path
 os.environ["COLUMNS"] = "100"  # argparse wraps help text to the terminal width; docs must not depend on it
 
 REPO = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- generated:begin -->", "<!-- generated:end -->"
+MARKERS = "<!-- {}:begin -->", "<!-- {}:end -->"
 
 
 def recipe_keys_md() -> str:
     from omnideft.train.recipe import recipe_help
 
     return "```yaml\n" + recipe_help() + "\n```"
+
+
+def pretrain_keys_md() -> str:
+    from omnideft.options import options_help
+    from omnideft.pretrain.recipe import PretrainRecipe
+
+    return "```yaml\n" + options_help(PretrainRecipe) + "\n```"
 
 
 def commands_md() -> str:
@@ -33,18 +41,57 @@ def commands_md() -> str:
     return "\n".join(out)
 
 
-def splice(path: Path, body: str) -> str:
+def small_card_md() -> str:
+    """The `small` model card's numbers, from the files shipped with it (pretrain.json, heldout.json)."""
+    import json
+
+    from omnideft.model.small import SMALL_DIR, SMALL_SHA256
+
+    record = json.loads((SMALL_DIR / "pretrain.json").read_text())
+    heldout = json.loads((SMALL_DIR / "heldout.json").read_text())
+    m, v, t, d = (record["recipe"][k] for k in ("model", "vae", "train", "data"))
+    loss = record["loss"]
+    tail = sum(loss[-100:]) / len(loss[-100:])
+    lines = [
+        "| | |", "|---|---|",
+        f"| transformer | hidden {m['hidden_size']}, {m['num_layers']} blocks, {m['num_heads']} heads, MLP "
+        f"{m['intermediate_size']}, {record['parameters']:,} parameters (fp32) |",
+        f"| VAE | 8× down, 4 latent channels, {v['channels']} channels per block, fitted {v['fit_steps']} steps "
+        f"(reconstruction MSE {record['vae_reconstruction_mse']:.4f}) |",
+        f"| pretraining | {t['steps']} steps × batch {t['batch_size']} at {d['image_size']} px, lr {t['lr']:g} "
+        f"(warm-up {t['warmup_steps']}, cosine to {t['min_lr_ratio']:g} × lr), tasks: {', '.join(d['tasks'])} |",
+        f"| loss | {sum(loss[:100]) / 100:.4f} (first 100 steps) → {tail:.4f} (last 100) |",
+        f"| time | {record['seconds']['total'] / 60:.0f} min on 2 CPU cores ({record['torch_threads']} torch threads; "
+        f"VAE fit {record['seconds']['vae_fit'] / 60:.1f} min), torch {record['versions']['torch']}, diffusers "
+        f"{record['versions']['diffusers']} |",
+        "", "| file | sha256 |", "|---|---|",
+        *(f"| `{rel}` | `{digest}` |" for rel, digest in SMALL_SHA256.items()),
+        "", f"**Held-out task metrics** ({heldout['queries_per_task']} queries per task, seed {heldout['seed']}; "
+        "`heldout.png` shows two per task):", "",
+        "| task | IoU | colour error |", "|---|---|---|",
+        *(f"| {task} | {row['iou']:.3f} | {row['colour_error']:.1f} |" for task, row in heldout["tasks"].items()
+          if task != "mean"),
+        f"| **mean** | {heldout['tasks']['mean']['iou']:.3f} | {heldout['tasks']['mean']['colour_error']:.1f} |",
+    ]
+    return "\n".join(lines)
+
+
+def splice(path: Path, body: str, marker: str = "generated") -> str:
+    begin, end = (m.format(marker) for m in MARKERS)
     text = path.read_text()
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{body}\n{END}{tail}"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
 
 
-TARGETS = {"docs/recipes.md": recipe_keys_md, "docs/commands.md": commands_md}
+# file -> [(marker, function that writes what stands between its begin and end comments)]
+TARGETS = {"docs/recipes.md": [("generated", recipe_keys_md)], "docs/commands.md": [("generated", commands_md)],
+           "docs/models.md": [("card", small_card_md), ("generated", pretrain_keys_md)]}
 
 if __name__ == "__main__":
-    for rel, fn in TARGETS.items():
+    for rel, parts in TARGETS.items():
         path = REPO / rel
-        path.write_text(splice(path, fn()))
+        for marker, fn in parts:
+            path.write_text(splice(path, fn(), marker))
         print("wrote", rel)
     sys.exit(0)

@@ -83,12 +83,13 @@ def sfm_shards(root: Path) -> Path:
 
 def build_world(root: Path) -> dict[str, Path]:
     """Everything the studio tests start the app with (see the keys)."""
-    from omnideft.demo.dataset import write_shapes_dataset
+    from omnideft.shapes.shards import write_task_shards
 
-    shards = write_shapes_dataset(root / "shards", n_samples=8, size=32, seed=0, shard_size=4)
+    shards = write_task_shards(root / "shards", ["fill"], n_samples=8, size=32, seed=0, shard_size=4, n_examples=1)
     world = {
         "root": root,
-        "heldout": write_shapes_dataset(root / "heldout", n_samples=3, size=32, seed=1, shard_size=4).parent,
+        "heldout": write_task_shards(root / "heldout", ["fill"], n_samples=3, size=32, seed=1, shard_size=4,
+                                     n_examples=1).parent,
         "a": trained_run(shards, root / "runs" / "a", "deft", seed=0),
         "b": trained_run(shards, root / "runs" / "b", "lora", seed=1),
         "other": other_shape_adapter(root / "other"),

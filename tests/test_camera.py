@@ -36,7 +36,6 @@ from omnideft.cli import main as cli_main
 from omnideft.data.loader import index_sources, sources_have_cameras
 from omnideft.data.shards import Example
 from omnideft.data.sources import resolve_sources
-from omnideft.demo.dataset import write_shapes_dataset
 from omnideft.errors import UserError
 from omnideft.flow.batch import BatchBuilder
 from omnideft.generate.validation import ValidationRenderer
@@ -44,6 +43,7 @@ from omnideft.model import load_omnigen, save_base
 from omnideft.model.tiny import tiny_transformer_config
 from omnideft.model.tokenizer import build_tiny_tokenizer
 from omnideft.prompts import OmniGenProcessor, collate_prompts
+from omnideft.shapes.shards import write_task_shards
 from omnideft.train.recipe import ValidationSection
 from tests.camera_scene import write_scene
 from tests.helpers import assert_one_line_error, run_cli
@@ -337,7 +337,7 @@ def test_auto_encoding_follows_the_shards(camera_run, tmp_path):
     scene = camera_run / "scene"
     assert build_sfm(["--src", str(scene / "sparse"), "--images", str(scene / "images"), "--out",
                       str(tmp_path / "sfm"), "--resolution", "32", "--context-views", "1", "--no-progress"]) == 0
-    shapes = write_shapes_dataset(tmp_path / "shapes", n_samples=2, size=32)
+    shapes = write_task_shards(tmp_path / "shapes", ["fill"], n_samples=2, size=32, n_examples=1)
     assert sources_have_cameras(index_sources(resolve_sources([str(tmp_path / "sfm")])))
     assert not sources_have_cameras(index_sources(resolve_sources([str(shapes)])))
 

@@ -25,12 +25,12 @@ from data_builders.sfm import main as build_sfm
 from omnideft.adapters import load_adapter
 from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.camera.prompt import CameraPrompt
-from omnideft.demo.vae_fit import fit_vae
 from omnideft.eval.denoising import load_examples
 from omnideft.flow.batch import BatchBuilder
 from omnideft.flow.loss import rectified_flow_loss
 from omnideft.flow.vae import vae_encode
 from omnideft.model import load_omnigen, save_base
+from omnideft.pretrain.vae_fit import fit_vae
 from omnideft.prompts import OmniGenProcessor
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe

@@ -1,6 +1,6 @@
 """The CLI's wiring to the rooms: exit codes and one-line errors."""
 
-from omnideft.demo.dataset import write_shapes_dataset
+from omnideft.shapes.shards import write_task_shards
 from tests.helpers import assert_one_line_error, run_cli
 
 
@@ -10,7 +10,7 @@ def test_no_command_prints_help_exit_2():
 
 
 def test_check_shards_ok_and_broken(tmp_path):
-    split = write_shapes_dataset(tmp_path / "s", n_samples=4, size=32, shard_size=2)
+    split = write_task_shards(tmp_path / "s", ["fill"], n_samples=4, size=32, shard_size=2, n_examples=1)
     ok = run_cli("check-shards", str(split))
     assert ok.returncode == 0, ok.stderr[-2000:]
     shard = sorted(split.glob("*.tar"))[0]

@@ -8,14 +8,14 @@ import pytest
 from omnideft.data.loader import ResumableBatches, drawn_per_source, index_sources
 from omnideft.data.order import MixedOrder
 from omnideft.data.sources import resolve_sources
-from omnideft.demo.dataset import write_shapes_dataset
+from omnideft.shapes.shards import write_task_shards
 
 
 @pytest.fixture(scope="module")
 def two_sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("mix")
-    a = write_shapes_dataset(root / "a", n_samples=12, size=32, seed=0, shard_size=5)
-    b = write_shapes_dataset(root / "b", n_samples=9, size=32, seed=1, shard_size=4)
+    a = write_task_shards(root / "a", ["fill"], n_samples=12, size=32, seed=0, shard_size=5, n_examples=1)
+    b = write_task_shards(root / "b", ["fill"], n_samples=9, size=32, seed=1, shard_size=4, n_examples=1)
     return [{"path": str(a), "weight": 3.0}, {"path": str(b), "weight": 1.0}]
 
 

@@ -15,14 +15,22 @@ def test_generated_docs_are_current():
     spec = importlib.util.spec_from_file_location("gen_docs", REPO / "scripts" / "gen_docs.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    for rel, fn in gen.TARGETS.items():
+    for rel, parts in gen.TARGETS.items():
         path = REPO / rel
-        assert path.read_text() == gen.splice(path, fn()), f"{rel} is stale: run python scripts/gen_docs.py"
+        for marker, fn in parts:
+            assert path.read_text() == gen.splice(path, fn(), marker), f"{rel} is stale: run python scripts/gen_docs.py"
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_validates(recipe):
     load_recipe(recipe)
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes" / "pretrain").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_pretraining_recipe_validates(recipe):
+    from omnideft.pretrain.recipe import load_pretrain_recipe
+
+    load_pretrain_recipe(recipe)
 
 
 def test_ci_runs_readme_test_command():

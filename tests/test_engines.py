@@ -10,7 +10,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from omnideft.demo.dataset import write_shapes_dataset
+from omnideft.shapes.shards import write_task_shards
 from tests.helpers import REPO, assert_one_line_error, free_port, run_cli
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,8 @@ BASE = ["--no-progress", "model.name=tiny", "data.max_image_size=32", "data.num_
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    return write_shapes_dataset(tmp_path_factory.mktemp("eng"), n_samples=12, size=32, seed=0, shard_size=6)
+    return write_task_shards(tmp_path_factory.mktemp("eng"), ["fill"], n_samples=12, size=32, seed=0, shard_size=6,
+                             n_examples=1)
 
 
 def _launch(tmp_path, name: str, **ds_changes) -> str:

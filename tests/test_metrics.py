@@ -144,6 +144,19 @@ def test_sharpness_is_zero_for_flat_and_higher_for_detail(options):
     assert flat_v == 0.0 and sharp_v > 10 * blur_v > 0
 
 
+def test_shape_metrics_read_kind_and_colour_from_the_reference(options):
+    from omnideft.shapes import COLOURS, Scene, outline, render
+
+    target = render(Scene("circle", "green", 0.5, 0.5, 0.25), 64)
+    moved = render(Scene("circle", "red", 0.6, 0.5, 0.25), 64)
+    edges = outline(target)
+    assert score("shape_iou", options, pred=[target, edges], ref=[target, edges]) == [1.0, 1.0]
+    iou, = score("shape_iou", options, pred=[moved], ref=[target])
+    assert 0.3 < iou < 0.9
+    err = score("colour_error", options, pred=[target, moved], ref=[target, target])
+    assert err[0] == 0.0 and err[1] == pytest.approx(np.linalg.norm(np.subtract(COLOURS["red"], COLOURS["green"])))
+
+
 def test_fid_in_dinov2_space_matches_the_frechet_formula(options):
     from omnideft.eval.metrics.dino import DinoEncoder
 

@@ -176,9 +176,8 @@ def test_shipped_tiny_shards_are_what_the_script_writes(tmp_path):
         if f.name == "manifest.json":  # the creation time is the one field allowed to differ
             a, b = ({k: v for k, v in json.loads(x).items() if k != "created"} for x in (a, b))
         assert a == b, f"{f} differs: run `python scripts/make_tiny_shards.py` and commit"
-    caption = (shipped / "prompt" / "caption.txt").read_text().strip()
-    prompt = load_recipe(REPO / "recipes" / "tiny_cpu.yaml").validation.prompts[0]["prompt"]
-    assert f"now draw {caption} from the edges" in prompt
+    instruction = (shipped / "prompt" / "instruction.txt").read_text().strip()
+    assert load_recipe(REPO / "recipes" / "tiny_cpu.yaml").validation.prompts[0]["prompt"] == instruction
 
 
 def _check_tiny_run(out: Path) -> None:

@@ -20,7 +20,7 @@ from omnideft.studio.presets import split_in_context
 from omnideft.studio.session import Request, Studio, describe_error
 from tests.helpers import assert_one_line_error, run_cli
 
-SHAPES = "demo/conditional_generation/edges"
+SHAPES = "shapes/a/fill"
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +114,12 @@ def test_a_wrong_model_path_still_starts_and_says_why(studio_world, tmp_path):
 
 
 def test_presets_recompose_the_held_out_instruction(studio, studio_world):
-    assert studio.catalog.tasks == [SHAPES, "sfm/novel_view"]
+    assert studio.catalog.tasks == ["sfm/novel_view", SHAPES]  # sorted
     first, second = studio.preset(SHAPES), studio.preset(SHAPES)
     assert first.key != second.key
     index = ShardIndex(resolve_sources([str(studio_world["heldout"])])[0].urls)
     sample = next(decode_sample(index.read(i)) for i in range(len(index)) if index.samples[i].key == first.key)
-    assert len(first.examples) == 1 and len(first.images) == 1 and first.prompt.startswith("now draw ")
+    assert len(first.examples) == 1 and len(first.images) == 1 and first.prompt.startswith("fill the edges ")
     query = [Image.open(p) for p in first.images]
     pairs = [(Image.open(a), Image.open(b)) for a, b in first.examples]
     assert compose_in_context(first.prompt, query, pairs)[0] == sample.instruction

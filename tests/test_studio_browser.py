@@ -299,10 +299,10 @@ def test_a_generation_error_is_a_message_and_the_app_keeps_serving(apps, browser
 def test_preset_fills_examples_query_prompt_and_shows_the_target(apps, browser):
     d = browser
     open_page(d, apps["good"].url)
-    choose(d, "preset-task", "demo/conditional_generation/edges")
+    choose(d, "preset-task", "shapes/a/fill")
     by_css(d, "#preset-load").click()
-    wait_for(d, lambda d: "Preset demo/conditional_generation/edges" in text_of(d, "preset-note"), "the preset note")
-    assert prompt_value(d).startswith("now draw ") and prompt_value(d).endswith("<img><|image_1|></img>")
+    wait_for(d, lambda d: "Preset shapes/a/fill" in text_of(d, "preset-note"), "the preset note")
+    assert prompt_value(d).startswith("fill the edges <img><|image_1|></img> with ")
     assert by_css(d, "#example-1-in").is_displayed()
     assert not any(e.is_displayed() for e in all_css(d, "#example-2-in"))  # one example row: the sample's one pair
     for elem_id in ("example-1-in", "example-1-out", "query", "target"):

@@ -4,8 +4,8 @@ import pytest
 from safetensors.torch import load_file
 
 from omnideft.adapters.registry import METHODS
-from omnideft.demo.dataset import write_shapes_dataset
 from omnideft.errors import UserError
+from omnideft.shapes.shards import write_task_shards
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe
 from tests.helpers import assert_one_line_error, run_cli
@@ -13,7 +13,8 @@ from tests.helpers import assert_one_line_error, run_cli
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    return write_shapes_dataset(tmp_path_factory.mktemp("shards"), n_samples=12, size=32, seed=0, shard_size=6)
+    return write_task_shards(tmp_path_factory.mktemp("shards"), ["fill"], n_samples=12, size=32, seed=0, shard_size=6,
+                             n_examples=1)
 
 
 def _recipe(shards, out, *extra):
@@ -166,8 +167,8 @@ def test_validation_prompt_errors_fail_before_training(shards, tmp_path):
 
 def test_condition_dropout_replaces_instruction_and_images(tiny, shards):
     from omnideft.eval.denoising import load_examples
-    from omnideft.prompts import CFG_PROMPT, OmniGenProcessor
     from omnideft.flow.batch import BatchBuilder
+    from omnideft.prompts import CFG_PROMPT, OmniGenProcessor
 
     examples = load_examples([str(shards)], 4)
     proc = OmniGenProcessor(tiny.tokenizer, max_image_size=32)

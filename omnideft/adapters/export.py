@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from torch import nn
 from omnideft.adapters.registry import all_methods
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
+from omnideft.files import atomic_path
 
 LORA_FORMATS = ("peft-lora", "diffusers", "comfyui", "kohya")
 FORMATS = (*LORA_FORMATS, "merged")
@@ -157,9 +157,8 @@ def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str,
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def export_metadata(meta: dict, fmt: str, source: str) -> dict[str, str]:
@@ -193,12 +192,9 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
     out_path = Path(out)
     if fmt == "merged":
         merge_deltas(transformer, [(1.0, deltas)])
-        tmp = out_path.with_name(f".tmp-{out_path.name}")
-        shutil.rmtree(tmp, ignore_errors=True)
         comps.transformer = transformer  # the same module, adapter layers removed and deltas folded in
-        save_base(comps, tmp)
-        shutil.rmtree(out_path, ignore_errors=True)
-        tmp.rename(out_path)
+        with atomic_path(out_path) as tmp:
+            save_base(comps, tmp)
         return f"merged: {out_path} ({len(deltas)} modules folded into the transformer; diffusers layout)"
     config = read_adapter_config(adapter)
     rank = rank or config.get("spec", {}).get("rank") or config.get("r") or AdapterSpec.rank

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -26,6 +25,7 @@ from omnideft.adapters.fingerprint import base_fingerprint
 from omnideft.adapters.registry import all_methods, get_method
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
+from omnideft.files import atomic_path
 
 FORMAT = "omnideft.adapter/1"
 OWN_CONFIG = "omnideft.adapter-config/1"
@@ -36,54 +36,47 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
                  extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
                  extra_meta: dict | None = None) -> Path:
     out = Path(out_dir)
-    tmp = out.with_name(f".tmp-{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    spec = getattr(model, "omnideft_spec", None)
-    if hasattr(model, "adapter_state_dict"):  # own injection (soda, svdiff)
-        name, peft_type = "default", None
-        tmp.mkdir(parents=True)
-        tensors = model.adapter_state_dict()
-        if state_dict is not None:  # e.g. the trainer's gathered copy, named like model.named_parameters()
-            tensors = {k: state_dict.get(f"base_model.{k}", state_dict.get(k, v)) for k, v in tensors.items()}
-        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / "adapter_model.safetensors")
-        _write_own_config(tmp, spec, model.method, model.targets)
-    else:
-        name = model.active_adapter if isinstance(model.active_adapter, str) else next(iter(model.peft_config))
-        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True, selected_adapters=[name])
-        if name != "default":  # PEFT nests non-default adapters in a sub-folder; the contract wants them at the top
-            for f in (tmp / name).iterdir():
-                f.rename(tmp / f.name)
-            (tmp / name).rmdir()
-        peft_type = str(model.peft_config[name].peft_type.value)
-        if spec is not None and not get_method(spec.method).peft_native(spec):
-            targets = sorted(model.peft_config[name].target_modules)
-            _write_own_config(tmp, spec, spec.method, targets)
-            peft_type = None
-    for label, tensors in (extra_tensors or {}).items():
-        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / f"{label}.safetensors")
-    for module in model.get_base_model().modules():  # non-PEFT parts write their own files (camera encoder)
-        save_files = getattr(module, "save_adapter_files", None)
-        if callable(save_files):
-            save_files(tmp, state_dict=state_dict)
-    meta = {
-        "format": FORMAT,
-        "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model())},
-        "adapter_name": name,
-        "method": spec.method if spec is not None else None,
-        "peft_type": peft_type,
-        "step": step,
-        "recipe": recipe,
-        "versions": {p: version(p) for p in ("omnideft", "peft", "diffusers", "torch")},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **(extra_meta or {}),
-    }
-    (tmp / "omnideft.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    old = out.with_name(f".old-{out.name}")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_path(out) as tmp:  # a crash never leaves a half-written adapter; the old one stays until then
+        spec = getattr(model, "omnideft_spec", None)
+        if hasattr(model, "adapter_state_dict"):  # own injection (soda, svdiff)
+            name, peft_type = "default", None
+            tmp.mkdir(parents=True)
+            tensors = model.adapter_state_dict()
+            if state_dict is not None:  # e.g. the trainer's gathered copy, named like model.named_parameters()
+                tensors = {k: state_dict.get(f"base_model.{k}", state_dict.get(k, v)) for k, v in tensors.items()}
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / "adapter_model.safetensors")
+            _write_own_config(tmp, spec, model.method, model.targets)
+        else:
+            name = model.active_adapter if isinstance(model.active_adapter, str) else next(iter(model.peft_config))
+            model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True, selected_adapters=[name])
+            if name != "default":  # PEFT nests non-default adapters in a sub-folder; the contract wants them at the top
+                for f in (tmp / name).iterdir():
+                    f.rename(tmp / f.name)
+                (tmp / name).rmdir()
+            peft_type = str(model.peft_config[name].peft_type.value)
+            if spec is not None and not get_method(spec.method).peft_native(spec):
+                targets = sorted(model.peft_config[name].target_modules)
+                _write_own_config(tmp, spec, spec.method, targets)
+                peft_type = None
+        for label, tensors in (extra_tensors or {}).items():
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / f"{label}.safetensors")
+        for module in model.get_base_model().modules():  # non-PEFT parts write their own files (camera encoder)
+            save_files = getattr(module, "save_adapter_files", None)
+            if callable(save_files):
+                save_files(tmp, state_dict=state_dict)
+        meta = {
+            "format": FORMAT,
+            "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model())},
+            "adapter_name": name,
+            "method": spec.method if spec is not None else None,
+            "peft_type": peft_type,
+            "step": step,
+            "recipe": recipe,
+            "versions": {p: version(p) for p in ("omnideft", "peft", "diffusers", "torch")},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **(extra_meta or {}),
+        }
+        (tmp / "omnideft.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return out
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from omnideft.bench.job import Job
-from omnideft.data.indexed import ShardIndex
 from omnideft.data.format.schema import SampleError
+from omnideft.data.indexed import ShardIndex
 from omnideft.data.shards import Example, decode_sample
 from omnideft.data.sources import ShardSource, resolve_sources
 from omnideft.errors import UserError

@@ -84,7 +84,8 @@ class Generator:
     @classmethod
     def from_pretrained(cls, model: str | None = None, adapters: Sequence = (), *, device: str = "auto",
                         dtype: str = "auto", camera_encoding: str = "auto") -> "Generator":
-        """Load the base (`model`: hub id, diffusers folder or 'tiny'; default: the first adapter's base) and apply
+        """Load the base (`model`: hub id, diffusers folder, 'tiny' or 'small'; default: the first adapter's base) and
+        apply
         `adapters` ("PATH[:w]" or (path, w)). Camera settings are checked before the model loads."""
         adapters = as_adapter_list(adapters)
         first = adapters[0][0] if adapters else None

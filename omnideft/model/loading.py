@@ -1,4 +1,5 @@
-"""Load OmniGen's four components from a hub id, a local diffusers folder, or the `tiny` preset; save a base."""
+"""Load OmniGen's four components from a hub id, a local diffusers folder, or a preset (`tiny`: random;
+`small`: pretrained, shipped in the package); save a base."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 
 from omnideft.errors import UserError
+from omnideft.model.small import SMALL, small_model_dir
 
 DEFAULT_MODEL_ID = "Shitao/OmniGen-v1-diffusers"
 TINY = "tiny"
@@ -22,7 +24,7 @@ class OmniGenComponents:
     vae: torch.nn.Module
     tokenizer: object
     scheduler: object
-    name: str  # what the user asked for: hub id, directory, or "tiny"
+    name: str  # what the user asked for: hub id, directory, "tiny" or "small"
 
     @property
     def vae_scale_factor(self) -> int:
@@ -31,13 +33,16 @@ class OmniGenComponents:
 
 def load_omnigen(name: str = DEFAULT_MODEL_ID, *, revision: str | None = None, dtype: torch.dtype = torch.float32,
                  seed: int = 0) -> OmniGenComponents:
-    """`name` is "tiny", a local directory in diffusers layout, or a hub id (needs the network or the HF cache)."""
+    """`name` is "tiny" (random, from `seed`), "small" (the shipped pretrained preset, its files checked against
+    their sha256 first), a local directory in diffusers layout, or a hub id (needs the network or the HF cache)."""
     # diffusers and transformers (~10 s to import on a small machine) load only when a model does: this package is
     # also imported for its target presets (adapters) and by commands that load no model.
     if name == TINY:
         from omnideft.model.tiny import build_tiny
 
         transformer, vae, tokenizer, scheduler = build_tiny(seed)
+    elif name == SMALL:
+        transformer, vae, tokenizer, scheduler = _load_diffusers_layout(str(small_model_dir()), None)
     else:
         transformer, vae, tokenizer, scheduler = _load_diffusers_layout(name, revision)
     if transformer.dtype != dtype:

@@ -19,16 +19,18 @@ SPECIALS = ["<unk>", "<s>", "</s>"]
 _WORDS_FILE = Path(__file__).with_name("tiny_vocab.txt")
 
 
-def tiny_vocab() -> dict[str, int]:
+def tiny_vocab(extra_words: tuple[str, ...] = ()) -> dict[str, int]:
+    """The tiny preset's words, then `extra_words` not already in it (ids of the tiny words never change)."""
     words = [w.strip() for w in _WORDS_FILE.read_text().split() if w.strip()]
     vocab: dict[str, int] = {}
-    for w in SPECIALS + words:
+    for w in SPECIALS + words + [w.lower() for w in extra_words]:
         vocab.setdefault(w, len(vocab))
     return vocab
 
 
-def build_tiny_tokenizer(model_max_length: int = 4096) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(WordLevel(vocab=tiny_vocab(), unk_token="<unk>"))
+def build_tiny_tokenizer(model_max_length: int = 4096, extra_words: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """The tiny preset's tokenizer; the `small` preset adds the words of its task texts (`extra_words`)."""
+    tok = Tokenizer(WordLevel(vocab=tiny_vocab(extra_words), unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     # Whitespace = \w+|[^\w\s]+ : "<|user|>" -> "<|", "user", "|>"; "<img>" -> "<", "img", ">".
     # A digit next to another digit stands alone: "0.05" -> "0", ".", "0", "5"; "sam2" stays one word.

@@ -12,8 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from omnideft.camera.record import record_vector
-from omnideft.data.indexed import ShardIndex
 from omnideft.data.format.schema import SampleError
+from omnideft.data.indexed import ShardIndex
 from omnideft.data.shards import Example, decode_sample
 from omnideft.data.sources import resolve_sources
 from omnideft.errors import UserError

@@ -18,8 +18,8 @@ from PIL import Image
 from omnideft.camera.record import record_vector
 from omnideft.data.format.schema import TAG_RE
 from omnideft.data.shards import Example
-from omnideft.prompts.in_context import compose_in_context, example_clause
 from omnideft.images import save_image_atomic
+from omnideft.prompts.in_context import compose_in_context, example_clause
 from omnideft.studio.catalog import camera_string
 
 EXAMPLE_ROLES = ("example_condition", "example_output")

@@ -27,7 +27,6 @@ from safetensors.torch import load_file, save_file
 
 from omnideft.adapters import save_adapter
 from omnideft.adapters.fingerprint import base_fingerprint
-
 from omnideft.data.order import rng_state_from_json, rng_state_to_json
 from omnideft.errors import UserError
 from omnideft.files import TMP_PREFIX, atomic_path, write_text_atomic

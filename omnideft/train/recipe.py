@@ -11,22 +11,19 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.camera.spec import CameraSpec
-from omnideft.errors import UserError
-from omnideft.options import option
+from omnideft.options import build_sections, load_sections, option, options_help
 
 
 @dataclass
 class ModelSection:
-    name: str = option("Shitao/OmniGen-v1-diffusers", "hub id, local diffusers folder, or 'tiny' (random toy model)")
+    name: str = option("Shitao/OmniGen-v1-diffusers", "hub id, local diffusers folder, 'tiny' (random toy model) or "
+                       "'small' (the pretrained toy model shipped with omnideft, docs/models.md)")
     revision: typing.Optional[str] = option(None, "hub revision (branch, tag or commit)")
     seed: int = option(0, "seed for the 'tiny' preset's random weights")
 
@@ -103,21 +100,16 @@ class Recipe:
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"recipe {p} not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"recipe {p} must be a mapping of sections")
-        _paths_relative_to_recipe(raw, p.parent.resolve())
-    for item in overrides:
-        _apply_override(raw, item)
-    return build_recipe(raw)
+    """The recipe YAML at `path` (None: defaults only) with `section.key=value` overrides applied."""
+    return load_sections(path, overrides, Recipe, prepare=_paths_relative_to_recipe)
+
+
+def build_recipe(raw: dict) -> Recipe:
+    return build_sections(raw, Recipe)
+
+
+def recipe_help() -> str:
+    return options_help(Recipe)
 
 
 def _paths_relative_to_recipe(raw: dict, recipe_dir: Path) -> None:
@@ -144,86 +136,3 @@ def _relative_to(path: str, recipe_dir: Path) -> str:
         return path
     candidate = str(recipe_dir / expanded)
     return candidate if glob.glob(candidate, recursive=True) else path  # neither: the error names the path as written
-
-
-def _apply_override(raw: dict, item: str) -> None:
-    if "=" not in item:
-        raise UserError(f"override {item!r} must look like key.sub=value")
-    key, value = item.split("=", 1)
-    parts = key.strip().split(".")
-    if len(parts) != 2:
-        raise UserError(f"override key {key!r} must be section.key (e.g. train.lr)")
-    try:
-        parsed = yaml.safe_load(value) if value != "" else None
-    except yaml.YAMLError:
-        parsed = value
-    raw.setdefault(parts[0], {})
-    if not isinstance(raw[parts[0]], dict):
-        raise UserError(f"recipe section {parts[0]!r} must be a mapping")
-    raw[parts[0]][parts[1]] = parsed
-
-
-def build_recipe(raw: dict) -> Recipe:
-    sections = {f.name: f.type for f in dataclasses.fields(Recipe)}
-    hints = typing.get_type_hints(Recipe)
-    out = {}
-    for sec, body in raw.items():
-        if sec not in sections:
-            raise UserError(f"unknown recipe section {sec!r}; allowed: {', '.join(sections)}")
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise UserError(f"recipe section {sec!r} must be a mapping")
-        cls = hints[sec]
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        sec_hints = typing.get_type_hints(cls)
-        values = {}
-        for key, value in body.items():
-            if key not in fields:
-                raise UserError(f"unknown recipe key {sec}.{key}; allowed in {sec}: {', '.join(fields)}")
-            values[key] = _check_type(f"{sec}.{key}", value, sec_hints[key], fields[key].metadata.get("choices"))
-        out[sec] = cls(**values)
-    return Recipe(**out)
-
-
-def _check_type(name: str, value, hint, choices):
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    allowed = args if origin in (typing.Union, types.UnionType) else (hint,)
-    if value is None:
-        if type(None) in allowed:
-            return None
-        raise UserError(f"recipe key {name} must not be null")
-    if float in allowed and isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
-            value = float(value)
-        except ValueError:
-            pass
-    for t in allowed:
-        if t is type(None):
-            continue
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = float(value)
-            break
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            break
-        if t in (str, bool, list, dict) and isinstance(value, t):
-            break
-    else:
-        names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-        raise UserError(f"recipe key {name} must be {names}, got {type(value).__name__} {value!r}")
-    if choices and value not in choices:
-        raise UserError(f"recipe key {name} is {value!r}; allowed: {', '.join(map(str, choices))}")
-    return value
-
-
-def recipe_help() -> str:
-    lines = []
-    hints = typing.get_type_hints(Recipe)
-    for sec in dataclasses.fields(Recipe):
-        lines.append(f"{sec.name}:")
-        for f in dataclasses.fields(hints[sec.name]):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            choices = f.metadata.get("choices")
-            extra = f" ({'|'.join(choices)})" if choices else ""
-            lines.append(f"  {f.name}: {default!r}  # {f.metadata['help']}{extra}")
-    return "\n".join(lines)

@@ -24,6 +24,7 @@ from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
 from omnideft.flow.batch import BatchBuilder
 from omnideft.model import OmniGenComponents, load_omnigen, save_base
+from omnideft.model.small import SMALL
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
 from omnideft.train.checkpoint import LiveRun, check_compatible, check_same_base, find_resume, restore_checkpoint
@@ -125,7 +126,9 @@ def data_workers(setting: int) -> int:
 
 def recipe_base_name(name: str, out: Path) -> str:
     """What the adapter records as its base: local folders as absolute paths (a relative `runs/x/base` would read
-    like a hub id `owner/name`), the saved random base for `tiny`, hub ids unchanged."""
+    like a hub id `owner/name`), the saved random base for `tiny`, hub ids and `small` unchanged."""
     if name == "tiny":
         return str((out / "base").resolve())
+    if name == SMALL:  # a preset, even where a folder of that name exists (load_omnigen reads it so too)
+        return name
     return str(Path(name).resolve()) if Path(name).exists() else name

@@ -15,6 +15,7 @@ from omnideft.eval.metrics.dino import DinoV1, DinoV2
 from omnideft.eval.metrics.fid import Fid
 from omnideft.eval.metrics.psnr import Psnr
 from omnideft.eval.metrics.rmse import Rmse
+from omnideft.eval.metrics.shapes import ColourError, ShapeIoU
 from omnideft.eval.metrics.sharpness import Sharpness
 from omnideft.eval.metrics.ssim import Ssim
 
@@ -32,6 +33,8 @@ METRICS: dict[str, type[Metric]] = {m.name: m for m in (
     DepthRmse,
     Sharpness,
     Aesthetic,
+    ShapeIoU,
+    ColourError,
 )}
 
 __all__ = ["METRICS", "Metric", "MetricBatch", "MetricOptions", "PairMetric", "SetMetric", "metric_class",
