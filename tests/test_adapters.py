@@ -288,3 +288,9 @@ def test_save_adapter_with_a_non_default_adapter_name(tmp_path):
     folder = save_adapter(model, tmp_path / "adapter", base_name="tiny")
     assert (folder / "adapter_model.safetensors").is_file()
     assert json.loads((folder / "omnideft.json").read_text())["peft_type"] == "DEFT"
+
+
+def test_every_method_has_a_title_for_reports():
+    titles = {name: get_method(name).title for name in REGISTERED}
+    assert titles["lora"] == "LoRA" and titles["deft"] == "DEFT" and titles["para"] == "PaRa"
+    assert all(t and t.lower() == n.lower() for n, t in titles.items())

@@ -10,6 +10,7 @@ from omnideft.errors import UserError
 
 
 class LoRA(PeftMethod):
+    title = "LoRA"
     param_prefixes = ("lora_",)
 
     def peft_config(self, spec, targets: list[str]) -> LoraConfig:

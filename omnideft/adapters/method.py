@@ -3,7 +3,7 @@
 A method is one file with a subclass of AdapterMethod (PeftMethod when PEFT injects it) plus one line in
 registry.py. The rest of omnideft only asks these attributes:
 
-  name                 the recipe's `adapter.method` (given by the registry)
+  name                 the recipe's `adapter.method` (given by the registry); title its name in reports (LoRA)
   param_prefixes       how its tensor names start (`lora_`): the base fingerprint skips them
   inject               how it adapts the transformer: a PEFT config (PeftMethod.peft_config) or its own injection
   trainable_group      the optimizer group of each trainable parameter, and lr_ratio its learning rate / train.lr
@@ -34,9 +34,11 @@ Delta = tuple[torch.Tensor, torch.Tensor] | torch.Tensor  # (B, A) with delta W 
 class AdapterMethod(ABC):
     param_prefixes: tuple[str, ...] = ()
     identity_init: bool = True
+    title: str = ""  # as papers write it; empty = the name in capitals
 
     def __init__(self, name: str):
         self.name = name
+        self.title = self.title or name.upper()
 
     @abstractmethod
     def inject(self, transformer: nn.Module, spec, targets: list[str], adapter_name: str) -> nn.Module:

@@ -7,6 +7,7 @@ from omnideft.adapters.deft import DEFT
 
 
 class PaRa(DEFT):
+    title = "PaRa"
     para = True
     default_projector = "qr"
     identity_init = False

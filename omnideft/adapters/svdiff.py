@@ -9,6 +9,7 @@ from omnideft.adapters.spectral import AdapterModel, SpectralLinear, inject_spec
 
 
 class SVDiff(AdapterMethod):
+    title = "SVDiff"
     param_prefixes = ("svdiff_",)
 
     def inject(self, transformer, spec, targets: list[str], adapter_name: str = "default") -> AdapterModel:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omnideft.adapters.registry import get_method
 from omnideft.demo import DEFAULTS
 from omnideft.demo.plot import loss_plot
 from omnideft.demo.study import AdaptationStudy, pick_rows
@@ -24,14 +25,13 @@ from omnideft.shapes.score import comparison_sheet
 
 RANK = 8
 LR = 2e-3  # every method alike, as benchmarks/retention.py's common lr (the rest: AdaptationStudy.train)
-DISPLAY = {"deft": "DEFT", "lora": "LoRA", "para": "PaRa", "soda": "SODA", "svdiff": "SVDiff", "oft": "OFT"}
 
 
 def run_demo(out_dir: str = "demo_out", steps: int = DEFAULTS["steps"], samples: int = DEFAULTS["samples"],
              seed: int = 0, queries: int = DEFAULTS["queries"], retention_queries: int = DEFAULTS["retention_queries"],
              method: str = "deft", replay: float = DEFAULTS["replay"], progress: bool = True) -> dict:
     out = Path(out_dir)
-    adapted_label = f"base + {DISPLAY.get(method, method)}"
+    adapted_label = f"base + {get_method(method).title}"
     recipe = [f"adapter.method={method}", f"adapter.rank={RANK}", f"train.lr={LR}"]
     t0 = time.perf_counter()
     study = AdaptationStudy(out, seed=seed, train_samples=samples, queries=queries,
