@@ -28,15 +28,18 @@ def test_records_become_samples_and_bad_inputs_are_counted(jsonl_source, tmp_pat
     assert decode(by_line[(2, "b.png")]["out.png"]).tobytes() == decode((jsonl_source / "images" / "b.png")
                                                                         .read_bytes()).convert("RGB").tobytes()
     manifest = json.loads((split / "manifest.json").read_text())
-    assert manifest["skipped"] == {
-        "bad_metadata": {"count": 2, "examples": ["line11", "line12"]},
-        "corrupt": {"count": 1, "examples": ["line7"]},
-        "missing": {"count": 1, "examples": ["line5"]},
-        "too_large": {"count": 1, "examples": ["line10"]},
-        "truncated": {"count": 1, "examples": ["line8"]},
-        "wrong_mode": {"count": 1, "examples": ["line9"]},
-        "zero_size": {"count": 1, "examples": ["line6"]},
+    ids = {r: (e["count"], [x.split(":")[0] for x in e["examples"]]) for r, e in manifest["skipped"].items()}
+    assert ids == {
+        "bad_metadata": (2, ["line11", "line12"]),
+        "corrupt": (1, ["line7"]),
+        "missing": (1, ["line5"]),
+        "too_large": (1, ["line10"]),
+        "truncated": (1, ["line8"]),
+        "wrong_mode": (1, ["line9"]),
+        "zero_size": (1, ["line6"]),
     }
+    # a skip record names the path that was tried, not only the line
+    assert manifest["skipped"]["missing"]["examples"] == [f"line5: {jsonl_source / 'images' / 'nope.jpg'}"]
     assert check_main([str(split)]) == 0
 
 

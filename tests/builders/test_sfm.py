@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pycolmap
 import pytest
-from builder_sources import SFM_MISSING, SFM_VIEWS, decode, read_samples, shard_bytes, write_colmap
+from builder_sources import SFM_MISSING, SFM_VIEWS, decode, noise_image, read_samples, shard_bytes, write_colmap
 
 from data_builders.check import main as check_main
 from data_builders.sfm import main
@@ -46,7 +46,8 @@ def test_camera_numbers_round_trip(colmap_project, tmp_path, kind):
         assert placeholder_numbers(meta["instruction"]) == [1, 2]
         assert max(decode(s["out.jpg"]).size) == 32
     manifest = json.loads((split / "manifest.json").read_text())
-    assert manifest["skipped"] == {"missing": {"count": 1, "examples": [SFM_MISSING]}}
+    assert manifest["skipped"] == {"missing": {"count": 1, "examples": [
+        f"{SFM_MISSING}: {colmap_project / 'images' / SFM_MISSING}"]}}
     assert check_main([str(split)]) == 0
 
 
@@ -76,3 +77,139 @@ def test_not_a_colmap_model(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expected a COLMAP sparse model" in err[0] and "notes.txt" in err[0]
+
+
+def spaced_project(root, names):
+    """A text model written by pycolmap's writer (COLMAP's own: NAME last on the line) with phone-style names."""
+    rec = pycolmap.Reconstruction()
+    rec.add_camera_with_trivial_rig(pycolmap.Camera(model="SIMPLE_RADIAL", width=64, height=48,
+                                                    params=[40.0, 32.0, 24.0, 0.02], camera_id=1))
+    rng = np.random.default_rng(3)
+    for i, name in enumerate(names):
+        q = rng.normal(size=4)
+        pose = pycolmap.Rigid3d(pycolmap.Rotation3d(q / np.linalg.norm(q)), rng.normal(size=3) * 3)
+        rec.add_image_with_trivial_frame(pycolmap.Image(name=name, camera_id=1, image_id=i + 1), pose)
+    (root / "sparse").mkdir(parents=True)
+    rec.write_text(str(root / "sparse"))
+    (root / "images").mkdir()
+    for i, name in enumerate(names):
+        noise_image(40 + i, size=(64, 48)).save(root / "images" / name, quality=95)
+    return root
+
+
+def test_text_model_with_spaced_names_keeps_every_image(tmp_path):
+    names = [f"IMG {i:04d} (copy).jpg" for i in range(6)]
+    project = spaced_project(tmp_path / "p", names)
+    lines = (project / "sparse" / "images.txt").read_text().splitlines()
+    assert lines[4].startswith("1 ") and lines[4].endswith(" 1 IMG 0000 (copy).jpg")  # COLMAP: NAME last
+    assert pycolmap.Reconstruction(str(project / "sparse")).images[1].name == "IMG"  # what pycolmap alone reads
+    assert main(["--src", str(project / "sparse"), "--images", str(project / "images"), "--out", str(tmp_path / "o"),
+                 "--resolution", "32", "--context-views", "1", "--no-progress"]) == 0
+    samples = read_samples(tmp_path / "o" / "train")
+    assert sorted(s["meta"]["source"]["ids"][-1] for s in samples) == names
+    # generate --camera-from SPARSE --view NAME takes the same whole name and the same numbers
+    from omnideft.generate.cameras import requested_cameras
+
+    by_target = {s["meta"]["source"]["ids"][-1]: s["meta"]["camera"]["vector"] for s in samples}
+    [vector] = requested_cameras(None, str(project / "sparse"), names[3], None, 0)
+    assert np.allclose(vector, by_target[names[3]], atol=1e-12)
+
+
+def test_duplicate_names_refused_naming_the_lines(tmp_path, capsys):
+    project = spaced_project(tmp_path / "p", ["a.jpg", "b.jpg", "c.jpg"])
+    images_txt = project / "sparse" / "images.txt"
+    images_txt.write_text(images_txt.read_text().replace(" c.jpg\n", " a.jpg\n"))
+    assert build_spaced(project, tmp_path / "o") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "images.txt line 9: image name 'a.jpg' is also used by images.txt line 5" in err[0]
+
+
+def build_spaced(project, out):
+    return main(["--src", str(project / "sparse"), "--images", str(project / "images"), "--out", str(out),
+                 "--resolution", "32", "--context-views", "1", "--no-progress"])
+
+
+@pytest.mark.parametrize("quaternion, message", [
+    ("0 0 0 0", "has a zero quaternion (qw qx qy qz = 0 0 0 0)"),
+    ("2 0 0 0", "has a non-unit quaternion (norm 2, q 2 0 0 0)"),
+    ("nan 0 0 0", "has a non-finite pose"),
+])
+def test_bad_text_quaternion_refused(tmp_path, capsys, quaternion, message):
+    project = spaced_project(tmp_path / "p", ["a.jpg", "b.jpg", "c.jpg"])
+    images_txt = project / "sparse" / "images.txt"
+    lines = images_txt.read_text().splitlines()
+    parts = lines[6].split(" ")  # image 2's line (line 7 of the file)
+    lines[6] = " ".join([parts[0], *quaternion.split(), *parts[5:]])
+    images_txt.write_text("\n".join(lines) + "\n")
+    assert build_spaced(project, tmp_path / "o") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"images.txt line 7: image 2 ('b.jpg') {message}" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_zero_quaternion_in_binary_model_refused(colmap_project, tmp_path, capsys):
+    import shutil
+    import struct
+
+    sparse = tmp_path / "sparse"
+    shutil.copytree(colmap_project / "sparse" / "bin", sparse)
+    data = bytearray((sparse / "images.bin").read_bytes())
+    data[12:44] = struct.pack("<4d", 0, 0, 0, 0)  # first image's qw qx qy qz (after count and image_id)
+    (sparse / "images.bin").write_bytes(bytes(data))
+    assert pycolmap.Reconstruction(str(sparse)).images  # pycolmap itself reads it (as the identity rotation)
+    assert main(["--src", str(sparse), "--images", str(colmap_project / "images"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "images.bin byte 8: image" in err[0] and "zero quaternion" in err[0]
+
+
+def test_all_images_missing_is_a_failure_naming_a_path(colmap_project, tmp_path, capsys):
+    empty = tmp_path / "wrong_folder"
+    empty.mkdir()
+    args = ["--src", str(colmap_project / "sparse" / "txt"), "--images", str(empty), "--out", str(tmp_path / "o"),
+            "--resolution", "32", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: built 0 of {SFM_VIEWS} planned samples: every sample was skipped (missing: {SFM_VIEWS}, "
+                   f"e.g. view_0.jpg: {empty / 'view_0.jpg'}); check --src and the image folder"]
+    # the manifest keeps the skip records; build-check flags the empty split
+    assert check_main([str(tmp_path / "o")]) == 2
+    out = capsys.readouterr().out
+    assert f"problem: train/train: no samples (every planned sample was skipped: missing: {SFM_VIEWS}, " in out
+
+
+def test_min_samples_and_max_skip_fraction(colmap_project, tmp_path, capsys):
+    assert build(colmap_project, tmp_path / "a", "txt", "--min-samples", str(SFM_VIEWS)) == 2
+    assert f"built {SFM_VIEWS - 1} samples, fewer than --min-samples {SFM_VIEWS} (1 skipped: missing: 1, e.g. " \
+           f"{SFM_MISSING}: " in capsys.readouterr().err
+    assert build(colmap_project, tmp_path / "b", "txt", "--max-skip-fraction", "0.1") == 2
+    assert f"skipped 1 of {SFM_VIEWS} planned samples (16.7%), more than --max-skip-fraction 0.1" in \
+        capsys.readouterr().err
+    assert build(colmap_project, tmp_path / "c", "txt", "--max-skip-fraction", "0.2") == 0
+
+
+def test_check_flags_non_finite_camera_and_unsafe_member_names(colmap_project, tmp_path, capsys):
+    import io
+    import tarfile
+
+    assert build(colmap_project, tmp_path / "o", "txt") == 0
+    split = tmp_path / "o" / "train"
+    shard = sorted(split.glob("*.tar"))[0]
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(shard, "w") as tar:
+        for i, (info, data) in enumerate(members):
+            if i == 0:
+                meta = json.loads(data)
+                meta["camera"]["t"][1] = float("nan")
+                meta["camera"]["q_wxyz"] = [0.0, 0.0, 0.0, 0.0]
+                data = json.dumps(meta).encode()
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        evil = tarfile.TarInfo("/etc/evil.json")
+        evil.size = 2
+        tar.addfile(evil, io.BytesIO(b"{}"))
+    assert check_main([str(split)]) == 2
+    out = capsys.readouterr().out
+    key = members[0][0].name.split(".")[0]
+    assert f"problem: train/{shard.name}:{key}: camera: camera has non-finite values" in out
+    assert f"problem: train/{shard.name}:/etc/evil.json: member name is absolute" in out

@@ -118,7 +118,7 @@ def test_contents_placeholders_and_rows(built):
 
 def test_corrupt_row_counted_and_check_clean(built, capsys):
     manifest = json.loads((built / "manifest.json").read_text())
-    assert manifest["skipped"]["corrupt"]["examples"] == [str(CORRUPT_ROW)]
+    assert [x.split(":")[0] for x in manifest["skipped"]["corrupt"]["examples"]] == [str(CORRUPT_ROW)]
     assert sum(manifest["tasks"].values()) == manifest["samples"]
     assert check_main([str(built)]) == 0
 
