@@ -21,7 +21,7 @@ DEFAULT_MAX_PIXELS = 120_000_000
 CONVERTIBLE_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1", "La"}
 
 SKIP_REASONS = ("missing", "zero_size", "corrupt", "truncated", "too_large", "wrong_mode", "bad_metadata",
-                "no_context", "caption_failed")
+                "no_context", "caption_failed", "outside_images")
 
 
 class SkipSample(Exception):
