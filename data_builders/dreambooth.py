@@ -174,7 +174,8 @@ class DreamBoothMaker(SampleMaker):
         return BuiltSample(
             key=key_for(DreamBoothBuilder.name, index), task=f"dreambooth/{job.kind}", instruction=text,
             inputs=inputs, output=self.load(job.image), output_ext="jpg", caption=text if not inputs else None,
-            source={"dataset": "dreambooth", "ids": [source_id(p) for p in job.references] + [source_id(job.image, job.kind)]})
+            source={"dataset": "dreambooth",
+                    "ids": [source_id(p) for p in job.references] + [source_id(job.image, job.kind)]})
 
 
 def make_parser() -> argparse.ArgumentParser:
