@@ -181,7 +181,26 @@ def _init_pool_worker(builder: SourceBuilder) -> None:
     # Ctrl-C reaches the whole process group: the main process stops the pool and says how to resume. Workers that
     # took the KeyboardInterrupt themselves printed tracebacks and left the build hanging (over 60 s, measured).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # When the main process is killed (kill -9, OOM), a worker sending its result hit BrokenPipeError and printed
+    # a traceback, and a worker waiting on a lock its dead sibling held hung forever (both measured): the default
+    # SIGPIPE action and a SIGTERM on the parent's death end them quietly.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _die_with_parent()
     _init_worker(builder)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux for a SIGTERM (quiet: the default action) when the main process dies; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the main process died before the request was in place
+        os._exit(0)
 
 
 def _work(item: tuple[int, Any, str]):
