@@ -33,6 +33,7 @@ from omnideft.data.format.writer import (
     file_sha256,
     redact_args,
     shard_name,
+    skip_summary,
     write_json_atomic,
 )
 from omnideft.errors import UserError
@@ -332,13 +333,6 @@ def check_yield(manifest: dict, args: argparse.Namespace) -> None:
     if tried and skipped / tried > args.max_skip_fraction:
         raise UserError(f"skipped {skipped} of {tried} planned samples ({skipped / tried:.1%}), more than "
                         f"--max-skip-fraction {args.max_skip_fraction:g} ({why})")
-
-
-def skip_summary(skipped: dict, top: int = 3) -> str:
-    """'missing: 6, e.g. view_0.jpg: images/view_0.jpg; corrupt: 1, e.g. ...' from a manifest's skip records."""
-    reasons = sorted(skipped.items(), key=lambda kv: (-kv[1]["count"], kv[0]))[:top]
-    return "; ".join(f"{reason}: {e['count']}" + (f", e.g. {e['examples'][0]}" if e["examples"] else "")
-                     for reason, e in reasons) or "no skip recorded"
 
 
 def shard_items(builder: SourceBuilder, jobs: Sequence[Any], k: int, size: int) -> list[tuple[int, Any, str]]:

@@ -183,7 +183,7 @@ def test_all_images_missing_is_a_failure_naming_a_path(colmap_project, tmp_path,
     # the manifest keeps the skip records; build-check flags the empty split
     assert check_main([str(tmp_path / "o")]) == 2
     out = capsys.readouterr().out
-    assert f"problem: train/train: no samples (every planned sample was skipped: missing: {SFM_VIEWS}, " in out
+    assert f"problem: train/manifest.json: no samples (every planned sample was skipped: missing: {SFM_VIEWS}, " in out
 
 
 def test_min_samples_and_max_skip_fraction(colmap_project, tmp_path, capsys):

@@ -19,7 +19,7 @@ from typing import Iterator
 from PIL import Image
 
 from omnideft.data.format.schema import SampleError, validate_meta
-from omnideft.data.format.writer import MANIFEST_NAME, file_sha256
+from omnideft.data.format.writer import MANIFEST_NAME, file_sha256, skip_summary
 from omnideft.errors import UserError
 from omnideft.files import TMP_PREFIX
 
@@ -168,10 +168,8 @@ def check_manifest(split_dir: Path, counts: dict[str, int], report: CheckReport)
             report.problem(name, f"{counts.get(name)} samples, manifest says {entry['samples']}")
     if not report.samples and not report.problems:
         skipped = manifest.get("skipped") or {}
-        why = "; ".join(f"{r}: {e.get('count')}" + (f", e.g. {e['examples'][0]}" if e.get("examples") else "")
-                        for r, e in sorted(skipped.items(), key=lambda kv: -kv[1].get("count", 0))[:3])
-        report.problem(str(split_dir.name), "no samples" + (f" (every planned sample was skipped: {why})"
-                                                             if why else ""))
+        report.problem(MANIFEST_NAME, "no samples" + (f" (every planned sample was skipped: {skip_summary(skipped)})"
+                                                      if skipped else ""))
     if manifest.get("tasks") != dict(sorted(report.tasks.items())) and not report.problems:
         report.problem(MANIFEST_NAME, f"task counts {manifest.get('tasks')} differ from the shards' {report.tasks}")
 

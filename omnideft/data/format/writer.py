@@ -137,6 +137,14 @@ class SkipTally:
         return {r: {"count": e["count"], "examples": list(e["examples"])} for r, e in sorted(self.data.items())}
 
 
+def skip_summary(skipped: dict, top: int = 3) -> str:
+    """'missing: 6, e.g. view_0.jpg: images/view_0.jpg; corrupt: 1, e.g. ...' from a manifest's skip records, the
+    most frequent reasons first."""
+    reasons = sorted(skipped.items(), key=lambda kv: (-kv[1]["count"], kv[0]))[:top]
+    return "; ".join(f"{reason}: {e['count']}" + (f", e.g. {e['examples'][0]}" if e["examples"] else "")
+                     for reason, e in reasons) or "no skip recorded"
+
+
 @dataclass
 class ShardRecord:
     name: str
