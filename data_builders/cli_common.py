@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from omnideft.data.format.writer import (
     file_sha256,
     redact_args,
     shard_name,
+    skip_summary,
     write_json_atomic,
 )
 from omnideft.errors import UserError
@@ -41,7 +43,7 @@ from .images import DEFAULT_MAX_PIXELS, SkipSample
 
 # Flags that change how a build runs but not what it produces; they are left out of the build identity.
 RUN_ONLY_ARGS = ("workers", "partition", "overwrite", "dry_run", "no_progress", "out", "caption_cache",
-                 "caption_device")
+                 "caption_device", "min_samples", "max_skip_fraction")
 BUILD_FILE = "build.json"
 
 
@@ -77,6 +79,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1]")
+    return value
+
+
 def add_common_args(parser: argparse.ArgumentParser, resolution: int = 512) -> None:
     g = parser.add_argument_group("output and run control (all builders)")
     g.add_argument("--out", required=True, help="output directory; shards go to OUT/SPLIT/PREFIX-%%06d.tar")
@@ -93,6 +105,10 @@ def add_common_args(parser: argparse.ArgumentParser, resolution: int = 512) -> N
                         "combine with build-merge")
     g.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="skip source images with more pixels as too_large")
+    g.add_argument("--min-samples", type=positive_int, default=1,
+                   help="fail (exit 2) when fewer samples are built (default 1: an all-skipped build fails)")
+    g.add_argument("--max-skip-fraction", type=fraction, default=1.0,
+                   help="fail (exit 2) when more than this fraction of planned samples is skipped (default 1.0)")
     g.add_argument("--dry-run", action="store_true", help="print what would be built and exit")
     g.add_argument("--overwrite", action="store_true", help="replace an output directory holding a different build")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -162,12 +178,38 @@ def _init_worker(builder: SourceBuilder) -> None:
     _MAKER = builder.open()
 
 
+def _init_pool_worker(builder: SourceBuilder) -> None:
+    # Ctrl-C reaches the whole process group: the main process stops the pool and says how to resume. Workers that
+    # took the KeyboardInterrupt themselves printed tracebacks and left the build hanging (over 60 s, measured).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # When the main process is killed (kill -9, OOM), a worker sending its result hit BrokenPipeError and printed
+    # a traceback, and a worker waiting on a lock its dead sibling held hung forever (both measured): the default
+    # SIGPIPE action and a SIGTERM on the parent's death end them quietly.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _die_with_parent()
+    _init_worker(builder)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux for a SIGTERM (quiet: the default action) when the main process dies; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the main process died before the request was in place
+        os._exit(0)
+
+
 def _work(item: tuple[int, Any, str]):
     index, job, job_id = item
     try:
         return index, encode_sample(_MAKER.make(index, job)), None
-    except SkipSample as skip:
-        return index, None, (skip.reason, job_id)
+    except SkipSample as skip:  # the example names the path tried, not only the id
+        return index, None, (skip.reason, f"{job_id}: {skip.detail}" if skip.detail else job_id)
 
 
 # -- main side --------------------------------------------------------------------------------------------------
@@ -270,9 +312,27 @@ def run_build(builder: SourceBuilder, args: argparse.Namespace) -> int:
     write_shards(builder, writer, jobs, pending, args)
     path = writer.write_manifest()
     m = writer.manifest()
+    skipped = sum(e["count"] for e in m["skipped"].values())
     print(f"wrote {m['samples']} samples in {len(m['shards'])} shards to {split_dir} "
-          f"({sum(e['count'] for e in m['skipped'].values())} skipped); manifest {path.name}")
+          f"({skipped} skipped); manifest {path.name}")
+    check_yield(m, args)
     return 0
+
+
+def check_yield(manifest: dict, args: argparse.Namespace) -> None:
+    """An empty (or mostly skipped) build is a failure: exit 2 with the top skip reasons and a path tried."""
+    samples, why = manifest["samples"], skip_summary(manifest["skipped"])
+    skipped = sum(e["count"] for e in manifest["skipped"].values())
+    tried = samples + skipped
+    if samples == 0:
+        raise UserError(f"built 0 of {tried} planned samples: every sample was skipped ({why}); "
+                        "check --src and the image folder")
+    if samples < args.min_samples:
+        raise UserError(f"built {samples} samples, fewer than --min-samples {args.min_samples} "
+                        f"({skipped} skipped: {why})")
+    if tried and skipped / tried > args.max_skip_fraction:
+        raise UserError(f"skipped {skipped} of {tried} planned samples ({skipped / tried:.1%}), more than "
+                        f"--max-skip-fraction {args.max_skip_fraction:g} ({why})")
 
 
 def shard_items(builder: SourceBuilder, jobs: Sequence[Any], k: int, size: int) -> list[tuple[int, Any, str]]:
@@ -311,7 +371,7 @@ class _results:
             _init_worker(self.builder)
             return map(_work, self.items)
         # fork: workers inherit the opened source cheaply; samples are independent of which worker makes them.
-        self.pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker, (self.builder,))
+        self.pool = multiprocessing.get_context("fork").Pool(self.workers, _init_pool_worker, (self.builder,))
         chunk = max(1, min(8, len(self.items) // (self.workers * 4)))
         return self.pool.imap(_work, self.items, chunksize=chunk)
 

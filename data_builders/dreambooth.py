@@ -66,6 +66,12 @@ def parse_prompt_file(text: str) -> tuple[dict[str, str], dict[str, list[str]]]:
     return classes, lists
 
 
+def source_id(path: str, kind: str = "subject") -> str:
+    """'subject:dog6/00.jpg', 'class:class_dog/00.jpg': subject and class images with one file name stay apart."""
+    p = Path(path)
+    return f"{'class' if kind == 'class_prior' else 'subject'}:{p.parent.name}/{p.name}"
+
+
 def fill_prompt(template: str, token: str, cls: str) -> str:
     return template.replace("{0}", token).replace("{1}", cls).replace("{token}", token).replace("{class}", cls)
 
@@ -76,19 +82,35 @@ class DreamBoothBuilder(SourceBuilder):
     def __init__(self, args: argparse.Namespace):
         super().__init__(args)
         root = require_dir(args.src, "a DreamBooth subject folder or dataset root")
-        prompt_file = Path(args.prompts) if args.prompts else root / PROMPTS_FILE
-        if not prompt_file.is_file() and args.subject:
-            prompt_file = root.parent / PROMPTS_FILE
-        classes, self.prompt_lists = parse_prompt_file(prompt_file.read_text()) if prompt_file.is_file() else ({}, {})
         self.subject_dir = root / args.subject if args.subject else root
         if not self.subject_dir.is_dir():
             raise UserError(f"--subject {args.subject}: expected folder {self.subject_dir}, found subjects "
                             f"{sorted(p.name for p in root.iterdir() if p.is_dir())[:10]}")
+        # DreamBooth's layout: dataset/prompts_and_classes.txt next to dataset/<subject>/, so a subject folder
+        # given as --src finds it one level up.
+        self.prompt_file = self.find_prompt_file(root)
+        classes, self.prompt_lists = ({}, {}) if self.prompt_file is None else \
+            parse_prompt_file(self.prompt_file.read_text(encoding="utf-8"))
         subject_name = args.subject or root.name
         self.class_name = args.class_name or classes.get(subject_name)
         if not self.class_name:
-            raise UserError(f"--class-name is needed: {subject_name!r} is not listed in a {PROMPTS_FILE}")
+            if self.prompt_file:
+                raise UserError(f"--class-name is needed: subject {subject_name!r} is not listed in {self.prompt_file}")
+            looked = " and ".join(str(f / PROMPTS_FILE) for f in dict.fromkeys((root, self.subject_dir.parent)))
+            raise UserError(f"--class-name is needed for subject {subject_name!r}: looked for its class in {looked}, "
+                            "found no such file")
         self.class_dir = require_dir(args.class_images, "a folder of class images") if args.class_images else None
+
+    def find_prompt_file(self, root: Path) -> Path | None:
+        if self.args.prompts:
+            path = Path(self.args.prompts)
+            if not path.is_file():
+                raise UserError(f"--prompts {path}: no such file")
+            return path
+        for folder in (root, self.subject_dir.parent):
+            if (folder / PROMPTS_FILE).is_file():
+                return folder / PROMPTS_FILE
+        return None
 
     def fingerprint(self) -> str:
         return fingerprint_tree(*[p for p in (self.subject_dir, self.class_dir) if p])
@@ -113,7 +135,7 @@ class DreamBoothBuilder(SourceBuilder):
         return jobs
 
     def job_id(self, job: DreamBoothJob) -> str:
-        return f"{job.kind}:{Path(job.image).name}"
+        return f"{job.kind}:{Path(job.image).parent.name}/{Path(job.image).name}"
 
     def job_task(self, job: DreamBoothJob) -> str:
         return f"dreambooth/{job.kind}"
@@ -126,6 +148,10 @@ class DreamBoothBuilder(SourceBuilder):
         if which == "auto":
             which = "live" if self.class_name in LIVE_CLASSES else "object"
         prompts = [fill_prompt(t, self.args.token, self.class_name) for t in self.prompt_lists.get(which, [])]
+        if not prompts:
+            where = f"in {self.prompt_file}" if self.prompt_file else f"(no {PROMPTS_FILE} found)"
+            print(f"warning: no {which} evaluation prompts {where}; the manifest's extra.eval_prompts is empty "
+                  "(give --prompts FILE)", file=sys.stderr)
         return {"token": self.args.token, "class_name": self.class_name, "prompt_set": which, "eval_prompts": prompts}
 
 
@@ -148,7 +174,8 @@ class DreamBoothMaker(SampleMaker):
         return BuiltSample(
             key=key_for(DreamBoothBuilder.name, index), task=f"dreambooth/{job.kind}", instruction=text,
             inputs=inputs, output=self.load(job.image), output_ext="jpg", caption=text if not inputs else None,
-            source={"dataset": "dreambooth", "ids": [Path(p).name for p in job.references + (job.image,)]})
+            source={"dataset": "dreambooth",
+                    "ids": [source_id(p) for p in job.references] + [source_id(job.image, job.kind)]})
 
 
 def make_parser() -> argparse.ArgumentParser:

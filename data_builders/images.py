@@ -21,7 +21,7 @@ DEFAULT_MAX_PIXELS = 120_000_000
 CONVERTIBLE_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1", "La"}
 
 SKIP_REASONS = ("missing", "zero_size", "corrupt", "truncated", "too_large", "wrong_mode", "bad_metadata",
-                "no_context", "caption_failed")
+                "no_context", "caption_failed", "outside_images")
 
 
 class SkipSample(Exception):
@@ -103,13 +103,24 @@ def square_resize(img: Image.Image, size: int) -> Image.Image:
     return img if side == size else img.resize((size, size), Image.BICUBIC)
 
 
+def fit_box(width: int, height: int, size: int, multiple: int = 16) -> tuple[tuple[int, int], tuple[float, ...], float]:
+    """Output size with the longest side about `size` and both sides multiples of `multiple` (VAE patching), the
+    source box (x0, y0, x1, y1) that maps onto it and the one scale s of both axes: the box is the centred crop of
+    the source with the output's aspect ratio, so nothing is stretched. A source pixel u lands at (u - x0) * s."""
+    scale = size / max(width, height)
+    nw = max(multiple, int(round(width * scale / multiple)) * multiple)
+    nh = max(multiple, int(round(height * scale / multiple)) * multiple)
+    s = max(nw / width, nh / height)
+    bw, bh = nw / s, nh / s
+    x0, y0 = (width - bw) / 2, (height - bh) / 2
+    return (nw, nh), (x0, y0, x0 + bw, y0 + bh), s
+
+
 def fit_longest_side(img: Image.Image, size: int, multiple: int = 16) -> Image.Image:
-    """Resize keeping the aspect ratio so the longest side is `size`; sides rounded to `multiple` (VAE patching)."""
-    w, h = img.size
-    scale = size / max(w, h)
-    nw = max(multiple, int(round(w * scale / multiple)) * multiple)
-    nh = max(multiple, int(round(h * scale / multiple)) * multiple)
-    return img if (nw, nh) == (w, h) else img.resize((nw, nh), Image.BICUBIC)
+    """Resize so the longest side is about `size` with sides rounded to `multiple`, keeping the aspect ratio by a
+    centred crop of the rounding's few pixels (`fit_box`), never by stretching."""
+    (nw, nh), box, _ = fit_box(img.width, img.height, size, multiple)
+    return img if (nw, nh) == img.size else img.resize((nw, nh), Image.BICUBIC, box=box)
 
 
 def cap_longest_side(img: Image.Image, size: int) -> Image.Image:

@@ -29,6 +29,9 @@ from .cli_common import SampleMaker, SourceBuilder, add_common_args, fingerprint
 from .images import SkipSample, apply_mask, cap_longest_side, decode_image, read_bytes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+PARTS = ("objects", "scenes", "background")
+PART_FOLDERS = {"objects": "Objects", "scenes": "Scenes", "background": "Background"}
 LAYOUT = "Objects/NNN_name/images/*.jpg, Scenes/{easy,hard}/<scene>/*.jpg + .xml, Background/*.jpg"
 
 
@@ -58,7 +61,18 @@ def readable(name: str) -> str:
 
 
 def images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    """Images of a folder, without masks kept next to them (`<stem>_mask.*`)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_mask"))
+
+
+def mask_candidates(view: Path) -> list[Path]:
+    """Where the mask of an object view may be, in order: masks/<stem>.png (InsDet), masks/<stem>_mask.*, and
+    <stem>_mask.* next to the view (both common in re-packaged copies)."""
+    masks, stem = view.parent.parent / "masks", view.stem
+    named = [f"{stem}_mask{ext}" for ext in MASK_SUFFIXES]
+    return [masks / f"{stem}.png"] + [masks / n for n in named] + [view.parent / n for n in named]
 
 
 def parse_voc(xml_text: bytes) -> tuple[tuple[int, int], list[dict]]:
@@ -90,7 +104,16 @@ class InsDetBuilder(SourceBuilder):
         return fingerprint_tree(self.root)
 
     def plan(self) -> list:
-        parts = set(self.args.parts.split(","))
+        parts = {p.strip() for p in self.args.parts.split(",") if p.strip()}
+        unknown = sorted(parts - set(PARTS))
+        if unknown or not parts:
+            raise UserError(f"--parts {self.args.parts}: unknown part(s) {unknown}; choose from {','.join(PARTS)}")
+        for part in sorted(parts):
+            folder = self.root / PART_FOLDERS[part]
+            if not folder.is_dir():
+                found = sorted(p.name for p in self.root.iterdir())[:8]
+                raise UserError(f"--parts {part}: expected the folder {folder}, found {found} in --src "
+                                f"(leave {part} out of --parts to build without it)")
         jobs: list = []
         if "objects" in parts:
             jobs += self.object_jobs()
@@ -150,8 +173,12 @@ class InsDetMaker(SampleMaker):
     def view(self, path: str) -> tuple[Image.Image, bytes]:
         img, data = self.load(path)
         if self.args.foreground_mask:
-            mask_path = Path(path).parent.parent / "masks" / (Path(path).stem + ".png")
-            mask, _ = self.load(str(mask_path))
+            candidates = mask_candidates(Path(path))
+            found = next((c for c in candidates if c.is_file()), None)
+            if found is None:
+                raise SkipSample("missing", f"no mask for {path} (looked for masks/{Path(path).stem}.png, "
+                                            f"masks/{Path(path).stem}_mask.*, {Path(path).stem}_mask.* beside it)")
+            mask, _ = self.load(str(found))
             img = apply_mask(img, mask, fill=255)
         return cap_longest_side(img, self.args.resolution), data
 

@@ -3,7 +3,9 @@
 Each line: `instruction` (with `<img><|image_k|></img>` placeholders), `input_images` (list, may be empty or
 missing), `output_image` (one path) — `output_images` (a path or a list, as OmniGen's fine-tuning doc spells it) is
 accepted too; a list gives one sample per output. Relative paths are resolved against --images (default: the
-JSONL file's folder). `task_type` becomes the task `omnigen/<task_type>`.
+`images/` folder beside the JSONL file when there is one, as in OmniGen's `toy_data/`, else the file's folder);
+a path that leads outside --images (absolute, `..`, a symlink out) is skipped as `outside_images` unless
+--allow-outside. `task_type` becomes the task `omnigen/<task_type>`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ def outputs_of(record: dict) -> list[str]:
     return []
 
 
+def default_images(jsonl: Path) -> Path:
+    """OmniGen's toy_data/ keeps toy_data.jsonl beside images/ (its training script is given --image_path
+    toy_data/images); elsewhere the paths are relative to the file's own folder."""
+    return jsonl.parent / "images" if (jsonl.parent / "images").is_dir() else jsonl.parent
+
+
 def parse_line(line_no: int, text: str) -> list[JsonlJob]:
     try:
         record = json.loads(text)
@@ -67,7 +75,10 @@ class JsonlBuilder(SourceBuilder):
         if not self.src.is_file():
             raise UserError(f"--src {self.src}: expected a JSONL file, found "
                             f"{'a directory' if self.src.is_dir() else 'nothing'}")
-        self.images = Path(args.images) if args.images else self.src.parent
+        self.images = Path(args.images) if args.images else default_images(self.src)
+        if not self.images.is_dir():
+            raise UserError(f"--images {self.images}: expected the folder the image paths are relative to, found "
+                            f"{'a file' if self.images.is_file() else 'nothing'}")
 
     def fingerprint(self) -> str:
         return fingerprint_tree(self.src, self.images)
@@ -92,12 +103,21 @@ class JsonlBuilder(SourceBuilder):
         return JsonlMaker(self.images, self.args)
 
 
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, with `..` and symlinks resolved, stays in `folder`."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 class JsonlMaker(SampleMaker):
     def __init__(self, images: Path, args: argparse.Namespace):
         self.images, self.args = images, args
 
     def load(self, path: str):
-        img = load_image(self.images / path, max_pixels=self.args.max_pixels)  # absolute paths stay absolute
+        full = self.images / path  # absolute paths stay absolute
+        if not self.args.allow_outside and not inside(full, self.images):
+            raise SkipSample("outside_images", f"{path} leads outside --images {self.images} (--allow-outside "
+                                               "reads it)")
+        img = load_image(full, max_pixels=self.args.max_pixels)
         ext = KEEP_EXTS.get(Path(path).suffix.lower().lstrip("."), "png")
         return cap_longest_side(img, self.args.resolution), ext
 
@@ -125,7 +145,10 @@ class JsonlMaker(SampleMaker):
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="build-jsonl", description=__doc__.splitlines()[0])
     p.add_argument("--src", required=True, help="OmniGen JSONL file")
-    p.add_argument("--images", default=None, help="folder the image paths are relative to (default: the file's)")
+    p.add_argument("--images", default=None, help="folder the image paths are relative to (default: images/ beside "
+                                                  "the file if it exists, else the file's folder)")
+    p.add_argument("--allow-outside", action="store_true",
+                   help="also read paths that lead outside --images (absolute, '..', symlinks out)")
     add_common_args(p, resolution=1024)  # only shrinks: OmniGen's toy data keeps native sizes up to 1024
     return p
 

@@ -30,6 +30,7 @@ from .visualcloze_tasks import (
     VARIANTS,
     Variant,
     column_for,
+    content_caption,
     content_text,
     grid_layout,
     interleaved_layout,
@@ -139,12 +140,12 @@ class VisualClozeMaker(SampleMaker):
         rows = self.find_context(job, variant, query, rng) + [(query, query_cells)]
         grid = [[cells[i] for i in job.order] for _, cells in rows]  # every row in the sample's cell order
         names = tuple(variant.cells[i] for i in job.order)
-        instruction, inputs, output, ext = self.compose(grid, names, job.target, variant, rng,
-                                                        self.source.meta(query))
+        instruction, inputs, output, ext, caption = self.compose(grid, names, job.target, variant, rng,
+                                                                 self.source.meta(query))
         task = reverse_task(variant.task) if job.reverse else variant.task
         return BuiltSample(
             key=key_for(VisualClozeBuilder.name, index), task=task, instruction=instruction, inputs=inputs,
-            output=output, output_ext=ext, source={
+            output=output, output_ext=ext, caption=caption, source={
                 "dataset": "Graph200K", "split": self.args.split, "ids": [str(r) for r, _ in rows],
                 "degradation": variant.degradation, "layout": self.args.layout},
             extra={"cells": {"order": list(names), "target": job.target}})
@@ -216,14 +217,18 @@ class VisualClozeMaker(SampleMaker):
 
     def compose(self, grid: list[list[Image.Image]], names: tuple[str, ...], target: int, variant: Variant,
                 rng: np.random.Generator, meta: dict):
-        """Instruction, inputs, output and its extension. `grid` rows and `names` are in display order; query cell
-        `target` is the one to produce. Interleaved rows list their other cells in order, then the target cell."""
+        """Instruction, inputs, output, its extension and the caption (the content text when known). `grid` rows and
+        `names` are in display order; query cell `target` is the one to produce. Interleaved rows list their other
+        cells in order, then the target cell. The task sentence is dropped (--task-dropout) only when in-context
+        rows show the task: a lone query row without it would not say what to do."""
         rows, cols = len(grid), len(names)
         produced = names[:target] + names[target + 1:] + (names[target],)  # conditions as shown, then the target
         parts = []
-        if rng.random() >= self.args.task_dropout:
+        if rng.random() >= self.args.task_dropout or rows == 1:
             parts.append(task_text(variant, produced))
-        content = content_text(meta, last=target == cols - 1) if names[target] == "target" else None
+        produces_target = names[target] == "target"
+        content = content_text(meta, last=target == cols - 1) if produces_target else None
+        caption = content_caption(meta) if produces_target else None  # kept even when the sentence is dropped
         if content and rng.random() >= self.args.content_dropout:
             parts.append(content)
         if self.args.layout == "grid":
@@ -231,7 +236,7 @@ class VisualClozeMaker(SampleMaker):
             query = list(grid[-1])
             query[target] = Image.new("RGB", query[target].size)
             text = " ".join([grid_layout(rows, cols, target)] + parts)
-            return text, [InputImage(paste_grid(grid[:-1] + [query]), "grid_query", "png")], full, "png"
+            return text, [InputImage(paste_grid(grid[:-1] + [query]), "grid_query", "png")], full, "png", caption
         exts = ["png" if c in LOSSLESS_CELLS else "jpg" for c in produced]
         grid = [cells[:target] + cells[target + 1:] + [cells[target]] for cells in grid]
         inputs = []
@@ -241,7 +246,7 @@ class VisualClozeMaker(SampleMaker):
                 role = "query_condition" if last else ("example_output" if c == cols - 1 else "example_condition")
                 inputs.append(InputImage(img, role, exts[c]))
         text = " ".join([interleaved_layout(rows, cols)] + parts)
-        return text, inputs, grid[-1][-1], exts[-1]
+        return text, inputs, grid[-1][-1], exts[-1], caption
 
 
 def passes_quality(meta: dict) -> bool:

@@ -155,11 +155,16 @@ def grid_layout(rows: int, cols: int, blank: int | None = None) -> str:
             f"side: {tag(1)} Fill in the blank {where}.")
 
 
-def content_text(meta: dict, last: bool = True) -> str | None:
-    """The query's caption; `last` is False when the image to produce is not the last cell of the query row."""
+def content_caption(meta: dict) -> str | None:
+    """The query row's description (item and description_0), or None when the row has none."""
     desc = meta.get("description")
     if not isinstance(desc, dict):
         return None
-    text = " ".join(str(desc.get(k) or "").strip() for k in ("item", "description_0")).strip()
+    return " ".join(str(desc.get(k) or "").strip() for k in ("item", "description_0")).strip() or None
+
+
+def content_text(meta: dict, last: bool = True) -> str | None:
+    """The content sentence; `last` is False when the image to produce is not the last cell of the query row."""
+    text = content_caption(meta)
     lead = "The last image in the final row shows" if last else "The missing image in the final row shows"
     return f"{lead}: {text}" if text else None

@@ -45,12 +45,13 @@ def load_sections(path: str | Path | None, overrides, schema: type, prepare: Cal
         if prepare is not None:
             prepare(raw, p.parent.resolve())
     for item in overrides:
-        apply_override(raw, item)
+        apply_override(raw, item, schema)
     return build_sections(raw, schema)
 
 
-def apply_override(raw: dict, item: str) -> None:
-    """`section.key=value` (value parsed as YAML) into the raw mapping."""
+def apply_override(raw: dict, item: str, schema: type | None = None) -> None:
+    """`section.key=value` (value parsed as YAML) into the raw mapping. With `schema`, one string given to a list
+    key is a one-element list (`data.shards=out/train` as `data.shards=[out/train]`)."""
     if "=" not in item:
         raise UserError(f"override {item!r} must look like key.sub=value")
     key, value = item.split("=", 1)
@@ -64,7 +65,15 @@ def apply_override(raw: dict, item: str) -> None:
     raw.setdefault(parts[0], {})
     if not isinstance(raw[parts[0]], dict):
         raise UserError(f"recipe section {parts[0]!r} must be a mapping")
+    if isinstance(parsed, str) and schema is not None and _hint(schema, *parts) is list:
+        parsed = [parsed]
     raw[parts[0]][parts[1]] = parsed
+
+
+def _hint(schema: type, section: str, key: str):
+    """The declared type of `section.key` in `schema`, or None when there is no such key."""
+    sec_type = typing.get_type_hints(schema).get(section)
+    return typing.get_type_hints(sec_type).get(key) if dataclasses.is_dataclass(sec_type) else None
 
 
 def build_sections(raw: dict, schema: type):

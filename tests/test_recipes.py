@@ -67,6 +67,9 @@ def test_relative_paths_in_a_recipe_file_fall_back_to_its_folder(tmp_path, monke
     assert recipe.validation.prompts[0]["images"] == [str(tmp_path / "rec" / "q.png")]
     override = load_recipe(tmp_path / "rec" / "r.yaml", ["data.shards=[data/a-*.tar]"])
     assert override.data.shards == ["data/a-*.tar"]  # command-line values are cwd-relative, never rewritten
+    single = load_recipe(tmp_path / "rec" / "r.yaml", ["data.shards=out/train"])
+    assert single.data.shards == ["out/train"]  # one path on the command line is a one-element list
+    assert load_recipe(None, ["data.shards=*.tar"]).data.shards == ["*.tar"]
 
 
 @pytest.mark.parametrize("path", sorted(LAUNCH.glob("*.yaml")), ids=lambda p: p.name)

@@ -186,3 +186,40 @@ def interpolate_vectors(a: Sequence[float], b: Sequence[float], frames: int) -> 
         lerp = [x + s * (y - x) for x, y in zip(a, b)]
         out.append(lerp[:4] + slerp(a[4:8], b[4:8], s) + lerp[8:])
     return out
+
+
+def transformed_record(record: dict, sx: float, sy: float, x0: float, y0: float, width: int, height: int) -> dict:
+    """The record of the same camera after its image was cropped to start at source pixel (x0, y0) and scaled by
+    (sx, sy) into a width x height image: a source pixel u lands at (u - x0) * sx. Focal lengths scale, the
+    principal point moves with the crop; distortion coefficients (on normalised coordinates) do not change. A model
+    with one focal length takes the mean scale (callers keep sx == sy)."""
+    lay = MODELS[record["model"]]
+    params = [float(p) for p in record["params"]]
+    if len(lay.focal) == 1:
+        params[lay.focal[0]] *= (sx + sy) / 2
+    else:
+        params[lay.focal[0]] *= sx
+        params[lay.focal[1]] *= sy
+    params[lay.cx] = (params[lay.cx] - x0) * sx
+    params[lay.cy] = (params[lay.cy] - y0) * sy
+    scale = (record.get("normalisation") or {}).get("scale", 1.0)
+    return camera_record(record["model"], params, width, height, record["q_wxyz"], record["t"], scale)
+
+
+# Beyond these a camera is more likely a unit or solver error than a lens: a focal length of 10 widths is a
+# ~5 degree field of view, a tenth of the width ~157 degrees (a fisheye, which has its own models).
+MAX_FOCAL_WIDTHS = 10.0
+MIN_FOCAL_WIDTHS = 0.1
+MAX_RADIAL_K = 0.5
+
+
+def implausible_intrinsics(record: dict) -> list[str]:
+    """Warnings (possibly none) about intrinsics no ordinary photo has."""
+    f, _, _, k = intrinsics(record["model"], record["params"])
+    width, problems = record["width"], []
+    if f > MAX_FOCAL_WIDTHS * width or f < MIN_FOCAL_WIDTHS * width:
+        problems.append(f"focal length {f:g} px is {f / width:.3g}x the width {width} "
+                        f"(expected {MIN_FOCAL_WIDTHS:g}-{MAX_FOCAL_WIDTHS:g}x)")
+    if abs(k) > MAX_RADIAL_K and "FISHEYE" not in record["model"]:
+        problems.append(f"radial distortion k={k:g} is large (|k| > {MAX_RADIAL_K:g})")
+    return problems

@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from builder_sources import decode, read_samples
+from builder_sources import decode, read_samples, shard_bytes
 
 from data_builders.check import main as check_main
 from data_builders.insdet import main
@@ -34,7 +34,9 @@ def test_objects_scenes_background_with_templates(insdet_root, tmp_path):
             assert meta["source"]["boxes"][0]["xyxy_norm"] == pytest.approx(expected, abs=1e-6)
             assert len(meta["inputs"]) == 2 and "binder clips <img><|image_1|></img>" in meta["instruction"]
     manifest = json.loads((split / "manifest.json").read_text())
-    assert manifest["skipped"] == {"bad_metadata": {"count": 1, "examples": ["leisure_zone/rgb_001.jpg"]}}
+    [(reason, entry)] = manifest["skipped"].items()
+    assert reason == "bad_metadata" and entry["count"] == 1
+    assert entry["examples"][0].startswith("leisure_zone/rgb_001.jpg: ") and "rgb_001.xml" in entry["examples"][0]
     assert check_main([str(split)]) == 0
 
 
@@ -73,3 +75,45 @@ def test_not_insdet_layout(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expected the InsDet layout" in err[0] and "images" in err[0]
     assert main(["--src", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--captioner", "openai"]) == 2
+
+
+def test_common_mask_namings_give_the_same_shards(insdet_root, tmp_path):
+    import shutil
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(insdet_root, renamed)
+    for k, mask in enumerate(sorted(renamed.glob("Objects/*/masks/*.png"))):
+        if k % 2:  # <stem>_mask.png in masks/
+            mask.rename(mask.with_name(f"{mask.stem}_mask.png"))
+        else:  # <stem>_mask.png beside the view, as some re-packaged copies keep them
+            mask.rename(mask.parent.parent / "images" / f"{mask.stem}_mask.png")
+    args = ("--parts", "objects", "--foreground-mask")
+    assert build(insdet_root, tmp_path / "a", *args) == 0
+    assert build(renamed, tmp_path / "b", *args) == 0
+    assert shard_bytes(tmp_path / "a" / "train") == shard_bytes(tmp_path / "b" / "train")
+    manifest = json.loads((tmp_path / "b" / "train" / "manifest.json").read_text())
+    assert manifest["skipped"] == {} and manifest["samples"] == 7  # the masks beside the views are not views
+
+
+def test_missing_mask_names_the_places_looked(insdet_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "r"
+    shutil.copytree(insdet_root, root)
+    (root / "Objects" / "001_binder_clips" / "masks" / "002.png").unlink()
+    assert build(root, tmp_path / "o", "--parts", "objects", "--foreground-mask") == 0
+    missing = json.loads((tmp_path / "o" / "train" / "manifest.json").read_text())["skipped"]["missing"]
+    assert "no mask for " in missing["examples"][0]
+    assert "(looked for masks/002.png, masks/002_mask.*, 002_mask.* beside it)" in missing["examples"][0]
+
+
+def test_parts_scenes_without_scenes_folder(insdet_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "r"
+    shutil.copytree(insdet_root, root)
+    shutil.rmtree(root / "Scenes")
+    assert build(root, tmp_path / "o", "--parts", "objects,scenes") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --parts scenes: expected the folder {root / 'Scenes'}, found ['Background', 'Objects'] in "
+                   "--src (leave scenes out of --parts to build without it)"]

@@ -61,3 +61,68 @@ def test_merge_refuses_parts_of_different_builds(sources, tmp_path, capsys):
     assert merge_main([str(tmp_path / "a"), "--split", "train"]) == 2
     assert "part 1 was built with different arguments than part 0" in capsys.readouterr().err
     assert not (tmp_path / "a" / "train" / "manifest.json").exists()
+
+
+def _slow_jsonl(root, n=600):
+    """A JSONL source big enough that a 2-worker build is still running when the test interrupts it."""
+    import json
+
+    from builder_sources import noise_image
+
+    (root / "images").mkdir(parents=True)
+    noise_image(1, size=(256, 256)).save(root / "images" / "a.png")
+    lines = [{"instruction": f"picture {i}", "input_images": [], "output_image": "a.png"} for i in range(n)]
+    (root / "big.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    return root / "big.jsonl"
+
+
+def _start_build(src, out):
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "data_builders.jsonl", "--src", str(src), "--out", str(out),
+                             "--workers", "2", "--shard-size", "50", "--no-progress"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60  # wait until the workers are making samples (the first shard is open)
+    while time.monotonic() < deadline and proc.poll() is None and not list((out / "train").glob(".tmp-*")):
+        time.sleep(0.01)
+    assert proc.poll() is None, "the build finished before it could be interrupted"
+    return proc
+
+
+def _children(pid):
+    from pathlib import Path
+
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_ctrl_c_stops_workers_quietly(tmp_path):
+    import os
+    import signal
+
+    proc = _start_build(_slow_jsonl(tmp_path / "src"), tmp_path / "o")
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == ["interrupted: rerun the same command to resume"]
+
+
+def test_workers_of_a_killed_builder_exit_quietly(tmp_path):
+    import os
+    import signal
+    import time
+
+    proc = _start_build(_slow_jsonl(tmp_path / "src"), tmp_path / "o")
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    os.kill(proc.pid, signal.SIGKILL)  # the main process only (OOM killer, kill -9)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [w for w in alive if os.path.exists(f"/proc/{w}") and
+                 open(f"/proc/{w}/stat").read().split(")")[1].split()[0] != "Z"]
+        time.sleep(0.01)
+    assert alive == []
+    assert proc.stderr.read() == ""

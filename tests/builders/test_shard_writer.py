@@ -117,3 +117,13 @@ def test_check_reports_truncated_shard(tmp_path, capsys):
     problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("problem:")]
     assert any("shard-000000.tar" in line for line in problems)
     assert any("sha256 differs" in line or "not a readable tar" in line for line in problems)
+
+
+def test_secret_filter_keeps_ordinary_arguments():
+    from omnideft.data.format.writer import is_secret_arg, redact_args
+
+    secrets = ["api_key", "hf_token", "access_token", "password", "caption_secret", "auth", "openai-api-key"]
+    ordinary = ["token", "keep_tokens", "max_keyframes", "monkey", "api_key_env", "tokenizer", "author"]
+    assert [n for n in secrets if not is_secret_arg(n)] == []
+    assert [n for n in ordinary if is_secret_arg(n)] == []
+    assert redact_args({"token": "sks", "api_key": "sk-1"}) == {"token": "sks", "api_key": "<redacted>"}

@@ -118,7 +118,7 @@ def test_contents_placeholders_and_rows(built):
 
 def test_corrupt_row_counted_and_check_clean(built, capsys):
     manifest = json.loads((built / "manifest.json").read_text())
-    assert manifest["skipped"]["corrupt"]["examples"] == [str(CORRUPT_ROW)]
+    assert [x.split(":")[0] for x in manifest["skipped"]["corrupt"]["examples"]] == [str(CORRUPT_ROW)]
     assert sum(manifest["tasks"].values()) == manifest["samples"]
     assert check_main([str(built)]) == 0
 
@@ -366,3 +366,26 @@ def test_defaults_mix_reverse_and_normal_samples(graph200k_dir, tmp_path):
     assert sum(n for t, n in manifest["tasks"].items() if t.endswith(REVERSE_SUFFIX)) == reverse
     assert main(["--src", str(graph200k_dir), "--out", str(out), "--resolution", str(CELL), "--max-samples", "40",
                  "--random-target-prob", "1.5"]) == 2
+
+
+def test_query_only_samples_always_say_what_to_do(graph200k_dir, tmp_path):
+    # every sample is a lone query row and the task sentence would always be dropped: it is kept all the same
+    assert build(graph200k_dir, tmp_path / "q", "--rows-probs", "1,0,0", "--task-dropout", "1",
+                 "--content-dropout", "1") == 0
+    samples = read_samples(tmp_path / "q" / "train")
+    assert samples and all(len(s["meta"]["source"]["ids"]) == 1 for s in samples)
+    assert all("Each row outlines" in s["meta"]["instruction"] for s in samples)
+    # the content text is left out of the instruction (dropout 1) but kept as the caption of target outputs
+    for s in samples:
+        order, target = s["meta"]["cells"]["order"], s["meta"]["cells"]["target"]
+        row = int(s["meta"]["source"]["ids"][-1])
+        expected = f"item{row} a thing number {row}" if order[target] == "target" else None
+        assert s["meta"]["caption"] == expected and "shows:" not in s["meta"]["instruction"]
+    assert any(s["meta"]["caption"] for s in samples)
+
+
+def test_task_dropout_still_applies_with_examples(graph200k_dir, tmp_path):
+    assert build(graph200k_dir, tmp_path / "e", "--rows-probs", "0,1,0", "--task-dropout", "1") == 0
+    samples = read_samples(tmp_path / "e" / "train")
+    assert samples and all(len(s["meta"]["source"]["ids"]) == 2 for s in samples)
+    assert not any("Each row outlines" in s["meta"]["instruction"] for s in samples)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Iterator
 from PIL import Image
 
 from omnideft.data.format.schema import SampleError, validate_meta
-from omnideft.data.format.writer import MANIFEST_NAME, file_sha256
+from omnideft.data.format.writer import MANIFEST_NAME, file_sha256, skip_summary
 from omnideft.errors import UserError
 from omnideft.files import TMP_PREFIX
 
@@ -35,11 +36,18 @@ class CheckReport:
         self.problems.append(f"{where}: {what}")
 
 
-def group_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    """Consecutive members sharing a key (webdataset's rule: key = basename up to its first dot), streamed."""
+def group_members(tar: tarfile.TarFile, unsafe: list[tuple[str, str]] | None = None
+                  ) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """Consecutive members sharing a key (webdataset's rule: key = basename up to its first dot), streamed.
+    Members whose names could write outside a folder are left out and listed in `unsafe` as (name, why)."""
     key, members = None, []
     for info in tar:
         if not info.isfile():
+            continue
+        why = bad_member_name(info.name)
+        if why:
+            if unsafe is not None:
+                unsafe.append((info.name, why))
             continue
         k, _, fieldname = info.name.partition(".")
         if members and k != key:
@@ -49,6 +57,36 @@ def group_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tuple[str, b
         members.append((fieldname, tar.extractfile(info).read()))
     if members:
         yield key, members
+
+
+def bad_member_name(name: str) -> str | None:
+    """Why a member name could write outside an extraction folder (absolute, `..`, a folder), or None."""
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "member name is absolute"
+    if ".." in name.split("/"):
+        return "member name climbs out of the folder with '..'"
+    if "/" in name:
+        return "member name has a folder (contract-1 keys have no slashes)"
+    return None
+
+
+def camera_values_problem(cam: dict) -> str | None:
+    """Non-finite numbers, a zero or non-unit quaternion, or a non-positive size in a camera record, or None."""
+    try:
+        numbers = [float(x) for key in ("params", "q_wxyz", "t") for x in cam[key]]
+        numbers += [float(x) for x in cam.get("vector") or []]
+        q = [float(x) for x in cam["q_wxyz"]]
+        width, height = int(cam["width"]), int(cam["height"])
+    except (TypeError, ValueError, KeyError) as exc:
+        return f"camera values are not numbers ({exc})"
+    if not all(math.isfinite(x) for x in numbers):
+        return "camera has non-finite values"
+    norm = math.sqrt(sum(x * x for x in q))
+    if len(q) != 4 or abs(norm - 1) > 1e-3:
+        return f"camera quaternion q_wxyz {q} is not unit (norm {norm:.6g})"
+    if width <= 0 or height <= 0:
+        return f"camera size {width}x{height} is not positive"
+    return None
 
 
 def check_sample(where: str, members: list[tuple[str, bytes]], report: CheckReport) -> None:
@@ -62,6 +100,11 @@ def check_sample(where: str, members: list[tuple[str, bytes]], report: CheckRepo
         report.problem(where, f"bad json: {exc}")
         return
     report.tasks[meta["task"]] = report.tasks.get(meta["task"], 0) + 1
+    for label, cam in [("camera", meta.get("camera"))] + [(f"input_cameras[{i}]", c)
+                                                           for i, c in enumerate(meta.get("input_cameras") or [])]:
+        problem = camera_values_problem(cam) if isinstance(cam, dict) else None
+        if problem:
+            report.problem(where, f"{label}: {problem}")
     entries = list(meta["inputs"]) + [meta["output"]]
     expected = ["json"] + [e["member"] for e in entries]
     if names != expected:
@@ -86,15 +129,18 @@ def check_image(where: str, data: bytes, entry: dict, report: CheckReport) -> No
 
 def check_shard(path: Path, report: CheckReport) -> int:
     seen: set[str] = set()
+    unsafe: list[tuple[str, str]] = []
     try:
         with tarfile.open(path) as tar:
-            for key, members in group_members(tar):
+            for key, members in group_members(tar, unsafe):
                 if key in seen:
                     report.problem(f"{path.name}:{key}", "key appears twice (members not consecutive)")
                 seen.add(key)
                 check_sample(f"{path.name}:{key}", members, report)
     except (tarfile.TarError, OSError) as exc:
         report.problem(path.name, f"not a readable tar ({exc})")
+    for name, why in unsafe:
+        report.problem(f"{path.name}:{name}", why)
     report.shards += 1
     report.samples += len(seen)
     return len(seen)
@@ -120,6 +166,10 @@ def check_manifest(split_dir: Path, counts: dict[str, int], report: CheckReport)
             report.problem(name, "sha256 differs from the manifest")
         if counts.get(name) != entry["samples"]:
             report.problem(name, f"{counts.get(name)} samples, manifest says {entry['samples']}")
+    if not report.samples and not report.problems:
+        skipped = manifest.get("skipped") or {}
+        report.problem(MANIFEST_NAME, "no samples" + (f" (every planned sample was skipped: {skip_summary(skipped)})"
+                                                      if skipped else ""))
     if manifest.get("tasks") != dict(sorted(report.tasks.items())) and not report.problems:
         report.problem(MANIFEST_NAME, f"task counts {manifest.get('tasks')} differ from the shards' {report.tasks}")
 

@@ -34,7 +34,10 @@ MANIFEST_FORMAT = "omnideft.manifest/1"
 MANIFEST_NAME = "manifest.json"
 STATE_DIR = ".state"
 MAX_SKIP_EXAMPLES = 5
-SECRET_ARG_RE = re.compile(r"(key|token|secret|password|passwd|auth)", re.IGNORECASE)
+# Argument names (split at "_" or "-") holding a secret: any of SECRET_WORDS, or "token" qualified by a
+# TOKEN_QUALIFIERS word (api_token, hf_token). A bare `token` is DreamBooth's subject word, not a credential.
+SECRET_WORDS = {"key", "apikey", "secret", "password", "passwd", "auth", "credential", "credentials"}
+TOKEN_QUALIFIERS = {"api", "access", "auth", "hf", "bearer", "refresh", "bot", "github", "gh", "session", "secret"}
 
 
 @dataclass
@@ -134,6 +137,14 @@ class SkipTally:
         return {r: {"count": e["count"], "examples": list(e["examples"])} for r, e in sorted(self.data.items())}
 
 
+def skip_summary(skipped: dict, top: int = 3) -> str:
+    """'missing: 6, e.g. view_0.jpg: images/view_0.jpg; corrupt: 1, e.g. ...' from a manifest's skip records, the
+    most frequent reasons first."""
+    reasons = sorted(skipped.items(), key=lambda kv: (-kv[1]["count"], kv[0]))[:top]
+    return "; ".join(f"{reason}: {e['count']}" + (f", e.g. {e['examples'][0]}" if e["examples"] else "")
+                     for reason, e in reasons) or "no skip recorded"
+
+
 @dataclass
 class ShardRecord:
     name: str
@@ -172,11 +183,20 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def is_secret_arg(name: str) -> bool:
+    """api_key, hf_token, password... are secrets; token, keep_tokens, max_keyframes are not; *_env names an
+    environment variable (the secret itself is not in the arguments)."""
+    words = set(re.split(r"[_\-]+", name.lower()))
+    if name.lower().endswith("_env"):
+        return False
+    return bool(words & SECRET_WORDS) or ("token" in words and bool(words & TOKEN_QUALIFIERS))
+
+
 def redact_args(args: dict[str, Any]) -> dict[str, Any]:
     """Drop values of arguments that look like secrets; URLs lose user:password@ and query strings."""
     clean: dict[str, Any] = {}
     for k, v in args.items():
-        if SECRET_ARG_RE.search(k) and not k.endswith("_env"):
+        if is_secret_arg(k):
             clean[k] = "<redacted>" if v else v
         elif isinstance(v, str) and "://" in v:
             clean[k] = re.sub(r"//[^/@]*@", "//", v).split("?", 1)[0]
