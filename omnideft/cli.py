@@ -18,13 +18,19 @@ from omnideft.adapters.registry import METHODS
 from omnideft.data.format.check import check_command
 from omnideft.demo import DEFAULTS as DEMO
 from omnideft.errors import UserError
+from omnideft.files import is_disk_full
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint; resume with --resume latest
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `section.key=value` overrides may come before or after flags; argparse alone takes them only before.
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.parse_args(argv)  # the usual "unrecognized arguments" message and exit 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in score tables
     if not getattr(args, "func", None):
         parser.print_help()
@@ -34,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # a write outside atomic_path (logs, a library's own files): still one line naming the file
+        print(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; free some space and run "
+              "again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -53,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="latest|PATH",
                    help="continue from the newest complete checkpoint in output.dir (latest) or from a checkpoint "
                         "folder: step, optimizer, scheduler, RNG and data position are restored")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start a fresh run in an output.dir that holds a finished or resumable run, deleting it "
+                        "(without it such a run is refused)")
     t.set_defaults(func=_train)
 
     g = sub.add_parser("generate", help="generate an image, optionally from in-context examples")
@@ -226,6 +242,9 @@ def _train(args) -> int:
         recipe_path = None
     recipe = load_recipe(recipe_path, overrides)
     if recipe.launch.config and not _under_launcher():
+        from omnideft.locks import check_unlocked
+
+        check_unlocked(recipe.output.dir, "output.dir")  # before starting processes that would all wait on it
         return _relaunch(recipe.launch.config, args)
     from omnideft.generate.validation import ValidationRenderer
     from omnideft.train.faults import Faults
@@ -236,7 +255,7 @@ def _train(args) -> int:
     faults = Faults.parse(os.environ.get("OMNIDEFT_FAULT", ""))  # test hooks; the kill/resume tests set it
     try:
         adapter = train(recipe, progress=not args.no_progress, validate=validate if validate.items else None,
-                        resume=args.resume, faults=faults)
+                        resume=args.resume, faults=faults, overwrite=args.overwrite)
     except TrainingStopped as exc:
         print(f"omnideft: {exc}", file=sys.stderr)
         return EXIT_STOPPED
@@ -257,6 +276,8 @@ def _relaunch(config: str, args) -> int:
         argv.append("--no-progress")
     if args.resume:
         argv += ["--resume", args.resume]
+    if args.overwrite:
+        argv.append("--overwrite")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "-m", "omnideft", *argv]
     print(f"launching: accelerate launch --config_file {config} -m omnideft {' '.join(argv)}", file=sys.stderr)
     return subprocess.call(cmd, env={**os.environ, "OMNIDEFT_LAUNCHED": "1"})

@@ -133,7 +133,7 @@ def test_export_bad_input_is_one_line(tmp_path):
     assert_one_line_error(proc, "onnx")
     (folder / "adapter_model.safetensors").write_bytes((folder / "adapter_model.safetensors").read_bytes()[:100])
     proc = run_cli("export", str(folder), "--format", "kohya", "--base", "tiny", "--out", str(tmp_path / "o"))
-    assert_one_line_error(proc, "cannot load adapter")
+    assert_one_line_error(proc, "cannot read", "adapter_model.safetensors")
 
 
 def test_generate_with_two_weighted_adapters(tmp_path):
