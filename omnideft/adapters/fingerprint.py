@@ -50,9 +50,10 @@ def base_model_of(model: nn.Module) -> nn.Module:
 
 WEIGHT_BUCKETS = 16  # numbers in a weights fingerprint: tensor i (sorted by name) adds to bucket i % 16
 WEIGHT_SAMPLES = 256  # evenly spaced values read per tensor: the cost stays flat on a 4B-parameter base
-# Relative difference allowed per bucket. Measured: the same base in bf16 moves a bucket by < 2e-4 (rounding errors
-# average out over the samples); another random init, or a fine-tune of the base, moves some bucket by > 1e-2.
-WEIGHT_TOLERANCE = 1e-3
+# Relative difference allowed per bucket. Measured on the tiny base: loaded in bf16 it moves a bucket by 2.9e-4, in
+# fp16 by 4.6e-5 (rounding errors average out over the samples); every weight scaled by 1.01 moves one by 9.9e-3,
+# another random init by 1.0e-1 (tests/faults/test_adapter_faults.py).
+WEIGHT_TOLERANCE = 2e-3
 
 
 # Camera conditioning grows the token table and writes its token's row (camera/conditioning.py) before the
