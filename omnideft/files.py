@@ -96,4 +96,8 @@ def tree_bytes(path: Path) -> int:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+    """Bytes for a person: 900 B, 12.3 kB, 4.5 MB, 1.2 GB."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
