@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from omnideft.shapes.shards import write_task_shards
-from tests.helpers import REPO, assert_one_line_error, free_port, run_cli
+from tests.helpers import REPO, assert_one_line_error, assert_stock_peft_loaded, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 ENV = {"DS_ACCELERATOR": "cpu"}
@@ -80,8 +80,7 @@ def _check_distributed_adapter(run, engine):
 
     base = load_omnigen(str(run / "base"))
     model = PeftModel.from_pretrained(base.transformer, str(run / "adapter"))
-    loaded = {k: v for k, v in model.state_dict().items() if "deft_" in k}
-    assert len(loaded) == len(tensors)
+    assert_stock_peft_loaded(model, run / "adapter")  # every tensor, by name and value (not just a count)
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == ["step-0000006", "step-0000008"]  # keep_checkpoints=2 pruned steps 2 and 4
     return tensors
