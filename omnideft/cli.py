@@ -19,7 +19,10 @@ from omnideft.data.format.check import check_command
 from omnideft.demo import DEFAULTS as DEMO
 from omnideft.errors import UserError
 from omnideft.files import is_disk_full
+from omnideft.options import bounded
 
+# Number options are checked when parsed, naming the option and the allowed range (omnideft/options.py).
+COUNT, SIDE, SCALE = bounded(int, ">= 1"), bounded(int, ">= 16", multiple=16), bounded(float, ">= 0")
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint; resume with --resume latest
 
 
@@ -116,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--examples", nargs="*", default=[], metavar="SHARDS",
                    help="held-out shard globs or directories: task presets (examples, query, prompt, target)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--port", type=bounded(int, "[1, 65535]"), default=7860, help="port (default 7860)")
     s.add_argument("--outputs", metavar="DIR", help="folder for the generated images (default: a new temporary folder)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     s.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -128,12 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "held-out queries of the new tasks and of the tasks the base knew: report.md, "
                                    "report.json, samples.png, retention.png, loss.png.")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out/)")
-    d.add_argument("--steps", type=int, default=DEMO["steps"], help="training steps")
-    d.add_argument("--samples", type=int, default=DEMO["samples"], help="training samples written as shards")
-    d.add_argument("--queries", type=int, default=DEMO["queries"], help="held-out queries per new task")
-    d.add_argument("--retention-queries", type=int, default=DEMO["retention_queries"],
+    d.add_argument("--steps", type=COUNT, default=DEMO["steps"], help="training steps")
+    d.add_argument("--samples", type=COUNT, default=DEMO["samples"], help="training samples written as shards")
+    d.add_argument("--queries", type=COUNT, default=DEMO["queries"], help="held-out queries per new task")
+    d.add_argument("--retention-queries", type=bounded(int, ">= 0"), default=DEMO["retention_queries"],
                    help="held-out queries per task the base knew")
-    d.add_argument("--replay", type=float, default=DEMO["replay"],
+    d.add_argument("--replay", type=bounded(float, "[0, 1)"), default=DEMO["replay"],
                    help="share of training samples drawn from the tasks the base knew (prior preservation, as "
                         f"DreamBooth does; default {DEMO['replay']}; 0 = the new tasks only)")
     d.add_argument("--method", default="deft", choices=sorted(METHODS),
@@ -164,9 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shards", action="append", help="denoising mode: held-out shard glob or directory (repeatable)")
     e.add_argument("--out", required=True, help="folder mode: output folder (scores.csv, summary.json, summary.md); "
                                                 "denoising mode: output stem (OUT.csv, OUT.json, OUT.md)")
-    e.add_argument("--samples", type=int, default=64, help="denoising mode: samples evaluated (first N in shard order)")
-    e.add_argument("--repeats", type=int, default=2, help="denoising mode: noise draws per sample")
-    e.add_argument("--max-image-size", type=int, default=1024, help="denoising mode: longest image side")
+    e.add_argument("--samples", type=COUNT, default=64,
+                   help="denoising mode: samples evaluated (first N in shard order)")
+    e.add_argument("--repeats", type=COUNT, default=2, help="denoising mode: noise draws per sample")
+    e.add_argument("--max-image-size", type=SIDE, default=1024, help="denoising mode: longest image side")
     e.add_argument("--pred", metavar="DIR", help="folder mode: generated images")
     e.add_argument("--ref", metavar="DIR", help="folder mode: reference images, matched to --pred by file stem")
     e.add_argument("--cond", metavar="DIR", help="folder mode: condition images (edge/depth maps) for canny_f1 and "
@@ -189,17 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shards", action="append", default=[], help="test shard glob or directory (repeatable)")
     b.add_argument("--prompts", metavar="FILE", help="retention: prompt list, one per line (default: built in)")
     b.add_argument("--metrics", help="subject / retention: comma list replacing the protocol's metrics")
-    b.add_argument("--images-per-prompt", type=int, default=1, help="subject / retention: seeds per prompt")
-    b.add_argument("--limit", type=int, help="only the first N jobs (a quick look; resumes into the full run)")
+    b.add_argument("--images-per-prompt", type=COUNT, default=1, help="subject / retention: seeds per prompt")
+    b.add_argument("--limit", type=COUNT, help="only the first N jobs (a quick look; resumes into the full run)")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--seed", type=int, default=0, help="job i is generated with seed SEED + i")
-    b.add_argument("--steps", type=int, default=50)
-    b.add_argument("--guidance", type=float, default=2.5, help="text CFG scale")
-    b.add_argument("--image-guidance", type=float, default=1.6, help="image CFG scale (with input images)")
-    b.add_argument("--height", type=int, default=1024, help="text-only jobs: output height (in-context jobs use "
+    b.add_argument("--steps", type=COUNT, default=50)
+    b.add_argument("--guidance", type=SCALE, default=2.5, help="text CFG scale")
+    b.add_argument("--image-guidance", type=SCALE, default=1.6, help="image CFG scale (with input images)")
+    b.add_argument("--height", type=SIDE, default=1024, help="text-only jobs: output height (in-context jobs use "
                                                             "their target's size)")
-    b.add_argument("--width", type=int, default=1024, help="text-only jobs: output width")
-    b.add_argument("--max-input-image-size", type=int, default=1024)
+    b.add_argument("--width", type=SIDE, default=1024, help="text-only jobs: output width")
+    b.add_argument("--max-input-image-size", type=SIDE, default=1024)
     b.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     _add_metric_flags(b)
     b.set_defaults(func=_bench)
@@ -213,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--base", help="base model: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's "
                    "base)")
     x.add_argument("--out", required=True, help="output folder (merged: a diffusers pipeline folder)")
-    x.add_argument("--rank", type=int, help="rank for dense deltas (e.g. SODA; default: adapter rank)")
+    x.add_argument("--rank", type=COUNT, help="rank for dense deltas (e.g. SODA; default: adapter rank)")
     x.set_defaults(func=_export)
 
     c = sub.add_parser("check-shards", help="verify a shard directory (counts, schema, images, checksums)")
@@ -420,7 +424,7 @@ def _add_metric_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid-features", default="inception", choices=["inception", "dinov2"],
                    help="fid feature network (dinov2: Fréchet distance of --dinov2-model features)")
     p.add_argument("--canny-thresholds", default="100,200", metavar="LOW,HIGH", help="canny_f1 Canny thresholds")
-    p.add_argument("--batch-size", type=int, default=16, help="images per metric forward")
+    p.add_argument("--batch-size", type=COUNT, default=16, help="images per metric forward")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

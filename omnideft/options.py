@@ -9,6 +9,7 @@ and `options_help` prints them (`--help-recipe`).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import re
@@ -96,7 +97,7 @@ def build_sections(raw: dict, schema: type):
                 raise UserError(f"unknown recipe key {sec}.{key}; allowed in {sec}: {', '.join(fields)}")
             meta = fields[key].metadata
             values[key] = check_type(f"{sec}.{key}", value, sec_hints[key], meta.get("choices"))
-            check_value(f"{sec}.{key}", values[key], meta.get("bounds"), meta.get("multiple"))
+            check_value(f"recipe key {sec}.{key}", values[key], meta.get("bounds"), meta.get("multiple"))
         out[sec] = cls(**values)
     return schema(**out)
 
@@ -148,23 +149,42 @@ def _interval(bounds: str) -> tuple[float, float, bool, bool]:
 
 def check_value(name: str, value, bounds: str | None, multiple: int | None = None) -> None:
     """Numbers (and the numbers of a list) within `bounds`, a multiple of `multiple`, and finite: the message
-    names the key and the allowed range."""
+    names the value (`name`: "recipe key train.lr", "--steps") and the allowed range."""
     numbers = value if isinstance(value, list) else [value]
     for x in numbers:
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             if bounds and isinstance(value, list):
-                raise UserError(f"recipe key {name} must hold numbers {bounds}, got {x!r}")
+                raise UserError(f"{name} must hold numbers {bounds}, got {x!r}")
             continue
         if not math.isfinite(x):
             rule = f" {bounds}" if bounds else ""
-            raise UserError(f"recipe key {name} is {x!r}; it must be a finite number{rule}")
+            raise UserError(f"{name} is {x!r}; it must be a finite number{rule}")
         if bounds:
             low, high, low_in, high_in = _interval(bounds)
             if not ((x > low or (low_in and x == low)) and (x < high or (high_in and x == high))):
-                raise UserError(f"recipe key {name} is {x!r}; allowed: {bounds}")
+                raise UserError(f"{name} is {x!r}; allowed: {bounds}")
         if multiple and x % multiple:
-            raise UserError(f"recipe key {name} is {x!r}; allowed: a multiple of {multiple}" +
+            raise UserError(f"{name} is {x!r}; allowed: a multiple of {multiple}" +
                             (f", {bounds}" if bounds else ""))
+
+
+def bounded(kind: type, bounds: str, multiple: int | None = None) -> Callable[[str], int | float]:
+    """An argparse `type=` for a number option: parsed as `kind`, then held to `bounds` like a recipe key."""
+    _interval(bounds)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                from None
+        try:
+            check_value(repr(text), value, bounds, multiple)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    return parse
 
 
 def options_help(schema: type) -> str:

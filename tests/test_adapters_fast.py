@@ -14,7 +14,6 @@ from omnideft.adapters.projectors import PROJECTORS, project
 from omnideft.errors import UserError
 from omnideft.model import load_omnigen
 
-
 # Relative error of the fused layer against PEFT's: measured worst over the cases below 1.2e-7 (output), 1.0e-7
 # (input gradient), 2.0e-7 (parameter gradients): fp32 rounding of another summation order, nothing more.
 FUSED_REL = 6e-7

@@ -92,6 +92,8 @@ def finish(run: TrainingRun) -> Path:
         raise UserError(f"every step from {run.start + 1} to {run.step} had a non-finite loss or gradient; nothing "
                         "was learned and the adapter was not saved (lower train.lr or check the data)")
     digests = gather_object([_digest(state)])
+    # what each rank stores of the adapter: all of it, or its ZeRO-3 partition (ds_tensor) - the proof it was split
+    held = gather_object([sum(getattr(p, "ds_tensor", p).numel() for p in run.live.trainable.values())])
     readers_per_rank = gather_object([run.live.reader_states])
     adapter_dir = run.out / "adapter"
     if acc.is_main_process:
@@ -99,6 +101,7 @@ def finish(run: TrainingRun) -> Path:
         drawn = _sum_drawn(run.sources, readers_per_rank)
         summary = {"steps": run.step, "resumed_from": run.start or None, "seconds": time.perf_counter() - run.started,
                    "world_size": acc.num_processes, "engine": run.engine.name, "adapter_sha256_per_rank": digests,
+                   "adapter_numel": sum(t.numel() for t in state.values()), "adapter_numel_held_per_rank": held,
                    "adapter_bytes": (adapter_dir / "adapter_model.safetensors").stat().st_size,
                    "skipped_samples": _sum_skipped(readers_per_rank), "drawn_per_source": drawn,
                    "realised_proportions": {k: v / max(sum(drawn.values()), 1) for k, v in drawn.items()},

@@ -10,7 +10,6 @@ import sys
 from tests.faults.conftest import tmp_leftovers
 from tests.helpers import REPO, assert_one_line_error
 
-
 # The limit is set by a small launcher that then execs Python: subprocess's preexec_fn is documented as unsafe when
 # the parent has threads, and torch starts some in the test process.
 LIMITED = ("import os, resource, sys; limit = int(sys.argv[1]); "

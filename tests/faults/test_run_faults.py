@@ -117,3 +117,16 @@ def test_a_nan_gradient_with_a_finite_loss_skips_the_step(fault_shards, tmp_path
     assert records[1]["loss"] is None and not math.isfinite(records[1]["grad_norm"])  # nan, or inf from DeepSpeed
     assert json.loads((out / "summary.json").read_text())["engine"] == engine
     assert all(bool(torch.isfinite(t).all()) for t in adapter_tensors(out).values())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["demo", "--steps", "0"], "argument --steps: '0' is 0; allowed: >= 1"),
+    (["eval", "--max-image-size", "40", "--model", "tiny", "--shards", "x", "--out", "o"],
+     "argument --max-image-size: '40' is 40; allowed: a multiple of 16"),
+    (["bench", "--guidance", "nan"], "argument --guidance: 'nan' is nan; it must be a finite number >= 0"),
+])
+def test_a_bad_number_option_names_the_option_and_its_range(args, needle):
+    from tests.helpers import run_cli
+
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
