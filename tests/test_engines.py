@@ -106,10 +106,9 @@ def test_zero3_two_processes_gathers_a_full_adapter(shards, zero2_run, tmp_path)
     for step in (4, 8):
         assert (tmp_path / "run" / "validation" / f"step-{step:07d}" / "00.png").is_file()
     # same data, noise and math as ZeRO-2; only fp32 rounding differs (ZeRO-3 partitions weights, so the layers
-    # take PEFT's forward instead of the fused one), so the gathered adapter is the trained one
-    diff = _max_diff(tensors, _adapter(zero2_run))
-    print(f"zero3 vs zero2 max abs diff {diff:.3g}")
-    assert diff < 1e-3
+    # take PEFT's forward instead of the fused one), so the gathered adapter is the trained one. Measured 2.0e-5
+    # (1.5e-5 on another run of the suite): the bound is 3x that; one Adam step at lr 1e-2 moves a value by ~1e-2.
+    assert _max_diff(tensors, _adapter(zero2_run)) < 6e-5
 
 
 def test_kill_9_then_resume_latest_two_processes_is_bit_identical(shards, zero2_run, tmp_path):

@@ -113,8 +113,9 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
         if resume == "latest":
             warn(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from step 0")
         if (held := previous_run(out)) and not overwrite:
-            raise UserError(f"output.dir {out} already holds a run ({held}); continue it with --resume latest, "
-                            "pass --overwrite to replace it, or choose another output.dir")
+            resumable = "" if resume else "continue it with --resume latest, "
+            raise UserError(f"output.dir {out} already holds a run ({held}); {resumable}pass --overwrite to replace "
+                            "it, or choose another output.dir")
 
     set_seed(cfg.seed)
     comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
