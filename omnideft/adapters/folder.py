@@ -147,10 +147,18 @@ def read_finite_tensors(path: Path) -> dict[str, torch.Tensor]:
         tensors = load_file(str(path))
     except Exception as exc:  # truncated or foreign file: safetensors raises its own error types
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    for name in sorted(tensors):
-        if tensors[name].is_floating_point() and not bool(torch.isfinite(tensors[name]).all()):
-            raise UserError(f"adapter {path} holds non-finite values (tensor {name}); it cannot be used")
+    if (bad := first_non_finite(tensors)) is not None:
+        raise UserError(f"adapter {path} holds non-finite values (tensor {bad}); it cannot be used")
     return tensors
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or infinity, or None."""
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
 
 
 def check_base(folder: str | Path, transformer: nn.Module, meta: dict) -> None:

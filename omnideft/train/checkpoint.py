@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from omnideft.adapters import save_adapter
 from omnideft.adapters.fingerprint import base_fingerprint
+from omnideft.adapters.folder import first_non_finite
 from omnideft.data.format.writer import file_sha256
 from omnideft.data.order import rng_state_from_json, rng_state_to_json
 from omnideft.errors import UserError
@@ -107,15 +108,6 @@ def verify_checkpoint(checkpoint: Path) -> str | None:
             return f"cannot read {path.relative_to(checkpoint)}: {_first_line(exc)}"
         if (bad := first_non_finite(tensors)) is not None:
             return f"{path.relative_to(checkpoint)}: tensor {bad} is not finite"
-    return None
-
-
-def first_non_finite(tensors: dict) -> str | None:
-    """The name of the first floating-point tensor holding NaN or infinity, or None."""
-    for name in sorted(tensors):
-        t = tensors[name]
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            return name
     return None
 
 

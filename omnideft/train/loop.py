@@ -13,11 +13,12 @@ from pathlib import Path
 
 from accelerate.utils import gather_object
 
+from omnideft.adapters.folder import first_non_finite
 from omnideft.data.loader import drawn_per_source
 from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
 from omnideft.flow.batch import to_device
-from omnideft.train.checkpoint import adapter_state, first_non_finite, save_adapter_folder, save_checkpoint
+from omnideft.train.checkpoint import adapter_state, save_adapter_folder, save_checkpoint
 from omnideft.train.faults import NO_FAULTS, Faults
 from omnideft.train.recipe import Recipe
 from omnideft.train.setup import TrainingRun, setup
