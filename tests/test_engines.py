@@ -228,6 +228,12 @@ def test_resume_refuses_a_checkpoint_of_another_base(shards, single_run, tmp_pat
     meta = json.loads((latest / "omnideft.json").read_text())
     meta["base"]["fingerprint"] = "sha256:0123456789abcdef"
     (latest / "omnideft.json").write_text(json.dumps(meta))
+    # a checkpoint genuinely made on another base: its recorded sums match its files (else it is "damaged")
+    import hashlib
+
+    state = json.loads((latest / "trainer" / "state.json").read_text())
+    state["files"]["omnideft.json"] = hashlib.sha256((latest / "omnideft.json").read_bytes()).hexdigest()
+    (latest / "trainer" / "state.json").write_text(json.dumps(state))
     proc = _train(shards, out, "--resume", "latest")
     assert_one_line_error(proc, str(latest), "another base model")
     assert (latest / "trainer" / "state.json").is_file()
