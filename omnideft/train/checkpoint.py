@@ -71,7 +71,7 @@ def find_resume(out_dir: Path, resume: str | None, warn=lambda message: None) ->
             warn(f"warning: resume: skipping damaged checkpoint {checkpoint}: {problem}")
         if damaged:
             raise UserError(f"no usable checkpoint in {out_dir / 'checkpoints'} ({'; '.join(damaged)}); "
-                            "start again with --overwrite")
+                            "start the run again with --overwrite instead of --resume")
         return None
     path = Path(resume)
     if not (path / "trainer" / "state.json").is_file():
