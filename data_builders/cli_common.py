@@ -9,6 +9,8 @@ worker count, the partition, or interruptions. Partition I/N builds the shards k
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -37,6 +39,7 @@ from omnideft.data.format.writer import (
     write_json_atomic,
 )
 from omnideft.errors import UserError
+from omnideft.locks import LOCK_NAME, FolderLock
 
 from . import BUILDERS_VERSION
 from .images import DEFAULT_MAX_PIXELS, SkipSample
@@ -230,7 +233,7 @@ def _jsonable(value: Any) -> Any:
 def prepare_output(split_dir: Path, identity: dict, overwrite: bool, dry_run: bool) -> None:
     """Same build -> resume; different build -> refuse unless --overwrite; empty or missing -> start."""
     state_file = split_dir / STATE_DIR / BUILD_FILE
-    if not split_dir.exists() or not any(split_dir.iterdir()):
+    if not split_dir.exists() or not any(not p.name.startswith(LOCK_NAME) for p in split_dir.iterdir()):
         found = None
     elif state_file.is_file():
         found = json.loads(state_file.read_text())
@@ -407,13 +410,33 @@ def run_main(make_parser: Callable[[], argparse.ArgumentParser],
     """Parse, build, and turn UserError into `error: ...` on stderr with exit 2 (no traceback)."""
     args = make_parser().parse_args(argv)
     try:
-        return run_build(make_builder(args), args)
+        with output_lock(args):  # one build per output split (per partition: partitions share a folder)
+            return run_build(make_builder(args), args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        split_dir = Path(args.out) / args.split  # the shard being written is dropped; finished shards stay
+        for tmp in split_dir.glob(f"{TMP_PREFIX}*"):
+            tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(split_dir if split_dir.is_dir() else ".").free
+        print(f"error: cannot write {exc.filename or split_dir}: {exc.strerror} ({free / 1e6:.1f} MB free there; a "
+              f"shard needs about --shard-size x the sample size); free some space and rerun to resume",
+              file=sys.stderr)
+        return 2
+
+
+def output_lock(args: argparse.Namespace):
+    if args.dry_run:
+        return contextlib.nullcontext()
+    part: Partition = args.partition
+    name = LOCK_NAME if part.count == 1 else f"{LOCK_NAME}.part-{part.index}-of-{part.count}"
+    return FolderLock(Path(args.out) / args.split, "--out", name)
 
 
 def require_dir(path: str | os.PathLike, what: str) -> Path:

@@ -18,13 +18,22 @@ from omnideft.adapters.registry import METHODS
 from omnideft.data.format.check import check_command
 from omnideft.demo import DEFAULTS as DEMO
 from omnideft.errors import UserError
+from omnideft.files import is_disk_full
+from omnideft.options import bounded
 
+# Number options are checked when parsed, naming the option and the allowed range (omnideft/options.py).
+COUNT, SIDE, SCALE = bounded(int, ">= 1"), bounded(int, ">= 16", multiple=16), bounded(float, ">= 0")
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint; resume with --resume latest
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `section.key=value` overrides may come before or after flags; argparse alone takes them only before.
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.parse_args(argv)  # the usual "unrecognized arguments" message and exit 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in score tables
     if not getattr(args, "func", None):
         parser.print_help()
@@ -34,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # a write outside atomic_path (logs, a library's own files): still one line naming the file
+        print(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; free some space and run "
+              "again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -53,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="latest|PATH",
                    help="continue from the newest complete checkpoint in output.dir (latest) or from a checkpoint "
                         "folder: step, optimizer, scheduler, RNG and data position are restored")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start a fresh run in an output.dir that holds a finished or resumable run, deleting it "
+                        "(without it such a run is refused)")
     t.set_defaults(func=_train)
 
     g = sub.add_parser("generate", help="generate an image, optionally from in-context examples")
@@ -100,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--examples", nargs="*", default=[], metavar="SHARDS",
                    help="held-out shard globs or directories: task presets (examples, query, prompt, target)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--port", type=bounded(int, "[1, 65535]"), default=7860, help="port (default 7860)")
     s.add_argument("--outputs", metavar="DIR", help="folder for the generated images (default: a new temporary folder)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     s.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -112,12 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "held-out queries of the new tasks and of the tasks the base knew: report.md, "
                                    "report.json, samples.png, retention.png, loss.png.")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out/)")
-    d.add_argument("--steps", type=int, default=DEMO["steps"], help="training steps")
-    d.add_argument("--samples", type=int, default=DEMO["samples"], help="training samples written as shards")
-    d.add_argument("--queries", type=int, default=DEMO["queries"], help="held-out queries per new task")
-    d.add_argument("--retention-queries", type=int, default=DEMO["retention_queries"],
+    d.add_argument("--steps", type=COUNT, default=DEMO["steps"], help="training steps")
+    d.add_argument("--samples", type=COUNT, default=DEMO["samples"], help="training samples written as shards")
+    d.add_argument("--queries", type=COUNT, default=DEMO["queries"], help="held-out queries per new task")
+    d.add_argument("--retention-queries", type=bounded(int, ">= 0"), default=DEMO["retention_queries"],
                    help="held-out queries per task the base knew")
-    d.add_argument("--replay", type=float, default=DEMO["replay"],
+    d.add_argument("--replay", type=bounded(float, "[0, 1)"), default=DEMO["replay"],
                    help="share of training samples drawn from the tasks the base knew (prior preservation, as "
                         f"DreamBooth does; default {DEMO['replay']}; 0 = the new tasks only)")
     d.add_argument("--method", default="deft", choices=sorted(METHODS),
@@ -148,9 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shards", action="append", help="denoising mode: held-out shard glob or directory (repeatable)")
     e.add_argument("--out", required=True, help="folder mode: output folder (scores.csv, summary.json, summary.md); "
                                                 "denoising mode: output stem (OUT.csv, OUT.json, OUT.md)")
-    e.add_argument("--samples", type=int, default=64, help="denoising mode: samples evaluated (first N in shard order)")
-    e.add_argument("--repeats", type=int, default=2, help="denoising mode: noise draws per sample")
-    e.add_argument("--max-image-size", type=int, default=1024, help="denoising mode: longest image side")
+    e.add_argument("--samples", type=COUNT, default=64,
+                   help="denoising mode: samples evaluated (first N in shard order)")
+    e.add_argument("--repeats", type=COUNT, default=2, help="denoising mode: noise draws per sample")
+    e.add_argument("--max-image-size", type=SIDE, default=1024, help="denoising mode: longest image side")
     e.add_argument("--pred", metavar="DIR", help="folder mode: generated images")
     e.add_argument("--ref", metavar="DIR", help="folder mode: reference images, matched to --pred by file stem")
     e.add_argument("--cond", metavar="DIR", help="folder mode: condition images (edge/depth maps) for canny_f1 and "
@@ -173,17 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shards", action="append", default=[], help="test shard glob or directory (repeatable)")
     b.add_argument("--prompts", metavar="FILE", help="retention: prompt list, one per line (default: built in)")
     b.add_argument("--metrics", help="subject / retention: comma list replacing the protocol's metrics")
-    b.add_argument("--images-per-prompt", type=int, default=1, help="subject / retention: seeds per prompt")
-    b.add_argument("--limit", type=int, help="only the first N jobs (a quick look; resumes into the full run)")
+    b.add_argument("--images-per-prompt", type=COUNT, default=1, help="subject / retention: seeds per prompt")
+    b.add_argument("--limit", type=COUNT, help="only the first N jobs (a quick look; resumes into the full run)")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--seed", type=int, default=0, help="job i is generated with seed SEED + i")
-    b.add_argument("--steps", type=int, default=50)
-    b.add_argument("--guidance", type=float, default=2.5, help="text CFG scale")
-    b.add_argument("--image-guidance", type=float, default=1.6, help="image CFG scale (with input images)")
-    b.add_argument("--height", type=int, default=1024, help="text-only jobs: output height (in-context jobs use "
+    b.add_argument("--steps", type=COUNT, default=50)
+    b.add_argument("--guidance", type=SCALE, default=2.5, help="text CFG scale")
+    b.add_argument("--image-guidance", type=SCALE, default=1.6, help="image CFG scale (with input images)")
+    b.add_argument("--height", type=SIDE, default=1024, help="text-only jobs: output height (in-context jobs use "
                                                             "their target's size)")
-    b.add_argument("--width", type=int, default=1024, help="text-only jobs: output width")
-    b.add_argument("--max-input-image-size", type=int, default=1024)
+    b.add_argument("--width", type=SIDE, default=1024, help="text-only jobs: output width")
+    b.add_argument("--max-input-image-size", type=SIDE, default=1024)
     b.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     _add_metric_flags(b)
     b.set_defaults(func=_bench)
@@ -197,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--base", help="base model: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's "
                    "base)")
     x.add_argument("--out", required=True, help="output folder (merged: a diffusers pipeline folder)")
-    x.add_argument("--rank", type=int, help="rank for dense deltas (e.g. SODA; default: adapter rank)")
+    x.add_argument("--rank", type=COUNT, help="rank for dense deltas (e.g. SODA; default: adapter rank)")
     x.set_defaults(func=_export)
 
     c = sub.add_parser("check-shards", help="verify a shard directory (counts, schema, images, checksums)")
@@ -226,6 +246,9 @@ def _train(args) -> int:
         recipe_path = None
     recipe = load_recipe(recipe_path, overrides)
     if recipe.launch.config and not _under_launcher():
+        from omnideft.locks import check_unlocked
+
+        check_unlocked(recipe.output.dir, "output.dir")  # before starting processes that would all wait on it
         return _relaunch(recipe.launch.config, args)
     from omnideft.generate.validation import ValidationRenderer
     from omnideft.train.faults import Faults
@@ -236,7 +259,7 @@ def _train(args) -> int:
     faults = Faults.parse(os.environ.get("OMNIDEFT_FAULT", ""))  # test hooks; the kill/resume tests set it
     try:
         adapter = train(recipe, progress=not args.no_progress, validate=validate if validate.items else None,
-                        resume=args.resume, faults=faults)
+                        resume=args.resume, faults=faults, overwrite=args.overwrite)
     except TrainingStopped as exc:
         print(f"omnideft: {exc}", file=sys.stderr)
         return EXIT_STOPPED
@@ -257,6 +280,8 @@ def _relaunch(config: str, args) -> int:
         argv.append("--no-progress")
     if args.resume:
         argv += ["--resume", args.resume]
+    if args.overwrite:
+        argv.append("--overwrite")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "-m", "omnideft", *argv]
     print(f"launching: accelerate launch --config_file {config} -m omnideft {' '.join(argv)}", file=sys.stderr)
     return subprocess.call(cmd, env={**os.environ, "OMNIDEFT_LAUNCHED": "1"})
@@ -399,7 +424,7 @@ def _add_metric_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid-features", default="inception", choices=["inception", "dinov2"],
                    help="fid feature network (dinov2: Fréchet distance of --dinov2-model features)")
     p.add_argument("--canny-thresholds", default="100,200", metavar="LOW,HIGH", help="canny_f1 Canny thresholds")
-    p.add_argument("--batch-size", type=int, default=16, help="images per metric forward")
+    p.add_argument("--batch-size", type=COUNT, default=16, help="images per metric forward")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

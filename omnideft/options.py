@@ -9,7 +9,10 @@ and `options_help` prints them (`--help-recipe`).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import field
@@ -21,8 +24,12 @@ import yaml
 from omnideft.errors import UserError
 
 
-def option(default, help: str, choices: tuple | None = None):
-    metadata = {"help": help, "choices": choices}
+def option(default, help: str, choices: tuple | None = None, bounds: str | None = None, multiple: int | None = None):
+    """`bounds`: the allowed interval of a number, or of every number of a list: ">= 1", "> 0", "[0, 1)", "(0, 1)";
+    `multiple`: the number must be a multiple of it. Floats must be finite in every case."""
+    if bounds is not None:
+        _interval(bounds)  # a malformed bound fails at import, not when a user hits it
+    metadata = {"help": help, "choices": choices, "bounds": bounds, "multiple": multiple}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -37,7 +44,9 @@ def load_sections(path: str | Path | None, overrides, schema: type, prepare: Cal
         if not p.is_file():
             raise UserError(f"recipe {p} not found")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise UserError(f"recipe {p} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
         except yaml.YAMLError as exc:
             raise UserError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(raw, dict):
@@ -95,7 +104,9 @@ def build_sections(raw: dict, schema: type):
         for key, value in body.items():
             if key not in fields:
                 raise UserError(f"unknown recipe key {sec}.{key}; allowed in {sec}: {', '.join(fields)}")
-            values[key] = check_type(f"{sec}.{key}", value, sec_hints[key], fields[key].metadata.get("choices"))
+            meta = fields[key].metadata
+            values[key] = check_type(f"{sec}.{key}", value, sec_hints[key], meta.get("choices"))
+            check_value(f"recipe key {sec}.{key}", values[key], meta.get("bounds"), meta.get("multiple"))
         out[sec] = cls(**values)
     return schema(**out)
 
@@ -130,6 +141,61 @@ def check_type(name: str, value, hint, choices):
     return value
 
 
+_BOUND = re.compile(r"^\s*(>=|>|<=|<)\s*(\S+)\s*$")
+_RANGE = re.compile(r"^\s*([\[(])\s*([^,]+),\s*([^\])]+)([\])])\s*$")
+
+
+def _interval(bounds: str) -> tuple[float, float, bool, bool]:
+    """(low, high, low included, high included) of a bounds text."""
+    if m := _BOUND.match(bounds):
+        op, x = m.group(1), float(m.group(2))
+        return {">=": (x, math.inf, True, False), ">": (x, math.inf, False, False),
+                "<=": (-math.inf, x, False, True), "<": (-math.inf, x, False, False)}[op]
+    if m := _RANGE.match(bounds):
+        return float(m.group(2)), float(m.group(3)), m.group(1) == "[", m.group(4) == "]"
+    raise ValueError(f"bounds {bounds!r}: expected '>= x', '> x', '<= x', '< x' or an interval like '[0, 1)'")
+
+
+def check_value(name: str, value, bounds: str | None, multiple: int | None = None) -> None:
+    """Numbers (and the numbers of a list) within `bounds`, a multiple of `multiple`, and finite: the message
+    names the value (`name`: "recipe key train.lr", "--steps") and the allowed range."""
+    numbers = value if isinstance(value, list) else [value]
+    for x in numbers:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            if bounds and isinstance(value, list):
+                raise UserError(f"{name} must hold numbers {bounds}, got {x!r}")
+            continue
+        if not math.isfinite(x):
+            rule = f" {bounds}" if bounds else ""
+            raise UserError(f"{name} is {x!r}; it must be a finite number{rule}")
+        if bounds:
+            low, high, low_in, high_in = _interval(bounds)
+            if not ((x > low or (low_in and x == low)) and (x < high or (high_in and x == high))):
+                raise UserError(f"{name} is {x!r}; allowed: {bounds}")
+        if multiple and x % multiple:
+            raise UserError(f"{name} is {x!r}; allowed: a multiple of {multiple}" +
+                            (f", {bounds}" if bounds else ""))
+
+
+def bounded(kind: type, bounds: str, multiple: int | None = None) -> Callable[[str], int | float]:
+    """An argparse `type=` for a number option: parsed as `kind`, then held to `bounds` like a recipe key."""
+    _interval(bounds)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                from None
+        try:
+            check_value(repr(text), value, bounds, multiple)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    return parse
+
+
 def options_help(schema: type) -> str:
     """Every key of `schema` with its default, help and allowed values (`--help-recipe`)."""
     lines = []
@@ -138,7 +204,9 @@ def options_help(schema: type) -> str:
         lines.append(f"{sec.name}:")
         for f in dataclasses.fields(hints[sec.name]):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            choices = f.metadata.get("choices")
+            choices, bounds, multiple = (f.metadata.get(k) for k in ("choices", "bounds", "multiple"))
             extra = f" ({'|'.join(choices)})" if choices else ""
+            if bounds or multiple:
+                extra += " (" + ", ".join(filter(None, [bounds, multiple and f"multiple of {multiple}"])) + ")"
             lines.append(f"  {f.name}: {default!r}  # {f.metadata['help']}{extra}")
     return "\n".join(lines)

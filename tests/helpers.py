@@ -32,3 +32,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def assert_stock_peft_loaded(model, folder) -> None:
+    """Stock PEFT really loaded the adapter file: the model's adapter state holds exactly the file's tensors, by
+    name and by value (PEFT only warns about keys it cannot place and then keeps the initial values)."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = load_file(Path(folder) / "adapter_model.safetensors")
+    loaded = get_peft_model_state_dict(model)
+    assert saved and sorted(loaded) == sorted(saved), (sorted(set(saved) ^ set(loaded)))[:3]
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name].detach().cpu(), tensor), name

@@ -14,6 +14,10 @@ from omnideft.adapters.projectors import PROJECTORS, project
 from omnideft.errors import UserError
 from omnideft.model import load_omnigen
 
+# Relative error of the fused layer against PEFT's: measured worst over the cases below 1.2e-7 (output), 1.0e-7
+# (input gradient), 2.0e-7 (parameter gradients): fp32 rounding of another summation order, nothing more.
+FUSED_REL = 6e-7
+
 
 def _rel(a, b) -> float:
     return float((a.detach().float() - b.detach().float()).norm() / b.detach().float().norm())
@@ -42,15 +46,15 @@ def test_fused_layer_matches_peft_values_and_gradients(projector, para, bias, al
     x2 = x.detach().clone().requires_grad_()
     w = torch.randn(2, 5, 20)
     out_ref, out_fast = ref(x), fast(x2)
-    assert _rel(out_fast, out_ref) <= 1e-5
+    assert _rel(out_fast, out_ref) <= FUSED_REL
     (out_ref * w).sum().backward()
     (out_fast * w).sum().backward()
-    assert _rel(x2.grad, x.grad) <= 1e-5
+    assert _rel(x2.grad, x.grad) <= FUSED_REL
     grads = {n: p.grad for n, p in ref.named_parameters() if p.requires_grad}
     assert grads and all(g is not None for g in grads.values())
     for n, p in fast.named_parameters():
         if p.requires_grad:
-            assert _rel(p.grad, grads[n]) <= 1e-5, n
+            assert _rel(p.grad, grads[n]) <= FUSED_REL, n
 
 
 def test_fused_layer_keeps_no_out_sized_activation():

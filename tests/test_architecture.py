@@ -1,5 +1,6 @@
 """The import rules of docs/design.md, read from the code: `omnideft` never imports `data_builders`; `data_builders`
-imports only the torch-free shard format, the camera record and COLMAP reading, and the error type; imports flow
+imports only the torch-free shard format, the camera record and COLMAP reading, the error type and the output-folder
+lock; imports flow
 downward, and the verbs (train, eval, generate) do not import each other."""
 
 import ast
@@ -8,12 +9,13 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BUILDERS_MAY_IMPORT = ("omnideft.data.format", "omnideft.camera.record", "omnideft.camera.colmap", "omnideft.errors")
+BUILDERS_MAY_IMPORT = ("omnideft.data.format", "omnideft.camera.record", "omnideft.camera.colmap", "omnideft.errors",
+                       "omnideft.locks")
 # The floors of docs/design.md, top to bottom: a room imports rooms of lower floors; on one floor only the rooms
 # below the verbs may use each other.
 FLOORS = [{"__main__"}, {"cli"}, {"studio"}, {"demo", "bench", "pretrain"}, {"train", "eval", "generate"}, {"flow"},
           {"adapters", "prompts", "camera", "shapes"},
-          {"model", "data", "images"}, {"errors", "files", "progress", "options", "__init__"}]
+          {"model", "data", "images"}, {"errors", "files", "locks", "progress", "options", "__init__"}]
 VERBS = {"train", "eval", "generate"}
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "peft", "deepspeed")
 

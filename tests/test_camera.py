@@ -46,7 +46,7 @@ from omnideft.prompts import OmniGenProcessor, collate_prompts
 from omnideft.shapes.shards import write_task_shards
 from omnideft.train.recipe import ValidationSection
 from tests.camera_scene import write_scene
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, assert_stock_peft_loaded, run_cli
 
 W, H = 64, 48
 MODELS = {  # COLMAP model -> (params, expected f, cx, cy, k); f = mean(fx, fy): the pixel aspect is not kept
@@ -230,7 +230,7 @@ def test_save_and_reload_keep_token_id_row_and_outputs(tmp_path):
         assert torch.allclose(forward(reloaded, again.tokenizer, prompt, camera=cams), want, atol=1e-6)
     # stock PEFT ignores the extra files
     plain = load_omnigen(str(tmp_path / "base")).transformer
-    assert isinstance(PeftModel.from_pretrained(plain, str(folder)), PeftModel)
+    assert_stock_peft_loaded(PeftModel.from_pretrained(plain, str(folder)), folder)
 
 
 def test_full_embedding_table_grows_and_reloads(tmp_path):

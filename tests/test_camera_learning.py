@@ -39,7 +39,9 @@ from tests.camera_scene import write_scene
 SIZE = 32
 TRAIN_ANGLES = [15.0 * i for i in range(24)]
 HELD_OUT_ANGLES = [7.5 + 45.0 * i for i in range(8)]
-MIN_MARGIN = {"learned": 0.10, "text": 0.10}
+# Measured margins (held-out loss with shuffled cameras vs the right ones): learned 0.661, text 0.231. The floors
+# sit near them, with room for another CPU's float rounding, so a camera path that half stopped working fails.
+MIN_MARGIN = {"learned": 0.50, "text": 0.17}
 RUNS = {"learned": ["train.max_steps=250"], "text": ["train.max_steps=500", "camera.text_decimals=1"]}
 
 

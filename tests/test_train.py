@@ -8,7 +8,7 @@ from omnideft.errors import UserError
 from omnideft.shapes.shards import write_task_shards
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, assert_stock_peft_loaded, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,8 @@ def test_ema_adapter_beside_the_adapter_and_tensorboard_scalars(shards, tmp_path
     final = load_file(adapter / "adapter_model.safetensors")
     ema = load_file(adapter / "ema" / "adapter_model.safetensors")
     assert final.keys() == ema.keys() and any(not (final[k] == ema[k]).all() for k in final)
-    PeftModel.from_pretrained(load_omnigen(str(tmp_path / "base")).transformer, str(adapter / "ema"))
+    assert_stock_peft_loaded(PeftModel.from_pretrained(load_omnigen(str(tmp_path / "base")).transformer,
+                                                       str(adapter / "ema")), adapter / "ema")
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from omnideft.adapters.fingerprint import base_fingerprint
+from omnideft.adapters.fingerprint import base_fingerprint, weights_differ, weights_fingerprint
 from omnideft.adapters.registry import all_methods, get_method
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
@@ -34,7 +34,9 @@ OWN_CONFIG = "omnideft.adapter-config/1"
 def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recipe: dict | None = None,
                  step: int | None = None, state_dict: dict | None = None,
                  extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
-                 extra_meta: dict | None = None) -> Path:
+                 extra_meta: dict | None = None, base_weights: list | None = None) -> Path:
+    """`base_weights`: the base's weights fingerprint when the caller took it before the base was wrapped or
+    partitioned (the trainer); else it is taken from `model`'s base here."""
     out = Path(out_dir)
     with atomic_path(out) as tmp:  # a crash never leaves a half-written adapter; the old one stays until then
         spec = getattr(model, "omnideft_spec", None)
@@ -66,7 +68,9 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
                 save_files(tmp, state_dict=state_dict)
         meta = {
             "format": FORMAT,
-            "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model())},
+            "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model()),
+                     "weights": base_weights if base_weights is not None
+                     else weights_fingerprint(model.get_base_model())},
             "adapter_name": name,
             "method": spec.method if spec is not None else None,
             "peft_type": peft_type,
@@ -133,48 +137,91 @@ def read_extra_tensors(folder: str | Path, label: str) -> dict[str, torch.Tensor
     path = Path(folder) / f"{label}.safetensors"
     if not path.is_file():
         return None
+    return read_finite_tensors(path)
+
+
+def read_finite_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file of an adapter; unreadable or holding NaN/infinity is one line naming the file and
+    tensor (an adapter of a run that diverged must never be applied: it renders noise)."""
     try:
-        return load_file(str(path))
-    except Exception as exc:
+        tensors = load_file(str(path))
+    except Exception as exc:  # truncated or foreign file: safetensors raises its own error types
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if (bad := first_non_finite(tensors)) is not None:
+        raise UserError(f"adapter {path} holds non-finite values (tensor {bad}); it cannot be used")
+    return tensors
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or infinity, or None."""
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def check_base(folder: str | Path, transformer: nn.Module, meta: dict) -> None:
+    """The adapter was trained on this base: same shapes (fingerprint) and same weights (weights fingerprint,
+    which tolerates the rounding of bf16/fp16 loading)."""
+    base = meta.get("base", {})
+    want, have = base.get("fingerprint"), base_fingerprint(transformer)
+    if want and want != have:
+        raise UserError(f"adapter {folder} was trained on a base of another shape "
+                        f"({base.get('name')}, {want}); this model is {have}")
+    if (bucket := weights_differ(base.get("weights"), weights_fingerprint(transformer))) is not None:
+        raise UserError(f"adapter {folder} was trained on a base with other weights than this model "
+                        f"({base.get('name')}; weights fingerprint differs at bucket {bucket}); load the base it "
+                        "was trained on")
 
 
 def load_adapter(transformer: nn.Module, folder: str | Path, adapter_name: str = "default",
                  is_trainable: bool = False) -> nn.Module:
-    """Check the base fingerprint, then load: stock PEFT for PEFT folders (then every method's after_peft_load:
-    DEFT layers use the fast forward), the method's own injection for omnideft configs."""
+    """Check the base (shapes and weights) and the tensors (readable, finite), then load: stock PEFT for PEFT
+    folders (then every method's after_peft_load: DEFT layers use the fast forward), the method's own injection
+    for omnideft configs. Whole or not at all: a tensor the model has no place for, or a place the file has no
+    tensor for, is refused naming the first such key (PEFT alone would only warn and leave the layer at its
+    initial value, i.e. silently render the base model's output)."""
     meta = read_adapter_meta(folder)
-    want = meta.get("base", {}).get("fingerprint")
-    have = base_fingerprint(transformer)
-    if want and want != have:
-        raise UserError(f"adapter {folder} was trained on a base of another shape "
-                        f"({meta['base'].get('name')}, {want}); this model is {have}")
+    check_base(folder, transformer, meta)
+    tensors = read_finite_tensors(Path(folder) / "adapter_model.safetensors")
     config = read_adapter_config(folder)
     if "omnideft_method" in config:
-        return _load_own(transformer, Path(folder), config, adapter_name, is_trainable)
-    from peft import PeftModel
+        return _load_own(transformer, Path(folder), config, adapter_name, is_trainable, tensors)
+    from peft import PeftModel, get_peft_model_state_dict
 
     try:
         model = PeftModel.from_pretrained(transformer, str(folder), adapter_name=adapter_name,
                                           is_trainable=is_trainable)
     except Exception as exc:  # safetensors/PEFT errors on truncated or mismatched files
         raise UserError(f"cannot load adapter {folder}: {str(exc).splitlines()[0]}") from None
+    expected = set(get_peft_model_state_dict(model, adapter_name=adapter_name))
+    if mismatch := _key_mismatch(expected, set(tensors)):
+        model.unload()  # leave `transformer` as it was: nothing of this adapter stays injected
+        raise UserError(f"cannot load adapter {folder}: {mismatch}")
     for method in all_methods():
         method.after_peft_load(model)
     return model
 
 
-def _load_own(transformer: nn.Module, folder: Path, config: dict, adapter_name: str, is_trainable: bool):
+def _key_mismatch(expected: set, found: set) -> str:
+    """'' when the file holds exactly the tensors the config promises, else the first offending key."""
+    if unexpected := sorted(found - expected):
+        return (f"tensor {unexpected[0]} has no place in the model ({len(unexpected)} unexpected; an adapter for "
+                "other modules or another base)")
+    if missing := sorted(expected - found):
+        return f"tensor {missing[0]} is missing ({len(missing)} of {len(expected)} that the config promises)"
+    return ""
+
+
+def _load_own(transformer: nn.Module, folder: Path, config: dict, adapter_name: str, is_trainable: bool,
+              tensors: dict):
     from omnideft.adapters.apply import apply_adapter
 
     known = {f.name for f in dataclasses.fields(AdapterSpec)}
     fields = {k: v for k, v in config.get("spec", {}).items() if k in known}
     fields.update(method=config["omnideft_method"], targets=config.get("target_modules", []), init="paper",
                   include_embedders=False)
-    try:
-        tensors = load_file(str(folder / "adapter_model.safetensors"))
-    except Exception as exc:
-        raise UserError(f"cannot load adapter {folder}: {str(exc).splitlines()[0]}") from None
     model = apply_adapter(transformer, AdapterSpec(**fields), adapter_name=adapter_name)
     try:
         if hasattr(model, "load_adapter_state_dict"):
@@ -182,11 +229,9 @@ def _load_own(transformer: nn.Module, folder: Path, config: dict, adapter_name: 
         else:
             from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-            want = set(get_peft_model_state_dict(model, adapter_name=adapter_name))
-            if set(tensors) != want:
-                missing, extra = sorted(want - set(tensors)), sorted(set(tensors) - want)
-                raise ValueError(f"adapter tensors do not match the model (missing {missing[:2]}, "
-                                 f"unexpected {extra[:2]})")
+            if mismatch := _key_mismatch(set(get_peft_model_state_dict(model, adapter_name=adapter_name)),
+                                         set(tensors)):
+                raise ValueError(mismatch)
             set_peft_model_state_dict(model, tensors, adapter_name=adapter_name)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"cannot load adapter {folder}: {str(exc).splitlines()[0]}") from None

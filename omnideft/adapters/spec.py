@@ -22,16 +22,17 @@ SODA_ROTATIONS = ("stiefel", "cayley")
 class AdapterSpec:
     method: str = option("deft", "adapter method (docs/adapters.md)", tuple(METHODS))
     rank: int = option(32, "adapter rank r (its meaning per method: docs/adapters.md); also the default rank of a "
-                       "LoRA export of a dense delta")
+                       "LoRA export of a dense delta", bounds=">= 1")
     targets: str | list = option("all-linear", "'attn', 'all-linear', or a list of module names/suffixes")
     include_embedders: bool = option(False, "also adapt time-embedding, adaLN and proj_out linears")
     projector: str | None = option(None, f"DEFT/PaRa projector: {' | '.join(PROJECTORS)} (default relu; qr for "
                                    f"para); {' and '.join(PEFT_PROJECTORS)} stay PEFT files")
-    alpha: float | None = option(None, "injection scale alpha (scale alpha/r); null = 1 for DEFT, r for LoRA")
-    dropout: float = option(0.0, "dropout on the adapter input")
+    alpha: float | None = option(None, "injection scale alpha (scale alpha/r); null = 1 for DEFT, r for LoRA",
+                                 bounds="> 0")
+    dropout: float = option(0.0, "dropout on the adapter input", bounds="[0, 1)")
     init: str = option("identity", "identity: adapter = base at step 0; paper: random R (DEFT) / spectrum shift "
                        "1e-3 (SODA, SVDiff) as the authors ran it", INITS)
-    p_lr_ratio: float = option(0.1, "learning rate of DEFT's P relative to train.lr (authors: 0.1)")
+    p_lr_ratio: float = option(0.1, "learning rate of DEFT's P relative to train.lr (authors: 0.1)", bounds=">= 0")
     soda_variant: str = option("svd", "SODA form: svd (tuned singular values) or qr (tuned LQ diagonal)",
                                SODA_VARIANTS)
     soda_rotation: str = option("stiefel", "SODA rotation factors: stiefel (kept orthogonal by the optimizer; not "

@@ -16,7 +16,7 @@ class CameraSpec:
                            "token + CameraEncoder, text = the 11 numbers written into the instruction, none = ignore "
                            "cameras, auto = learned when the shards carry camera records, else none",
                            ("auto", *ENCODINGS, "none"))
-    encoder_hidden: int = option(256, "CameraEncoder MLP width")
-    encoder_layers: int = option(2, "CameraEncoder hidden layers")
-    fourier_bands: int = option(4, "sin/cos frequency bands per camera feature (0 = raw features only)")
-    text_decimals: int = option(3, "decimals per number with encoding text")
+    encoder_hidden: int = option(256, "CameraEncoder MLP width", bounds=">= 1")
+    encoder_layers: int = option(2, "CameraEncoder hidden layers", bounds=">= 0")
+    fourier_bands: int = option(4, "sin/cos frequency bands per camera feature (0 = raw features only)", bounds=">= 0")
+    text_decimals: int = option(3, "decimals per number with encoding text", bounds=">= 0")

@@ -73,13 +73,14 @@ class AdaptationStudy:
     def train(self, out: Path, overrides: list[str], steps: int, seed: int | None = None, progress: bool = False,
               checkpoint_every: int = 0) -> Path:
         """Train an adapter on the new tasks (recipe keys in `overrides` choose method, rank, lr...); returns
-        the run folder (adapter/ and, with `checkpoint_every`, checkpoints/step-N/ adapters)."""
+        the run folder (adapter/ and, with `checkpoint_every`, checkpoints/step-N/ adapters). A run already in
+        `out` is replaced: the study rewrites its shards and retrains on every call."""
         recipe = load_recipe(None, [
             f"model.name={BASE}", f"data.shards={self._shards()}", f"data.max_image_size={SIZE}",
             "data.condition_dropout=0.1", f"train.max_steps={steps}", "train.batch_size=8",
             f"train.seed={self.seed if seed is None else seed}", f"train.checkpoint_every={checkpoint_every}",
             "train.keep_checkpoints=0", "output.tensorboard=false", f"output.dir={out}", *overrides])
-        train(recipe, progress=progress)
+        train(recipe, progress=progress, overwrite=True)
         return Path(out)
 
     def score(self, adapter: Path | None, progress: bool = False) -> Scores:

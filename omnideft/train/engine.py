@@ -103,6 +103,9 @@ def load_deepspeed_config(path: str) -> dict:
     for key in ("optimizer", "scheduler"):
         if key in config:
             raise UserError(f"DeepSpeed config {path}: remove {key!r}; the recipe's train section defines it")
+    if config.get("zero_optimization", {}).get("compute_grad_norm") is False:
+        raise UserError(f"DeepSpeed config {path}: zero_optimization.compute_grad_norm must stay true: the step "
+                        "is skipped when the gradient norm is not finite")
     return config
 
 

@@ -2,7 +2,9 @@
 
 `omnideft train` builds them once from `OMNIDEFT_FAULT` (the tests start real processes, so the environment is the
 channel into the CLI): `kill@N` (SIGKILL after step N), `kill-in-checkpoint@N` (SIGKILL while writing step N's
-checkpoint), `sigterm@N` (SIGTERM to itself after step N), `nan-loss@N` (step N's loss becomes NaN).
+checkpoint), `sigterm@N` (SIGTERM to itself after step N), `nan-loss@N` (step N's loss becomes NaN), `nan-grad@N`
+(step N's loss stays finite, its gradient becomes NaN), `disk-full-in-checkpoint@N` (ENOSPC while writing step N's
+checkpoint).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 from omnideft.errors import UserError
 
-POINTS = ("kill", "kill-in-checkpoint", "sigterm", "nan-loss")
+POINTS = ("kill", "kill-in-checkpoint", "sigterm", "nan-loss", "nan-grad", "disk-full-in-checkpoint")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class Faults:
         return cls(point, int(at))
 
     def fire(self, point: str, step: int) -> bool:
-        """Act when this is the injected point and step; True when a passive fault (nan-loss) applies."""
+        """Act when this is the injected point and step; True when a passive fault (nan-loss, nan-grad,
+        disk-full-in-checkpoint) applies."""
         if point != self.point or step != self.step:
             return False
         if point.startswith("kill"):

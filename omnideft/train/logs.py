@@ -62,9 +62,13 @@ class RunLog:
             self.wandb.log({tag: wandb.Image(str(path))}, step=step)
 
     def close(self) -> None:
+        """Idempotent: the loop closes the log when it ends, whichever way it ends."""
         if self.metrics:
             self.metrics.close()
+            self.metrics = None
         if self.tb:
             self.tb.close()
+            self.tb = None
         if self.wandb:
             self.wandb.finish()
+            self.wandb = None

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from accelerate.utils import gather_object
 
+from omnideft.adapters.folder import first_non_finite
 from omnideft.data.loader import drawn_per_source
+from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
 from omnideft.flow.batch import to_device
 from omnideft.train.checkpoint import adapter_state, save_adapter_folder, save_checkpoint
@@ -25,22 +27,28 @@ from omnideft.train.step import StepRecord, train_step
 
 
 def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | None = None,
-          faults: Faults = NO_FAULTS) -> Path:
-    """Train the recipe's adapter; returns the adapter folder. `resume` is None, "latest" or a checkpoint folder.
+          faults: Faults = NO_FAULTS, overwrite: bool = False) -> Path:
+    """Train the recipe's adapter; returns the adapter folder. `resume` is None, "latest" or a checkpoint folder;
+    `overwrite` lets a fresh run replace a finished or resumable one in output.dir.
     `validate(model, components, step, out_dir, write)` renders fixed prompts (see generate/validation); `faults`
     are the tests' fault hooks (train/faults.py)."""
-    run = setup(recipe, resume, progress)
-    with StopRequests() as stop:
-        while run.step < recipe.train.max_steps:
-            t0 = time.perf_counter()
-            batch, reader_state = next(run.batches)
-            run.live.took(reader_state)
-            batch = to_device(batch, run.accelerator.device)
-            data_s = time.perf_counter() - t0
-            record = train_step(run, batch, stop, faults)
-            record.data_s, record.step_s = data_s, time.perf_counter() - t0
-            after_step(run, record, validate, stop, faults)
-    return finish(run)
+    run = setup(recipe, resume, progress, overwrite)
+    try:
+        with StopRequests() as stop:
+            while run.step < recipe.train.max_steps:
+                t0 = time.perf_counter()
+                batch, reader_state = next(run.batches)
+                run.live.took(reader_state)
+                batch = to_device(batch, run.accelerator.device)
+                data_s = time.perf_counter() - t0
+                record = train_step(run, batch, stop, faults)
+                record.data_s, record.step_s = data_s, time.perf_counter() - t0
+                after_step(run, record, validate, stop, faults)
+        return finish(run)
+    finally:
+        run.log.close()
+        if run.lock is not None:
+            run.lock.release()
 
 
 def after_step(run: TrainingRun, record: StepRecord, validate, stop: StopRequests, faults: Faults) -> None:
@@ -76,7 +84,17 @@ def finish(run: TrainingRun) -> Path:
     run.log.close()
     acc = run.accelerator
     state = adapter_state(run.live)
+    # Never a result from garbage: every rank checks (they hold the same adapter) so all stop together.
+    if (bad := first_non_finite(state)) is not None:
+        raise UserError(f"training diverged: adapter tensor {bad} is not finite at step {run.step}; the adapter was "
+                        "not saved (lower train.lr, enable train.grad_clip, or check the data; the last good "
+                        f"checkpoint in {run.out / 'checkpoints'} can be resumed)")
+    if run.step > run.start and run.good_steps == 0:
+        raise UserError(f"every step from {run.start + 1} to {run.step} had a non-finite loss or gradient; nothing "
+                        "was learned and the adapter was not saved (lower train.lr or check the data)")
     digests = gather_object([_digest(state)])
+    # what each rank stores of the adapter: all of it, or its ZeRO-3 partition (ds_tensor) - the proof it was split
+    held = gather_object([sum(getattr(p, "ds_tensor", p).numel() for p in run.live.trainable.values())])
     readers_per_rank = gather_object([run.live.reader_states])
     adapter_dir = run.out / "adapter"
     if acc.is_main_process:
@@ -84,6 +102,7 @@ def finish(run: TrainingRun) -> Path:
         drawn = _sum_drawn(run.sources, readers_per_rank)
         summary = {"steps": run.step, "resumed_from": run.start or None, "seconds": time.perf_counter() - run.started,
                    "world_size": acc.num_processes, "engine": run.engine.name, "adapter_sha256_per_rank": digests,
+                   "adapter_numel": sum(t.numel() for t in state.values()), "adapter_numel_held_per_rank": held,
                    "adapter_bytes": (adapter_dir / "adapter_model.safetensors").stat().st_size,
                    "skipped_samples": _sum_skipped(readers_per_rank), "drawn_per_source": drawn,
                    "realised_proportions": {k: v / max(sum(drawn.values()), 1) for k, v in drawn.items()},

@@ -31,39 +31,46 @@ class ModelSection:
 @dataclass
 class DataSection:
     shards: list = option([], "list of shard globs (str) or {path, weight} mixing entries")
-    max_image_size: int = option(1024, "long-side cap for input and output images (multiple of 16)")
-    condition_dropout: float = option(0.01, "probability that instruction+images become '<cfg>' (for CFG)")
+    max_image_size: int = option(1024, "long-side cap for input and output images (multiple of 16)",
+                                 bounds=">= 16", multiple=16)
+    condition_dropout: float = option(0.01, "probability that instruction+images become '<cfg>' (for CFG)",
+                                      bounds="[0, 1)")
     num_workers: int = option(-1, "background processes decoding and batching samples per training process (0 = in the "
                           "training process; -1 = auto: 0 without CUDA, where they would compete with the training "
-                          "threads for the same cores, else 2); part of the data order, so a resumed run keeps it")
+                          "threads for the same cores, else 2); part of the data order, so a resumed run keeps it",
+                              bounds=">= -1")
 
 
 @dataclass
 class TrainSection:
-    max_steps: int = option(1000, "optimizer steps")
-    batch_size: int = option(1, "samples per process per step")
-    lr: float = option(1e-4, "learning rate (of R for DEFT)")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    betas: list = option([0.9, 0.99], "AdamW betas")
-    warmup_steps: int = option(0, "linear warm-up steps, then constant")
-    grad_clip: float = option(1.0, "max gradient norm (0 = off)")
+    max_steps: int = option(1000, "optimizer steps", bounds=">= 1")
+    batch_size: int = option(1, "samples per process per step", bounds=">= 1")
+    lr: float = option(1e-4, "learning rate (of R for DEFT)", bounds="> 0")
+    weight_decay: float = option(0.0, "AdamW weight decay", bounds=">= 0")
+    betas: list = option([0.9, 0.99], "AdamW betas", bounds="[0, 1)")
+    warmup_steps: int = option(0, "linear warm-up steps, then constant", bounds=">= 0")
+    grad_clip: float = option(1.0, "max gradient norm (0 = off)", bounds=">= 0")
     mixed_precision: str = option("no", "autocast dtype for the transformer", ("no", "bf16", "fp16"))
     gradient_checkpointing: bool = option(False, "recompute block activations in backward")
     seed: int = option(0, "seed for data order, noise and timesteps")
     checkpoint_every: int = option(500, "save a resumable checkpoint (adapter + optimizer, RNG, data position) every N "
-                               "steps and at the last step (0 = only the final adapter)")
-    keep_checkpoints: int = option(3, "how many step checkpoints stay on disk (older ones are deleted; 0 = keep all)")
+                               "steps and at the last step (0 = only the final adapter)", bounds=">= 0")
+    keep_checkpoints: int = option(3, "how many step checkpoints stay on disk (older ones are deleted; 0 = keep all)",
+                                   bounds=">= 0")
     ema_decay: typing.Optional[float] = option(None, "EMA of the adapter weights (e.g. 0.999), saved as adapter/ema/; "
-                                           "null = off")
-    max_bad_steps: int = option(5, "a non-finite loss or gradient skips the step; stop after this many in a row")
-    log_every: int = option(10, "print a loss line every N steps when the progress bar is off (--no-progress)")
+                                           "null = off", bounds="(0, 1)")
+    max_bad_steps: int = option(5, "a non-finite loss or gradient skips the step; stop after this many in a row",
+                                bounds=">= 1")
+    log_every: int = option(10, "print a loss line every N steps when the progress bar is off (--no-progress)",
+                            bounds=">= 0")
 
 
 @dataclass
 class ValidationSection:
-    every: int = option(0, "render validation prompts every N steps (0 = off); also rendered after the last step")
+    every: int = option(0, "render validation prompts every N steps (0 = off); also rendered after the last step",
+                        bounds=">= 0")
     prompts: list = option([], "list of {prompt, images: [paths], height, width} rendered at validation")
-    steps: int = option(20, "sampler steps at validation")
+    steps: int = option(20, "sampler steps at validation", bounds=">= 1")
     guidance: float = option(2.5, "text CFG scale at validation")
     image_guidance: float = option(1.6, "image CFG scale at validation")
     seed: int = option(0, "sampler seed at validation (fixed, so images are comparable across steps)")

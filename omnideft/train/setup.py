@@ -1,6 +1,7 @@
 """Everything before the first training step: recipe -> a `TrainingRun` (engine, adapted model, optimizer, data,
 logs), restored from a checkpoint when resuming. Checks that need no model (shard globs, the checkpoint's recipe and
-launch layout, engine limits) run before any model loads."""
+launch layout, engine limits, the output folder's lock and contents) run before any model loads, and nothing is
+written into output.dir (not `base/`, not `recipe.yaml`, not `metrics.jsonl`) until every check has passed."""
 
 from __future__ import annotations
 
@@ -16,18 +17,27 @@ import yaml
 from accelerate.utils import set_seed
 
 from omnideft.adapters import apply_adapter
+from omnideft.adapters.fingerprint import weights_fingerprint
 from omnideft.adapters.optim import build_optimizer, requires_plain_optimizer
 from omnideft.camera.conditioning import setup_camera
 from omnideft.data.loader import ReaderState, ResumableBatches, index_sources, sources_have_cameras
 from omnideft.data.sources import ShardSource, resolve_sources
 from omnideft.errors import UserError
-from omnideft.files import write_text_atomic
+from omnideft.files import atomic_path, remove_path, write_text_atomic
 from omnideft.flow.batch import BatchBuilder
+from omnideft.locks import FolderLock
 from omnideft.model import OmniGenComponents, load_omnigen, save_base
 from omnideft.model.small import SMALL
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
-from omnideft.train.checkpoint import LiveRun, check_compatible, check_same_base, find_resume, restore_checkpoint
+from omnideft.train.checkpoint import (
+    LiveRun,
+    check_compatible,
+    check_same_base,
+    complete_checkpoints,
+    find_resume,
+    restore_checkpoint,
+)
 from omnideft.train.ema import AdapterEMA
 from omnideft.train.engine import Engine, make_engine
 from omnideft.train.logs import RunLog
@@ -48,8 +58,10 @@ class TrainingRun:
     bar: object  # tqdm; disabled off the main process and without progress
     start: int  # the step a resumed run continues after (0 for a new run)
     step: int  # the last finished step
+    lock: FolderLock | None = None  # output.dir's lock, held by the main process until the run ends
     started: float = field(default_factory=time.perf_counter)
     bad_steps: int = 0  # non-finite steps in a row
+    good_steps: int = 0  # steps this process applied (a run where none was applied produced nothing)
     task_loss: dict = field(default_factory=lambda: defaultdict(lambda: [0.0, 0]))  # task -> [sum, count] since log
 
     @property
@@ -57,14 +69,20 @@ class TrainingRun:
         return self.engine.accelerator
 
 
-def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> TrainingRun:
-    """`resume` is None, "latest" or a checkpoint folder."""
+# What a run writes into output.dir; --overwrite removes exactly these before a fresh run writes its own.
+RUN_FILES = ("adapter", "checkpoints", "summary.json", "metrics.jsonl", "tensorboard", "validation", "base",
+             "recipe.yaml", "wandb")
+
+
+def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, overwrite: bool = False) -> TrainingRun:
+    """`resume` is None, "latest" or a checkpoint folder; `overwrite` lets a fresh run replace a finished or
+    resumable run in output.dir. The main process holds output.dir's lock in `run.lock`; the caller releases it."""
     cfg, out = recipe.train, Path(recipe.output.dir)
     sources = resolve_sources(recipe.data.shards)  # bad globs and empty shards fail before any model loads
     indexes = index_sources(sources)
     engine = make_engine(cfg.mixed_precision, recipe.launch.deepspeed, cfg.batch_size, cfg.grad_clip)
     acc = engine.accelerator
-    rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
+    world, main = acc.num_processes, acc.is_main_process
     spec = recipe.adapter  # the recipe's adapter section is the AdapterSpec
     if engine.deepspeed and (reason := requires_plain_optimizer(spec)):
         raise UserError(reason)
@@ -72,19 +90,36 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
         raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
     workers = data_workers(recipe.data.num_workers)
     layout = {"engine": engine.name, "world_size": world, "num_workers": workers}
-    checkpoint = find_resume(out, resume)
+    lock = FolderLock(out, "output.dir").acquire() if main else None
+    try:
+        return _prepare(recipe, resume, progress, overwrite, engine, sources, indexes, layout, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: Engine, sources, indexes,
+             layout: dict, lock) -> TrainingRun:
+    """`setup` once output.dir is locked: checks against what the folder holds, the model, then the first writes."""
+    cfg, out, spec = recipe.train, Path(recipe.output.dir), recipe.adapter
+    acc = engine.accelerator
+    rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
+    warn = (lambda message: print(message, file=sys.stderr)) if main else (lambda message: None)
+    checkpoint = find_resume(out, resume, warn)
     if checkpoint is not None:  # refuse another recipe or launch layout before anything is written
         check_compatible(checkpoint, recipe.to_dict(), layout)
-    elif resume == "latest" and main:
-        print(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from step 0", file=sys.stderr)
+    else:
+        if resume == "latest":
+            warn(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from step 0")
+        if (held := previous_run(out)) and not overwrite:
+            resumable = "" if resume else "continue it with --resume latest, "
+            raise UserError(f"output.dir {out} already holds a run ({held}); {resumable}pass --overwrite to replace "
+                            "it, or choose another output.dir")
 
     set_seed(cfg.seed)
     comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
-            save_base(comps, out / "base")
+    base_weights = weights_fingerprint(comps.transformer)  # before any adapter wraps the base layers
     model = apply_adapter(comps.transformer, spec)
     # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
     camera = setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
@@ -99,7 +134,8 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     trainable = {n: p for n, p in adapted.named_parameters() if p.requires_grad}
     live = LiveRun(engine, model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed * 7919 + rank),
                    trainable, recipe_base_name(recipe.model.name, out), recipe.to_dict(), layout,
-                   ema=AdapterEMA(trainable, cfg.ema_decay) if cfg.ema_decay and main else None)
+                   ema=AdapterEMA(trainable, cfg.ema_decay) if cfg.ema_decay and main else None,
+                   base_weights=base_weights)
     if checkpoint:
         check_same_base(checkpoint, adapted)
     start, data_state = restore_checkpoint(live, checkpoint) if checkpoint else (0, None)
@@ -110,10 +146,26 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
                            recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None)
     batches = ResumableBatches(sources, indexes, seed=cfg.seed, batch_size=cfg.batch_size,
                                size_of=builder.output_size, build=builder, rank=rank, world=world,
-                               num_workers=workers, resume=data_state).loader()
+                               num_workers=layout["num_workers"], resume=data_state).loader()
+    if main:  # every check passed: the first writes into output.dir
+        if checkpoint is None:
+            for name in RUN_FILES:
+                remove_path(out / name)
+        write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
+            with atomic_path(out / "base") as tmp:  # the live transformer now carries the adapter: a fresh copy
+                save_base(load_omnigen("tiny", seed=recipe.model.seed), tmp)
     log = RunLog(out, main, start, recipe.output.tensorboard, recipe.output.wandb_project, recipe.to_dict())
     bar = progress_bar(total=cfg.max_steps, initial=start, desc="train", disable=not (progress and main))
-    return TrainingRun(recipe, out, engine, comps, live, sources, batches, log, bar, start=start, step=start)
+    return TrainingRun(recipe, out, engine, comps, live, sources, batches, log, bar, start=start, step=start,
+                       lock=lock)
+
+
+def previous_run(out: Path) -> str:
+    """What of a finished or resumable run `out` holds ("" when none): a fresh run there would replace it."""
+    found = [name + "/" for name in ("adapter",) if (out / name).is_dir()]
+    found += [f"checkpoints/{c.name}" for c in complete_checkpoints(out / "checkpoints")[-1:]]
+    return ", ".join(found)
 
 
 def data_workers(setting: int) -> int:

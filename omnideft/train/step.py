@@ -48,6 +48,8 @@ def train_step(run: TrainingRun, batch: dict, stop: StopRequests, faults: Faults
     loss = per_sample.mean()
     if faults.fire("nan-loss", step):
         loss = loss * float("nan")
+    if faults.fire("nan-grad", step):
+        loss = NanGradient.apply(loss)
     finite = bool(torch.isfinite(loss))
     vote = StepVote(loss=loss.item() if finite else 0.0, nonfinite=int(not finite),
                     stop=int(stop.received is not None)).summed(acc)
@@ -61,6 +63,7 @@ def train_step(run: TrainingRun, batch: dict, stop: StopRequests, faults: Faults
             live.scheduler.step()
         live.optimizer.zero_grad(set_to_none=True)
     run.bad_steps = 0 if ok else run.bad_steps + 1
+    run.good_steps += int(ok)
     if run.bad_steps >= cfg.max_bad_steps:
         raise UserError(f"{run.bad_steps} steps in a row had a non-finite loss or gradient (last at step {step}); "
                         "lower train.lr, enable train.grad_clip, or check the data")
@@ -74,7 +77,25 @@ def train_step(run: TrainingRun, batch: dict, stop: StopRequests, faults: Faults
 
 def _grad_norm(run: TrainingRun, grad_clip: float) -> float | None:
     if run.engine.deepspeed:
-        norm = run.live.model.get_global_grad_norm()  # DeepSpeed clipped (gradient_clipping) and stepped already
+        # DeepSpeed clipped (gradient_clipping) and stepped already; its ZeRO optimizers skip a step whose gradient
+        # norm is not finite (zero_optimization.compute_grad_norm, required by train/engine.py) and report it as inf.
+        engine = run.live.model
+        if not engine.was_step_applied():
+            return float("inf")
+        norm = engine.get_global_grad_norm()
         return float(norm) if norm is not None else None
     return float(run.accelerator.clip_grad_norm_(run.live.model.parameters(),
                                                  grad_clip if grad_clip > 0 else float("inf")))
+
+
+class NanGradient(torch.autograd.Function):
+    """The `nan-grad` fault: the loss is unchanged, its gradient becomes NaN (a finite loss with a non-finite
+    gradient, which only the gradient check catches)."""
+
+    @staticmethod
+    def forward(ctx, loss):
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
