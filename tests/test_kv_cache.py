@@ -59,7 +59,9 @@ def test_cached_equals_uncached_and_diffusers(tiny, with_images):
     assert cached.std() > 0.01  # an image, not a constant
     cache = sampler.last_caches[0]
     rows = 3 if with_images else 2
-    assert cache.filled and cache.keys[0].shape[0] == rows and cache.keys[0].shape[2] == cache.n_condition
+    tail = 1 + (32 // 16) ** 2  # time token + 2x2 output tokens
+    assert cache.filled and cache.keys[0].shape[0] == rows and cache.keys[0].shape[2] == cache.n_condition + tail
+    assert cache.nbytes() == 2 * len(tiny.transformer.layers) * rows * cache.n_condition * 32 * 4  # hidden 32, fp32
 
 
 def test_replay_steps_carry_only_the_time_and_output_tokens(tiny):

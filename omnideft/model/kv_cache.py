@@ -30,7 +30,8 @@ from torch import nn
 class ConditionKVCache:
     """Per-layer condition keys/values [rows, kv_heads, n_condition, head_dim].
 
-    `store_device` None keeps them where they were computed. Otherwise they are copied there once (pinned when
+    `store_device` None keeps them where they were computed, each followed by room for a step's own tokens
+    [rows, kv_heads, n_condition + tail, head_dim]. Otherwise they are copied there once (pinned when
     `pin`), and during replay layer i's pair is brought to the compute device when layer i asks for it while layer
     i+1's transfer starts (on a CUDA side stream when the compute device is CUDA, else at once): at most two layers'
     keys/values are resident on the compute device. `fetches` counts the transfers (for tests and benchmarks)."""
@@ -64,14 +65,33 @@ class ConditionKVCache:
         return all(k is not None for k in self.keys)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
+        """Bytes of the condition keys/values."""
+        return sum(t[:, :, : self.n_condition].numel() * t.element_size() for t in self.keys + self.values
+                   if t is not None)
+
+    def extend(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[condition keys | `key`] and the same for values, for a replay step's tokens."""
+        if self.store_device is None:
+            full_key, full_value = self.keys[layer], self.values[layer]
+            if full_key.shape[2] != self.n_condition + key.shape[2]:
+                raise RuntimeError(f"replayed {key.shape[2]} tokens; the cache was recorded for "
+                                   f"{full_key.shape[2] - self.n_condition}")
+            full_key[:, :, self.n_condition:] = key
+            full_value[:, :, self.n_condition:] = value
+            return full_key, full_value
+        cached_key, cached_value = self.load(layer, key.device)
+        return torch.cat([cached_key.to(key.dtype), key], dim=2), torch.cat([cached_value.to(value.dtype), value],
+                                                                             dim=2)
 
     def store(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
-        key, value = key[:, :, : self.n_condition], value[:, :, : self.n_condition]
+        """Keep the recording forward's keys/values. Kept on the compute device they stay whole: the condition part
+        is read as is and later steps write their own tokens' keys/values behind it, in place (no concatenation
+        copying the condition at every layer and step)."""
         if self.store_device is None:
-            self.keys[layer], self.values[layer] = key.contiguous(), value.contiguous()
+            self.keys[layer], self.values[layer] = key.clone(), value.clone()
             return
-        self.keys[layer], self.values[layer] = self._to_store(key), self._to_store(value)
+        n = self.n_condition
+        self.keys[layer], self.values[layer] = self._to_store(key[:, :, :n]), self._to_store(value[:, :, :n])
 
     def _to_store(self, t: torch.Tensor) -> torch.Tensor:
         host = torch.empty(t.shape, dtype=t.dtype, device=self.store_device, pin_memory=self.pin)
@@ -79,9 +99,8 @@ class ConditionKVCache:
         return host
 
     def load(self, layer: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer `layer`'s keys/values on `device`; with a separate store, starts fetching the next layer."""
-        if self.store_device is None:
-            return self.keys[layer], self.values[layer]
+        """Layer `layer`'s condition keys/values from the separate store on `device`; starts fetching the next
+        layer."""
         if layer not in self._resident:
             self._fetch(layer, device)
         if layer + 1 < self.num_layers and layer + 1 not in self._resident:
@@ -145,9 +164,7 @@ class CachedConditionAttnProcessor:
         if cache is not None and cache.mode == "record":
             cache.store(self.layer, key, value)
         elif cache is not None and cache.mode == "replay":
-            cached_key, cached_value = cache.load(self.layer, key.device)
-            key = torch.cat([cached_key.to(key.dtype), key], dim=2)
-            value = torch.cat([cached_value.to(value.dtype), value], dim=2)
+            key, value = cache.extend(self.layer, key, value)
         hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
         hidden_states = hidden_states.transpose(1, 2).type_as(query)
         hidden_states = hidden_states.reshape(bsz, q_len, attn.out_dim)
