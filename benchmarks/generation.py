@@ -139,6 +139,8 @@ def main() -> None:
     comps = components()
     instruction, images = request()
     pipe, processor = diffusers_pipeline(comps)
+    if pipe is not None:
+        pipe.set_progress_bar_config(disable=True)
     variants = {"cached": lambda: run_omnideft(comps, instruction, images, True),
                 "uncached": lambda: run_omnideft(comps, instruction, images, False)}
     if pipe is not None:

@@ -108,6 +108,8 @@ def test_generate_options_are_checked_in_one_line(tmp_path, capsys):
     _one_line_error(capsys, [*base, out, "--guidance", "nan"], "--guidance nan", "finite")
     _one_line_error(capsys, [*base, str(tmp_path)], "--out", "is a folder")
     _one_line_error(capsys, ["generate", "--model", "tiny", "--out", out], "--prompt is required")
+    _one_line_error(capsys, [*base, out, "--example", f"{tmp_path / 'nope.png'}={tmp_path / 'b.png'}"],
+                    "nope.png", "does not exist")
     assert not (tmp_path / "o.png").exists()
     # the same through a subprocess, as a user sees it
     assert_one_line_error(run_cli(*base, out, "--image-guidance", "inf"), "--image-guidance inf", "finite")
@@ -139,3 +141,22 @@ def test_generator_is_exported_lazily():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_speed_options_reach_the_generator(tmp_path, monkeypatch, capsys):
+    from omnideft.generate import run
+
+    seen = {}
+
+    def fake(model, adapters, **kw):
+        seen.update(kw)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(run.Generator, "from_pretrained", fake)
+    argv = ["generate", "--model", "tiny", "--prompt", "x", "--out", str(tmp_path / "o.png")]
+    assert cli_main(argv) == 2
+    assert (seen["merge"], seen["kv_cache"], seen["separate_cfg"], seen["offload"], seen["offload_kv_cache"]) == \
+        (True, True, False, False, False)
+    assert cli_main(argv + ["--no-merge", "--no-kv-cache", "--separate-cfg", "--offload", "--offload-kv-cache"]) == 2
+    assert (seen["merge"], seen["kv_cache"], seen["separate_cfg"], seen["offload"], seen["offload_kv_cache"]) == \
+        (False, False, True, True, True)

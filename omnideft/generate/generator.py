@@ -73,10 +73,14 @@ def as_adapter_list(adapters: Sequence) -> list[tuple[str, float]]:
     return out
 
 
-def require_cuda(device: str, option: str) -> None:
-    if not device.startswith("cuda"):
-        available = "CUDA is not available here" if not torch.cuda.is_available() else f"the device is {device}"
-        raise UserError(f"{option} needs a CUDA device ({available}); without it leave {option} out")
+def check_speed_options(device: str, kv_cache: bool, offload: bool, offload_kv_cache: bool) -> None:
+    """--offload and --offload-kv-cache move things between CPU and GPU memory: CUDA only."""
+    for option, given in (("--offload", offload), ("--offload-kv-cache", offload_kv_cache)):
+        if given and not device.startswith("cuda"):
+            available = "CUDA is not available here" if not torch.cuda.is_available() else f"the device is {device}"
+            raise UserError(f"{option} needs a CUDA device ({available}); without it leave {option} out")
+    if offload_kv_cache and not kv_cache:
+        raise UserError("--offload-kv-cache offloads the KV cache, which --no-kv-cache turns off")
 
 
 class Generator:
@@ -88,12 +92,7 @@ class Generator:
         exact condition KV cache; `separate_cfg`: guidance rows one by one; `offload`, `offload_kv_cache`: CUDA only
         (module docstring)."""
         self.device = resolve_device(device)
-        if offload:
-            require_cuda(self.device, "--offload")
-        if offload_kv_cache:
-            require_cuda(self.device, "--offload-kv-cache")
-            if not kv_cache:
-                raise UserError("--offload-kv-cache offloads the KV cache, which --no-kv-cache turns off")
+        check_speed_options(self.device, kv_cache, offload, offload_kv_cache)
         self.dtype = resolve_dtype(dtype, self.device)
         self.camera_encoding = camera_encoding
         self.merge = merge
@@ -111,7 +110,8 @@ class Generator:
         self._camera_adapter: str | None = None  # adapter whose camera conditioning is attached
         self._pristine: dict[str, torch.Tensor] = {}  # module name -> base weight (CPU) of layers merged into
         self._merged: set[str] = set()
-        # with offload the weights stay in CPU memory: offload_layers moves each block to the GPU when it runs
+        # with offload the weights stay in CPU memory: offload_layers (at the first sampling, once the adapters are
+        # in) moves each block to the GPU when it runs
         self.weights_device = "cpu" if offload else self.device
         components.transformer.to(self.weights_device)  # load_omnigen has set the dtype
         components.vae.to(self.device)
@@ -128,18 +128,13 @@ class Generator:
         camera_prompt_for(read_camera_config(first) if first else None, camera_encoding, first)
         check_merge(adapters, merge)
         device_name = resolve_device(device)
-        if offload:
-            require_cuda(device_name, "--offload")
-        if offload_kv_cache:
-            require_cuda(device_name, "--offload-kv-cache")
+        check_speed_options(device_name, kv_cache, offload, offload_kv_cache)
         name = resolve_model_name(model, first)
         components = load_omnigen(name, dtype=resolve_dtype(dtype, device_name))
         generator = cls(components, device=device_name, dtype=dtype, camera_encoding=camera_encoding, merge=merge,
                         kv_cache=kv_cache, separate_cfg=separate_cfg, offload=offload,
                         offload_kv_cache=offload_kv_cache)
         generator.set_adapters(adapters)
-        if offload:
-            generator._offload_layers()
         return generator
 
     # -- adapters ---------------------------------------------------------------------------------------------
@@ -150,7 +145,7 @@ class Generator:
         if adapters == self.adapters:
             return
         if self._offloaded:
-            raise UserError("a Generator with offload keeps the adapters it was built with; build another one")
+            raise UserError("a Generator with offload keeps the adapters it had at its first image; build another one")
         check_merge(adapters, self.merge)
         first = adapters[0][0] if adapters else None
         camera_config = read_camera_config(first) if first else None
@@ -211,9 +206,6 @@ class Generator:
         self._merged.clear()
         self._camera_adapter = None
 
-    def _offload_layers(self) -> None:
-        offload_layers(base_model_of(self.transformer), self.device)
-        self._offloaded = True
 
     # -- sampling ---------------------------------------------------------------------------------------------
     def max_side(self) -> int:
@@ -299,6 +291,9 @@ class Generator:
 
     def sampler(self, max_input_image_size: int = 1024) -> OmniGenSampler:
         """The sampler with this generator's model and speed settings."""
+        if self.offload and not self._offloaded:
+            offload_layers(base_model_of(self.transformer), self.device)
+            self._offloaded = True
         return OmniGenSampler(self.transformer, self.components.vae, self.components.tokenizer,
                               self.components.scheduler, max_input_image_size, kv_cache=self.kv_cache,
                               separate_cfg=self.separate_cfg, offload_kv_cache=self.offload_kv_cache,
