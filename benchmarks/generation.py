@@ -16,7 +16,8 @@ Variants, interleaved (cached, uncached, diffusers, cached, ...) for ROUNDS roun
 `max_abs_pixel_diff`: the largest difference in 8-bit pixel levels of the cached image against the uncached one
 and against diffusers' (0 = same pixels); `max_abs_float_diff` the same on the [0, 1] float images.
 `peak_mem_cached_vs_uncached`: the extra resident memory while sampling (peak RSS minus RSS before sampling, each
-variant in a fresh process, so one's peak does not hide the other's) of cached over uncached. Goal: both speed-ups
+variant in a fresh process with the peak reset after the model is built, so neither the build nor the other
+variant's peak hides it) of cached over uncached; `kv_cache_mb`: the condition keys/values the cache holds. Goal: both speed-ups
 >= 3.5 at the same pixels. No arguments (OMNIDEFT_BENCH_ROUNDS overrides ROUNDS); the last line is one JSON object.
 On 2 busy cores a round takes minutes: see loadavg_1m_before.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-import resource
+import re
 import statistics
 import subprocess
 import sys
@@ -74,12 +75,16 @@ def request():
     return compose_in_context(PROMPT, [image()], pairs)
 
 
-def run_omnideft(comps, instruction, images, kv_cache: bool) -> np.ndarray:
+def run_omnideft(comps, instruction, images, kv_cache: bool, caches: list | None = None) -> np.ndarray:
+    """The image as floats in [0, 1]; the sampler's cache summaries are appended to `caches` when given."""
     from omnideft.generate.sampler import OmniGenSampler
 
     sampler = OmniGenSampler(comps.transformer, comps.vae, comps.tokenizer, comps.scheduler, kv_cache=kv_cache)
-    return sampler.decode(sampler.denoise(instruction, images, height=SIZE, width=SIZE, steps=STEPS,
-                                          guidance=GUIDANCE, image_guidance=IMAGE_GUIDANCE, seed=SEED))
+    image = sampler.decode(sampler.denoise(instruction, images, height=SIZE, width=SIZE, steps=STEPS,
+                                           guidance=GUIDANCE, image_guidance=IMAGE_GUIDANCE, seed=SEED))
+    if caches is not None:
+        caches.extend(c.summary for c in sampler.last_caches)
+    return image
 
 
 def diffusers_pipeline(comps):
@@ -107,22 +112,23 @@ def run_diffusers(pipe, instruction, images) -> np.ndarray:
                 generator=torch.Generator().manual_seed(SEED), output_type="np").images[0]
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def status_kb(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
 
 
 def peak_sampling_memory(kv_cache: bool) -> int:
-    """Run in a fresh process: peak RSS while sampling minus the RSS before (weights, inputs, libraries)."""
+    """Run in a fresh process (Linux): the peak RSS while sampling minus the RSS before (weights, inputs,
+    libraries). The peak is reset first (/proc/self/clear_refs), so building the model does not count."""
     comps = components()
     instruction, images = request()
-    before = rss_bytes()
+    before = status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     run_omnideft(comps, instruction, images, kv_cache)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    return (status_kb("VmHWM") - before) * 1024
 
 
 def measure_in_subprocess(kv_cache: bool) -> int | None:
-    if not Path("/proc/self/statm").exists():
+    if not Path("/proc/self/clear_refs").exists():
         return None
     code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import benchmarks.generation as g; "
             f"print(g.peak_sampling_memory({kv_cache}))")
@@ -141,7 +147,8 @@ def main() -> None:
     pipe, processor = diffusers_pipeline(comps)
     if pipe is not None:
         pipe.set_progress_bar_config(disable=True)
-    variants = {"cached": lambda: run_omnideft(comps, instruction, images, True),
+    summaries = []
+    variants = {"cached": lambda: run_omnideft(comps, instruction, images, True, summaries),
                 "uncached": lambda: run_omnideft(comps, instruction, images, False)}
     if pipe is not None:
         variants["diffusers"] = lambda: run_diffusers(pipe, instruction, images)
@@ -160,7 +167,6 @@ def main() -> None:
     pixel_diff = max(int(np.abs(pixels["cached"] - pixels[n]).max()) for n in ("uncached", "diffusers")
                      if n in pixels)
     mem_cached, mem_uncached = measure_in_subprocess(True), measure_in_subprocess(False)
-    condition_tokens = len(comps.tokenizer(instruction)["input_ids"])  # text ids before image expansion
     result = {
         "cached_vs_uncached_speedup": round(median["uncached"] / median["cached"], 2),
         "vs_diffusers_speedup": round(median["diffusers"] / median["cached"], 2) if pipe is not None else None,
@@ -170,12 +176,14 @@ def main() -> None:
                                         else None),
         "peak_sampling_mem_mb": {"cached": mem_cached and round(mem_cached / 2**20),
                                  "uncached": mem_uncached and round(mem_uncached / 2**20)},
+        "kv_cache_mb": round(summaries[-1]["nbytes"] / 2**20, 1),
         "median_s": {n: round(v, 2) for n, v in median.items()},
         "rounds": ROUNDS,
         "diffusers_processor": processor,
         "config": {"hidden": HIDDEN, "heads": HEADS, "layers": LAYERS, "intermediate": INTER, "size": SIZE,
                    "steps": STEPS, "example_pairs": PAIRS, "query_images": 1, "guidance_rows": 3, "dtype": "fp32",
-                   "device": "cpu", "threads": torch.get_num_threads(), "prompt_text_tokens": condition_tokens},
+                   "device": "cpu", "threads": torch.get_num_threads(),
+                   "condition_tokens": summaries[-1]["n_condition"]},
         "loadavg_1m_before": round(load_before, 2),
     }
     print(json.dumps(result))

@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output PNG (with --jobs: the output folder)")
     g.add_argument("--jobs", metavar="FILE.jsonl",
                    help="batch: one JSON object a line {prompt, images, examples, seed, height, width, camera, n}; "
-                        "the model loads once, LINE.png (LINE_k.png for n > 1) and LINE_sheet.png per line in "
-                        "--out DIR, lines already done are skipped, a bad line is reported and the rest run")
+                        "the model loads once; line L writes LLLL.png (LLLL_k.png for n > 1) and LLLL_sheet.png in "
+                        "--out DIR; lines already done are skipped, a bad line is reported and the rest run")
     g.add_argument("--sheet", help="contact sheet path (default: OUT_sheet.png)")
     g.add_argument("--steps", type=int, default=50)
     g.add_argument("--guidance", type=float, default=2.5, help="text CFG scale")

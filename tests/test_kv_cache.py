@@ -57,11 +57,12 @@ def test_cached_equals_uncached_and_diffusers(tiny, with_images):
     assert np.abs(cached - uncached).max() <= TOL
     assert np.abs(cached - reference).max() <= TOL
     assert cached.std() > 0.01  # an image, not a constant
-    cache = sampler.last_caches[0]
-    rows = 3 if with_images else 2
+    summary = sampler.last_caches[0].summary  # the tensors themselves are freed when sampling ends
+    rows, heads = 3 if with_images else 2, tiny.transformer.config.num_attention_heads
     tail = 1 + (32 // 16) ** 2  # time token + 2x2 output tokens
-    assert cache.filled and cache.keys[0].shape[0] == rows and cache.keys[0].shape[2] == cache.n_condition + tail
-    assert cache.nbytes() == 2 * len(tiny.transformer.layers) * rows * cache.n_condition * 32 * 4  # hidden 32, fp32
+    assert summary["shape"] == (rows, heads, summary["n_condition"] + tail, 32 // heads)
+    assert summary["nbytes"] == 2 * len(tiny.transformer.layers) * rows * summary["n_condition"] * 32 * 4  # fp32
+    assert sampler.last_caches[0].keys[0] is None
 
 
 def test_replay_steps_carry_only_the_time_and_output_tokens(tiny):
@@ -74,7 +75,7 @@ def test_replay_steps_carry_only_the_time_and_output_tokens(tiny):
     finally:
         hook.remove()
     tail = 1 + (32 // 16) ** 2  # time token + 2x2 output tokens
-    n_condition = sampler.last_caches[0].n_condition
+    n_condition = sampler.last_caches[0].summary["n_condition"]
     assert n_condition > 3 * 4  # three images of 4 tokens each, plus text
     assert lengths == [n_condition + tail] + [tail] * 3
 
@@ -86,10 +87,10 @@ def test_separate_guidance_rows_equal_batched(tiny, kv_cache):
     separate, sampler = _sample(tiny, instruction, images, kv_cache=kv_cache, separate_cfg=True)
     assert np.abs(separate - batched).max() <= TOL
     if kv_cache:  # one cache per row, each without the padding the rows share when batched
-        caches = sampler.last_caches
-        assert [c.keys[0].shape[0] for c in caches] == [1, 1, 1]
-        lengths = sorted(c.n_condition for c in caches)
-        assert lengths[0] < lengths[1] < lengths[2] == batched_sampler.last_caches[0].n_condition
+        summaries = [c.summary for c in sampler.last_caches]
+        assert [s["shape"][0] for s in summaries] == [1, 1, 1]
+        lengths = sorted(s["n_condition"] for s in summaries)
+        assert lengths[0] < lengths[1] < lengths[2] == batched_sampler.last_caches[0].summary["n_condition"]
 
 
 def test_offloaded_cache_fetches_one_layer_ahead(tiny):
@@ -104,24 +105,45 @@ def test_offloaded_cache_fetches_one_layer_ahead(tiny):
     assert cache.store_device == torch.device("cpu") and cache.fetches == layers * 3 and cache.peak_resident == 2
 
 
+def _request():
+    return "make it so <img><|image_1|></img>", [random_image(32, 32, 5)], \
+        [(random_image(32, 32, 1), random_image(32, 32, 2))]
+
+
 def _generate(generator, **kw):
-    query = [random_image(32, 32, 5)]
-    pairs = [(random_image(32, 32, 1), random_image(32, 32, 2))]
-    return generator("make it so", query, pairs, steps=3, seed=2, height=32, width=32, output_type="np", **kw)[0]
+    prompt, query, pairs = _request()
+    return generator(prompt, query, pairs, steps=3, seed=2, height=32, width=32, output_type="np", **kw)[0]
+
+
+def _diffusers(generator):
+    """diffusers' OmniGenPipeline on the generator's transformer (adapter layers and all), same request."""
+    from omnideft.adapters.fingerprint import base_model_of
+
+    prompt, query, pairs = _request()
+    instruction, images = compose_in_context(prompt, query, pairs)
+    components = generator.components
+    components.transformer = base_model_of(generator.transformer)
+    torch.manual_seed(2)
+    return diffusers_pipeline(components)(
+        instruction, input_images=images, height=32, width=32, num_inference_steps=3, guidance_scale=2.5,
+        img_guidance_scale=1.6, generator=torch.Generator().manual_seed(2), output_type="np").images[0]
 
 
 @pytest.mark.parametrize("adapter", ["lora", "deft"])
 def test_adapters_merged_or_separate_cached_or_not(world, adapter):
-    images = {}
+    images, reference = {}, {}
     for merge in (True, False):
         for kv in (True, False):
             g = Generator.from_pretrained(world["base"], [world[adapter]], device="cpu", merge=merge, kv_cache=kv)
             assert hasattr(g.transformer, "get_base_model") != merge  # merged: the plain transformer
             images[merge, kv] = _generate(g)
+        reference[merge] = _diffusers(g)
     bare = _generate(Generator.from_pretrained(world["base"], device="cpu"))
     assert np.abs(images[True, True] - bare).max() > 0.01  # the adapter changes the image
-    for key, image in images.items():
-        assert np.abs(image - images[False, False]).max() <= TOL, key
+    for (merge, kv), image in images.items():
+        assert np.abs(image - images[False, False]).max() <= TOL, (merge, kv)
+        assert np.abs(image - reference[merge]).max() <= TOL, (merge, kv)
+    assert np.array_equal(images[False, False], reference[False])  # uncached, unmerged: diffusers' arithmetic
 
 
 def test_camera_adapter_cached_equals_uncached(world):

@@ -45,7 +45,7 @@ class OmniGenSampler:
         self.kv_cache = kv_cache
         self.separate_cfg = separate_cfg
         self.offload_kv_cache = offload_kv_cache
-        self.last_caches: list[ConditionKVCache] = []  # of the last call (sizes for benchmarks and tests)
+        self.last_caches: list[ConditionKVCache] = []  # of the last call, released (their `summary` stays)
 
     @torch.no_grad()
     def __call__(self, instruction: str, images: list[Image.Image] | None = None, *, height: int | None = None,
@@ -98,19 +98,24 @@ class OmniGenSampler:
                   for _ in groups] if self.kv_cache else [None] * len(groups)
         self.last_caches = [c for c in caches if c is not None]
         camera = torch.tensor(camera, dtype=torch.float32, device=device) if camera is not None else None
-        with condition_kv_cache(base) if self.kv_cache else nullcontext() as slot:
-            for i, t in enumerate(progress_bar(self.scheduler.timesteps, desc="sample", disable=not progress), 1):
-                v = torch.cat([self._forward(latents, t, inputs, cache, slot, camera, dtype)
-                               for inputs, cache in zip(forwards, caches)])
-                if len(rows) == 3:
-                    v_c, v_u, v_i = v.chunk(3)
-                    v = v_u + image_guidance * (v_i - v_u) + guidance * (v_c - v_i)
-                else:
-                    v_c, v_u = v.chunk(2)
-                    v = v_u + guidance * (v_c - v_u)
-                latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
-                if on_step is not None:
-                    on_step(i)
+        try:
+            with condition_kv_cache(base) if self.kv_cache else nullcontext() as slot:
+                for i, t in enumerate(progress_bar(self.scheduler.timesteps, desc="sample", disable=not progress),
+                                      1):
+                    v = torch.cat([self._forward(latents, t, inputs, cache, slot, camera, dtype)
+                                   for inputs, cache in zip(forwards, caches)])
+                    if len(rows) == 3:
+                        v_c, v_u, v_i = v.chunk(3)
+                        v = v_u + image_guidance * (v_i - v_u) + guidance * (v_c - v_i)
+                    else:
+                        v_c, v_u = v.chunk(2)
+                        v = v_u + guidance * (v_c - v_u)
+                    latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+                    if on_step is not None:
+                        on_step(i)
+        finally:
+            for cache in self.last_caches:
+                cache.release()
         return latents
 
     def _forward(self, latents, t, inputs: dict, cache: ConditionKVCache | None, slot, camera, dtype):

@@ -46,6 +46,7 @@ class ConditionKVCache:
         self.n_condition = 0
         self.fetches = 0
         self.peak_resident = 0
+        self.summary: dict = {}
         self._resident: dict[int, tuple[torch.Tensor, torch.Tensor, object]] = {}
         self._stream = None
 
@@ -68,6 +69,16 @@ class ConditionKVCache:
         """Bytes of the condition keys/values."""
         return sum(t[:, :, : self.n_condition].numel() * t.element_size() for t in self.keys + self.values
                    if t is not None)
+
+    def release(self) -> None:
+        """Free the tensors once sampling is over; `summary` keeps what they were (for tests and benchmarks)."""
+        if self.keys[0] is not None:
+            self.summary = {"shape": tuple(self.keys[0].shape), "nbytes": self.nbytes(),
+                            "n_condition": self.n_condition}
+        self.keys = [None] * self.num_layers
+        self.values = [None] * self.num_layers
+        self._resident.clear()
+        self.mode = "off"
 
     def extend(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[condition keys | `key`] and the same for values, for a replay step's tokens."""
