@@ -180,3 +180,13 @@ def test_cuda_only_options_refuse_a_cpu_in_one_line(tmp_path):
         proc = run_cli("generate", "--model", "tiny", "--prompt", "x", "--out", str(tmp_path / "o.png"), option)
         assert_one_line_error(proc, option, "CUDA")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_offloading_a_cache_that_is_off_is_refused():
+    from omnideft.generate.generator import check_speed_options
+
+    check_speed_options("cuda", kv_cache=True, offload=True, offload_kv_cache=True)  # what a GPU user may ask
+    with pytest.raises(UserError, match="--offload-kv-cache offloads the KV cache, which --no-kv-cache turns off"):
+        check_speed_options("cuda", kv_cache=False, offload=False, offload_kv_cache=True)
+    with pytest.raises(UserError, match="--offload needs a CUDA device"):
+        check_speed_options("mps", kv_cache=True, offload=True, offload_kv_cache=False)
