@@ -74,25 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
                         "(without it such a run is refused)")
     t.set_defaults(func=_train)
 
-    g = sub.add_parser("generate", help="generate an image, optionally from in-context examples")
+    g = sub.add_parser("generate", help="generate an image, optionally from in-context examples",
+                       description="One image (--prompt ... --out FILE.png), an orbit, or a batch (--jobs FILE.jsonl "
+                                   "--out DIR): docs/generate.md.")
     g.add_argument("--model", help="base: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's base)")
     g.add_argument("--adapter", action="append", default=[], metavar="PATH[:WEIGHT]",
                    help="adapter folder (omnideft or PEFT), optionally with a weight; repeatable: several adapters "
                         "are merged into the base as W + sum of weight x delta (exact, no inference overhead)")
-    g.add_argument("--prompt", required=True, help="instruction; may reference --image k as <img><|image_k|></img>")
+    g.add_argument("--no-merge", action="store_true",
+                   help="keep one adapter (weight 1) as separate layers instead of merging it into the base: quicker "
+                        "to swap (studio), a little slower per step")
+    g.add_argument("--prompt", help="instruction; may reference --image k as <img><|image_k|></img> "
+                                    "(required without --jobs)")
     g.add_argument("--image", action="append", default=[], help="query input image (repeatable, in order)")
     g.add_argument("--example", action="append", default=[], metavar="IN=OUT",
                    help="in-context example pair: input image = output image (repeatable)")
-    g.add_argument("--out", required=True, help="output PNG")
+    g.add_argument("--out", required=True, help="output PNG (with --jobs: the output folder)")
+    g.add_argument("--jobs", metavar="FILE.jsonl",
+                   help="batch: one JSON object a line {prompt, images, examples, seed, height, width, camera, n}; "
+                        "the model loads once; line L writes LLLL.png (LLLL_k.png for n > 1) and LLLL_sheet.png in "
+                        "--out DIR; lines already done are skipped, a bad line is reported and the rest run")
     g.add_argument("--sheet", help="contact sheet path (default: OUT_sheet.png)")
     g.add_argument("--steps", type=int, default=50)
     g.add_argument("--guidance", type=float, default=2.5, help="text CFG scale")
     g.add_argument("--image-guidance", type=float, default=1.6, help="image CFG scale (with input images)")
     g.add_argument("--negative-prompt", help="negative prompt of the CFG (default: OmniGen's list of defects)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--height", type=int, help="output height (default: first query image, else 1024)")
-    g.add_argument("--width", type=int, help="output width (default: first query image, else 1024)")
-    g.add_argument("--max-input-image-size", type=int, default=1024)
+    g.add_argument("--height", type=int, help="output height, a multiple of 16 (default: first query image, else 1024 "
+                                              "or the model's largest side)")
+    g.add_argument("--width", type=int, help="output width, a multiple of 16 (default: first query image, else 1024 "
+                                             "or the model's largest side)")
+    g.add_argument("--max-input-image-size", type=int, default=1024,
+                   help="longest input image side; inputs are resized to it (and to the model's largest side)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     g.add_argument("--camera", metavar="NUMBERS", help="target camera: 'f,cx,cy,k,qw,qx,qy,qz,tx,ty,tz' (11 "
@@ -107,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float, default=8.0, help="orbit GIF/MP4 frame rate (default 8)")
     g.add_argument("--camera-encoding", default="auto", choices=["auto", "learned", "text"],
                    help="how the camera enters the prompt; auto = the adapter's camera.json, else text")
+    g.add_argument("--no-kv-cache", action="store_true",
+                   help="recompute the condition (prompt, examples, images) at every step, as diffusers does; the "
+                        "default caches its keys/values after the first step (exact, several times faster)")
+    g.add_argument("--separate-cfg", action="store_true",
+                   help="run the guidance rows (prompt, negative, images only) one by one instead of in one batch: "
+                        "less activation memory, slower")
+    g.add_argument("--offload", action="store_true",
+                   help="CUDA only: keep the transformer's blocks in CPU memory and move each to the GPU when it "
+                        "runs (least GPU memory, slower; docs/generate.md)")
+    g.add_argument("--offload-kv-cache", action="store_true",
+                   help="CUDA only: keep the condition KV cache in pinned CPU memory, fetching one layer ahead")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.set_defaults(func=_generate)
 
     s = sub.add_parser("studio", help="local web app for in-context generation (needs omnideft[studio])",
@@ -324,7 +349,10 @@ def _generate(args) -> int:
                           height=args.height, width=args.width,
                           max_input_image_size=args.max_input_image_size, device=args.device, dtype=args.dtype,
                           sheet=args.sheet, camera=args.camera, camera_from=args.camera_from, view=args.view,
-                          orbit=args.orbit, frames=args.frames, fps=args.fps, camera_encoding=args.camera_encoding)
+                          orbit=args.orbit, frames=args.frames, fps=args.fps, camera_encoding=args.camera_encoding,
+                          merge=not args.no_merge, kv_cache=not args.no_kv_cache, separate_cfg=args.separate_cfg,
+                          offload=args.offload, offload_kv_cache=args.offload_kv_cache, jobs=args.jobs,
+                          progress=not args.no_progress)
     for kind, path in run_generate(req).items():
         print(f"{kind}: {path}")
     return 0

@@ -1,5 +1,5 @@
-"""Generation: OmniGen's CFG sampler, the Generator API, contact sheets, orbits, validation renders,
-`omnideft generate`."""
+"""Generation: OmniGen's CFG sampler (with the condition KV cache), the Generator API, batch jobs, contact sheets,
+orbits, validation renders, `omnideft generate` (docs/generate.md)."""
 
 from omnideft.generate.generator import Generator
 from omnideft.generate.sampler import OmniGenSampler

@@ -1,8 +1,11 @@
 """`omnideft generate`: a Generator (base + adapters + camera encoder, generator.py) renders the request; writes PNG +
-contact sheet, or with `--orbit` one frame per interpolated camera, written as GIF, strip and frames."""
+contact sheet, or with `--orbit` one frame per interpolated camera, written as GIF, strip and frames, or with
+`--jobs` every line of a JSONL file (jobs.py)."""
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,12 +14,13 @@ from omnideft.generate.animation import write_orbit
 from omnideft.generate.cameras import requested_cameras
 from omnideft.generate.contact_sheet import contact_sheet
 from omnideft.generate.generator import Generator
+from omnideft.generate.jobs import REPORT, Job, run_jobs
 from omnideft.images import load_image, save_image_atomic
 
 
 @dataclass
 class GenerateRequest:
-    prompt: str
+    prompt: str | None
     out: str
     model: str | None = None
     adapters: list[str] = field(default_factory=list)  # "PATH[:weight]", several are merged into the base
@@ -41,18 +45,61 @@ class GenerateRequest:
     frames: int = 24
     fps: float = 8.0
     camera_encoding: str = "auto"  # auto | learned | text
+    merge: bool = True  # adapters folded into the base; False: one adapter kept as separate layers
+    kv_cache: bool = True
+    separate_cfg: bool = False
+    offload: bool = False  # CUDA only
+    offload_kv_cache: bool = False  # CUDA only
+    jobs: str | None = None  # JSONL file: batch mode, `out` is then a folder
+
+    def load_generator(self) -> Generator:
+        return Generator.from_pretrained(self.model, list(self.adapters), device=self.device, dtype=self.dtype,
+                                         camera_encoding=self.camera_encoding, merge=self.merge,
+                                         kv_cache=self.kv_cache, separate_cfg=self.separate_cfg,
+                                         offload=self.offload, offload_kv_cache=self.offload_kv_cache)
+
+
+SIDE_STEP = 16  # OmniGen's output grid: 8x VAE, 2x2 patches
+SINGLE_ONLY = {"prompt": "--prompt", "images": "--image", "examples": "--example", "sheet": "--sheet",
+               "camera": "--camera", "camera_from": "--camera-from", "view": "--view", "orbit": "--orbit"}
+
+
+def check_request(req: GenerateRequest) -> None:
+    """What can be checked before anything is read or loaded."""
+    for label, value in (("--guidance", req.guidance), ("--image-guidance", req.image_guidance)):
+        if not math.isfinite(value):
+            raise UserError(f"{label} {value} must be a finite number")
+    if req.steps < 1:
+        raise UserError(f"--steps {req.steps} must be at least 1")
+    for label, side in (("--height", req.height), ("--width", req.width)):
+        if side is not None and (side <= 0 or side % SIDE_STEP):
+            raise UserError(f"{label} {side} must be a positive multiple of {SIDE_STEP}")
+    if req.max_input_image_size < SIDE_STEP:
+        raise UserError(f"--max-input-image-size {req.max_input_image_size} must be at least {SIDE_STEP}")
+    if req.jobs:
+        given = [flag for name, flag in SINGLE_ONLY.items() if getattr(req, name)]
+        if given:
+            raise UserError(f"--jobs takes prompts, images, examples and cameras from {req.jobs}; leave out "
+                            f"{', '.join(given)}")
+        return
+    if not req.prompt:
+        raise UserError("--prompt is required (or --jobs FILE.jsonl for a batch)")
+    if Path(req.out).is_dir():
+        raise UserError(f"--out {req.out} is a folder; give the output file, e.g. {Path(req.out) / 'out.png'}")
 
 
 def run_generate(req: GenerateRequest) -> dict[str, Path]:
-    """Returns the written files by kind: image + sheet, or (orbit) gif, strip, frames and mp4 when possible."""
+    """Returns the written files by kind: image + sheet, or (orbit) gif, strip, frames and mp4 when possible, or
+    (jobs) the output folder and the report."""
+    check_request(req)
+    if req.jobs:
+        return _run_jobs(req)
     cameras = requested_cameras(req.camera, req.camera_from, req.view, req.orbit, req.frames)
     if req.orbit and not req.fps > 0:
         raise UserError(f"--fps {req.fps} must be > 0")
     query = [load_image(p) for p in req.images]
     pairs = [(load_image(a), load_image(b)) for a, b in req.examples]
-    adapters = list(req.adapters)
-    generator = Generator.from_pretrained(req.model, adapters, device=req.device, dtype=req.dtype,
-                                          camera_encoding=req.camera_encoding)
+    generator = req.load_generator()
 
     def render(camera):
         return generator(req.prompt, query, pairs, seed=req.seed, height=req.height, width=req.width,
@@ -68,3 +115,29 @@ def run_generate(req: GenerateRequest) -> dict[str, Path]:
     sheet_path = Path(req.sheet) if req.sheet else out.with_name(out.stem + "_sheet.png")
     save_image_atomic(contact_sheet(pairs, query, image), sheet_path)
     return {"image": out, "contact sheet": sheet_path}
+
+
+def _run_jobs(req: GenerateRequest) -> dict[str, Path]:
+    def render(generator: Generator, job: Job) -> list:
+        return generator(job.prompt, job.images, job.examples, seed=req.seed if job.seed is None else job.seed,
+                         n=job.n, height=job.height or req.height, width=job.width or req.width, steps=req.steps,
+                         guidance=req.guidance, image_guidance=req.image_guidance,
+                         negative_prompt=req.negative_prompt, camera=job.camera,
+                         max_input_image_size=req.max_input_image_size)
+
+    report = run_jobs(req.jobs, req.out, req.load_generator, render, progress=req.progress,
+                      log=lambda line: print(line, file=sys.stderr))
+    print(f"jobs: {len(report['done'])} done, {len(report['skipped'])} already done, {len(report['failed'])} failed",
+          file=sys.stderr)
+    if report["failed"]:
+        raise JobsFailed(len(report["failed"]), Path(req.out) / REPORT)
+    return {"outputs": Path(req.out), "report": Path(req.out) / REPORT}
+
+
+class JobsFailed(UserError):
+    """Some lines failed (each already reported); the others were written. Exit code 1, not 2: the command ran."""
+
+    exit_code = 1
+
+    def __init__(self, count: int, report: Path):
+        super().__init__(f"{count} job line{'s' if count > 1 else ''} failed (reasons above and in {report})")
