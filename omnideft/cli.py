@@ -204,6 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dir", help="an output directory (<out>) or one split directory (<out>/<split>)")
     c.set_defaults(func=_check_shards)
 
+    pl = sub.add_parser("plan", help="predicted peak GPU memory of a recipe by component, and the preset that fits",
+                        description="omnideft plan RECIPE [section.key=value ...] [--gpu-memory 24GB] [--gpus N]. "
+                                    "Reads only the model's config (the real OmniGen's ships with omnideft): no "
+                                    "weights, no GPU (docs/memory.md).")
+    pl.add_argument("recipe", nargs="?", help="recipe YAML")
+    pl.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.memory=24gb")
+    pl.add_argument("--gpu-memory", metavar="SIZE", help="GPU size, e.g. 24GB: which presets fit, the cheapest one; "
+                    "exit 2 when the recipe's train.memory preset does not fit")
+    pl.add_argument("--gpus", type=int, default=1, help="GPUs (ZeRO partitioning of the presets that use it)")
+    pl.add_argument("--input-images", type=int, default=2, help="input images per sample (default 2)")
+    pl.add_argument("--text-tokens", type=int, default=128, help="text tokens per sample (default 128)")
+    pl.set_defaults(func=_plan)
+
     v = sub.add_parser("convert-original", help="convert an original-format OmniGen checkpoint to diffusers layout")
     v.add_argument("src")
     v.add_argument("out")
@@ -243,6 +256,18 @@ def _train(args) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"adapter: {adapter}")
     return 0
+
+
+def _plan(args) -> int:
+    from omnideft.plan.report import run_plan
+    from omnideft.train.recipe import load_recipe
+
+    overrides, recipe_path = list(args.overrides), args.recipe
+    if recipe_path and "=" in recipe_path and not os.path.exists(recipe_path):  # only overrides, no file
+        overrides.insert(0, recipe_path)
+        recipe_path = None
+    return run_plan(load_recipe(recipe_path, overrides), args.gpu_memory, args.gpus, args.input_images,
+                    args.text_tokens)
 
 
 def _under_launcher() -> bool:

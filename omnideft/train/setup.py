@@ -25,6 +25,7 @@ from omnideft.files import write_text_atomic
 from omnideft.flow.batch import BatchBuilder
 from omnideft.model import OmniGenComponents, load_omnigen, save_base
 from omnideft.model.small import SMALL
+from omnideft.plan.presets import resolve_memory
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
 from omnideft.train.checkpoint import LiveRun, check_compatible, check_same_base, find_resume, restore_checkpoint
@@ -64,6 +65,8 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     indexes = index_sources(sources)
     engine = make_engine(cfg.mixed_precision, recipe.launch.deepspeed, cfg.batch_size, cfg.grad_clip)
     acc = engine.accelerator
+    recipe = resolve_memory(recipe, gpu_memory(acc.device))  # train.memory's switches (docs/memory.md)
+    cfg = recipe.train
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     spec = recipe.adapter  # the recipe's adapter section is the AdapterSpec
     if engine.deepspeed and (reason := requires_plain_optimizer(spec)):
@@ -79,13 +82,17 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
         print(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from step 0", file=sys.stderr)
 
     set_seed(cfg.seed)
-    comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
+    comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed,
+                         quantize=recipe.model.quantize)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
             save_base(comps, out / "base")
     model = apply_adapter(comps.transformer, spec)
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()  # the adapter trains in fp32 over a bf16 or quantised base
     # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
     camera = setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
     if cfg.gradient_checkpointing:
@@ -114,6 +121,13 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     log = RunLog(out, main, start, recipe.output.tensorboard, recipe.output.wandb_project, recipe.to_dict())
     bar = progress_bar(total=cfg.max_steps, initial=start, desc="train", disable=not (progress and main))
     return TrainingRun(recipe, out, engine, comps, live, sources, batches, log, bar, start=start, step=start)
+
+
+def gpu_memory(device) -> int | None:
+    """Total memory of the CUDA device in use, None on a CPU (train.memory=auto then switches nothing)."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory
 
 
 def data_workers(setting: int) -> int:

@@ -1,0 +1,79 @@
+"""`omnideft plan`: a recipe (with overrides) -> the per-component table of its predicted peak per GPU and, for a GPU
+size, the presets' peaks and the cheapest that fits. Prints Markdown tables (docs/memory.md holds them for the real
+OmniGen)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from omnideft.errors import UserError
+from omnideft.plan.estimate import GB, Plan, Workload
+from omnideft.plan.presets import (
+    PRESETS,
+    apply_preset,
+    cheapest_fit,
+    parse_size,
+    preset_plans,
+    recipe_plan,
+    recipe_shapes,
+)
+
+
+def plan_table(plan: Plan) -> str:
+    rows = ["| component | GB | note |", "|---|---:|---|"]
+    rows += [f"| {line.component} | {line.bytes / GB:.2f} | {line.note} |" for line in plan.lines]
+    rows.append(f"| **peak per GPU** | **{plan.peak / GB:.2f}** | |")
+    return "\n".join(rows)
+
+
+def presets_table(plans: dict[str, Plan], gpu_bytes: float | None = None) -> str:
+    rows = ["| preset | switches | image px | peak GB |" + (" fits |" if gpu_bytes else ""),
+            "|---|---|---:|---:|" + ("---|" if gpu_bytes else "")]
+    for name, plan in plans.items():
+        fits = (" yes |" if plan.peak <= gpu_bytes else " no |") if gpu_bytes else ""
+        rows.append(f"| {name} | {PRESETS[name].describe()} | {plan.workload.image_size} | {plan.peak / GB:.1f} |"
+                    + fits)
+    return "\n".join(rows)
+
+
+def describe_workload(work: Workload) -> str:
+    return (f"batch {work.batch}, {work.image_size}x{work.image_size} output + {work.input_images} input image(s) "
+            f"of that size, {work.text_tokens} text tokens: {work.seq_len} tokens per sample")
+
+
+def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int, text_tokens: int, out=sys.stdout) -> int:
+    if gpus < 1:
+        raise UserError(f"--gpus {gpus} must be at least 1")
+    gpu_bytes = parse_size(gpu_memory) if gpu_memory else None
+    work = Workload(batch=recipe.train.batch_size, image_size=recipe.data.max_image_size, input_images=input_images,
+                    text_tokens=text_tokens)
+    shapes = recipe_shapes(recipe)
+    chosen = recipe.train.memory
+    plans = preset_plans(recipe, shapes, work, gpus)
+    if chosen == "auto":
+        chosen = cheapest_fit(plans, gpu_bytes) if gpu_bytes else None
+    if chosen:
+        recipe = apply_preset(recipe, chosen)
+        work = dataclasses.replace(work, image_size=recipe.data.max_image_size)
+        if PRESETS[chosen].vae_on_gpu is False and recipe.data.latents is None:
+            recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, latents="<cache>"))
+    plan = recipe_plan(recipe, shapes, work, gpus)
+    print(f"# plan: {recipe.model.name}, {recipe.adapter.method} r{recipe.adapter.rank} on "
+          f"{len(shapes.adapted)} linears, {gpus} GPU(s)" + (f", preset {chosen}" if chosen else ""), file=out)
+    print(describe_workload(work) + "\n", file=out)
+    print(plan_table(plan) + "\n", file=out)
+    print(presets_table(plans, gpu_bytes) + "\n", file=out)
+    if gpu_bytes is None:
+        return 0
+    if recipe.train.memory not in (None, "auto") and plan.peak > gpu_bytes:
+        raise UserError(f"train.memory={recipe.train.memory} needs {plan.peak / GB:.1f} GB per GPU; "
+                        f"--gpu-memory is {gpu_bytes / GB:.1f} GB (table above)")
+    if recipe.train.memory in (None, "auto"):
+        best = cheapest_fit(plans, gpu_bytes)
+        if best is None:
+            raise UserError(f"no preset fits {gpu_bytes / GB:.1f} GB; the smallest, 12gb, needs "
+                            f"{plans['12gb'].peak / GB:.1f} GB (table above): lower data.max_image_size or add GPUs")
+        print(f"cheapest preset that fits {gpu_bytes / GB:.0f} GB: train.memory={best} "
+              f"({plans[best].peak / GB:.1f} GB predicted)", file=out)
+    return 0
