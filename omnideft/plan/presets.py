@@ -46,7 +46,7 @@ class Preset:
 PRESETS = {p.name: p for p in (  # fastest first
     Preset("80gb", checkpointing=False, base="bf16", vae_on_gpu=True),
     Preset("48gb", checkpointing=True, base="bf16", vae_on_gpu=True),
-    Preset("24gb", checkpointing=True, base="int8", vae_on_gpu=True),
+    Preset("24gb", checkpointing=True, base="bf16", vae_on_gpu=False),
     Preset("16gb", checkpointing=True, base="int8", vae_on_gpu=False, zero_when_multi_gpu=True),
     Preset("12gb", checkpointing=True, base="nf4", vae_on_gpu=False, max_image_size=768, zero_when_multi_gpu=True),
 )}

@@ -77,3 +77,26 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int, text_
         print(f"cheapest preset that fits {gpu_bytes / GB:.0f} GB: train.memory={best} "
               f"({plans[best].peak / GB:.1f} GB predicted)", file=out)
     return 0
+
+
+REFERENCE_RECIPE = "recipes/omnigen_deft_r32.yaml"
+REFERENCE_GPUS_GB = (80, 48, 24, 16, 12)
+
+
+def reference_plans_md(recipe_path) -> str:
+    """docs/memory.md's tables: the real OmniGen with the DEFT r32 recipe at 1024 px, 2 input images, batch 1: every
+    preset's peak, then for each GPU size the full table of the cheapest preset that fits it."""
+    from omnideft.train.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, ["data.max_image_size=1024", "train.batch_size=1"])
+    work = Workload(batch=1, image_size=1024, input_images=2)
+    shapes = recipe_shapes(recipe)
+    plans = preset_plans(recipe, shapes, work)
+    out = [f"Model `{recipe.model.name}` (config shipped in omnideft/plan/configs/), adapter "
+           f"{recipe.adapter.method} r{recipe.adapter.rank} on {len(shapes.adapted)} linears "
+           f"({shapes.adapter_params / 1e6:.1f}M parameters), {describe_workload(work)}.", "",
+           presets_table(plans), ""]
+    for size in REFERENCE_GPUS_GB:
+        best = cheapest_fit(plans, size * GB)
+        out += [f"#### {size} GB: `train.memory={best}`", "", plan_table(plans[best]), ""]
+    return "\n".join(out).rstrip()
