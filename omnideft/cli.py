@@ -217,6 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--text-tokens", type=int, default=128, help="text tokens per sample (default 128)")
     pl.set_defaults(func=_plan)
 
+    cl = sub.add_parser("cache-latents", help="encode every image of shards once into a latent cache (data.latents)",
+                        description="omnideft cache-latents SHARDS... --model M --out DIR: each image's VAE posterior "
+                                    "(mean, std) as safetensors, keyed by the image bytes' sha256, for this VAE and "
+                                    "image size; training with data.latents=DIR then gives the same losses without "
+                                    "encoding (docs/memory.md).")
+    cl.add_argument("shards", nargs="+", help="shard globs or directories (as in data.shards)")
+    cl.add_argument("--model", required=True, help="base whose VAE encodes: hub id, diffusers folder, 'tiny', 'small'")
+    cl.add_argument("--out", required=True, help="cache folder (created; an existing cache of this VAE is extended)")
+    cl.add_argument("--max-image-size", type=int, default=1024, help="the recipe's data.max_image_size (default 1024)")
+    cl.add_argument("--seed", type=int, default=0, help="the recipe's model.seed (only for --model tiny)")
+    cl.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cl.set_defaults(func=_cache_latents)
+
     v = sub.add_parser("convert-original", help="convert an original-format OmniGen checkpoint to diffusers layout")
     v.add_argument("src")
     v.add_argument("out")
@@ -268,6 +281,15 @@ def _plan(args) -> int:
         recipe_path = None
     return run_plan(load_recipe(recipe_path, overrides), args.gpu_memory, args.gpus, args.input_images,
                     args.text_tokens)
+
+
+def _cache_latents(args) -> int:
+    from omnideft.flow.cache_latents import cache_latents
+
+    meta = cache_latents(args.shards, args.model, args.out, args.max_image_size, seed=args.seed,
+                         progress=not args.no_progress)
+    print(f"latents: {args.out} ({meta['entries']} images; {meta['written']} encoded now)")
+    return 0
 
 
 def _under_launcher() -> bool:

@@ -77,9 +77,10 @@ def small_card_md() -> str:
 
 
 def memory_plans_md() -> str:
-    from omnideft.plan.report import REFERENCE_RECIPE, reference_plans_md
+    from omnideft.plan.report import REFERENCE_OVERRIDES, REFERENCE_RECIPE, reference_plans_md
+    from omnideft.train.recipe import load_recipe
 
-    return reference_plans_md(REPO / REFERENCE_RECIPE)
+    return reference_plans_md(load_recipe(REPO / REFERENCE_RECIPE, list(REFERENCE_OVERRIDES)))
 
 
 def splice(path: Path, body: str, marker: str = "generated") -> str:

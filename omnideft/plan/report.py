@@ -80,16 +80,15 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int, text_
 
 
 REFERENCE_RECIPE = "recipes/omnigen_deft_r32.yaml"
+REFERENCE_OVERRIDES = ("data.max_image_size=1024", "train.batch_size=1")
 REFERENCE_GPUS_GB = (80, 48, 24, 16, 12)
 
 
-def reference_plans_md(recipe_path) -> str:
-    """docs/memory.md's tables: the real OmniGen with the DEFT r32 recipe at 1024 px, 2 input images, batch 1: every
-    preset's peak, then for each GPU size the full table of the cheapest preset that fits it."""
-    from omnideft.train.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path, ["data.max_image_size=1024", "train.batch_size=1"])
-    work = Workload(batch=1, image_size=1024, input_images=2)
+def reference_plans_md(recipe) -> str:
+    """docs/memory.md's tables for `recipe` (REFERENCE_RECIPE with REFERENCE_OVERRIDES: the real OmniGen, DEFT r32,
+    1024 px, batch 1) with 2 input images: every preset's peak, then for each GPU size the full table of the
+    cheapest preset that fits it."""
+    work = Workload(batch=recipe.train.batch_size, image_size=recipe.data.max_image_size, input_images=2)
     shapes = recipe_shapes(recipe)
     plans = preset_plans(recipe, shapes, work)
     out = [f"Model `{recipe.model.name}` (config shipped in omnideft/plan/configs/), adapter "

@@ -23,6 +23,7 @@ from omnideft.data.sources import ShardSource, resolve_sources
 from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
 from omnideft.flow.batch import BatchBuilder
+from omnideft.flow.latents import LatentCache, vae_fingerprint
 from omnideft.model import OmniGenComponents, load_omnigen, save_base
 from omnideft.model.small import SMALL
 from omnideft.plan.presets import resolve_memory
@@ -101,7 +102,11 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     warmup = max(cfg.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    comps.vae.to(acc.device)
+    latents = None
+    if recipe.data.latents:  # refuses a cache of another VAE or image size before the first step
+        latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size)
+    if latents is None or recipe.validation.every or recipe.validation.prompts:
+        comps.vae.to(acc.device)  # with a latent cache only validation renders need the VAE on the GPU
     adapted = acc.unwrap_model(model)
     trainable = {n: p for n, p in adapted.named_parameters() if p.requires_grad}
     live = LiveRun(engine, model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed * 7919 + rank),
@@ -114,7 +119,8 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
         print(f"resume: {checkpoint} (step {start})", file=sys.stderr)
 
     builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size),
-                           recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None)
+                           recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None,
+                           latents=latents)
     batches = ResumableBatches(sources, indexes, seed=cfg.seed, batch_size=cfg.batch_size,
                                size_of=builder.output_size, build=builder, rank=rank, world=world,
                                num_workers=workers, resume=data_state).loader()
