@@ -6,7 +6,7 @@ shipped config (omnideft/plan/configs/), the transformer's training step from it
 tokens, attention 4 L^2 H per block; backward through the frozen base ~1x the linears and 2x the attention; gradient
 checkpointing one more forward) for recipes/omnigen_deft_r32.yaml's workload: 512 px, 2 input images + the output.
 
-On this CPU a reduced transformer (hidden 256, 3 blocks) is paired with the reduced VAE whose measured encode time
+On this CPU a reduced transformer (hidden 512, 8 blocks) is paired with the reduced VAE whose measured encode time
 per batch, relative to the transformer's step, is closest to that real ratio (calibrated from a few widths), then
 `omnideft.train.loop.train` runs with and without the cache, interleaved A B A B (ROUNDS each), on the same shards.
 Last line: one JSON object with the real and the benchmark's VAE shares and `speedup` = median step without cache /
@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-HIDDEN, HEADS, LAYERS, MLP = 256, 4, 3, 1024
-IMAGE, BATCH, STEPS, WARMUP, ROUNDS, SEED = 64, 2, 14, 3, 3, 0
-VAE_WIDTHS = (8, 16, 24, 32, 48, 64)
+HIDDEN, HEADS, LAYERS, MLP = 512, 8, 8, 2048
+IMAGE, BATCH, STEPS, WARMUP, ROUNDS, SEED = 64, 2, 10, 2, 3, 0
+VAE_WIDTHS = (4, 8)
 
 
 def real_vae_share(image: int = 512, inputs: int = 2, text: int = 128, checkpointing: bool = True) -> dict:

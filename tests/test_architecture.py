@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 BUILDERS_MAY_IMPORT = ("omnideft.data.format", "omnideft.camera.record", "omnideft.camera.colmap", "omnideft.errors")
 # The floors of docs/design.md, top to bottom: a room imports rooms of lower floors; on one floor only the rooms
 # below the verbs may use each other.
-FLOORS = [{"__main__"}, {"cli"}, {"studio"}, {"demo", "bench", "pretrain"}, {"train", "eval", "generate"}, {"flow", "plan"},
-          {"adapters", "prompts", "camera", "shapes"},
+FLOORS = [{"__main__"}, {"cli"}, {"studio"}, {"demo", "bench", "pretrain"}, {"train", "eval", "generate"},
+          {"flow", "plan"}, {"adapters", "prompts", "camera", "shapes"},
           {"model", "data", "images"}, {"errors", "files", "progress", "options", "__init__"}]
 VERBS = {"train", "eval", "generate"}
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "peft", "deepspeed")

@@ -21,6 +21,7 @@ SETUPS = {  # base storage, compute, checkpointing
     "bf16": Setup(base="bf16", compute="bf16", checkpointing=False),
     "fp32-autocast": Setup(base="fp32", compute="bf16", checkpointing=False),
     "bf16-checkpointed": Setup(base="bf16", compute="bf16", checkpointing=True),
+    "int8": Setup(base="int8", compute="bf16", checkpointing=False),
 }
 
 

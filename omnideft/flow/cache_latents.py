@@ -4,7 +4,7 @@ a latent cache (flow/latents.py) that `data.latents` then trains from."""
 from __future__ import annotations
 
 from omnideft.data.format.schema import SampleError
-from omnideft.data.indexed import ShardIndex
+from omnideft.data.loader import index_sources
 from omnideft.data.shards import decode_sample
 from omnideft.data.sources import resolve_sources
 from omnideft.flow.latents import write_cache
@@ -17,7 +17,7 @@ def cache_latents(shards: list[str], model: str, out: str, max_image_size: int =
                   seed: int = 0, progress: bool = True) -> dict:
     """`seed` is the `tiny` model's (the recipe's model.seed): its random VAE must be the one training uses."""
     sources = resolve_sources(shards)  # bad globs fail before the model loads
-    indexes = [ShardIndex(s.urls) for s in sources]
+    indexes = index_sources(sources)  # local shards indexed, URLs streamed (one reader: every shard in turn)
     comps = load_omnigen(model, revision=revision, seed=seed)
     processor = OmniGenProcessor(comps.tokenizer, max_image_size=max_image_size)
 

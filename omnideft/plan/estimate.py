@@ -117,6 +117,8 @@ def block_saved_bytes(shapes: ModelShapes, setup: Setup, rank: int, tokens: int)
     per_token = 8 * h * c + 4 * i * c + 4 * fp32
     if shapes.method == "lora" and c == s < 4:
         per_token += 3 * h * c  # PEFT's LoRA casts its input to the fp32 adapter dtype and autocast back (measured)
+    if shapes.method not in FUSED_DEFT and setup.base in ("int8", "fp8"):
+        per_token += 2 * h * c  # optimum-quanto's QLinear keeps its own copies of the block inputs (measured)
     # The fused DEFT layer keeps its base output y when there are fewer rows than input features (fast_deft.py).
     kept_y = sum(out * c for inp, out in shapes.adapted[: shapes.adapted_per_layer] if tokens < inp
                  ) if shapes.method in FUSED_DEFT else 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from omnideft.adapters.fingerprint import adapter_tensor
+from omnideft.model.quantize import quantize_base
 from omnideft.plan.estimate import Setup, Workload, measured_parts
 from omnideft.plan.shapes import measure_shapes
 
@@ -20,7 +22,13 @@ def reduced_config(hidden: int = 128, heads: int = 4, layers: int = 2, intermedi
 
 
 def _storage_bytes(tensors) -> dict[int, int]:
-    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    """data pointer -> bytes of every storage behind `tensors`; a quantised weight (optimum-quanto) counts its
+    int8/fp8 data and its scales."""
+    out = {}
+    for t in tensors:
+        for inner in (getattr(t, "_data", None), getattr(t, "_scale", None)) if hasattr(t, "_data") else (t,):
+            out[inner.untyped_storage().data_ptr()] = inner.untyped_storage().nbytes()
+    return out
 
 
 def measure_step(config: dict, spec, setup: Setup, text_tokens: int, input_images: int, latent_side: int,
@@ -36,12 +44,9 @@ def measure_step(config: dict, spec, setup: Setup, text_tokens: int, input_image
         torch.manual_seed(seed)
         transformer = OmniGenTransformer2DModel(**config)
         transformer.requires_grad_(False)
-        if setup.base != "fp32":
-            transformer.to(DTYPES[setup.base])
         model = apply_adapter(transformer, spec)
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()  # the adapter trains in fp32 over any base (as train/setup.py does)
+        if setup.base != "fp32":  # as train/setup.py does: after injection, the adapter stays fp32
+            quantize_base(transformer, setup.base, exclude=adapter_tensor())
         if setup.checkpointing:
             transformer.enable_gradient_checkpointing()
         model.train()
@@ -60,9 +65,9 @@ def measure_step(config: dict, spec, setup: Setup, text_tokens: int, input_image
         saved: dict[int, int] = {}
 
         def pack(t):
-            ptr = t.untyped_storage().data_ptr()
-            if ptr not in skip and ptr not in saved:
-                saved[ptr] = t.untyped_storage().nbytes()
+            for ptr, nbytes in _storage_bytes([t]).items():
+                if ptr not in skip and ptr not in saved:
+                    saved[ptr] = nbytes
             return t
 
         autocast = torch.autocast("cpu", DTYPES[setup.compute], enabled=setup.compute != "fp32")

@@ -34,7 +34,9 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    shards: list = option([], "list of shard globs (str) or {path, weight} mixing entries")
+    shards: list = option([], "list of shard globs (str) or {path, weight} mixing entries; a path may be a URL "
+                          "(http(s)://, s3://, gs://, pipe:) of a shard folder with manifest.json or a brace pattern, "
+                          "streamed (docs/memory.md)")
     max_image_size: int = option(1024, "long-side cap for input and output images (multiple of 16)")
     condition_dropout: float = option(0.01, "probability that instruction+images become '<cfg>' (for CFG)")
     latents: typing.Optional[str] = option(None, "latent cache folder written by `omnideft cache-latents`: the trainer "

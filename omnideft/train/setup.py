@@ -16,6 +16,7 @@ import yaml
 from accelerate.utils import set_seed
 
 from omnideft.adapters import apply_adapter
+from omnideft.adapters.fingerprint import adapter_tensor
 from omnideft.adapters.optim import build_optimizer, requires_plain_optimizer
 from omnideft.camera.conditioning import setup_camera
 from omnideft.data.loader import ReaderState, ResumableBatches, index_sources, sources_have_cameras
@@ -25,6 +26,7 @@ from omnideft.files import write_text_atomic
 from omnideft.flow.batch import BatchBuilder
 from omnideft.flow.latents import LatentCache, vae_fingerprint
 from omnideft.model import OmniGenComponents, load_omnigen, save_base
+from omnideft.model.quantize import check_quantization, quantize_base
 from omnideft.model.small import SMALL
 from omnideft.plan.presets import resolve_memory
 from omnideft.progress import progress_bar
@@ -68,6 +70,7 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     acc = engine.accelerator
     recipe = resolve_memory(recipe, gpu_memory(acc.device))  # train.memory's switches (docs/memory.md)
     cfg = recipe.train
+    check_quantization(recipe.model.quantize)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     spec = recipe.adapter  # the recipe's adapter section is the AdapterSpec
     if engine.deepspeed and (reason := requires_plain_optimizer(spec)):
@@ -83,17 +86,15 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
         print(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from step 0", file=sys.stderr)
 
     set_seed(cfg.seed)
-    comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed,
-                         quantize=recipe.model.quantize)
+    comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
             save_base(comps, out / "base")
     model = apply_adapter(comps.transformer, spec)
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()  # the adapter trains in fp32 over a bf16 or quantised base
+    if recipe.model.quantize:  # after injection: PEFT initialises DEFT from the full-precision weights
+        quantize_base(comps.transformer, recipe.model.quantize, exclude=adapter_tensor())
     # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
     camera = setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
     if cfg.gradient_checkpointing:
