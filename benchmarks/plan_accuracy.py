@@ -1,5 +1,5 @@
 """The memory planner against measurement: for width-reduced OmniGens (DEFT r8 and LoRA r8 on every block linear),
-several sequence lengths and dtype set-ups, the planned vs measured bytes of saved activations + parameters +
+several sequence lengths and dtype set-ups (including an int8 base), the planned vs measured bytes of saved activations + parameters +
 gradients + AdamW state on this CPU (omnideft/plan/measure.py). Prints a Markdown table, then one JSON object with
 the worst relative error (docs/memory.md quotes it)."""
 
@@ -17,7 +17,8 @@ from omnideft.plan.measure import measure_step, reduced_config  # noqa: E402
 SETUPS = {"fp32": Setup(base="fp32", compute="fp32", checkpointing=False),
           "bf16": Setup(base="bf16", compute="bf16", checkpointing=False),
           "fp32 base, bf16 autocast": Setup(base="fp32", compute="bf16", checkpointing=False),
-          "bf16, checkpointing": Setup(base="bf16", compute="bf16", checkpointing=True)}
+          "bf16, checkpointing": Setup(base="bf16", compute="bf16", checkpointing=True),
+          "int8 base (quanto), bf16 autocast": Setup(base="int8", compute="bf16", checkpointing=False)}
 
 
 def main() -> None:

@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--gpu-memory", metavar="SIZE", help="GPU size, e.g. 24GB: which presets fit, the cheapest one; "
                     "exit 2 when the recipe's train.memory preset does not fit")
     pl.add_argument("--gpus", type=int, default=1, help="GPUs (ZeRO partitioning of the presets that use it)")
-    pl.add_argument("--input-images", type=int, default=2, help="input images per sample (default 2)")
+    pl.add_argument("--input-images", type=int, help="input images per sample (default: the most among the first "
+                    "samples of the recipe's local shards, else 2)")
     pl.add_argument("--text-tokens", type=int, default=128, help="text tokens per sample (default 128)")
     pl.set_defaults(func=_plan)
 

@@ -102,3 +102,6 @@ def test_plan_command_picks_a_preset_and_refuses_one_that_does_not_fit():
     assert_one_line_error(run_cli("plan", "recipes/omnigen_deft_r32.yaml", "--gpu-memory", "4GB"),
                           "no preset fits 4.0 GB")
     assert_one_line_error(run_cli("plan", "recipes/omnigen_deft_r32.yaml", "--gpu-memory", "lots"), "lots")
+    tiny = run_cli("plan", "recipes/tiny_cpu.yaml")  # its shards' samples carry 3 input images
+    assert tiny.returncode == 0 and "64x64 output + 3 input image(s)" in tiny.stdout, tiny.stderr
+    assert "| frozen base | 0.000303 | 42,928 params at fp32 |" in tiny.stdout

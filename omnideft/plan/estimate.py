@@ -158,9 +158,9 @@ def plan_memory(shapes: ModelShapes, setup: Setup, work: Workload, rank: int) ->
     base = base_weight_bytes(shapes, setup)
     stage = setup.zero_stage if n > 1 else 0
     add(Line("frozen base", base / (n if stage == 3 else 1),
-             f"{shapes.base_params / 1e9:.2f}B params at {setup.base}" + (f", ZeRO-3 / {n}" if stage == 3 else "")))
+             _count(shapes.base_params) + f" params at {setup.base}" + (f", ZeRO-3 / {n}" if stage == 3 else "")))
     adapter = shapes.adapter_params * 4
-    add(Line("adapter weights", adapter / (n if stage == 3 else 1), f"{shapes.adapter_params / 1e6:.1f}M fp32"))
+    add(Line("adapter weights", adapter / (n if stage == 3 else 1), _count(shapes.adapter_params) + " fp32"))
     add(Line("adapter gradients", adapter / (n if stage >= 2 else 1), "fp32"))
     optimizer = 0.0 if setup.offload_optimizer else 2 * adapter / (n if stage >= 1 else 1)
     add(Line("optimizer state", optimizer, "AdamW m, v fp32" + (" (offloaded to CPU)" if setup.offload_optimizer
@@ -187,6 +187,10 @@ def plan_memory(shapes: ModelShapes, setup: Setup, work: Workload, rank: int) ->
     subtotal = plan.peak
     add(Line("CUDA context + allocator", CUDA_CONTEXT + ALLOCATOR_SLACK * subtotal, "estimate"))
     return plan
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n:,}"
 
 
 def measured_parts(shapes: ModelShapes, setup: Setup, work: Workload, rank: int, seq_len: int,
