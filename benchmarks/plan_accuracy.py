@@ -1,7 +1,7 @@
 """The memory planner against measurement: for width-reduced OmniGens (DEFT r8 and LoRA r8 on every block linear),
-several sequence lengths and dtype set-ups (including an int8 base), the planned vs measured bytes of saved activations + parameters +
-gradients + AdamW state on this CPU (omnideft/plan/measure.py). Prints a Markdown table, then one JSON object with
-the worst relative error (docs/memory.md quotes it)."""
+several sequence lengths and dtype set-ups (including an int8 base), the planned vs measured bytes of saved
+activations + parameters + gradients + AdamW state on this CPU (omnideft/plan/measure.py). Prints a Markdown table,
+then one JSON object with the worst relative error (docs/memory.md quotes it)."""
 
 from __future__ import annotations
 
