@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 HIDDEN, HEADS, LAYERS, MLP = 512, 8, 8, 2048
-IMAGE, BATCH, STEPS, WARMUP, ROUNDS, SEED = 64, 2, 10, 2, 3, 0
+IMAGE, BATCH, STEPS, WARMUP, ROUNDS, SEED = 64, 2, 10, 2, 4, 0
 VAE_WIDTHS = (4, 8)
 
 
