@@ -2,7 +2,8 @@
 
 A preset names the GPU size it is made for and switches, fastest first: gradient checkpointing, the frozen base's
 storage (bf16, int8, nf4), where the VAE encodes (on the GPU, or ahead of time into a latent cache: `data.latents`),
-ZeRO-2 with the optimizer offloaded when there are several GPUs, and a cap on the image size. Explicit recipe values
+ZeRO-2 with the optimizer offloaded when there are several GPUs (planned; the launch config applies it), and a cap on
+the image size. Explicit recipe values
 that save more memory than the preset's are kept. `auto` picks, for the GPU in use, the first (fastest) preset whose
 plan fits. docs/memory.md has each preset's plan for the real OmniGen.
 """
@@ -46,9 +47,10 @@ class Preset:
 PRESETS = {p.name: p for p in (  # fastest first
     Preset("80gb", checkpointing=False, base="bf16", vae_on_gpu=True),
     Preset("48gb", checkpointing=True, base="bf16", vae_on_gpu=True),
-    Preset("24gb", checkpointing=True, base="bf16", vae_on_gpu=False),
-    Preset("16gb", checkpointing=True, base="int8", vae_on_gpu=False, zero_when_multi_gpu=True),
-    Preset("12gb", checkpointing=True, base="nf4", vae_on_gpu=False, max_image_size=768, zero_when_multi_gpu=True),
+    Preset("24gb", checkpointing=True, base="bf16", vae_on_gpu=False, zero_when_multi_gpu=True),
+    # quantised bases do not run under DeepSpeed (train/setup.py): DDP on several GPUs
+    Preset("16gb", checkpointing=True, base="int8", vae_on_gpu=False),
+    Preset("12gb", checkpointing=True, base="nf4", vae_on_gpu=False, max_image_size=768),
 )}
 BASE_SAVING = {"fp32": 0, "bf16": 1, "fp8": 2, "int8": 2, "nf4": 3}  # more is smaller
 

@@ -71,6 +71,9 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     recipe = resolve_memory(recipe, gpu_memory(acc.device))  # train.memory's switches (docs/memory.md)
     cfg = recipe.train
     check_quantization(recipe.model.quantize)
+    if engine.deepspeed and recipe.model.quantize not in (None, "bf16"):
+        raise UserError(f"model.quantize={recipe.model.quantize} does not run under DeepSpeed (it re-casts every "
+                        "parameter); launch without launch.deepspeed (DDP or one process), or use model.quantize=bf16")
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     spec = recipe.adapter  # the recipe's adapter section is the AdapterSpec
     if engine.deepspeed and (reason := requires_plain_optimizer(spec)):
@@ -87,6 +90,9 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
 
     set_seed(cfg.seed)
     comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
+    latents = None
+    if recipe.data.latents:  # a cache of another VAE or image size is refused before anything is written
+        latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
@@ -103,9 +109,6 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     warmup = max(cfg.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    latents = None
-    if recipe.data.latents:  # refuses a cache of another VAE or image size before the first step
-        latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size)
     if latents is None or recipe.validation.every or recipe.validation.prompts:
         comps.vae.to(acc.device)  # with a latent cache only validation renders need the VAE on the GPU
     adapted = acc.unwrap_model(model)
