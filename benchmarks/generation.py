@@ -17,9 +17,9 @@ Variants, interleaved (cached, uncached, diffusers, cached, ...) for ROUNDS roun
 and against diffusers' (0 = same pixels); `max_abs_float_diff` the same on the [0, 1] float images.
 `peak_mem_cached_vs_uncached`: the extra resident memory while sampling (peak RSS minus RSS before sampling, each
 variant in a fresh process with the peak reset after the model is built, so neither the build nor the other
-variant's peak hides it) of cached over uncached; `kv_cache_mb`: the condition keys/values the cache holds. Goal: both speed-ups
->= 3.5 at the same pixels. No arguments (OMNIDEFT_BENCH_ROUNDS overrides ROUNDS); the last line is one JSON object.
-On 2 busy cores a round takes minutes: see loadavg_1m_before.
+variant's peak hides it) of cached over uncached; `kv_cache_mb`: the condition keys/values the cache holds. Goal:
+both speed-ups >= 3.5 at the same pixels. No arguments (OMNIDEFT_BENCH_ROUNDS overrides ROUNDS); the last line is
+one JSON object. On 2 busy cores a round takes minutes: see loadavg_1m_before.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ def components():
 
 
 def request():
-    from omnideft.prompts import compose_in_context
     from PIL import Image
+
+    from omnideft.prompts import compose_in_context
 
     rng = np.random.default_rng(SEED)
 

@@ -249,6 +249,33 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dir", help="an output directory (<out>) or one split directory (<out>/<split>)")
     c.set_defaults(func=_check_shards)
 
+    pl = sub.add_parser("plan", help="predicted peak GPU memory of a recipe by component, and the preset that fits",
+                        description="omnideft plan RECIPE [section.key=value ...] [--gpu-memory 24GB] [--gpus N]. "
+                                    "Reads only the model's config (the real OmniGen's ships with omnideft): no "
+                                    "weights, no GPU (docs/memory.md).")
+    pl.add_argument("recipe", nargs="?", help="recipe YAML")
+    pl.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.memory=24gb")
+    pl.add_argument("--gpu-memory", metavar="SIZE", help="GPU size, e.g. 24GB: which presets fit, the cheapest one; "
+                    "exit 2 when the recipe's train.memory preset does not fit")
+    pl.add_argument("--gpus", type=int, default=1, help="GPUs (ZeRO partitioning of the presets that use it)")
+    pl.add_argument("--input-images", type=int, help="input images per sample (default: the most among the first "
+                    "samples of the recipe's local shards, else 2)")
+    pl.add_argument("--text-tokens", type=int, default=128, help="text tokens per sample (default 128)")
+    pl.set_defaults(func=_plan)
+
+    cl = sub.add_parser("cache-latents", help="encode every image of shards once into a latent cache (data.latents)",
+                        description="omnideft cache-latents SHARDS... --model M --out DIR: each image's VAE posterior "
+                                    "(mean, std) as safetensors, keyed by the image bytes' sha256, for this VAE and "
+                                    "image size; training with data.latents=DIR then gives the same losses without "
+                                    "encoding (docs/memory.md).")
+    cl.add_argument("shards", nargs="+", help="shard globs or directories (as in data.shards)")
+    cl.add_argument("--model", required=True, help="base whose VAE encodes: hub id, diffusers folder, 'tiny', 'small'")
+    cl.add_argument("--out", required=True, help="cache folder (created; an existing cache of this VAE is extended)")
+    cl.add_argument("--max-image-size", type=int, default=1024, help="the recipe's data.max_image_size (default 1024)")
+    cl.add_argument("--seed", type=int, default=0, help="the recipe's model.seed (only for --model tiny)")
+    cl.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cl.set_defaults(func=_cache_latents)
+
     v = sub.add_parser("convert-original", help="convert an original-format OmniGen checkpoint to diffusers layout")
     v.add_argument("src")
     v.add_argument("out")
@@ -290,6 +317,27 @@ def _train(args) -> int:
         return EXIT_STOPPED
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"adapter: {adapter}")
+    return 0
+
+
+def _plan(args) -> int:
+    from omnideft.plan.report import run_plan
+    from omnideft.train.recipe import load_recipe
+
+    overrides, recipe_path = list(args.overrides), args.recipe
+    if recipe_path and "=" in recipe_path and not os.path.exists(recipe_path):  # only overrides, no file
+        overrides.insert(0, recipe_path)
+        recipe_path = None
+    return run_plan(load_recipe(recipe_path, overrides), args.gpu_memory, args.gpus, args.input_images,
+                    args.text_tokens)
+
+
+def _cache_latents(args) -> int:
+    from omnideft.flow.cache_latents import cache_latents
+
+    meta = cache_latents(args.shards, args.model, args.out, args.max_image_size, seed=args.seed,
+                         progress=not args.no_progress)
+    print(f"latents: {args.out} ({meta['entries']} images; {meta['written']} encoded now)")
     return 0
 
 

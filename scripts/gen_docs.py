@@ -76,6 +76,13 @@ def small_card_md() -> str:
     return "\n".join(lines)
 
 
+def memory_plans_md() -> str:
+    from omnideft.plan.report import REFERENCE_OVERRIDES, REFERENCE_RECIPE, reference_plans_md
+    from omnideft.train.recipe import load_recipe
+
+    return reference_plans_md(load_recipe(REPO / REFERENCE_RECIPE, list(REFERENCE_OVERRIDES)))
+
+
 def splice(path: Path, body: str, marker: str = "generated") -> str:
     begin, end = (m.format(marker) for m in MARKERS)
     text = path.read_text()
@@ -86,7 +93,8 @@ def splice(path: Path, body: str, marker: str = "generated") -> str:
 
 # file -> [(marker, function that writes what stands between its begin and end comments)]
 TARGETS = {"docs/recipes.md": [("generated", recipe_keys_md)], "docs/commands.md": [("generated", commands_md)],
-           "docs/models.md": [("card", small_card_md), ("generated", pretrain_keys_md)]}
+           "docs/models.md": [("card", small_card_md), ("generated", pretrain_keys_md)],
+           "docs/memory.md": [("plans", memory_plans_md)]}
 
 if __name__ == "__main__":
     for rel, parts in TARGETS.items():

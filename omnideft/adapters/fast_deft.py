@@ -14,7 +14,9 @@ values than W); otherwise it is formed as -W (X^T G_t) = -W dA^T from x, so no o
 (see deft_linear).
 
 Used when exactly one DEFT adapter is active, unmerged, without dropout in training and with plain (not ZeRO-3
-partitioned) base weights; anything else falls back to PEFT's forward, which gives the same values.
+partitioned) base weights; anything else falls back to PEFT's forward, which gives the same values. Over a quantised
+base layer (int8/fp8/nf4, model/quantize.py) the weight is dequantised for each matmul, one layer at a time, and kept
+for backward as stored.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from peft.tuners.deft.layer import DeftLinear
 from torch import nn
 
 from omnideft.adapters.projectors import project
+from omnideft.model.quantize import dense_weight, is_quantized
 
 
 class _DeftLinearFn(torch.autograd.Function):
@@ -31,7 +34,7 @@ class _DeftLinearFn(torch.autograd.Function):
     def forward(ctx, x, weight, bias, p, projector, r, scale, keep_y):
         dt = x.dtype
         q_p, right = project(p, projector, keep_dtype=True)
-        y = x @ weight.T  # bias-free base output
+        y = x @ dense_weight(weight, dt).T  # bias-free base output (a quantised weight dequantised for the matmul)
         t = -(y @ right.to(dt)).float()
         if r is not None:
             t.add_((x @ r.to(dt).T).float(), alpha=scale)
@@ -42,7 +45,8 @@ class _DeftLinearFn(torch.autograd.Function):
         if bias is not None:
             h += bias
         ctx.scale, ctx.projector = scale, projector
-        # parameters, the N x r t, and y only in keep_y mode; the projector is recomputed in backward (O(out r^2))
+        # parameters (a quantised weight as stored), the N x r t, and y only in keep_y mode; the projector is
+        # recomputed in backward (O(out r^2))
         ctx.save_for_backward(x, weight, p, r, t, y if keep_y else None)
         return h
 
@@ -55,6 +59,7 @@ class _DeftLinearFn(torch.autograd.Function):
             q_p, right = project(p_leaf, ctx.projector, keep_dtype=True)
         dt = g.dtype
         g = g.contiguous()
+        weight = dense_weight(weight, dt) if need_x or (need_p and y is None) else None
         gt = g @ q_p.detach().to(dt)  # dL/dt (N x r)
         d_a = (gt.T @ x) if (need_r or (need_p and y is None)) else None  # dL/dA, t = A x, A = sR - right^T W
         d_r = (d_a.float() * ctx.scale).to(r.dtype) if need_r else None
@@ -84,7 +89,7 @@ def deft_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     x2 = x.reshape(-1, shape[-1])
     keep = x2.shape[0] < x2.shape[1] if keep_base_output == "auto" else bool(keep_base_output)
     out = _DeftLinearFn.apply(x2, weight, bias, p, projector, r, scale, keep)
-    return out.view(*shape[:-1], weight.shape[0])
+    return out.view(*shape[:-1], out.shape[-1])
 
 
 class FastDeftLinear(DeftLinear):
@@ -121,13 +126,14 @@ class FastDeftLinear(DeftLinear):
         if torch.is_autocast_enabled(x.device.type):  # behave like nn.Linear under autocast
             dtype = torch.get_autocast_dtype(x.device.type)
         bias = base.bias.to(dtype) if base.bias is not None else None
+        weight = base.weight if is_quantized(base.weight) else base.weight.to(dtype)  # dequantised per use
         with torch.autocast(x.device.type, enabled=False):
-            return deft_linear(x.to(dtype), base.weight.to(dtype), bias, self.deft_P[name],
+            return deft_linear(x.to(dtype), weight, bias, self.deft_P[name],
                                self.deft_decomposition[name], r, self.deft_scaling[name], self.keep_base_output)
 
     def lora_factors(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact LoRA form of this adapter on the current (unmerged) base weight: delta W = B A, fp32."""
-        weight = self.get_base_layer().weight.float()
+        weight = dense_weight(self.get_base_layer().weight, torch.float32)
         q_p, right = self._project(self.deft_P[adapter_name], adapter_name)
         a = -(right.T @ weight)
         if not self.deft_para[adapter_name]:

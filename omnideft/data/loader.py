@@ -23,11 +23,13 @@ from omnideft.data.indexed import ShardIndex
 from omnideft.data.order import MixedOrder, OrderState
 from omnideft.data.shards import Example, decode_sample
 from omnideft.data.sources import ShardSource
+from omnideft.data.stream import StreamIndex
 from omnideft.errors import UserError
 
 
-def index_sources(sources: list[ShardSource]) -> list[ShardIndex]:
-    indexes = [ShardIndex(s.urls) for s in sources]
+def index_sources(sources: list[ShardSource]) -> list[ShardIndex | StreamIndex]:
+    """An indexed reader per local source, a streamed one (data/stream.py) per remote source."""
+    indexes = [ShardIndex(s.urls) if s.sizes is None else StreamIndex(s.urls, s.sizes) for s in sources]
     for s, ix in zip(sources, indexes):
         if len(ix) == 0:
             raise UserError(f"shards of {s.pattern!r} hold no sample ({dict(ix.problems) or 'empty tar files'})")
@@ -66,6 +68,9 @@ class ResumableBatches(IterableDataset):
         self.seed, self.batch_size, self.size_of, self.build = seed, batch_size, size_of, build
         self.rank, self.world, self.slots = rank, world, max(num_workers, 1)
         self.num_workers = num_workers
+        for i, (source, index) in enumerate(zip(sources, indexes)):
+            if isinstance(index, StreamIndex):  # whole shards per reader, by (seed, source, epoch)
+                index.assign(world * self.slots, seed, i, source.pattern)
         resume = resume or {}
         self.reader_states = {int(k): v for k, v in resume.get("readers", {}).items()}
         self.rotation = resume.get("consumed", 0) % self.slots
@@ -94,7 +99,8 @@ class ResumableBatches(IterableDataset):
 
     def _batches(self, reader: int, state: dict) -> Iterator[tuple[dict, ReaderState]]:
         order = MixedOrder([len(ix) for ix in self.indexes], [s.weight for s in self.sources], self.seed, reader,
-                           self.world * self.slots, OrderState.from_json(state.get("order", {})))
+                           self.world * self.slots, OrderState.from_json(state.get("order", {})),
+                           streamed={i for i, ix in enumerate(self.indexes) if isinstance(ix, StreamIndex)})
         skipped = Counter(state.get("skipped", {}))
         buckets: dict[tuple, list[Example]] = {}
         for source, position in state.get("pending", []):  # partial buckets at the time of the checkpoint

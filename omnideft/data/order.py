@@ -5,6 +5,8 @@ at the same place.
 - Source s is read in a fresh seeded permutation per epoch, the same for every reader. Its c-th draw by reader j
   of n is global position p = c·n + j: epoch p // len(s), item permutation_epoch[p % len(s)]. Readers are
   therefore disjoint within an epoch whatever the number of shards, and no sample state needs saving.
+- A streamed source (data/stream.py) cannot be read in a permutation: its position goes to the stream reader as
+  is, which maps it to whole shards per reader, read front to back (`streamed`).
 - A reader's whole state is the generator state and one counter per source (`OrderState`, plain JSON).
 """
 
@@ -30,8 +32,9 @@ class OrderState:
 
 class MixedOrder:
     def __init__(self, sizes: list[int], weights: list[float], seed: int, reader: int, readers: int,
-                 state: OrderState | None = None):
+                 state: OrderState | None = None, streamed: set[int] = frozenset()):
         self.sizes, self.weights, self.seed = sizes, weights, seed
+        self.streamed = streamed
         self.reader, self.readers = reader, readers
         self.rng = random.Random(f"mix-{seed}-{reader}")
         state = state or OrderState()
@@ -54,6 +57,8 @@ class MixedOrder:
         return p
 
     def item(self, source: int, position: int) -> int:
+        if source in self.streamed:
+            return position
         n = self.sizes[source]
         return _permutation(self.seed, source, position // n, n)[position % n]
 

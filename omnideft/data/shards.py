@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ class Example:
     camera: dict | None = None
     meta: dict = field(default_factory=dict)
     order_id: tuple = ()  # (source, position) in the training order, set by data.loader
+    digests: tuple = ()  # sha256 of each image member's bytes: inputs in order, then the output (latent cache keys)
 
 
 def decode_sample(raw: dict) -> Example:
@@ -33,10 +35,11 @@ def decode_sample(raw: dict) -> Example:
         meta = validate_meta(json.loads(raw["json"]))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SampleError(f"sample {key}: bad json ({exc})") from None
-    inputs = [_image(raw, key, e["member"]) for e in meta["inputs"]]
-    output = _image(raw, key, meta["output"]["member"])
-    return Example(key, meta["task"], meta["instruction"], inputs, output, float(meta.get("weight", 1.0)),
-                   meta.get("camera"), meta)
+    members = [e["member"] for e in meta["inputs"]] + [meta["output"]["member"]]
+    images = [_image(raw, key, m) for m in members]
+    digests = tuple(hashlib.sha256(raw[m]).hexdigest() for m in members)
+    return Example(key, meta["task"], meta["instruction"], images[:-1], images[-1], float(meta.get("weight", 1.0)),
+                   meta.get("camera"), meta, digests=digests)
 
 
 def _image(raw: dict, key: str, member: str) -> Image.Image:

@@ -1,4 +1,4 @@
-"""Resolve `data.shards` entries (globs, directories, {path, weight}) into shard URL lists."""
+"""Resolve `data.shards` entries (globs, directories, {path, weight}; or URLs, data/stream.py) into shard URL lists."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import glob
 import os
 from dataclasses import dataclass
 
+from omnideft.data.stream import is_remote, resolve_stream
 from omnideft.errors import UserError
 from omnideft.files import TMP_PREFIX
 
@@ -15,7 +16,7 @@ class ShardSource:
     pattern: str
     weight: float
     urls: list[str]
-
+    sizes: list[int] | None = None  # samples per shard of a streamed (remote) source; None: local, indexed
 
 def resolve_sources(entries: list) -> list[ShardSource]:
     if not entries:
@@ -33,14 +34,16 @@ def resolve_sources(entries: list) -> list[ShardSource]:
             raise UserError(f"data.shards[{i}] must be a glob string or {{path, weight}}, got {entry!r}")
         if weight <= 0:
             raise UserError(f"data.shards[{i}] weight must be > 0, got {weight}")
-        out.append(ShardSource(pattern, weight, _expand(pattern)))
+        if is_remote(pattern):
+            out.append(ShardSource(pattern, weight, *resolve_stream(pattern)))
+        else:
+            out.append(ShardSource(pattern, weight, _expand(pattern)))
     return out
 
 
 def _expand(pattern: str) -> list[str]:
-    if "://" in pattern or pattern.startswith("pipe:"):
-        raise UserError(f"shard {pattern}: training reads shards by index and needs a local or shared-filesystem "
-                        "path (copy or mount remote shards)")
+    if "://" in pattern:
+        raise UserError(f"shard {pattern}: remote shards are read from http(s)://, s3://, gs:// or pipe: URLs")
     path = os.path.expanduser(pattern)
     if os.path.isdir(path):
         urls = sorted(glob.glob(os.path.join(path, "**", "*.tar"), recursive=True))

@@ -33,9 +33,39 @@ def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(latents, return_dict=False)[0]
 
 
-def encode_batch(vae, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+@torch.no_grad()
+def posterior(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B,3,H,W] in [-1,1] -> the VAE posterior's (mean, std), fp32 on the VAE's device. Each image encodes alone:
+    batched convolutions differ from single ones in the last bits, and a posterior that does not depend on its
+    batch-mates is what a latent cache can reproduce bit for bit (flow/latents.py)."""
+    dists = [vae.encode(img[None].to(vae.device, vae.dtype)).latent_dist for img in pixels]
+    return torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+
+
+def sample_posterior(vae_config, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Scaled latents drawn from (mean, std) exactly as diffusers' `DiagonalGaussianDistribution.sample` draws them
+    (one `randn_tensor` of the batch's shape), then shifted and scaled as vae_encode does."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    latents = mean + std * randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    shift = getattr(vae_config, "shift_factor", None)
+    if shift is not None:
+        latents = latents - shift
+    return latents * vae_config.scaling_factor
+
+
+def encode_batch(vae, batch: dict, generator: torch.Generator, per_image: bool = False) -> tuple[torch.Tensor, dict]:
     """(x1, cond) of a built batch: the target latents, then the batch with `input_img_latents` for its input
-    images, all drawn from `generator` in that order (the order is part of exact resume)."""
-    x1 = vae_encode(vae, batch["output_pixels"], generator)
+    images, all drawn from `generator` in that order (the order is part of exact resume). A batch built with a
+    latent cache carries the posteriors (`output_posterior`, `input_posteriors`) and needs no encoding;
+    `per_image` encodes the targets one by one, so that the cached and the encoded run draw the same latents."""
+    if "output_posterior" in batch:
+        x1 = sample_posterior(vae.config, *batch["output_posterior"], generator)
+        inputs = [sample_posterior(vae.config, mean, std, generator) for mean, std in batch["input_posteriors"]]
+        return x1, dict(batch, input_img_latents=inputs)
+    if per_image:
+        x1 = sample_posterior(vae.config, *posterior(vae, batch["output_pixels"]), generator)
+    else:
+        x1 = vae_encode(vae, batch["output_pixels"], generator)
     cond = dict(batch, input_img_latents=[vae_encode(vae, pv, generator) for pv in batch["input_pixel_values"]])
     return x1, cond

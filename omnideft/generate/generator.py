@@ -28,9 +28,9 @@ from PIL import Image
 from torch import nn
 
 from omnideft.adapters import base_fingerprint, load_adapter
-from omnideft.adapters.fingerprint import base_model_of
 from omnideft.adapters.compose import parse_adapter_arg, weighted_deltas
 from omnideft.adapters.export import merge_deltas, unload
+from omnideft.adapters.fingerprint import base_model_of
 from omnideft.adapters.folder import resolve_model_name
 from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.errors import UserError

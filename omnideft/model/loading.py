@@ -32,9 +32,10 @@ class OmniGenComponents:
 
 
 def load_omnigen(name: str = DEFAULT_MODEL_ID, *, revision: str | None = None, dtype: torch.dtype = torch.float32,
-                 seed: int = 0) -> OmniGenComponents:
+                 seed: int = 0, quantize: str | None = None) -> OmniGenComponents:
     """`name` is "tiny" (random, from `seed`), "small" (the shipped pretrained preset, its files checked against
-    their sha256 first), a local directory in diffusers layout, or a hub id (needs the network or the HF cache)."""
+    their sha256 first), a local directory in diffusers layout, or a hub id (needs the network or the HF cache).
+    `quantize` stores the frozen transformer as bf16, int8, fp8 or nf4 (model/quantize.py); None keeps `dtype`."""
     # diffusers and transformers (~10 s to import on a small machine) load only when a model does: this package is
     # also imported for its target presets (adapters) and by commands that load no model.
     if name == TINY:
@@ -51,6 +52,10 @@ def load_omnigen(name: str = DEFAULT_MODEL_ID, *, revision: str | None = None, d
         vae.to(torch.float32)  # the VAE stays fp32: SDXL's VAE overflows in half precision
     transformer.requires_grad_(False)
     vae.requires_grad_(False)
+    if quantize is not None:
+        from omnideft.model.quantize import quantize_base
+
+        quantize_base(transformer, quantize)
     return OmniGenComponents(transformer, vae, tokenizer, scheduler, name)
 
 

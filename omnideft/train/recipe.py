@@ -26,15 +26,24 @@ class ModelSection:
                        "'small' (the pretrained toy model shipped with omnideft, docs/models.md)")
     revision: typing.Optional[str] = option(None, "hub revision (branch, tag or commit)")
     seed: int = option(0, "seed for the 'tiny' preset's random weights")
+    quantize: typing.Optional[str] = option(None, "storage of the frozen base under the fp32 adapter: null = as loaded "
+                                            "(fp32); bf16; int8/fp8 weight-only (optimum-quanto, CPU or GPU); nf4 "
+                                            "(bitsandbytes, CUDA only) -- docs/memory.md",
+                                            ("bf16", "int8", "fp8", "nf4"))
 
 
 @dataclass
 class DataSection:
-    shards: list = option([], "list of shard globs (str) or {path, weight} mixing entries")
+    shards: list = option([], "list of shard globs (str) or {path, weight} mixing entries; a path may be a URL "
+                          "(http(s)://, s3://, gs://, pipe:) of a shard folder with manifest.json or a brace pattern, "
+                          "streamed (docs/memory.md)")
     max_image_size: int = option(1024, "long-side cap for input and output images (multiple of 16)",
                                  bounds=">= 16", multiple=16)
     condition_dropout: float = option(0.01, "probability that instruction+images become '<cfg>' (for CFG)",
                                       bounds="[0, 1)")
+    latents: typing.Optional[str] = option(None, "latent cache folder written by `omnideft cache-latents`: the trainer "
+                                           "samples the cached VAE posteriors instead of encoding (same losses, no VAE "
+                                           "on the GPU); null = encode every step")
     num_workers: int = option(-1, "background processes decoding and batching samples per training process (0 = in the "
                           "training process; -1 = auto: 0 without CUDA, where they would compete with the training "
                           "threads for the same cores, else 2); part of the data order, so a resumed run keeps it",
@@ -52,6 +61,10 @@ class TrainSection:
     grad_clip: float = option(1.0, "max gradient norm (0 = off)", bounds=">= 0")
     mixed_precision: str = option("no", "autocast dtype for the transformer", ("no", "bf16", "fp16"))
     gradient_checkpointing: bool = option(False, "recompute block activations in backward")
+    memory: typing.Optional[str] = option(None, "memory preset (docs/memory.md): switches checkpointing, base "
+                                          "quantisation, VAE placement and image size to fit a GPU of that size; auto "
+                                          "= the cheapest that fits this GPU (`omnideft plan` shows the numbers); "
+                                          "null = off", ("auto", "80gb", "48gb", "24gb", "16gb", "12gb"))
     seed: int = option(0, "seed for data order, noise and timesteps")
     checkpoint_every: int = option(500, "save a resumable checkpoint (adapter + optimizer, RNG, data position) every N "
                                "steps and at the last step (0 = only the final adapter)", bounds=">= 0")

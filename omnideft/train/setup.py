@@ -17,7 +17,7 @@ import yaml
 from accelerate.utils import set_seed
 
 from omnideft.adapters import apply_adapter
-from omnideft.adapters.fingerprint import weights_fingerprint
+from omnideft.adapters.fingerprint import adapter_tensor, weights_fingerprint
 from omnideft.adapters.optim import build_optimizer, requires_plain_optimizer
 from omnideft.camera.conditioning import setup_camera
 from omnideft.data.loader import ReaderState, ResumableBatches, index_sources, sources_have_cameras
@@ -25,9 +25,12 @@ from omnideft.data.sources import ShardSource, resolve_sources
 from omnideft.errors import UserError
 from omnideft.files import atomic_path, remove_path, write_text_atomic
 from omnideft.flow.batch import BatchBuilder
+from omnideft.flow.latents import LatentCache, vae_fingerprint
 from omnideft.locks import FolderLock
 from omnideft.model import OmniGenComponents, load_omnigen, save_base
+from omnideft.model.quantize import check_quantization, quantize_base
 from omnideft.model.small import SMALL
+from omnideft.plan.presets import resolve_memory
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
 from omnideft.train.checkpoint import (
@@ -82,6 +85,12 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, over
     indexes = index_sources(sources)
     engine = make_engine(cfg.mixed_precision, recipe.launch.deepspeed, cfg.batch_size, cfg.grad_clip)
     acc = engine.accelerator
+    recipe = resolve_memory(recipe, gpu_memory(acc.device))  # train.memory's switches (docs/memory.md)
+    cfg = recipe.train
+    check_quantization(recipe.model.quantize)
+    if engine.deepspeed and recipe.model.quantize not in (None, "bf16"):
+        raise UserError(f"model.quantize={recipe.model.quantize} does not run under DeepSpeed (it re-casts every "
+                        "parameter); launch without launch.deepspeed (DDP or one process), or use model.quantize=bf16")
     world, main = acc.num_processes, acc.is_main_process
     spec = recipe.adapter  # the recipe's adapter section is the AdapterSpec
     if engine.deepspeed and (reason := requires_plain_optimizer(spec)):
@@ -120,7 +129,12 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     set_seed(cfg.seed)
     comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
     base_weights = weights_fingerprint(comps.transformer)  # before any adapter wraps the base layers
+    latents = None
+    if recipe.data.latents:  # a cache of another VAE or image size is refused before anything is written
+        latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size)
     model = apply_adapter(comps.transformer, spec)
+    if recipe.model.quantize:  # after injection: PEFT initialises DEFT from the full-precision weights
+        quantize_base(comps.transformer, recipe.model.quantize, exclude=adapter_tensor())
     # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
     camera = setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
     if cfg.gradient_checkpointing:
@@ -129,7 +143,8 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     warmup = max(cfg.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    comps.vae.to(acc.device)
+    if latents is None or recipe.validation.every or recipe.validation.prompts:
+        comps.vae.to(acc.device)  # with a latent cache only validation renders need the VAE on the GPU
     adapted = acc.unwrap_model(model)
     trainable = {n: p for n, p in adapted.named_parameters() if p.requires_grad}
     live = LiveRun(engine, model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed * 7919 + rank),
@@ -143,7 +158,8 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
         print(f"resume: {checkpoint} (step {start})", file=sys.stderr)
 
     builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size),
-                           recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None)
+                           recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None,
+                           latents=latents)
     batches = ResumableBatches(sources, indexes, seed=cfg.seed, batch_size=cfg.batch_size,
                                size_of=builder.output_size, build=builder, rank=rank, world=world,
                                num_workers=layout["num_workers"], resume=data_state).loader()
@@ -166,6 +182,13 @@ def previous_run(out: Path) -> str:
     found = [name + "/" for name in ("adapter",) if (out / name).is_dir()]
     found += [f"checkpoints/{c.name}" for c in complete_checkpoints(out / "checkpoints")[-1:]]
     return ", ".join(found)
+
+
+def gpu_memory(device) -> int | None:
+    """Total memory of the CUDA device in use, None on a CPU (train.memory=auto then switches nothing)."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory
 
 
 def data_workers(setting: int) -> int:

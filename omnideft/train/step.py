@@ -42,7 +42,8 @@ def train_step(run: TrainingRun, batch: dict, stop: StopRequests, faults: Faults
     """All ranks call, with a batch already on the device. Advances `run.step`."""
     acc, live, cfg = run.accelerator, run.live, run.recipe.train
     step = run.step + 1
-    x1, cond = encode_batch(run.components.vae, batch, live.noise)
+    # per image: the latents a cache (data.latents) reproduces bit for bit (flow/vae.py)
+    x1, cond = encode_batch(run.components.vae, batch, live.noise, per_image=True)
     with run.engine.autocast():
         per_sample = rectified_flow_loss(live.model, x1, cond, live.noise)
     loss = per_sample.mean()

@@ -1,0 +1,203 @@
+"""Predicted peak memory per GPU of one OmniGen training step, by component, from the model's shapes alone.
+
+The activation model counts what autograd keeps for backward in diffusers' `OmniGenBlock` with omnideft's fused DEFT
+layer (omnideft/adapters/fast_deft.py), per token of the joint sequence, with `c` the compute dtype's bytes and `s`
+the residual stream's (the storage dtype of the unquantised parameters):
+
+    block input, attention input (normed), q, k, v, attention output, residual after attention, normed MLP input:
+        8 H values;  MLP: gate_up output (2 I), silu(gate) (I), product into down_proj (I): 4 I values      -> at c
+    RMSNorm's fp32 copies of its two inputs when s < 4 (2 H), its two rsqrt (2), attention log-sum-exp (heads),
+    and each adapted linear's rank-r projection t (r per linear)                                          -> fp32
+
+plus, once per step, the additive attention mask (B L^2 at s), RoPE's cos and sin (2 L head_dim, fp32) and the final
+norm. With gradient checkpointing only each block's input (H at s) stays, and backward recomputes one block at a time.
+The attention kernel is the fused one (CPU flash attention, CUDA memory-efficient attention with a mask): it keeps
+the log-sum-exp, never the L x L probabilities. tests/test_plan.py measures the saved tensors of width-reduced
+models with `torch.autograd.graph.saved_tensors_hooks` and holds this model to within 10 %.
+
+Terms no hook can measure on a CPU (backward workspace, the VAE's encode workspace, the CUDA context) are estimates
+and say so in their note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omnideft.plan.shapes import ModelShapes
+
+FUSED_DEFT = ("deft", "para")  # methods trained through omnideft/adapters/fast_deft.py
+GB = 1e9
+GIB = 2**30
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+# Storage bytes per linear weight of a quantised base: 1 byte (int8, fp8) plus one bf16 scale per output row
+# (optimum-quanto's per-channel weight scales), 0.5 byte plus one fp32 absmax per block of 64 (bitsandbytes nf4).
+QUANT_BYTES = {"int8": 1.0, "fp8": 1.0, "nf4": 0.5 + 4 / 64}
+CUDA_CONTEXT = 0.75 * GIB  # CUDA context + cuBLAS workspace; an estimate, as is the allocator slack below
+ALLOCATOR_SLACK = 0.05
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One step's batch: B samples, each with `text_tokens` text tokens, `input_images` condition images and one
+    output image, all `image_size` pixels square (the recipe's largest bucket)."""
+    batch: int = 1
+    image_size: int = 1024
+    input_images: int = 2
+    text_tokens: int = 128
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // 16) ** 2  # 8x VAE, then 2x2 patches
+
+    @property
+    def seq_len(self) -> int:
+        return self.text_tokens + self.input_images * self.image_tokens + 1 + self.image_tokens
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How the step runs: storage of the frozen base (fp32/bf16/fp16 or int8/fp8/nf4), compute dtype, gradient
+    checkpointing, whether the VAE encodes on this GPU, DeepSpeed ZeRO stage and optimizer offload, GPUs."""
+    base: str = "bf16"
+    compute: str = "bf16"
+    checkpointing: bool = True
+    vae_on_gpu: bool = True
+    zero_stage: int = 0
+    offload_optimizer: bool = False
+    gpus: int = 1
+
+    @property
+    def stream_bytes(self) -> int:
+        """Bytes per value of the residual stream: the dtype the unquantised parameters are stored in."""
+        return DTYPE_BYTES.get(self.base, DTYPE_BYTES[self.compute])
+
+
+@dataclass
+class Line:
+    component: str
+    bytes: float
+    note: str = ""
+
+
+@dataclass
+class Plan:
+    workload: Workload
+    setup: Setup
+    lines: list[Line] = field(default_factory=list)
+
+    @property
+    def peak(self) -> float:
+        return sum(line.bytes for line in self.lines)
+
+    def part(self, component: str) -> float:
+        return sum(line.bytes for line in self.lines if line.component == component)
+
+
+def base_weight_bytes(shapes: ModelShapes, setup: Setup) -> float:
+    s = setup.stream_bytes
+    if setup.base in QUANT_BYTES:
+        linear = shapes.linear_params * QUANT_BYTES[setup.base]
+        if setup.base != "nf4":
+            linear += _linear_rows(shapes) * 2  # per-output-row scales
+    else:
+        linear = shapes.linear_params * s
+    return linear + (shapes.other_params + shapes.buffers) * s
+
+
+def _linear_rows(shapes: ModelShapes) -> int:
+    # every block has qkv (3H rows), out (H), gate_up (2I), down (H); the embedders' few rows are negligible
+    return shapes.layers * (5 * shapes.hidden + 2 * shapes.intermediate)
+
+
+def block_saved_bytes(shapes: ModelShapes, setup: Setup, rank: int, tokens: int) -> float:
+    """Bytes autograd keeps for one block's backward, for `tokens` = B x L rows (see the module docstring)."""
+    c, s = DTYPE_BYTES[setup.compute], setup.stream_bytes
+    h, i = shapes.hidden, shapes.intermediate
+    fp32 = (2 * h if min(c, s) < 4 else 0) + 2 + shapes.heads + shapes.adapted_per_layer * rank
+    per_token = 8 * h * c + 4 * i * c + 4 * fp32
+    if shapes.method == "lora" and c == s < 4:
+        per_token += 3 * h * c  # PEFT's LoRA casts its input to the fp32 adapter dtype and autocast back (measured)
+    if shapes.method not in FUSED_DEFT and setup.base in ("int8", "fp8"):
+        per_token += 2 * h * c  # optimum-quanto's QLinear keeps its own copies of the block inputs (measured)
+    # The fused DEFT layer keeps its base output y when there are fewer rows than input features (fast_deft.py).
+    kept_y = sum(out * c for inp, out in shapes.adapted[: shapes.adapted_per_layer] if tokens < inp
+                 ) if shapes.method in FUSED_DEFT else 0
+    return per_token * tokens + kept_y * tokens
+
+
+def saved_activation_bytes(shapes: ModelShapes, setup: Setup, work: Workload, rank: int,
+                           seq_len: int | None = None, output_tokens: int | None = None) -> float:
+    """What autograd holds at the end of the forward pass (what saved_tensors_hooks see)."""
+    b = work.batch
+    seq = seq_len or work.seq_len
+    out_tokens = output_tokens or work.image_tokens
+    s = setup.stream_bytes
+    tokens = b * seq
+    once = (b * seq * seq * s  # additive mask [B, 1, L, L] in the stream dtype
+            + 2 * b * seq * shapes.head_dim * 4  # RoPE cos, sin (fp32)
+            + tokens * (4 * shapes.hidden + 4 + (shapes.hidden * s if s < 4 else 0))  # final RMSNorm: fp32 rows,
+            # rsqrt, and its half-precision input when the stream is not fp32
+            + b * out_tokens * shapes.hidden * (s + 4))  # adaLN output norm and projection of the image tokens
+    if setup.checkpointing:
+        return shapes.layers * tokens * shapes.hidden * s + once
+    # An fp32-stored base under bf16/fp16 autocast: every linear's weight is cast per forward and the cast copy is
+    # kept for backward (measured) -- a second, half-precision copy of the whole base. Why presets store it in bf16.
+    # Only the blocks' linears: the timestep embedders' inputs need no gradient, so nothing is kept for them.
+    block_linears = shapes.layers * (4 * shapes.hidden ** 2 + 3 * shapes.hidden * shapes.intermediate)
+    casts = block_linears * DTYPE_BYTES[setup.compute] if s > DTYPE_BYTES[setup.compute] else 0
+    return shapes.layers * block_saved_bytes(shapes, setup, rank, tokens) + once + casts
+
+
+def plan_memory(shapes: ModelShapes, setup: Setup, work: Workload, rank: int) -> Plan:
+    """The per-GPU peak of one step as lines; `rank` is the adapter rank (the size of its per-token activation)."""
+    n = max(setup.gpus, 1)
+    plan = Plan(work, setup)
+    add = plan.lines.append
+    c = DTYPE_BYTES[setup.compute]
+    tokens = work.batch * work.seq_len
+    base = base_weight_bytes(shapes, setup)
+    stage = setup.zero_stage if n > 1 else 0
+    add(Line("frozen base", base / (n if stage == 3 else 1),
+             _count(shapes.base_params) + f" params at {setup.base}" + (f", ZeRO-3 / {n}" if stage == 3 else "")))
+    adapter = shapes.adapter_params * 4
+    add(Line("adapter weights", adapter / (n if stage == 3 else 1), _count(shapes.adapter_params) + " fp32"))
+    add(Line("adapter gradients", adapter / (n if stage >= 2 else 1), "fp32"))
+    optimizer = 0.0 if setup.offload_optimizer else 2 * adapter / (n if stage >= 1 else 1)
+    add(Line("optimizer state", optimizer, "AdamW m, v fp32" + (" (offloaded to CPU)" if setup.offload_optimizer
+                                                                   else f", ZeRO-{stage} / {n}" if stage else "")))
+    saved = saved_activation_bytes(shapes, setup, work, rank)
+    add(Line("activations (saved)", saved,
+             f"L={work.seq_len} tokens x B={work.batch}, " + ("checkpointed: block inputs" if setup.checkpointing
+                                                              else "every block's saved tensors")))
+    if setup.checkpointing:
+        add(Line("activations (recompute)", block_saved_bytes(shapes, setup, rank, tokens),
+                 "one block rebuilt in backward"))
+    # Backward of a block holds the incoming gradient, the gradient of the MLP's 2I-wide output and of its
+    # I-wide product at once; attention gradients (4 H) are smaller. An estimate, not measured by a hook.
+    add(Line("backward workspace", tokens * (shapes.hidden + 3 * shapes.intermediate) * c, "estimate"))
+    add(Line("batch", work.batch * work.seq_len ** 2 * 4 + work.batch * (work.input_images + 1) * 3
+             * work.image_size ** 2 * 4, "0/1 mask [B, L, L] and pixels, fp32"))
+    if setup.vae_on_gpu:
+        # SDXL's encoder at full resolution: its 128-channel fp32 feature maps, about three alive at once
+        # (estimate); encoding runs before the forward, so only the weights overlap with the activations.
+        encode = 3 * 128 * work.image_size ** 2 * 4 * work.batch
+        add(Line("VAE", shapes.vae_params * 4 + max(encode - saved, 0), "fp32 weights + encode workspace (estimate)"))
+    else:
+        add(Line("VAE", 0.0, "latents cached (data.latents): no VAE on the GPU"))
+    subtotal = plan.peak
+    add(Line("CUDA context + allocator", CUDA_CONTEXT + ALLOCATOR_SLACK * subtotal, "estimate"))
+    return plan
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n:,}"
+
+
+def measured_parts(shapes: ModelShapes, setup: Setup, work: Workload, rank: int, seq_len: int,
+                   output_tokens: int) -> dict:
+    """The parts of the plan that `omnideft.plan.measure` measures on the CPU: saved activations, parameters
+    (base + adapter + buffers), gradients and optimizer state."""
+    adapter = shapes.adapter_params * 4
+    return {"saved": saved_activation_bytes(shapes, setup, work, rank, seq_len, output_tokens),
+            "params": base_weight_bytes(shapes, setup) + adapter,
+            "grads": adapter, "optimizer": 2 * adapter}

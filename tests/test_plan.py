@@ -1,0 +1,107 @@
+"""The memory planner: its prediction against the bytes a step really holds on this machine (saved tensors, params,
+gradients, optimizer state of width-reduced OmniGens at several sequence lengths), the real OmniGen's plan from the
+shipped config, the presets, and `omnideft plan`'s output and refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from omnideft.adapters.spec import AdapterSpec
+from omnideft.errors import UserError
+from omnideft.plan.estimate import GB, Setup, Workload, plan_memory
+from omnideft.plan.measure import measure_step, reduced_config
+from omnideft.plan.presets import PRESETS, preset_plans, resolve_memory
+from omnideft.plan.shapes import measure_shapes, model_configs
+from omnideft.train.recipe import load_recipe
+from tests.helpers import assert_one_line_error, run_cli
+
+TOLERANCE = 0.10
+SETUPS = {  # base storage, compute, checkpointing
+    "fp32": Setup(base="fp32", compute="fp32", checkpointing=False),
+    "bf16": Setup(base="bf16", compute="bf16", checkpointing=False),
+    "fp32-autocast": Setup(base="fp32", compute="bf16", checkpointing=False),
+    "bf16-checkpointed": Setup(base="bf16", compute="bf16", checkpointing=True),
+    "int8": Setup(base="int8", compute="bf16", checkpointing=False),
+}
+
+
+@pytest.mark.parametrize("setup_name", list(SETUPS))
+@pytest.mark.parametrize(("method", "width"), [("deft", (128, 4, 256)), ("deft", (192, 6, 512)),
+                                               ("lora", (128, 4, 256))])
+def test_plan_within_ten_percent_of_measured(method, setup_name, width):
+    hidden, heads, intermediate = width
+    spec = AdapterSpec(method=method, rank=8, targets="all-linear", projector="qr" if method == "deft" else None)
+    worst = []
+    for latent_side in (8, 16, 24):  # 3 sequence lengths: 97, 337, 737 tokens
+        r = measure_step(reduced_config(hidden, heads, 2, intermediate), spec, SETUPS[setup_name], text_tokens=48,
+                         input_images=2, latent_side=latent_side)
+        measured, predicted = r["measured"], r["predicted"]
+        for part in measured:
+            ratio = predicted[part] / measured[part]
+            worst.append(abs(ratio - 1))
+            assert abs(ratio - 1) <= TOLERANCE, (part, r["seq_len"], predicted[part], measured[part])
+        total = sum(predicted.values()) / sum(measured.values())
+        assert abs(total - 1) <= TOLERANCE, (r["seq_len"], total)
+    assert max(worst) > 0  # a real comparison, not the same number twice
+
+
+def test_real_omnigen_config_counts_and_presets():
+    recipe = load_recipe("recipes/omnigen_deft_r32.yaml", ["data.max_image_size=1024", "train.batch_size=1"])
+    shapes = measure_shapes(*model_configs(recipe.model.name), recipe.adapter)
+    assert shapes.base_params == 3_762_072_592  # the published parameter count
+    assert shapes.buffers == 113_246_256 and shapes.layers == 32 and shapes.hidden == 3072
+    work = Workload(batch=1, image_size=1024, input_images=2)
+    assert work.seq_len == 128 + 3 * 4096 + 1
+    plans = preset_plans(recipe, shapes, work)
+    peaks = [plans[name].peak for name in PRESETS]
+    assert peaks == sorted(peaks, reverse=True)  # each preset saves over the one before it
+    for name, plan in plans.items():
+        assert plan.peak <= PRESETS[name].gpu_bytes, (name, plan.peak / GB)  # every preset fits its own size
+    # without checkpointing the activations dominate: more than 40 GB at 12k tokens, as no real 24 GB run manages
+    assert plans["80gb"].part("activations (saved)") > 40 * GB
+    # quantisation shrinks exactly the frozen base
+    assert plans["16gb"].part("frozen base") < 0.55 * plans["24gb"].part("frozen base")
+    assert plans["24gb"].part("VAE") == 0 < plans["48gb"].part("VAE")
+
+
+def test_zero_partitions_optimizer_state_across_gpus():
+    shapes = measure_shapes(*model_configs("tiny"), AdapterSpec(method="deft", rank=4, projector="qr"))
+    work = Workload(image_size=64)
+    one = plan_memory(shapes, Setup(zero_stage=2, gpus=1), work, 4)
+    four = plan_memory(shapes, Setup(zero_stage=2, gpus=4), work, 4)
+    assert four.part("optimizer state") == pytest.approx(one.part("optimizer state") / 4)
+    assert four.part("adapter gradients") == pytest.approx(one.part("adapter gradients") / 4)
+    assert four.part("frozen base") == one.part("frozen base")
+
+
+def test_presets_switch_the_recipe():
+    applied = resolve_memory(load_recipe(None, ["train.memory=16gb", "data.latents=cache"]), gpu_bytes=None)
+    assert applied.train.gradient_checkpointing and applied.model.quantize == "int8"
+    kept = resolve_memory(load_recipe(None, ["train.memory=48gb", "model.quantize=int8"]), None)
+    assert kept.model.quantize == "int8"  # an explicit value that saves more stays
+    assert resolve_memory(load_recipe(None, ["train.memory=auto"]), None).model.quantize is None  # no GPU: nothing
+    with pytest.raises(UserError, match="data.latents"):
+        resolve_memory(load_recipe(None, ["train.memory=16gb"]), None)
+    cached = resolve_memory(load_recipe(None, ["train.memory=12gb", "data.latents=cache"]), None)
+    assert cached.data.max_image_size == 768 and cached.model.quantize == "nf4"
+    auto = resolve_memory(load_recipe(None, ["train.memory=auto", "train.batch_size=1"]), 24 * GB)
+    assert auto.train.memory == "48gb"
+
+
+def test_plan_command_picks_a_preset_and_refuses_one_that_does_not_fit():
+    ok = run_cli("plan", "recipes/omnigen_deft_r32.yaml", "data.max_image_size=1024", "train.batch_size=1",
+                 "--gpu-memory", "24GB")
+    assert ok.returncode == 0, ok.stderr
+    assert "| frozen base | 15.50 |" in ok.stdout  # fp32 as the recipe loads it
+    assert "cheapest preset that fits 24 GB: train.memory=48gb" in ok.stdout
+    too_big = run_cli("plan", "recipes/omnigen_deft_r32.yaml", "train.memory=80gb", "data.max_image_size=1024",
+                      "train.gradient_checkpointing=false",
+                      "--gpu-memory", "24GB")
+    assert_one_line_error(too_big, "train.memory=80gb needs", "24.0 GB")
+    assert "| activations (saved) |" in too_big.stdout  # the table comes with the refusal
+    assert_one_line_error(run_cli("plan", "recipes/omnigen_deft_r32.yaml", "--gpu-memory", "4GB"),
+                          "no preset fits 4.0 GB")
+    assert_one_line_error(run_cli("plan", "recipes/omnigen_deft_r32.yaml", "--gpu-memory", "lots"), "lots")
+    tiny = run_cli("plan", "recipes/tiny_cpu.yaml")  # its shards' samples carry 3 input images
+    assert tiny.returncode == 0 and "64x64 output + 3 input image(s)" in tiny.stdout, tiny.stderr
+    assert "| frozen base | 0.000303 | 42,928 params at fp32 |" in tiny.stdout
