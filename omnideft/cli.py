@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs (least GPU memory, slower; docs/generate.md)")
     g.add_argument("--offload-kv-cache", action="store_true",
                    help="CUDA only: keep the condition KV cache in pinned CPU memory, fetching one layer ahead")
+    g.add_argument("--quantize", choices=["bf16", "int8", "fp8", "nf4"],
+                   help="store the base this way after the adapters are merged, as the trainer's model.quantize "
+                        "(int8/fp8: optimum-quanto, CPU or GPU; nf4: bitsandbytes, CUDA only; docs/memory.md)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.set_defaults(func=_generate)
 
@@ -399,7 +402,7 @@ def _generate(args) -> int:
                           sheet=args.sheet, camera=args.camera, camera_from=args.camera_from, view=args.view,
                           orbit=args.orbit, frames=args.frames, fps=args.fps, camera_encoding=args.camera_encoding,
                           merge=not args.no_merge, kv_cache=not args.no_kv_cache, separate_cfg=args.separate_cfg,
-                          offload=args.offload, offload_kv_cache=args.offload_kv_cache, jobs=args.jobs,
+                          offload=args.offload, offload_kv_cache=args.offload_kv_cache, quantize=args.quantize, jobs=args.jobs,
                           progress=not args.no_progress)
     for kind, path in run_generate(req).items():
         print(f"{kind}: {path}")

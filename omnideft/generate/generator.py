@@ -13,7 +13,10 @@ one-image command line.
 Speed and memory (docs/generate.md): the condition KV cache (`kv_cache`, on by default, exact), guidance rows in one
 batch (`separate_cfg=False`) or one by one, and on CUDA `offload` (diffusers' group offloading: the transformer's
 blocks stay in CPU memory and each is moved to the GPU just before it runs, the next one prefetched on a side
-stream) and `offload_kv_cache` (the cache in pinned CPU memory, one layer fetched ahead).
+stream) and `offload_kv_cache` (the cache in pinned CPU memory, one layer fetched ahead). `quantize` stores the base
+as the trainer's `model.quantize` does (bf16, int8/fp8 through optimum-quanto, nf4 on CUDA; model/quantize.py), at the
+first image, after the adapters are merged into the full-precision weights: the merge stays exact, and the adapters
+are fixed from then on (as with `offload`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch import nn
 from omnideft.adapters import base_fingerprint, load_adapter
 from omnideft.adapters.compose import parse_adapter_arg, weighted_deltas
 from omnideft.adapters.export import merge_deltas, unload
-from omnideft.adapters.fingerprint import base_model_of
+from omnideft.adapters.fingerprint import adapter_tensor, base_model_of
 from omnideft.adapters.folder import resolve_model_name
 from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.errors import UserError
@@ -38,6 +41,7 @@ from omnideft.generate.cameras import camera_prompt_for
 from omnideft.generate.sampler import OmniGenSampler, to_pil
 from omnideft.images import load_image
 from omnideft.model import load_omnigen
+from omnideft.model.quantize import check_quantization, quantize_base
 from omnideft.prompts import NEGATIVE_PROMPT
 from omnideft.prompts.in_context import compose_in_context
 from omnideft.prompts.processor import crop_image
@@ -86,13 +90,16 @@ def check_speed_options(device: str, kv_cache: bool, offload: bool, offload_kv_c
 class Generator:
     def __init__(self, components, *, device: str = "auto", dtype: str = "auto", camera_encoding: str = "auto",
                  merge: bool = True, kv_cache: bool = True, separate_cfg: bool = False, offload: bool = False,
-                 offload_kv_cache: bool = False):
+                 offload_kv_cache: bool = False, quantize: str | None = None):
         """`components`: OmniGenComponents of the base (omnideft.model.load_omnigen), without adapters.
         `merge`: fold adapters into the base (default) or keep one adapter at weight 1 separate; `kv_cache`: the
         exact condition KV cache; `separate_cfg`: guidance rows one by one; `offload`, `offload_kv_cache`: CUDA only
-        (module docstring)."""
+        (module docstring); `quantize`: None (as loaded), bf16, int8, fp8 or nf4 (CUDA)."""
         self.device = resolve_device(device)
         check_speed_options(self.device, kv_cache, offload, offload_kv_cache)
+        check_quantization(quantize)
+        self.quantize = quantize
+        self._quantized = False
         self.dtype = resolve_dtype(dtype, self.device)
         self.camera_encoding = camera_encoding
         self.merge = merge
@@ -120,7 +127,7 @@ class Generator:
     def from_pretrained(cls, model: str | None = None, adapters: Sequence = (), *, device: str = "auto",
                         dtype: str = "auto", camera_encoding: str = "auto", merge: bool = True,
                         kv_cache: bool = True, separate_cfg: bool = False, offload: bool = False,
-                        offload_kv_cache: bool = False) -> "Generator":
+                        offload_kv_cache: bool = False, quantize: str | None = None) -> "Generator":
         """Load the base (`model`: hub id, diffusers folder, 'tiny' or 'small'; default: the first adapter's base) and
         apply `adapters` ("PATH[:w]" or (path, w)). Camera and device settings are checked before the model loads."""
         adapters = as_adapter_list(adapters)
@@ -129,11 +136,12 @@ class Generator:
         check_merge(adapters, merge)
         device_name = resolve_device(device)
         check_speed_options(device_name, kv_cache, offload, offload_kv_cache)
+        check_quantization(quantize)
         name = resolve_model_name(model, first)
         components = load_omnigen(name, dtype=resolve_dtype(dtype, device_name))
         generator = cls(components, device=device_name, dtype=dtype, camera_encoding=camera_encoding, merge=merge,
                         kv_cache=kv_cache, separate_cfg=separate_cfg, offload=offload,
-                        offload_kv_cache=offload_kv_cache)
+                        offload_kv_cache=offload_kv_cache, quantize=quantize)
         generator.set_adapters(adapters)
         return generator
 
@@ -144,8 +152,10 @@ class Generator:
         adapters = as_adapter_list(adapters)
         if adapters == self.adapters:
             return
-        if self._offloaded:
-            raise UserError("a Generator with offload keeps the adapters it had at its first image; build another one")
+        if self._offloaded or self._quantized:
+            setting = "offload" if self._offloaded else f"quantize={self.quantize}"
+            raise UserError(f"a Generator with {setting} keeps the adapters it had at its first image; build another "
+                            "one")
         check_merge(adapters, self.merge)
         first = adapters[0][0] if adapters else None
         camera_config = read_camera_config(first) if first else None
@@ -291,6 +301,9 @@ class Generator:
 
     def sampler(self, max_input_image_size: int = 1024) -> OmniGenSampler:
         """The sampler with this generator's model and speed settings."""
+        if self.quantize and not self._quantized:  # adapters merged (or loaded) into full-precision weights first
+            quantize_base(base_model_of(self.transformer), self.quantize, exclude=adapter_tensor())
+            self._quantized = True
         if self.offload and not self._offloaded:
             offload_layers(base_model_of(self.transformer), self.device)
             self._offloaded = True

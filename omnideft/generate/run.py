@@ -50,13 +50,15 @@ class GenerateRequest:
     separate_cfg: bool = False
     offload: bool = False  # CUDA only
     offload_kv_cache: bool = False  # CUDA only
+    quantize: str | None = None  # base storage: bf16 | int8 | fp8 | nf4 (CUDA); None = as loaded
     jobs: str | None = None  # JSONL file: batch mode, `out` is then a folder
 
     def load_generator(self) -> Generator:
         return Generator.from_pretrained(self.model, list(self.adapters), device=self.device, dtype=self.dtype,
                                          camera_encoding=self.camera_encoding, merge=self.merge,
                                          kv_cache=self.kv_cache, separate_cfg=self.separate_cfg,
-                                         offload=self.offload, offload_kv_cache=self.offload_kv_cache)
+                                         offload=self.offload, offload_kv_cache=self.offload_kv_cache,
+                                         quantize=self.quantize)
 
 
 SIDE_STEP = 16  # OmniGen's output grid: 8x VAE, 2x2 patches
