@@ -1,0 +1,2 @@
+"""OmniGen2 (Qwen2.5-VL prompt encoder + Lumina2-style diffusion transformer + 16-channel VAE): omnideft's own
+transformer, the tiny preset, the published folder layout and the flow-matching scheduler."""
