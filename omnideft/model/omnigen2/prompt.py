@@ -1,0 +1,27 @@
+"""OmniGen2's prompt encoding: the instruction in a system + user chat turn, tokenised (padding on the right), run
+through the MLLM's language model; the last hidden state (after its final norm) is the transformer's text input.
+
+As in the published text-to-image pipeline, the MLLM sees text only (reference images reach the transformer as VAE
+latents). The empty string, in the same template, is the negative prompt of classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SYSTEM_PROMPT = "You are a helpful assistant that generates high-quality images based on user instructions."
+
+
+def chat_prompt(tokenizer, instruction: str) -> str:
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": instruction}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+
+def encode_prompts(mllm, tokenizer, instructions: list[str], max_length: int | None = None,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden states [B, T, text_feat_dim], attention mask [B, T]) of the chat-wrapped instructions."""
+    texts = [chat_prompt(tokenizer, s) for s in instructions]
+    enc = tokenizer(texts, padding="longest", max_length=max_length, truncation=True, return_tensors="pt")
+    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    hidden = mllm(ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+    return hidden, mask
