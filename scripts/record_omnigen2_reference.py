@@ -13,6 +13,7 @@ AutoencoderKL and transformers' Qwen2_5_VLForConditionalGeneration:
 - `forward/*`: one transformer call on a batch of two (padded captions; two reference images of different sizes in
   the first sample, none in the second) and its output;
 - `t2i/*`: a whole text-to-image generation (4 steps, text guidance 4) as float pixels and 8-bit pixels;
+- `t2i_dpm/*`: the same with the published DPM-Solver++ scheduler (5 steps, the settings of its inference.py);
 - `edit/*`: a generation with one reference image (text guidance 4, image guidance 2, guidance range [0, 0.5]).
 """
 
@@ -35,6 +36,8 @@ SEED = 0
 GENERATIONS = {
     "t2i": dict(prompt="a red cat on a blue table", input_images=None, height=64, width=48, num_inference_steps=4,
                 text_guidance_scale=4.0, image_guidance_scale=1.0, cfg_range=(0.0, 1.0)),
+    "t2i_dpm": dict(prompt="a green bird", input_images=None, height=48, width=64, num_inference_steps=5,
+                    text_guidance_scale=3.0, image_guidance_scale=1.0, cfg_range=(0.0, 1.0)),
     "edit": dict(prompt="make the sky green", input_images="reference", num_inference_steps=4,
                  text_guidance_scale=4.0, image_guidance_scale=2.0, cfg_range=(0.0, 0.5)),
 }
@@ -67,6 +70,7 @@ def main() -> None:
     from omnigen2.models.transformers.repo import OmniGen2RotaryPosEmbed
     from omnigen2.models.transformers.transformer_omnigen2 import OmniGen2Transformer2DModel
     from omnigen2.pipelines.omnigen2.pipeline_omnigen2 import OmniGen2Pipeline
+    from omnigen2.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
     from omnigen2.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
@@ -96,7 +100,11 @@ def main() -> None:
     processor.tokenizer = tokenizer
     pipe = OmniGen2Pipeline(transformer=transformer, vae=vae, scheduler=scheduler, mllm=mllm, processor=processor)
     pipe.set_progress_bar_config(disable=True)
+    euler = pipe.scheduler
+    dpm = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_type="midpoint", solver_order=2,
+                                      prediction_type="flow_prediction")  # as the published inference.py builds it
     for name, settings in GENERATIONS.items():
+        pipe.scheduler = dpm if name.endswith("_dpm") else euler
         kw = dict(settings)
         if kw["input_images"] == "reference":
             kw["input_images"] = [reference_image()]

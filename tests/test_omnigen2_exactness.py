@@ -1,6 +1,7 @@
 """omnideft's OmniGen2 equals the published OmniGen2 package on the tiny preset: the transformer forward (batch of
 two, padded captions, reference images of two sizes) to fp32 rounding, and whole generations (text only; one
-reference image with both guidance scales and a guidance step range) to 1 on 8-bit pixels.
+reference image with both guidance scales and a guidance step range; text only with DPM-Solver++) to 1e-4 on float
+pixels and 1 on 8-bit pixels.
 
 The reference outputs were recorded from the official code by scripts/record_omnigen2_reference.py (see its
 docstring to regenerate them); the weights are the tiny preset (seed 0) saved in the published layout and loaded
@@ -23,6 +24,8 @@ REFERENCE = load_file(str(REPO / "tests" / "data" / "omnigen2_reference.safetens
 GENERATIONS = {
     "t2i": dict(instruction="a red cat on a blue table", height=64, width=48, steps=4, text_guidance=4.0,
                 image_guidance=1.0, cfg_range=(0.0, 1.0)),
+    "t2i_dpm": dict(instruction="a green bird", height=48, width=64, steps=5, text_guidance=3.0, image_guidance=1.0,
+                    cfg_range=(0.0, 1.0), scheduler="dpmsolver++"),
     "edit": dict(instruction="make the sky green", steps=4, text_guidance=4.0, image_guidance=2.0,
                  cfg_range=(0.0, 0.5)),
 }

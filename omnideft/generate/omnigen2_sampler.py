@@ -2,7 +2,7 @@
 passes per step (text + images, empty prompt + images, empty prompt alone) combined with the text and image
 guidance scales inside the guidance step range, Euler steps on the dynamically shifted time grid.
 
-Given the same weights, seed and settings it reproduces the published `OmniGen2Pipeline` (the Euler scheduler)
+Given the same weights, seed and settings it reproduces the published `OmniGen2Pipeline` (with either scheduler)
 pixel for pixel: the initial noise comes from a generator seeded with `seed` and the reference images' VAE samples
 from a second generator with the same seed (the published pipeline draws those from torch's global RNG, seeded the
 same way in tests/test_omnigen2_exactness.py).
@@ -18,6 +18,7 @@ from omnideft.errors import UserError
 from omnideft.model.omnigen2.latents import (decode_latent, encode_latent, fitted_size, image_to_pixels,
                                              pixels_to_images)
 from omnideft.model.omnigen2.prompt import encode_prompts
+from omnideft.model.omnigen2.scheduler import SCHEDULERS
 from omnideft.model.omnigen2.transformer import MAX_REFERENCE_IMAGES
 
 
@@ -45,10 +46,13 @@ class OmniGen2Sampler:
     def pixels(self, instruction: str, images: list[Image.Image] | None = None, *, height: int = 1024,
                  width: int = 1024, steps: int = 28, text_guidance: float = 5.0, image_guidance: float = 2.0,
                  cfg_range: tuple[float, float] = (0.0, 1.0), seed: int = 0, negative_prompt: str = "",
-                 align_to_reference: bool = True) -> torch.Tensor:
-        """One image as [1, 3, H, W] in [-1, 1] (not clamped). With exactly one reference image and `align_to_reference`, the output takes its size (as the
+                 align_to_reference: bool = True, scheduler: str = "euler") -> torch.Tensor:
+        """One image as [1, 3, H, W] in [-1, 1] (not clamped); `scheduler` is "euler" or "dpmsolver++". With exactly one reference image and `align_to_reference`, the output takes its size (as the
         published pipeline does); otherwise height x width within `max_pixels`, floored to 16 px."""
         images = list(images or [])
+        if scheduler not in SCHEDULERS:
+            raise UserError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        solver = SCHEDULERS[scheduler](dynamic_time_shift=self.scheduler.config.dynamic_time_shift)
         if len(images) > MAX_REFERENCE_IMAGES:
             raise UserError(f"{len(images)} reference images; OmniGen2 takes at most {MAX_REFERENCE_IMAGES}")
         device = next(self.transformer.parameters()).device
@@ -73,8 +77,8 @@ class OmniGen2Sampler:
                  width // self.vae_scale_factor)
         latents = randn_tensor(shape, generator=torch.Generator(device="cpu").manual_seed(seed), device=device,
                                dtype=text.dtype)
-        self.scheduler.set_timesteps(steps, num_tokens=shape[-2] * shape[-1], device=device)
-        timesteps = self.scheduler.timesteps
+        solver.set_timesteps(steps, num_tokens=shape[-2] * shape[-1], device=device)
+        timesteps = solver.timesteps
         ref_batch = [refs] if refs else None
         for i, t in enumerate(timesteps):
             inside = cfg_range[0] <= i / len(timesteps) <= cfg_range[1]
@@ -87,7 +91,7 @@ class OmniGen2Sampler:
             elif text_scale > 1.0:
                 v_uncond = self._velocity(latents, t, negative, negative_mask, None)
                 v = v_uncond + text_scale * (v - v_uncond)
-            latents = self.scheduler.step(v, latents)
+            latents = solver.step(v, latents)
         pixels = decode_latent(self.vae, latents)
         if pixels.shape[-2:] != (out_height, out_width):
             pixels = torch.nn.functional.interpolate(pixels, size=(out_height, out_width), mode="bilinear")
