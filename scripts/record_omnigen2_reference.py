@@ -14,7 +14,11 @@ AutoencoderKL and transformers' Qwen2_5_VLForConditionalGeneration:
   the first sample, none in the second) and its output;
 - `t2i/*`: a whole text-to-image generation (4 steps, text guidance 4) as float pixels and 8-bit pixels;
 - `t2i_dpm/*`: the same with the published DPM-Solver++ scheduler (5 steps, the settings of its inference.py);
-- `edit/*`: a generation with one reference image (text guidance 4, image guidance 2, guidance range [0, 0.5]).
+- `edit/*`: a generation with one reference image (text guidance 4, image guidance 2, guidance range [0, 0.5]);
+- `train/*`: the training loss of the published `transport` (lognorm times with the v1 dynamic shift, linear path)
+  for two targets of different sizes, one with reference images, and the times it drew.
+The transport module imports torchdiffeq (for its ODE samplers, not used here); when it is missing a stand-in
+module is registered for this run only.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parents[1]
+TRAIN_SEED = 7
 OUT = REPO / "tests" / "data" / "omnigen2_reference.safetensors"
 SEED = 0
 GENERATIONS = {
@@ -56,6 +61,13 @@ def forward_inputs() -> dict[str, torch.Tensor]:
         "ref0": torch.randn(16, 8, 8, generator=g),
         "ref1": torch.randn(16, 4, 6, generator=g),
     }
+
+
+def train_inputs() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    return {"x1_0": torch.randn(16, 8, 8, generator=g), "x1_1": torch.randn(16, 12, 8, generator=g),
+            "text": torch.randn(2, 6, 32, generator=g), "text_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2]),
+            "ref": torch.randn(16, 4, 8, generator=g)}
 
 
 def reference_image() -> Image.Image:
@@ -113,9 +125,30 @@ def main() -> None:
         result = pipe(**kw, generator=torch.Generator().manual_seed(SEED), output_type="pt").images
         tensors[f"{name}/pixels"] = result.float().contiguous()  # [1, 3, H, W] in [0, 1]
         tensors[f"{name}/uint8"] = (result * 255).round().to(torch.uint8).contiguous()
+    if "torchdiffeq" not in sys.modules:
+        try:
+            import torchdiffeq  # noqa: F401
+        except ImportError:
+            sys.modules["torchdiffeq"] = types.ModuleType("torchdiffeq")
+            sys.modules["torchdiffeq"].odeint = None
+    from omnigen2.transport import create_transport
+
+    transport = create_transport("Linear", "velocity", None, None, None, snr_type="lognorm", do_shift=True,
+                                 seq_len=1024 * 1024 // 16 // 16, dynamic_time_shift=True, time_shift_version="v1")
+    x = train_inputs()
+    torch.manual_seed(TRAIN_SEED)  # the transport draws noise, then times, from the global RNG
+    with torch.no_grad():
+        terms = transport.training_losses(transformer, [x["x1_0"], x["x1_1"]], dict(
+            text_hidden_states=x["text"], freqs_cis=freqs, text_attention_mask=x["text_mask"],
+            ref_image_hidden_states=[[x["ref"]], None]))
+    tensors.update({f"train/{k}": v for k, v in x.items()})
+    tensors["train/t"] = terms["t"]
+    tensors["train/loss"] = terms["loss"]
+
     OUT.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(OUT),
               metadata={"source": "VectorSpaceLab/OmniGen2 OmniGen2Pipeline", "preset": "tiny", "seed": str(SEED),
+                        "train_seed": str(TRAIN_SEED),
                         "torch": torch.__version__})
     print(f"wrote {OUT.relative_to(REPO)}: {', '.join(f'{k} {tuple(v.shape)}' for k, v in tensors.items())}")
 

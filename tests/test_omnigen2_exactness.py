@@ -1,7 +1,7 @@
 """omnideft's OmniGen2 equals the published OmniGen2 package on the tiny preset: the transformer forward (batch of
-two, padded captions, reference images of two sizes) to fp32 rounding, and whole generations (text only; one
-reference image with both guidance scales and a guidance step range; text only with DPM-Solver++) to 1e-4 on float
-pixels and 1 on 8-bit pixels.
+two, padded captions, reference images of two sizes) to fp32 rounding; the training loss and its shifted time draws
+(the published `transport`); whole generations (text only; one reference image with both guidance scales and a
+guidance step range; text only with DPM-Solver++) to 1e-4 on float pixels and 1 on 8-bit pixels.
 
 The reference outputs were recorded from the official code by scripts/record_omnigen2_reference.py (see its
 docstring to regenerate them); the weights are the tiny preset (seed 0) saved in the published layout and loaded
@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from omnideft.flow.omnigen2_loss import flow_matching_loss, sample_times
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 from omnideft.model.omnigen2.latents import pixels_to_images
@@ -61,3 +62,16 @@ def test_generation_matches_the_published_pipeline(published_folder_model, name)
     assert got.shape == expected.shape
     assert expected.std() > 20  # not a flat image
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_training_loss_matches_the_published_transport(published_folder_model):
+    r = {k.split("/", 1)[1]: v for k, v in REFERENCE.items() if k.startswith("train/")}
+    generator = torch.Generator().manual_seed(7)  # the recording's TRAIN_SEED, there through torch.manual_seed
+    with torch.no_grad():
+        loss = flow_matching_loss(published_folder_model.transformer, [r["x1_0"], r["x1_1"]], r["text"],
+                                  r["text_mask"], [[r["ref"]], None], generator)
+    assert r["loss"].min() > 0.1
+    assert (loss - r["loss"]).abs().max().item() <= 1e-5 * r["loss"].abs().max().item()
+    g = torch.Generator().manual_seed(7)
+    _ = [torch.randn(x.shape, generator=g) for x in (r["x1_0"], r["x1_1"])]  # the noise comes first
+    assert torch.equal(sample_times([r["x1_0"], r["x1_1"]], g), r["t"])
