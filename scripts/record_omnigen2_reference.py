@@ -15,6 +15,7 @@ AutoencoderKL and transformers' Qwen2_5_VLForConditionalGeneration:
 - `t2i/*`: a whole text-to-image generation (4 steps, text guidance 4) as float pixels and 8-bit pixels;
 - `t2i_dpm/*`: the same with the published DPM-Solver++ scheduler (5 steps, the settings of its inference.py);
 - `edit/*`: a generation with one reference image (text guidance 4, image guidance 2, guidance range [0, 0.5]);
+- metadata `transformer_keys`: the official model's parameter names and shapes;
 - `train/*`: the training loss of the published `transport` (lognorm times with the v1 dynamic shift, linear path)
   for two targets of different sizes, one with reference images, and the times it drew.
 The transport module imports torchdiffeq (for its ODE samplers, not used here); when it is missing a stand-in
@@ -23,6 +24,7 @@ module is registered for this run only.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import types
@@ -149,6 +151,8 @@ def main() -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(OUT),
               metadata={"source": "VectorSpaceLab/OmniGen2 OmniGen2Pipeline", "preset": "tiny", "seed": str(SEED),
                         "train_seed": str(TRAIN_SEED),
+                        # the published parameter names (and shapes) of the tiny configuration
+                        "transformer_keys": json.dumps({k: list(v.shape) for k, v in transformer.state_dict().items()}),
                         "torch": torch.__version__})
     print(f"wrote {OUT.relative_to(REPO)}: {', '.join(f'{k} {tuple(v.shape)}' for k, v in tensors.items())}")
 

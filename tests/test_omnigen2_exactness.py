@@ -55,7 +55,7 @@ def test_generation_matches_the_published_pipeline(published_folder_model, name)
     if f"{name}/reference" in REFERENCE:
         images = [Image.fromarray(REFERENCE[f"{name}/reference"].numpy())]
     sampler = OmniGen2Sampler.from_components(published_folder_model)
-    pixels = sampler.pixels(settings.pop("instruction"), images, seed=0, **settings)
+    pixels = sampler.pixels(settings.pop("instruction"), images, seed=0, negative_prompt="", **settings)
     assert ((pixels / 2 + 0.5).clamp(0, 1) - REFERENCE[f"{name}/pixels"]).abs().max().item() <= 1e-4
     expected = REFERENCE[f"{name}/uint8"][0].permute(1, 2, 0).numpy()
     got = np.array(pixels_to_images(pixels)[0])

@@ -15,9 +15,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from omnideft.errors import UserError
-from omnideft.model.omnigen2.latents import (decode_latent, encode_latent, fitted_size, image_to_pixels,
-                                             pixels_to_images)
-from omnideft.model.omnigen2.prompt import encode_prompts
+from omnideft.model.omnigen2.latents import decode_latent, encode_latent, fitted_size, image_to_pixels, pixels_to_images
+from omnideft.model.omnigen2.prompt import NEGATIVE_PROMPT, encode_prompts
 from omnideft.model.omnigen2.scheduler import SCHEDULERS
 from omnideft.model.omnigen2.transformer import MAX_REFERENCE_IMAGES
 
@@ -25,7 +24,8 @@ from omnideft.model.omnigen2.transformer import MAX_REFERENCE_IMAGES
 class OmniGen2Sampler:
     def __init__(self, transformer, vae, mllm, tokenizer, scheduler, max_pixels: int = 1024 * 1024,
                  max_input_side: int = 1024):
-        self.transformer, self.vae, self.mllm, self.tokenizer, self.scheduler = transformer, vae, mllm, tokenizer, scheduler
+        self.transformer, self.vae, self.mllm = transformer, vae, mllm
+        self.tokenizer, self.scheduler = tokenizer, scheduler
         self.max_pixels, self.max_input_side = max_pixels, max_input_side
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
 
@@ -44,11 +44,13 @@ class OmniGen2Sampler:
 
     @torch.no_grad()
     def pixels(self, instruction: str, images: list[Image.Image] | None = None, *, height: int = 1024,
-                 width: int = 1024, steps: int = 28, text_guidance: float = 5.0, image_guidance: float = 2.0,
-                 cfg_range: tuple[float, float] = (0.0, 1.0), seed: int = 0, negative_prompt: str = "",
+                 width: int = 1024, steps: int = 50, text_guidance: float = 5.0, image_guidance: float = 2.0,
+                 cfg_range: tuple[float, float] = (0.0, 1.0), seed: int = 0, negative_prompt: str = NEGATIVE_PROMPT,
                  align_to_reference: bool = True, scheduler: str = "euler") -> torch.Tensor:
-        """One image as [1, 3, H, W] in [-1, 1] (not clamped); `scheduler` is "euler" or "dpmsolver++". With exactly one reference image and `align_to_reference`, the output takes its size (as the
-        published pipeline does); otherwise height x width within `max_pixels`, floored to 16 px."""
+        """One image as [1, 3, H, W] in [-1, 1] (not clamped); defaults are the published inference script's;
+        `scheduler` is "euler" or "dpmsolver++". With exactly
+        one reference image and `align_to_reference`, the output takes its size (as the published pipeline does);
+        otherwise height x width within `max_pixels`, floored to 16 px."""
         images = list(images or [])
         if scheduler not in SCHEDULERS:
             raise UserError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")

@@ -2,7 +2,7 @@
 through the MLLM's language model; the last hidden state (after its final norm) is the transformer's text input.
 
 As in the published text-to-image pipeline, the MLLM sees text only (reference images reach the transformer as VAE
-latents). The empty string, in the same template, is the negative prompt of classifier-free guidance.
+latents). The negative prompt of classifier-free guidance goes through the same template.
 """
 
 from __future__ import annotations
@@ -10,6 +10,10 @@ from __future__ import annotations
 import torch
 
 SYSTEM_PROMPT = "You are a helpful assistant that generates high-quality images based on user instructions."
+# The published inference script's default negative prompt (its pipeline's own default is the empty string).
+NEGATIVE_PROMPT = ("(((deformed))), blurry, over saturation, bad anatomy, disfigured, poorly drawn face, mutation, "
+                   "mutated, (extra_limb), (ugly), (poorly drawn hands), fused fingers, messy drawing, broken legs "
+                   "censor, censored, censor_bar")
 
 
 def chat_prompt(tokenizer, instruction: str) -> str:

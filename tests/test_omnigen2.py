@@ -1,0 +1,168 @@
+"""The tiny OmniGen2: its offline tokenizer, the published folder layout, family detection and its one-line errors,
+the target presets, and DEFT training on every linear of the transformer (MLLM and VAE frozen) with an adapter
+folder that reloads; exactness against the published code is tests/test_omnigen2_exactness.py."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
+from omnideft.adapters.apply import param_groups
+from omnideft.errors import UserError
+from omnideft.flow.omnigen2_loss import flow_matching_loss
+from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
+from omnideft.model import load_omnigen, save_base
+from omnideft.model.family import detect_family
+from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
+from omnideft.model.omnigen2.prompt import encode_prompts
+from omnideft.model.omnigen2.tokenizer import build_tiny_qwen_tokenizer
+from omnideft.model.targets import target_module_names
+from tests.helpers import REPO
+
+REFERENCE = REPO / "tests" / "data" / "omnigen2_reference.safetensors"
+
+
+@pytest.fixture(scope="module")
+def og2():
+    return load_omnigen2("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def og2_folder(og2, tmp_path_factory):
+    return save_omnigen2(og2, tmp_path_factory.mktemp("og2") / "tiny-omnigen2")
+
+
+def test_tokenizer_is_deterministic_byte_level_with_a_chat_template():
+    a, b = build_tiny_qwen_tokenizer(), build_tiny_qwen_tokenizer()
+    assert a.get_vocab() == b.get_vocab()
+    text = "Zebra-42 über ☃"  # words the BPE never saw still encode (bytes) and decode back
+    assert a.decode(a(text).input_ids) == text
+    chat = a.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
+                                 tokenize=False)
+    assert chat == "<|im_start|>system\ns<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+    batch = a(["a", "a red cat"], padding="longest", return_tensors="pt")
+    assert batch.attention_mask[0].tolist()[-1] == 0 and batch.attention_mask[0, 0] == 1  # padding on the right
+
+
+def test_prompt_encoding_ignores_right_padding(og2):
+    alone, _ = encode_prompts(og2.mllm, og2.tokenizer, ["a cat"])
+    padded, mask = encode_prompts(og2.mllm, og2.tokenizer, ["a cat", "a red cat on a blue table"])
+    n = int(mask[0].sum())
+    assert n == alone.shape[1] < padded.shape[1]
+    assert torch.allclose(padded[0, :n], alone[0], atol=1e-5)
+
+
+def test_folder_has_the_published_layout_and_key_names(og2, og2_folder):
+    index = json.loads((og2_folder / "model_index.json").read_text())
+    assert index["_class_name"] == "OmniGen2Pipeline"
+    assert {"transformer", "vae", "mllm", "processor", "scheduler"} <= set(index)
+    config = json.loads((og2_folder / "transformer" / "config.json").read_text())
+    assert config["_class_name"] == "OmniGen2Transformer2DModel" and config["hidden_size"] == 48
+    with safe_open(str(REFERENCE), "pt") as f:
+        published = json.loads(f.metadata()["transformer_keys"])  # the official model's names, recorded
+    saved = load_file(str(og2_folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert {k: list(v.shape) for k, v in saved.items()} == published
+    back = load_omnigen2(str(og2_folder))
+    for a, b in [(og2.transformer, back.transformer), (og2.vae, back.vae), (og2.mllm, back.mllm)]:
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert back.tokenizer.get_vocab() == og2.tokenizer.get_vocab()
+    assert back.scheduler.config.dynamic_time_shift is True
+    with pytest.raises(UserError, match="already exists"):
+        save_omnigen2(og2, og2_folder)
+
+
+def test_family_is_detected_and_a_folder_of_neither_is_one_line(og2_folder, tmp_path):
+    assert detect_family(og2_folder) == "omnigen2"
+    v1 = save_base(load_omnigen("tiny"), tmp_path / "v1")
+    assert detect_family(v1) == "omnigen"
+    with pytest.raises(UserError, match="OmniGen \\(v1\\) folder, not OmniGen2"):
+        load_omnigen2(str(v1))
+    (v1 / "model_index.json").unlink()
+    assert detect_family(v1) == "omnigen"  # from the subfolders
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(UserError, match="neither OmniGen nor OmniGen2") as err:
+        detect_family(other)
+    assert "\n" not in str(err.value)
+    (other / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    with pytest.raises(UserError, match="names 'FluxPipeline'"):
+        detect_family(other)
+    with pytest.raises(UserError, match="neither 'tiny' nor a local OmniGen2 folder"):
+        load_omnigen2(str(tmp_path / "missing"))
+
+
+def test_more_than_five_reference_images_is_a_user_error(og2):
+    sampler = OmniGen2Sampler.from_components(og2)
+    images = [Image.new("RGB", (32, 32), (i * 40, 0, 0)) for i in range(6)]
+    with pytest.raises(UserError, match="6 reference images; OmniGen2 takes at most 5"):
+        sampler(images=images, instruction="x", steps=1)
+    with pytest.raises(UserError, match="scheduler 'ddim'"):
+        sampler("x", steps=1, scheduler="ddim")
+
+
+def test_five_reference_images_generate(og2):
+    sampler = OmniGen2Sampler.from_components(og2)
+    images = [Image.new("RGB", (32, 48), (i * 40, 90, 200 - i * 30)) for i in range(5)]
+    image = sampler("combine them", images, height=32, width=32, steps=2, text_guidance=2.0, image_guidance=1.5)
+    assert image.size == (32, 32)
+
+
+def test_target_presets_cover_every_block_and_every_linear(og2):
+    t = og2.transformer
+    linears = {n for n, m in t.named_modules() if isinstance(m, torch.nn.Linear)}
+    attn = target_module_names(t, "attn")
+    assert len(attn) == 4 * (2 + 3 * 2)  # 4 projections x (2 layers + 3 refiners of 2 blocks)
+    assert {n.split(".")[0] for n in attn} == {"layers", "noise_refiner", "ref_image_refiner", "context_refiner"}
+    blocks = set(target_module_names(t, "all-linear"))
+    assert "layers.0.norm1.linear" in blocks and "context_refiner.1.feed_forward.linear_3" in blocks
+    assert "x_embedder" not in blocks
+    assert set(target_module_names(t, "all-linear", include_embedders=True)) == linears
+
+
+def _batch(og2):
+    g = torch.Generator().manual_seed(3)
+    text, mask = encode_prompts(og2.mllm, og2.tokenizer, ["a red cat", "make it blue"])
+    latents = [torch.randn(16, 8, 8, generator=g), torch.randn(16, 6, 10, generator=g)]
+    refs = [None, [torch.randn(16, 8, 8, generator=g)]]
+    return latents, text.detach(), mask, refs
+
+
+def test_deft_on_every_linear_trains_and_the_adapter_reloads(og2, tmp_path):
+    base = load_omnigen2("tiny", seed=0)
+    before = {k: v.clone() for k, v in base.transformer.state_dict().items()}
+    spec = AdapterSpec(method="deft", rank=4, include_embedders=True)
+    model = apply_adapter(base.transformer, spec)
+    assert sum(1 for m in model.modules() if hasattr(m, "deft_P")) == 69  # every nn.Linear of the tiny transformer
+    latents, text, mask, refs = _batch(base)
+    opt = torch.optim.Adam(param_groups(model, spec, lr=1e-2))
+    losses = []
+    for step in range(12):
+        loss = flow_matching_loss(model, latents, text, mask, refs, torch.Generator().manual_seed(0)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]  # measured: 3.10 -> 2.24 in 12 steps
+    assert all(p.grad is None for p in list(base.mllm.parameters()) + list(base.vae.parameters()))
+    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+             for k, v in model.state_dict().items() if "deft_" not in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the base stays frozen
+    folder = save_adapter(model, tmp_path / "adapter", base_name="tiny")
+    reloaded = load_adapter(load_omnigen2("tiny", seed=0).transformer, folder)
+    with torch.no_grad():
+        a = flow_matching_loss(model, latents, text, mask, refs, torch.Generator().manual_seed(1))
+        b = flow_matching_loss(reloaded, latents, text, mask, refs, torch.Generator().manual_seed(1))
+    assert torch.allclose(a, b, rtol=1e-5)
+
+
+def test_a_v1_adapter_on_an_omnigen2_base_is_refused(tmp_path):
+    v1 = load_omnigen("tiny")
+    folder = save_adapter(apply_adapter(v1.transformer, AdapterSpec(method="lora", rank=2)), tmp_path / "v1-lora",
+                          base_name="tiny")
+    with pytest.raises(UserError, match="trained on a base of another shape"):
+        load_adapter(load_omnigen2("tiny").transformer, folder)
