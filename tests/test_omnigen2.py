@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 
 from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
 from omnideft.adapters.apply import param_groups
+from omnideft.data.shards import Example
 from omnideft.errors import UserError
+from omnideft.flow.omnigen2_batch import OmniGen2BatchBuilder, encode_batch
 from omnideft.flow.omnigen2_loss import flow_matching_loss
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.model import load_omnigen, save_base
@@ -21,6 +23,7 @@ from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 from omnideft.model.omnigen2.prompt import encode_prompts
 from omnideft.model.omnigen2.tokenizer import build_tiny_qwen_tokenizer
 from omnideft.model.targets import target_module_names
+from omnideft.prompts.omnigen2 import omnigen2_instruction
 from tests.helpers import REPO
 
 REFERENCE = REPO / "tests" / "data" / "omnigen2_reference.safetensors"
@@ -166,3 +169,30 @@ def test_a_v1_adapter_on_an_omnigen2_base_is_refused(tmp_path):
                           base_name="tiny")
     with pytest.raises(UserError, match="trained on a base of another shape"):
         load_adapter(load_omnigen2("tiny").transformer, folder)
+
+
+def test_shard_placeholders_become_omnigen2_wording_and_limits_are_one_line():
+    text = "Put <img><|image_2|></img> into  <img><|image_1|></img>."
+    assert omnigen2_instruction(text, 2) == "Put the second image into the first image."
+    with pytest.raises(UserError, match="sample k1: 6 input images; OmniGen2 takes at most 5"):
+        omnigen2_instruction("x", 6, where="sample k1")
+    with pytest.raises(UserError, match="sample k2: <\\|image_3\\|> but the sample has 2 input"):
+        omnigen2_instruction("<img><|image_3|></img>", 2, where="sample k2")
+
+
+def test_shard_examples_train_the_tiny_omnigen2(og2):
+    red, blue = Image.new("RGB", (64, 48), (200, 30, 30)), Image.new("RGB", (32, 32), (20, 40, 220))
+    examples = [Example("a", "demo/recolour", "make <img><|image_1|></img> blue", [red], blue, order_id=("s", 0)),
+                Example("b", "demo/t2i", "a blue square", [], blue, order_id=("s", 1))]
+    builder = OmniGen2BatchBuilder(og2.tokenizer, condition_dropout=0.0, seed=0)
+    batch = builder(examples)
+    assert "make the first image blue" in batch.prompts[0] and "<|im_start|>system" in batch.prompts[0]
+    assert [len(r) for r in batch.references] == [1, 0] and batch.references[0][0].shape == (3, 48, 64)
+    dropped = OmniGen2BatchBuilder(og2.tokenizer, condition_dropout=1.0, seed=0, reference_dropout=1.0)(examples)
+    assert "make" not in dropped.prompts[0] and dropped.references == [[], []]
+    assert builder(examples).prompts == batch.prompts  # seeded by the training order
+    targets, text, mask, refs = encode_batch(batch, og2.vae, og2.mllm, og2.tokenizer, torch.Generator().manual_seed(0))
+    assert [tuple(t.shape) for t in targets] == [(16, 4, 4), (16, 4, 4)] and refs[1] is None
+    assert refs[0][0].shape == (16, 6, 8)
+    loss = flow_matching_loss(og2.transformer, targets, text, mask, refs, torch.Generator().manual_seed(0))
+    assert loss.shape == (2,) and torch.isfinite(loss).all()

@@ -15,10 +15,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from omnideft.errors import UserError
+from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES
 from omnideft.model.omnigen2.latents import decode_latent, encode_latent, fitted_size, image_to_pixels, pixels_to_images
 from omnideft.model.omnigen2.prompt import NEGATIVE_PROMPT, encode_prompts
 from omnideft.model.omnigen2.scheduler import SCHEDULERS
-from omnideft.model.omnigen2.transformer import MAX_REFERENCE_IMAGES
 
 
 class OmniGen2Sampler:

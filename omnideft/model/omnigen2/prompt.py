@@ -16,16 +16,20 @@ NEGATIVE_PROMPT = ("(((deformed))), blurry, over saturation, bad anatomy, disfig
                    "censor, censored, censor_bar")
 
 
-def chat_prompt(tokenizer, instruction: str) -> str:
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": instruction}]
+def chat_prompt(tokenizer, instruction: str, system: str = SYSTEM_PROMPT) -> str:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": instruction}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+
+def encode_texts(mllm, tokenizer, texts: list[str], max_length: int | None = None,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden states [B, T, text_feat_dim], attention mask [B, T]) of already chat-wrapped texts."""
+    enc = tokenizer(texts, padding="longest", max_length=max_length, truncation=True, return_tensors="pt")
+    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    return mllm(ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1], mask
 
 
 def encode_prompts(mllm, tokenizer, instructions: list[str], max_length: int | None = None,
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(hidden states [B, T, text_feat_dim], attention mask [B, T]) of the chat-wrapped instructions."""
-    texts = [chat_prompt(tokenizer, s) for s in instructions]
-    enc = tokenizer(texts, padding="longest", max_length=max_length, truncation=True, return_tensors="pt")
-    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
-    hidden = mllm(ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
-    return hidden, mask
+    """encode_texts of the instructions in the chat template with OmniGen2's system prompt."""
+    return encode_texts(mllm, tokenizer, [chat_prompt(tokenizer, s) for s in instructions], max_length, device)

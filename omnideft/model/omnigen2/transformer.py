@@ -22,10 +22,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES
 from omnideft.model.omnigen2.blocks import AdaLayerNormOut, OmniGen2Block, TimestepCaptionEmbedding
 from omnideft.model.omnigen2.rope import rotary_tables, rotations, sample_position_ids
-
-MAX_REFERENCE_IMAGES = 5  # rows of image_index_embedding in the published model
 
 
 def patchify(latent: torch.Tensor, p: int) -> torch.Tensor:
