@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
 from omnideft.adapters.apply import param_groups
+from omnideft.adapters.export import adapter_deltas, as_lora, export_lora
 from omnideft.data.shards import Example
 from omnideft.errors import UserError
 from omnideft.flow.omnigen2_batch import OmniGen2BatchBuilder, encode_batch
@@ -196,3 +197,31 @@ def test_shard_examples_train_the_tiny_omnigen2(og2):
     assert refs[0][0].shape == (16, 6, 8)
     loss = flow_matching_loss(og2.transformer, targets, text, mask, refs, torch.Generator().manual_seed(0))
     assert loss.shape == (2,) and torch.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("fmt", ["comfyui", "kohya"])
+def test_export_uses_the_published_module_names_comfyui_reads(tmp_path, fmt):
+    model = apply_adapter(load_omnigen2("tiny", seed=0).transformer, AdapterSpec(method="deft", rank=4, init="paper"))
+    factors, err = as_lora(adapter_deltas(model), 4)
+    assert err == 0.0  # DEFT's exact LoRA form, no truncation
+    (path,) = export_lora(factors, fmt, tmp_path, model.get_base_model(), {"base": "tiny"})
+    assert path.name == f"omnigen2_lora_{fmt}.safetensors"
+    tensors = load_file(str(path))
+    fresh = load_omnigen2("tiny", seed=0).transformer
+    modules = dict(fresh.named_modules())
+    down, up = ("lora_A", "lora_B") if fmt == "comfyui" else ("lora_down", "lora_up")
+    stems = {k.rsplit(".", 2)[0] for k in tensors if k.endswith(f".{down}.weight")}
+    assert len(stems) == len(target_module_names(fresh, "all-linear")) == 62
+    with torch.no_grad():
+        for stem in stems:
+            # ComfyUI's OmniGen2 branch: the bare module path; kohya: lora_unet_ + the path with dots as "_"
+            name = stem if fmt == "comfyui" else next(n for n in modules if "lora_unet_" + n.replace(".", "_") == stem)
+            assert tensors[f"{stem}.alpha"].item() == tensors[f"{stem}.{down}.weight"].shape[0]  # scale 1
+            modules[name].weight += tensors[f"{stem}.{up}.weight"] @ tensors[f"{stem}.{down}.weight"]
+        latents, text, mask, refs = _batch(load_omnigen2("tiny", seed=0))
+        t = torch.tensor([0.3, 0.6])
+        want = model(latents, t, text, mask, ref_image_hidden_states=refs)
+        got = fresh(latents, t, text, mask, ref_image_hidden_states=refs)
+    assert max((a - b).abs().max().item() for a, b in zip(want, got)) < 1e-4
+    assert max((a - b).abs().max().item() for a, b in
+               zip(want, load_omnigen2("tiny", seed=0).transformer(latents, t, text, mask, refs))) > 1e-2

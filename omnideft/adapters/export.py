@@ -139,19 +139,22 @@ def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str,
         path = out / "pytorch_lora_weights.safetensors"
         _save(tensors, path, meta)
         return [path]
-    fused = fused_original(factors, transformer)
+    # OmniGen2's published module names are ComfyUI's own (comfy/ldm/omnigen/omnigen2.py), and its OmniGen2 LoRA
+    # branch reads bare module paths; OmniGen's go back to the original checkpoint's names first.
+    omnigen2 = hasattr(transformer, "ref_image_refiner")
+    fused = factors if omnigen2 else fused_original(factors, transformer)
     tensors = {}
     for n, (b, a) in fused.items():
         rank = torch.tensor(float(b.shape[1]))
         if fmt == "comfyui":
-            key = f"diffusion_model.{n}"
+            key = n if omnigen2 else f"diffusion_model.{n}"
             tensors.update({f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b, f"{key}.alpha": rank})
         elif fmt == "kohya":
             key = "lora_unet_" + n.replace(".", "_")
             tensors.update({f"{key}.lora_down.weight": a, f"{key}.lora_up.weight": b, f"{key}.alpha": rank})
         else:
             raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
-    path = out / ("omnigen_lora_comfyui.safetensors" if fmt == "comfyui" else "omnigen_lora_kohya.safetensors")
+    path = out / f"{'omnigen2' if omnigen2 else 'omnigen'}_lora_{fmt}.safetensors"
     _save(tensors, path, meta)
     return [path]
 
