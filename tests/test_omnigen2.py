@@ -100,6 +100,11 @@ def test_family_is_detected_and_a_folder_of_neither_is_one_line(og2_folder, tmp_
         load_omnigen2(str(tmp_path / "missing"))
 
 
+def test_a_v1_command_pointed_at_an_omnigen2_folder_says_so(og2_folder):
+    with pytest.raises(UserError, match="is an OmniGen2 folder; this command loads OmniGen \\(v1\\) only"):
+        load_omnigen(str(og2_folder))
+
+
 def test_more_than_five_reference_images_is_a_user_error(og2):
     sampler = OmniGen2Sampler.from_components(og2)
     images = [Image.new("RGB", (32, 32), (i * 40, 0, 0)) for i in range(6)]
@@ -122,10 +127,13 @@ def test_target_presets_cover_every_block_and_every_linear(og2):
     attn = target_module_names(t, "attn")
     assert len(attn) == 4 * (2 + 3 * 2)  # 4 projections x (2 layers + 3 refiners of 2 blocks)
     assert {n.split(".")[0] for n in attn} == {"layers", "noise_refiner", "ref_image_refiner", "context_refiner"}
-    blocks = set(target_module_names(t, "all-linear"))
-    assert "layers.0.norm1.linear" in blocks and "context_refiner.1.feed_forward.linear_3" in blocks
-    assert "x_embedder" not in blocks
-    assert set(target_module_names(t, "all-linear", include_embedders=True)) == linears
+    every = target_module_names(t, "all-linear")
+    assert set(every) == linears and len(every) == 69  # OmniGen2's default: every linear, embedders included
+    assert "layers.0.norm1.linear" in every and "context_refiner.1.feed_forward.linear_3" in every
+    assert sorted(target_module_names(t, "all-linear", include_embedders=True)) == sorted(every)
+    with_embedders = set(target_module_names(t, "attn", include_embedders=True)) - set(attn)
+    assert {"x_embedder", "ref_image_patch_embedder", "norm_out.linear_2"} <= with_embedders
+    assert not any(n.startswith("layers.") for n in with_embedders)
 
 
 def _batch(og2):
@@ -139,7 +147,7 @@ def _batch(og2):
 def test_deft_on_every_linear_trains_and_the_adapter_reloads(og2, tmp_path):
     base = load_omnigen2("tiny", seed=0)
     before = {k: v.clone() for k, v in base.transformer.state_dict().items()}
-    spec = AdapterSpec(method="deft", rank=4, include_embedders=True)
+    spec = AdapterSpec(method="deft", rank=4)  # targets: all-linear, the default
     model = apply_adapter(base.transformer, spec)
     assert sum(1 for m in model.modules() if hasattr(m, "deft_P")) == 69  # every nn.Linear of the tiny transformer
     latents, text, mask, refs = _batch(base)
@@ -211,7 +219,7 @@ def test_export_uses_the_published_module_names_comfyui_reads(tmp_path, fmt):
     modules = dict(fresh.named_modules())
     down, up = ("lora_A", "lora_B") if fmt == "comfyui" else ("lora_down", "lora_up")
     stems = {k.rsplit(".", 2)[0] for k in tensors if k.endswith(f".{down}.weight")}
-    assert len(stems) == len(target_module_names(fresh, "all-linear")) == 62
+    assert len(stems) == len(target_module_names(fresh, "all-linear")) == 69
     with torch.no_grad():
         for stem in stems:
             # ComfyUI's OmniGen2 branch: the bare module path; kohya: lora_unet_ + the path with dots as "_"
@@ -225,3 +233,16 @@ def test_export_uses_the_published_module_names_comfyui_reads(tmp_path, fmt):
     assert max((a - b).abs().max().item() for a, b in zip(want, got)) < 1e-4
     assert max((a - b).abs().max().item() for a, b in
                zip(want, load_omnigen2("tiny", seed=0).transformer(latents, t, text, mask, refs))) > 1e-2
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(og2):
+    latents, text, mask, refs = _batch(og2)
+    grads = []
+    for checkpointing in (False, True):
+        model = load_omnigen2("tiny", seed=0).transformer
+        model.requires_grad_(True)
+        model.gradient_checkpointing = checkpointing
+        flow_matching_loss(model, latents, text, mask, refs, torch.Generator().manual_seed(0)).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert grads[0].abs().max() > 0
+    assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7)

@@ -5,9 +5,9 @@ OmniGen: `attn`: to_q, to_k, to_v, to_out.0 of every block. `all-linear`: every 
 timestep embedders, norm_out.linear (adaLN) and proj_out.
 OmniGen2 (told apart by its `ref_image_refiner`): the blocks are the main `layers` and the three refiners (noise,
 reference image, caption). `attn`: their to_q, to_k, to_v, to_out.0 (the targets of the published LoRA recipe).
-`all-linear`: every nn.Linear of those blocks (attention, SwiGLU linear_1/2/3, adaLN norm1.linear).
-`include_embedders=True` adds x_embedder, ref_image_patch_embedder, the timestep and caption embedders and
-norm_out's two linears, so that every linear of the transformer is adapted.
+`all-linear`: every nn.Linear of the transformer — the blocks' (attention, SwiGLU linear_1/2/3, adaLN
+norm1.linear) and the patch, timestep and caption embedders' and norm_out's (OmniGen2's default is DEFT on every
+linear of its diffusion transformer; `include_embedders` changes nothing there).
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ _ATTN = re.compile(r"^layers\.\d+\.self_attn\.(to_q|to_k|to_v|to_out\.0)$")
 _BLOCK_LINEAR = re.compile(r"^layers\.\d+\.")
 _EMBEDDERS = re.compile(r"^(time_token\.linear_[12]|t_embedder\.linear_[12]|norm_out\.linear|proj_out)$")
 
-_OG2_BLOCK = r"^(layers|noise_refiner|ref_image_refiner|context_refiner)\.\d+\."
-_OG2_ATTN = re.compile(_OG2_BLOCK + r"attn\.(to_q|to_k|to_v|to_out\.0)$")
-_OG2_BLOCK_LINEAR = re.compile(_OG2_BLOCK)
+_OG2_BLOCK = re.compile(r"^(layers|noise_refiner|ref_image_refiner|context_refiner)\.\d+\.")
+_OG2_ATTN = re.compile(_OG2_BLOCK.pattern + r"attn\.(to_q|to_k|to_v|to_out\.0)$")
 
 TARGET_PRESETS = ("attn", "all-linear")
 
@@ -38,11 +37,11 @@ def target_module_names(transformer: nn.Module, preset: str | list[str], include
     elif preset == "attn":
         chosen = [n for n in linears if (_OG2_ATTN if omnigen2 else _ATTN).match(n)]
     elif preset == "all-linear":
-        chosen = [n for n in linears if (_OG2_BLOCK_LINEAR if omnigen2 else _BLOCK_LINEAR).match(n)]
+        chosen = list(linears) if omnigen2 else [n for n in linears if _BLOCK_LINEAR.match(n)]
     else:
         raise UserError(f"adapter.targets {preset!r} is not a preset {TARGET_PRESETS} or a list of module names")
     if include_embedders and omnigen2:
-        chosen += [n for n in linears if n not in chosen]  # everything outside the blocks is an embedder or norm_out
+        chosen += [n for n in linears if n not in chosen and not _OG2_BLOCK.match(n)]
     elif include_embedders:
         chosen += [n for n in linears if _EMBEDDERS.match(n) and n not in chosen]
     return chosen
