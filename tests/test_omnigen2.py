@@ -100,6 +100,19 @@ def test_family_is_detected_and_a_folder_of_neither_is_one_line(og2_folder, tmp_
         load_omnigen2(str(tmp_path / "missing"))
 
 
+def test_an_incomplete_omnigen2_folder_is_one_line(og2_folder, tmp_path):
+    import shutil
+
+    broken = shutil.copytree(og2_folder, tmp_path / "broken")
+    shutil.rmtree(broken / "processor")
+    with pytest.raises(UserError, match="not a complete OmniGen2 folder: missing processor/"):
+        load_omnigen2(str(broken))
+    (broken / "processor").mkdir()
+    with pytest.raises(UserError, match="cannot load OmniGen2 from") as err:
+        load_omnigen2(str(broken))
+    assert "\n" not in str(err.value)
+
+
 def test_a_v1_command_pointed_at_an_omnigen2_folder_says_so(og2_folder):
     with pytest.raises(UserError, match="is an OmniGen2 folder; this command loads OmniGen \\(v1\\) only"):
         load_omnigen(str(og2_folder))

@@ -7,7 +7,6 @@ model_index.json naming OmniGen2Pipeline. `tiny` builds the preset from a seed i
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 
 from omnideft.errors import UserError
-from omnideft.files import write_text_atomic
+from omnideft.files import atomic_path, write_text_atomic
 from omnideft.model.family import SUBFOLDERS, detect_family
 
 TINY = "tiny"
@@ -94,20 +93,19 @@ def _publish_class(config_file: Path, class_name: str) -> None:
 
 
 def save_omnigen2(components: OmniGen2Components, out_dir: str | Path) -> Path:
-    """Write the published layout; the folder appears complete or not at all (written under a temporary name)."""
+    """Write the published layout; the folder appears complete or not at all (omnideft.files.atomic_path). An
+    existing folder is not overwritten."""
     out = Path(out_dir)
     if out.exists():
         raise UserError(f"{out} already exists; not overwriting a model folder")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=False)
-    components.transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
-    _publish_class(tmp / "transformer" / "config.json", PUBLISHED_CLASSES["transformer"][1])
-    components.vae.save_pretrained(tmp / "vae", safe_serialization=True)
-    components.mllm.save_pretrained(tmp / "mllm", safe_serialization=True)
-    components.tokenizer.save_pretrained(tmp / "processor")
-    components.scheduler.save_config(tmp / "scheduler")
-    _publish_class(tmp / "scheduler" / "scheduler_config.json", PUBLISHED_CLASSES["scheduler"][1])
-    index = {"_class_name": "OmniGen2Pipeline", "_diffusers_version": version("diffusers"), **PUBLISHED_CLASSES}
-    (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    tmp.rename(out)
+    with atomic_path(out) as tmp:
+        components.transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
+        _publish_class(tmp / "transformer" / "config.json", PUBLISHED_CLASSES["transformer"][1])
+        components.vae.save_pretrained(tmp / "vae", safe_serialization=True)
+        components.mllm.save_pretrained(tmp / "mllm", safe_serialization=True)
+        components.tokenizer.save_pretrained(tmp / "processor")
+        components.scheduler.save_config(tmp / "scheduler")
+        _publish_class(tmp / "scheduler" / "scheduler_config.json", PUBLISHED_CLASSES["scheduler"][1])
+        index = {"_class_name": "OmniGen2Pipeline", "_diffusers_version": version("diffusers"), **PUBLISHED_CLASSES}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return out

@@ -39,10 +39,10 @@ def unpatchify(tokens: torch.Tensor, p: int, h: int, w: int) -> torch.Tensor:
     return tokens.reshape(h // p, w // p, p, p, c).permute(4, 0, 2, 1, 3).reshape(c, h, w)
 
 
-def _pad_rows(rows: list[torch.Tensor], width: int | None = None, dtype=None):
+def _pad_rows(rows: list[torch.Tensor]):
     """Stack variable-length [L_i, ...] tensors into [N, max L, ...] zeros-padded, with a [N, max L] bool mask."""
     longest = max(r.shape[0] for r in rows)
-    out = rows[0].new_zeros((len(rows), longest, *rows[0].shape[1:]), dtype=dtype or rows[0].dtype)
+    out = rows[0].new_zeros((len(rows), longest, *rows[0].shape[1:]))
     mask = torch.zeros(len(rows), longest, dtype=torch.bool, device=rows[0].device)
     for i, r in enumerate(rows):
         out[i, : r.shape[0]] = r
