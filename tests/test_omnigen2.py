@@ -259,3 +259,20 @@ def test_gradient_checkpointing_gives_the_same_gradients(og2):
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert grads[0].abs().max() > 0
     assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+
+
+def test_in_context_prompts_generate_with_omnigen2_wording(og2):
+    from omnideft.prompts.in_context import compose_in_context
+
+    pairs = [(Image.new("RGB", (32, 32), (200, 0, 0)), Image.new("RGB", (32, 32), (0, 0, 200))),
+             (Image.new("RGB", (32, 32), (0, 200, 0)), Image.new("RGB", (32, 32), (0, 0, 200)))]
+    query = Image.new("RGB", (32, 32), (200, 200, 0))
+    instruction, images = compose_in_context("make it blue", [query], pairs)
+    assert len(images) == 5 and "<|image_5|>" in instruction
+    worded = ("example 1: the first image becomes the second image. example 2: the third image becomes the fourth "
+              "image. make it blue the fifth image")
+    sampler = OmniGen2Sampler.from_components(og2)
+    settings = dict(height=32, width=32, steps=2, text_guidance=2.0, image_guidance=1.5, seed=3)
+    got = sampler.pixels(instruction, images, **settings)
+    assert torch.equal(got, sampler.pixels(worded, images, **settings))
+    assert not torch.equal(got, sampler.pixels("make it red the fifth image", images, **settings))

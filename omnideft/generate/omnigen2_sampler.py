@@ -19,6 +19,7 @@ from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES
 from omnideft.model.omnigen2.latents import decode_latent, encode_latent, fitted_size, image_to_pixels, pixels_to_images
 from omnideft.model.omnigen2.prompt import NEGATIVE_PROMPT, encode_prompts
 from omnideft.model.omnigen2.scheduler import SCHEDULERS
+from omnideft.prompts.omnigen2 import PLACEHOLDER, omnigen2_instruction
 
 
 class OmniGen2Sampler:
@@ -50,8 +51,11 @@ class OmniGen2Sampler:
         """One image as [1, 3, H, W] in [-1, 1] (not clamped); defaults are the published inference script's;
         `scheduler` is "euler" or "dpmsolver++". With exactly
         one reference image and `align_to_reference`, the output takes its size (as the published pipeline does);
-        otherwise height x width within `max_pixels`, floored to 16 px."""
+        otherwise height x width within `max_pixels`, floored to 16 px. `<img><|image_k|></img>` placeholders (an
+        in-context prompt from prompts/in_context.py) become "the k-th image", image k the k-th reference."""
         images = list(images or [])
+        if PLACEHOLDER.search(instruction):  # shard / in-context style (prompts/in_context.py): OmniGen2's wording
+            instruction = omnigen2_instruction(instruction, len(images))
         if scheduler not in SCHEDULERS:
             raise UserError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
         solver = SCHEDULERS[scheduler](dynamic_time_shift=self.scheduler.config.dynamic_time_shift)
