@@ -45,22 +45,22 @@ class OmniGen2Sampler:
 
     @torch.no_grad()
     def pixels(self, instruction: str, images: list[Image.Image] | None = None, *, height: int = 1024,
-                 width: int = 1024, steps: int = 50, text_guidance: float = 5.0, image_guidance: float = 2.0,
-                 cfg_range: tuple[float, float] = (0.0, 1.0), seed: int = 0, negative_prompt: str = NEGATIVE_PROMPT,
-                 align_to_reference: bool = True, scheduler: str = "euler") -> torch.Tensor:
+               width: int = 1024, steps: int = 50, text_guidance: float = 5.0, image_guidance: float = 2.0,
+               cfg_range: tuple[float, float] = (0.0, 1.0), seed: int = 0, negative_prompt: str = NEGATIVE_PROMPT,
+               align_to_reference: bool = True, scheduler: str = "euler") -> torch.Tensor:
         """One image as [1, 3, H, W] in [-1, 1] (not clamped); defaults are the published inference script's;
-        `scheduler` is "euler" or "dpmsolver++". With exactly
-        one reference image and `align_to_reference`, the output takes its size (as the published pipeline does);
-        otherwise height x width within `max_pixels`, floored to 16 px. `<img><|image_k|></img>` placeholders (an
-        in-context prompt from prompts/in_context.py) become "the k-th image", image k the k-th reference."""
+        `scheduler` is "euler" or "dpmsolver++". With exactly one reference image and `align_to_reference`, the
+        output takes its size (as the published pipeline does); otherwise height x width within `max_pixels`,
+        floored to 16 px. `<img><|image_k|></img>` placeholders (an in-context prompt from prompts/in_context.py)
+        become "the k-th image", image k the k-th reference."""
         images = list(images or [])
-        if PLACEHOLDER.search(instruction):  # shard / in-context style (prompts/in_context.py): OmniGen2's wording
-            instruction = omnigen2_instruction(instruction, len(images))
-        if scheduler not in SCHEDULERS:
-            raise UserError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-        solver = SCHEDULERS[scheduler](dynamic_time_shift=self.scheduler.config.dynamic_time_shift)
         if len(images) > MAX_REFERENCE_IMAGES:
             raise UserError(f"{len(images)} reference images; OmniGen2 takes at most {MAX_REFERENCE_IMAGES}")
+        if scheduler not in SCHEDULERS:
+            raise UserError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        if PLACEHOLDER.search(instruction):  # shard / in-context style (prompts/in_context.py): OmniGen2's wording
+            instruction = omnigen2_instruction(instruction, len(images))
+        solver = SCHEDULERS[scheduler](dynamic_time_shift=self.scheduler.config.dynamic_time_shift)
         device = next(self.transformer.parameters()).device
         text, mask = encode_prompts(self.mllm, self.tokenizer, [instruction], device=device)
         use_text_cfg = text_guidance > 1.0
