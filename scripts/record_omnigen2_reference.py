@@ -12,6 +12,7 @@ official classes (OmniGen2Transformer2DModel, FlowMatchEulerDiscreteScheduler, O
 AutoencoderKL and transformers' Qwen2_5_VLForConditionalGeneration:
 - `forward/*`: one transformer call on a batch of two (padded captions; two reference images of different sizes in
   the first sample, none in the second) and its output;
+- `forward_bf16/output`: the same call with the model and the inputs in bfloat16;
 - `t2i/*`: a whole text-to-image generation (4 steps, text guidance 4) as float pixels and 8-bit pixels;
 - `t2i_dpm/*`: the same with the published DPM-Solver++ scheduler (5 steps, the settings of its inference.py);
 - `edit/*`: a generation with one reference image (text guidance 4, image guidance 2, guidance range [0, 0.5]);
@@ -24,6 +25,7 @@ module is registered for this run only.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import tempfile
@@ -107,6 +109,12 @@ def main() -> None:
                           ref_image_hidden_states=[[x["ref0"], x["ref1"]], None])
     tensors.update({f"forward/{k}": v for k, v in x.items()})
     tensors["forward/output"] = out
+    bf16 = {k: v.to(torch.bfloat16) if v.is_floating_point() and k != "timestep" else v for k, v in x.items()}
+    with torch.no_grad():
+        out = copy.deepcopy(transformer).to(torch.bfloat16)(
+            bf16["latents"], bf16["timestep"], bf16["text"], freqs, bf16["text_mask"],
+            ref_image_hidden_states=[[bf16["ref0"], bf16["ref1"]], None])
+    tensors["forward_bf16/output"] = out.float()  # the same inputs in bf16 (timestep stays fp32)
 
     # The plain pipeline reads only `processor.tokenizer`; Qwen2_5_VLProcessor itself needs torchvision for its
     # video half, so a holder with a module name (diffusers registers every component by its module) stands in.

@@ -1,12 +1,15 @@
 """omnideft's OmniGen2 equals the published OmniGen2 package on the tiny preset: the transformer forward (batch of
-two, padded captions, reference images of two sizes) to fp32 rounding; the training loss and its shifted time draws
-(the published `transport`); whole generations (text only; one reference image with both guidance scales and a
-guidance step range; text only with DPM-Solver++) to 1e-4 on float pixels and 1 on 8-bit pixels.
+two, padded captions, reference images of two sizes) to fp32 rounding, and in bf16; the training loss and its
+shifted time draws (the published `transport`); whole generations (text only; one reference image with both
+guidance scales and a guidance step range; text only with DPM-Solver++) to 1e-4 on float pixels and 1 on 8-bit
+pixels.
 
 The reference outputs were recorded from the official code by scripts/record_omnigen2_reference.py (see its
 docstring to regenerate them); the weights are the tiny preset (seed 0) saved in the published layout and loaded
 back, as the recording did.
 """
+
+import copy
 
 import numpy as np
 import pytest
@@ -46,6 +49,18 @@ def test_transformer_forward_matches_the_published_code(published_folder_model):
     assert out.shape == r["output"].shape
     assert r["output"].abs().mean() > 0.1  # a forward that does something
     assert (out - r["output"]).abs().max().item() <= 1e-4
+
+
+def test_transformer_forward_in_bf16_matches_the_published_code(published_folder_model):
+    r = {k.split("/", 1)[1]: v for k, v in REFERENCE.items() if k.startswith("forward/")}
+    x = {k: v.to(torch.bfloat16) if v.is_floating_point() and k != "timestep" else v for k, v in r.items()}
+    model = copy.deepcopy(published_folder_model.transformer).to(torch.bfloat16)
+    with torch.no_grad():
+        out = model(x["latents"], x["timestep"], x["text"], x["text_mask"],
+                    ref_image_hidden_states=[[x["ref0"], x["ref1"]], None])
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - r["output"]).abs().max().item() > 1e-3  # bf16 rounding is visible...
+    assert (out.float() - REFERENCE["forward_bf16/output"]).abs().max().item() <= 1e-6  # ...and the same as theirs
 
 
 @pytest.mark.parametrize("name", list(GENERATIONS))

@@ -1,14 +1,16 @@
 """OmniGen2's self-attention: grouped-query heads, RMS-normalised queries and keys, 3-axis RoPE, PyTorch SDPA.
 
-Parameter names are the published checkpoint's (`to_q`, `to_k`, `to_v`, `to_out.0`, `norm_q`, `norm_k`). Keys and
-values are repeated to the query heads before SDPA, as the published CPU path does, so the same SDPA kernel runs;
-no flash-attn or triton is needed.
+Parameter names are the published checkpoint's (`to_q`, `to_k`, `to_v`, `to_out.0`, `norm_q`, `norm_k`). The query
+and key norms are diffusers' RMSNorm, as in the published model (diffusers' `Attention(qk_norm="rms_norm")`; it
+rounds differently from torch's in bf16). Keys and values are repeated to the query heads before SDPA, as the
+published CPU path does, so the same SDPA kernel runs; no flash-attn or triton is needed.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.normalization import RMSNorm
 from torch import nn
 
 from omnideft.model.omnigen2.rope import apply_rotary
@@ -21,8 +23,8 @@ class OmniGen2Attention(nn.Module):
         self.to_q = nn.Linear(dim, heads * self.head_dim, bias=False)
         self.to_k = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
         self.to_v = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
-        self.norm_q = nn.RMSNorm(self.head_dim, eps=eps)
-        self.norm_k = nn.RMSNorm(self.head_dim, eps=eps)
+        self.norm_q = RMSNorm(self.head_dim, eps=eps)
+        self.norm_k = RMSNorm(self.head_dim, eps=eps)
         self.to_out = nn.ModuleList([nn.Linear(heads * self.head_dim, dim, bias=False), nn.Dropout(0.0)])
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor, rot: torch.Tensor | None) -> torch.Tensor:
