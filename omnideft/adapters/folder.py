@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from omnideft.adapters.fingerprint import base_fingerprint
+from omnideft.adapters.fingerprint import FAMILY_LABELS, base_family, base_fingerprint
 from omnideft.adapters.registry import all_methods, get_method
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
@@ -66,7 +66,8 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
                 save_files(tmp, state_dict=state_dict)
         meta = {
             "format": FORMAT,
-            "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model())},
+            "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model()),
+                     "family": base_family(model.get_base_model())},
             "adapter_name": name,
             "method": spec.method if spec is not None else None,
             "peft_type": peft_type,
@@ -146,6 +147,12 @@ def load_adapter(transformer: nn.Module, folder: str | Path, adapter_name: str =
     meta = read_adapter_meta(folder)
     want = meta.get("base", {}).get("fingerprint")
     have = base_fingerprint(transformer)
+    # adapters written before OmniGen2 support record no family: they were trained on OmniGen v1
+    trained_on, this = meta.get("base", {}).get("family", "omnigen"), base_family(transformer)
+    if want and want != have and trained_on != this:
+        raise UserError(f"adapter {folder} was trained on {FAMILY_LABELS.get(trained_on, trained_on)} "
+                        f"({meta['base'].get('name')}); this base is {FAMILY_LABELS[this]}: an adapter works only "
+                        "on the family it was trained on")
     if want and want != have:
         raise UserError(f"adapter {folder} was trained on a base of another shape "
                         f"({meta['base'].get('name')}, {want}); this model is {have}")

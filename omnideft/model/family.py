@@ -14,6 +14,8 @@ from omnideft.errors import UserError
 
 FAMILIES = ("omnigen", "omnigen2")
 PIPELINE_CLASSES = {"OmniGenPipeline": "omnigen", "OmniGen2Pipeline": "omnigen2"}
+LABELS = {"omnigen": "OmniGen (v1)", "omnigen2": "OmniGen2"}
+PRESETS = ("tiny", "small")  # preset names win over folders of the same name (as model.loading reads them)
 SUBFOLDERS = {
     "omnigen": ("transformer", "vae", "tokenizer", "scheduler"),
     "omnigen2": ("transformer", "vae", "mllm", "processor", "scheduler"),
@@ -45,3 +47,22 @@ def check_family(family: str) -> str:
     if family not in FAMILIES:
         raise UserError(f"model.family {family!r} is not one of {', '.join(FAMILIES)}")
     return family
+
+
+def resolve_family(name: str, family: str = "auto") -> str:
+    """The family a model name means (`model.family` of a recipe, `--family` of a command): `auto` reads a local
+    folder and takes `omnigen` for presets and hub ids; a family named for a folder of the other one is one line
+    naming both. `tiny` with a family is that family's tiny preset."""
+    if family != "auto":
+        check_family(family)
+    path = Path(name).expanduser()
+    if name not in PRESETS and path.is_dir():
+        found = detect_family(path)
+        if family not in ("auto", found):
+            raise UserError(f"{name} is an {LABELS[found]} folder, but the family asked for is {LABELS[family]} "
+                            f"({family}); drop model.family / --family or name an {LABELS[family]} folder")
+        return found
+    if family == "omnigen2" and name != "tiny":
+        raise UserError(f"model {name!r}: OmniGen2 loads from 'tiny' or a local folder in the published layout "
+                        "(download OmniGen2/OmniGen2 first); hub ids and the 'small' preset are OmniGen (v1) only")
+    return "omnigen" if family == "auto" else family

@@ -26,6 +26,9 @@ class ModelSection:
                        "'small' (the pretrained toy model shipped with omnideft, docs/models.md)")
     revision: typing.Optional[str] = option(None, "hub revision (branch, tag or commit)")
     seed: int = option(0, "seed for the 'tiny' preset's random weights")
+    family: str = option("auto", "omnigen (v1) or omnigen2 (docs/omnigen2.md); auto = read from the model folder, "
+                         "omnigen for hub ids and presets; 'tiny' with a family is that family's tiny preset",
+                         ("auto", "omnigen", "omnigen2"))
 
 
 @dataclass

@@ -24,6 +24,7 @@ from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
 from omnideft.flow.batch import BatchBuilder
 from omnideft.model import OmniGenComponents, load_omnigen, save_base
+from omnideft.model.family import resolve_family
 from omnideft.model.small import SMALL
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
@@ -70,6 +71,8 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
         raise UserError(reason)
     if cfg.ema_decay and engine.zero_stage == 3:
         raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
+    # OmniGen2 backend (train/omnigen2_step.py): loads, saves its base and builds its batches; None for v1
+    og2 = omnigen2_training(recipe)
     workers = data_workers(recipe.data.num_workers)
     layout = {"engine": engine.name, "world_size": world, "num_workers": workers}
     checkpoint = find_resume(out, resume)
@@ -79,15 +82,17 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
         print(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from step 0", file=sys.stderr)
 
     set_seed(cfg.seed)
-    comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
+    comps = og2.load(acc.device) if og2 else \
+        load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
-            save_base(comps, out / "base")
+            (og2.save_base if og2 else save_base)(comps, out / "base")
     model = apply_adapter(comps.transformer, spec)
     # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
-    camera = setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
+    camera = None if og2 else \
+        setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
     if cfg.gradient_checkpointing:
         comps.transformer.enable_gradient_checkpointing()
     optimizer = build_optimizer(model, spec, cfg.lr, cfg.weight_decay, betas=tuple(cfg.betas))
@@ -106,14 +111,24 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     if checkpoint and main:
         print(f"resume: {checkpoint} (step {start})", file=sys.stderr)
 
-    builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size),
-                           recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None)
+    builder = og2.batch_builder(comps) if og2 else \
+        BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size),
+                     recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None)
     batches = ResumableBatches(sources, indexes, seed=cfg.seed, batch_size=cfg.batch_size,
                                size_of=builder.output_size, build=builder, rank=rank, world=world,
                                num_workers=workers, resume=data_state).loader()
     log = RunLog(out, main, start, recipe.output.tensorboard, recipe.output.wandb_project, recipe.to_dict())
     bar = progress_bar(total=cfg.max_steps, initial=start, desc="train", disable=not (progress and main))
     return TrainingRun(recipe, out, engine, comps, live, sources, batches, log, bar, start=start, step=start)
+
+
+def omnigen2_training(recipe: Recipe):
+    """The OmniGen2 backend when the recipe's model is OmniGen2 (model.family, or read from the folder), else None."""
+    if resolve_family(recipe.model.name, recipe.model.family) != "omnigen2":
+        return None
+    from omnideft.train.omnigen2_step import OmniGen2Training
+
+    return OmniGen2Training(recipe)
 
 
 def data_workers(setting: int) -> int:

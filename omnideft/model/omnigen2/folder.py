@@ -92,11 +92,11 @@ def _publish_class(config_file: Path, class_name: str) -> None:
     write_text_atomic(config_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def save_omnigen2(components: OmniGen2Components, out_dir: str | Path) -> Path:
+def save_omnigen2(components: OmniGen2Components, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write the published layout; the folder appears complete or not at all (omnideft.files.atomic_path). An
-    existing folder is not overwritten."""
+    existing folder is replaced only with `overwrite` (the trainer's saved tiny base)."""
     out = Path(out_dir)
-    if out.exists():
+    if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; not overwriting a model folder")
     with atomic_path(out) as tmp:
         components.transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
