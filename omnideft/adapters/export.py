@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -182,13 +183,19 @@ def unload(model: nn.Module) -> nn.Module:
 
 def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = None) -> str:
     """`omnideft export`: returns a one-line report (files, exactness or the truncation error)."""
-    from omnideft.adapters.folder import load_adapter, read_adapter_config, read_adapter_meta
+    from omnideft.adapters.folder import adapter_family, load_adapter, read_adapter_config, read_adapter_meta
     from omnideft.model import load_omnigen, save_base
+    from omnideft.model.family import resolve_family
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
     meta = read_adapter_meta(adapter)
-    comps = load_omnigen(base)
+    if resolve_family(base, recorded=adapter_family(adapter)) == "omnigen2":
+        from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
+
+        comps, save, layout = load_omnigen2(base), partial(save_omnigen2, overwrite=True), "OmniGen2 published layout"
+    else:
+        comps, save, layout = load_omnigen(base), save_base, "diffusers layout"
     model = load_adapter(comps.transformer, adapter)
     deltas = adapter_deltas(model)
     transformer = unload(model)
@@ -197,8 +204,8 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
         merge_deltas(transformer, [(1.0, deltas)])
         comps.transformer = transformer  # the same module, adapter layers removed and deltas folded in
         with atomic_path(out_path) as tmp:
-            save_base(comps, tmp)
-        return f"merged: {out_path} ({len(deltas)} modules folded into the transformer; diffusers layout)"
+            save(comps, tmp)
+        return f"merged: {out_path} ({len(deltas)} modules folded into the transformer; {layout})"
     config = read_adapter_config(adapter)
     rank = rank or config.get("spec", {}).get("rank") or config.get("r") or AdapterSpec.rank
     factors, err = as_lora(deltas, rank)

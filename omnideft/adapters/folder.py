@@ -122,6 +122,11 @@ def resolve_model_name(model: str | None, adapter: str | None) -> str:
     raise UserError("--model is required (the adapter does not name its base model)")
 
 
+def adapter_family(folder: str | Path) -> str:
+    """The model family the adapter was trained on (adapters from before OmniGen2 support: OmniGen v1)."""
+    return read_adapter_meta(folder).get("base", {}).get("family", "omnigen")
+
+
 def read_adapter_config(folder: str | Path) -> dict:
     path = Path(folder) / "adapter_config.json"
     try:

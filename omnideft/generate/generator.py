@@ -83,10 +83,15 @@ class Generator:
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, adapters: Sequence = (), *, device: str = "auto",
-                        dtype: str = "auto", camera_encoding: str = "auto") -> "Generator":
+                        dtype: str = "auto", camera_encoding: str = "auto", family: str = "auto") -> "Generator":
         """Load the base (`model`: hub id, diffusers folder, 'tiny' or 'small'; default: the first adapter's base) and
         apply
-        `adapters` ("PATH[:w]" or (path, w)). Camera settings are checked before the model loads."""
+        `adapters` ("PATH[:w]" or (path, w)). Camera settings are checked before the model loads. An OmniGen2 base
+        (`family`, else read from the folder or the adapter) gives an OmniGen2Generator (omnigen2_generator.py)."""
+        from omnideft.generate.omnigen2_generator import OmniGen2Generator, generation_family  # OmniGen2 backend
+
+        if generation_family(model, family, adapters) == "omnigen2":
+            return OmniGen2Generator.from_pretrained(model, adapters, device=device, dtype=dtype)
         adapters = as_adapter_list(adapters)
         first = adapters[0][0] if adapters else None
         camera_prompt_for(read_camera_config(first) if first else None, camera_encoding, first)

@@ -11,6 +11,7 @@ from omnideft.generate.animation import write_orbit
 from omnideft.generate.cameras import requested_cameras
 from omnideft.generate.contact_sheet import contact_sheet
 from omnideft.generate.generator import Generator
+from omnideft.generate.omnigen2_generator import generation_family, omnigen_request, run_generate_omnigen2
 from omnideft.images import load_image, save_image_atomic
 
 
@@ -23,8 +24,8 @@ class GenerateRequest:
     images: list[str] = field(default_factory=list)
     examples: list[tuple[str, str]] = field(default_factory=list)
     steps: int = 50
-    guidance: float = 2.5
-    image_guidance: float = 1.6
+    guidance: float | None = None  # None: the family's default (OmniGen 2.5, OmniGen2 5.0)
+    image_guidance: float | None = None  # None: the family's default (OmniGen 1.6, OmniGen2 2.0)
     negative_prompt: str | None = None  # None: OmniGen's default negative prompt
     seed: int = 0
     height: int | None = None
@@ -41,10 +42,16 @@ class GenerateRequest:
     frames: int = 24
     fps: float = 8.0
     camera_encoding: str = "auto"  # auto | learned | text
+    family: str = "auto"  # auto (from the base folder or the adapter) | omnigen | omnigen2
+    scheduler: str = "euler"  # OmniGen2: euler | dpmsolver++
+    cfg_range: tuple[float, float] = (0.0, 1.0)  # OmniGen2: fraction of the steps with guidance
 
 
 def run_generate(req: GenerateRequest) -> dict[str, Path]:
     """Returns the written files by kind: image + sheet, or (orbit) gif, strip, frames and mp4 when possible."""
+    if generation_family(req.model, req.family, req.adapters) == "omnigen2":  # OmniGen2 backend
+        return run_generate_omnigen2(req)
+    req = omnigen_request(req)
     cameras = requested_cameras(req.camera, req.camera_from, req.view, req.orbit, req.frames)
     if req.orbit and not req.fps > 0:
         raise UserError(f"--fps {req.fps} must be > 0")

@@ -49,12 +49,15 @@ def check_family(family: str) -> str:
     return family
 
 
-def resolve_family(name: str, family: str = "auto") -> str:
+def resolve_family(name: str, family: str = "auto", recorded: str | None = None) -> str:
     """The family a model name means (`model.family` of a recipe, `--family` of a command): `auto` reads a local
-    folder and takes `omnigen` for presets and hub ids; a family named for a folder of the other one is one line
-    naming both. `tiny` with a family is that family's tiny preset."""
+    folder and takes `omnigen` for hub ids and presets - or, for a preset, `recorded`, the family the adapter in use
+    was trained on; a family named for a folder of the other one is one line naming both. `tiny` with a family is
+    that family's tiny preset."""
     if family != "auto":
         check_family(family)
+    elif recorded in FAMILIES and name in PRESETS:
+        family = recorded
     path = Path(name).expanduser()
     if name not in PRESETS and path.is_dir():
         found = detect_family(path)
