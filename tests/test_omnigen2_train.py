@@ -78,6 +78,32 @@ def test_family_is_read_from_the_folder_and_a_mismatch_is_one_line(shards, full,
         train(_recipe(shards, tmp_path / "c", "camera.encoding=learned"), progress=False)
 
 
+def test_shipped_recipe_with_bf16_checkpointing_and_validation_renders(shards, tmp_path):
+    """recipes/omnigen2_deft_r32.yaml (bf16 autocast, gradient checkpointing, rank 32) on the tiny OmniGen2, with a
+    validation prompt that has a reference image: the adapter stays fp32, the renders are written."""
+    from PIL import Image
+
+    from omnideft.generate.validation import ValidationRenderer
+    from tests.helpers import REPO
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "q.png")
+    recipe = load_recipe(REPO / "recipes" / "omnigen2_deft_r32.yaml", [
+        "model.name=tiny", f"data.shards=[{shards}]", "data.max_image_size=32", "train.max_steps=2",
+        "train.batch_size=2", "train.checkpoint_every=0", f"output.dir={tmp_path / 'run'}", "validation.steps=2",
+        f"validation.prompts=[{{prompt: 'flip <img><|image_1|></img>', images: [{tmp_path / 'q.png'}], "
+        "height: 32, width: 48}]"])
+    assert recipe.train.mixed_precision == "bf16" and recipe.train.gradient_checkpointing
+    validate = ValidationRenderer(recipe.validation, recipe.data.max_image_size)
+    adapter = train(recipe, progress=False, validate=validate)
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    assert {str(t.dtype) for t in tensors.values()} == {"torch.float32"}
+    assert Image.open(tmp_path / "run" / "validation" / "step-0000002" / "00.png").size == (48, 32)
+    six = [str(tmp_path / "q.png")] * 6
+    with pytest.raises(UserError, match="validation.prompts\\[0\\]: 6 images; OmniGen2 takes at most 5"):
+        train(_recipe(shards, tmp_path / "b", f"validation.prompts=[{{prompt: x, images: [{', '.join(six)}]}}]"),
+              progress=False)
+
+
 def test_cli_kill_9_then_resume_is_bit_identical(shards, full, tmp_path):
     args = ["train", "--no-progress", *OG2, f"data.shards=[{shards}]", f"output.dir={tmp_path}"]
     assert run_cli(*args, env={"OMNIDEFT_FAULT": "kill@3"}).returncode == -9

@@ -134,6 +134,20 @@ class OmniGen2Generator:
         return [sampler(instruction, all_images, seed=seed + k, **settings) for k in range(n)]
 
 
+def validation_sampler(model, components, max_image_size: int):
+    """The trainer's validation renders (generate/validation.py) on OmniGen2: the v1 sampler's call, guidance
+    scales as the recipe's validation section gives them, outputs at the requested size."""
+    sampler = OmniGen2Sampler(model, components.vae, components.mllm, components.tokenizer, components.scheduler,
+                              max_pixels=max_image_size ** 2, max_input_side=max_image_size)
+
+    def render(prompt: str, images: list, *, height: int, width: int, steps: int, guidance: float,
+               image_guidance: float, seed: int) -> Image.Image:
+        return sampler(prompt, images, height=height, width=width, steps=steps, text_guidance=guidance,
+                       image_guidance=image_guidance, seed=seed, align_to_reference=False)
+
+    return render
+
+
 def run_generate_omnigen2(req) -> dict[str, Path]:
     """`omnideft generate` for an OmniGen2 base (req: generate/run.py's GenerateRequest): image + contact sheet.
     Settings OmniGen2 lacks and the image count fail before the model loads."""
