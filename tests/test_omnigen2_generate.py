@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
 from omnideft.errors import UserError
 from omnideft.generate.generator import Generator
-from omnideft.generate.omnigen2_generator import OmniGen2Generator
+from omnideft.generate.omnigen2_generator import OmniGen2Generator, generation_family
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.model import load_omnigen
 from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
@@ -52,6 +52,8 @@ def _pixels(image) -> torch.Tensor:
 
 def test_generator_api_dispatches_and_applies_adapters(world):
     base, (a, b) = str(world["base"]), world["adapters"]
+    assert generation_family("tiny", adapters=[a]) == "omnigen2"  # a preset takes the adapter's recorded family
+    assert generation_family("tiny") == "omnigen" and generation_family("tiny", "omnigen2") == "omnigen2"
     g = Generator.from_pretrained(adapters=[a])  # the base comes from the adapter; its folder says OmniGen2
     assert isinstance(g, OmniGen2Generator) and g.model_name == base
     adapted = g("a red square", **SMALL)[0]
@@ -161,3 +163,11 @@ def test_cli_demo_on_the_tiny_omnigen2(tmp_path):
         assert Image.open(tmp_path / name).size[0] > 100
     assert_one_line_error(run_cli("demo", "--family", "omnigen2", "--steps", "0", "--out", str(tmp_path / "x")),
                           "--steps 0")
+
+
+def test_the_studio_says_omnigen2_is_not_wired_yet(world, tmp_path):
+    from omnideft.studio.session import Studio
+
+    studio = Studio(str(world["base"]), outputs=str(tmp_path))
+    assert studio.generator is None
+    assert any("is OmniGen2; the studio runs OmniGen (v1) only" in m for m in studio.messages), studio.messages
