@@ -140,3 +140,17 @@ def test_deepspeed_zero2_two_processes_kill_9_then_resume_is_bit_identical(shard
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step-0000002 (step 2)" in proc.stderr
     assert _same(tmp_path / "cut" / "adapter", tmp_path / "full" / "adapter")
+
+
+def test_a_v1_checkpoint_from_before_model_family_still_resumes(shards, tmp_path):
+    import yaml
+
+    v1 = ["model.name=tiny", f"data.shards=[{shards}]", "data.max_image_size=32", "adapter.rank=2",
+          "train.checkpoint_every=1", f"output.dir={tmp_path}"]
+    train(load_recipe(None, [*v1, "train.max_steps=1"]), progress=False)
+    saved = tmp_path / "checkpoints" / "step-0000001" / "recipe.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["model"]["family"]  # as written before the key existed
+    saved.write_text(yaml.safe_dump(old))
+    train(load_recipe(None, [*v1, "train.max_steps=2"]), progress=False, resume="latest")
+    assert json.loads((tmp_path / "summary.json").read_text())["resumed_from"] == 1

@@ -81,6 +81,7 @@ def check_compatible(checkpoint: Path, recipe: dict, state_now: dict) -> dict:
     """The checkpoint's trainer state; refuses a checkpoint of another recipe, engine or process layout."""
     state = json.loads((checkpoint / "trainer" / "state.json").read_text())
     saved_recipe = yaml.safe_load((checkpoint / "recipe.yaml").read_text())
+    saved_recipe.setdefault("model", {}).setdefault("family", "auto")  # checkpoints from before model.family
     diffs = [k for k in _flat_diff(saved_recipe, recipe) if not k.startswith(RESUMABLE_CHANGES)]
     if diffs:
         raise UserError(f"checkpoint {checkpoint} was made by a different recipe: {', '.join(diffs)} differ "
