@@ -118,15 +118,21 @@ def test_cli_bad_input_is_one_line(world, tmp_path):
     assert_one_line_error(run_cli("generate", "--model", str(world["base"]), "--adapter", str(world["v1"]),
                                   "--prompt", "x", "--steps", "1", "--out", str(tmp_path / "b.png")),
                           "trained on OmniGen (v1)", "this base is OmniGen2")
+    # the rest in process (the same UserError the CLI prints as one line)
+    from omnideft.generate.run import GenerateRequest, run_generate
+
     other = tmp_path / "flux"
     other.mkdir()
     (other / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
-    assert_one_line_error(run_cli("generate", "--model", str(other), "--prompt", "x", "--out",
-                                  str(tmp_path / "c.png")), "neither OmniGen nor OmniGen2")
-    assert_one_line_error(run_cli("generate", "--model", "tiny", "--prompt", "x", "--scheduler", "dpmsolver++",
-                                  "--out", str(tmp_path / "d.png")), "OmniGen2 settings", "OmniGen (v1)")
-    assert_one_line_error(run_cli("generate", "--model", str(world["base"]), "--family", "omnigen", "--prompt", "x",
-                                  "--out", str(tmp_path / "e.png")), "is an OmniGen2 folder", "OmniGen (v1)")
+    for needle, settings in [("neither OmniGen nor OmniGen2", dict(model=str(other))),
+                             ("are OmniGen2 settings; this base is OmniGen \\(v1\\)",
+                              dict(model="tiny", scheduler="dpmsolver++")),
+                             ("is an OmniGen2 folder, but the family asked for is OmniGen \\(v1\\)",
+                              dict(model=str(world["base"]), family="omnigen")),
+                             ("--camera: cameras are OmniGen \\(v1\\) only",
+                              dict(model=str(world["base"]), camera="1,0.5,0.5,0,1,0,0,0,0,0,0"))]:
+        with pytest.raises(UserError, match=needle):
+            run_generate(GenerateRequest(prompt="x", out=str(tmp_path / "c.png"), **settings))
     assert not any(tmp_path.glob("*.png"))
 
 

@@ -23,7 +23,13 @@ BATCH_KEY = "omnigen2"  # the loader's batch dict carries the OmniGen2Batch unde
 class OmniGen2Training:
     """Setup's OmniGen2 parts; the recipe's checks that need no model run in the constructor."""
 
-    def __init__(self, recipe):
+    def __init__(self, recipe, zero_stage: int = 0):
+        spec = recipe.adapter
+        if zero_stage == 3 and spec.method in ("deft", "para") and (spec.targets != "attn" or spec.include_embedders):
+            # measured: PEFT's DEFT layer reads the base bias after DeepSpeed released it (a 0-size tensor)
+            raise UserError(f"DeepSpeed ZeRO-3 with adapter.method {spec.method} on OmniGen2's linears with a bias "
+                            "(embedders, adaLN, feed-forward) is not supported yet; use adapter.targets: attn, or "
+                            "ZeRO-2")
         if recipe.camera.encoding not in ("auto", "none"):
             raise UserError(f"camera.encoding {recipe.camera.encoding!r}: camera conditioning is OmniGen (v1) only; "
                             "set camera.encoding: none for model.family omnigen2")

@@ -72,7 +72,7 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     if cfg.ema_decay and engine.zero_stage == 3:
         raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
     # OmniGen2 backend (train/omnigen2_step.py): loads, saves its base and builds its batches; None for v1
-    og2 = omnigen2_training(recipe)
+    og2 = omnigen2_training(recipe, engine.zero_stage)
     workers = data_workers(recipe.data.num_workers)
     layout = {"engine": engine.name, "world_size": world, "num_workers": workers}
     checkpoint = find_resume(out, resume)
@@ -122,13 +122,13 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     return TrainingRun(recipe, out, engine, comps, live, sources, batches, log, bar, start=start, step=start)
 
 
-def omnigen2_training(recipe: Recipe):
+def omnigen2_training(recipe: Recipe, zero_stage: int = 0):
     """The OmniGen2 backend when the recipe's model is OmniGen2 (model.family, or read from the folder), else None."""
     if resolve_family(recipe.model.name, recipe.model.family) != "omnigen2":
         return None
     from omnideft.train.omnigen2_step import OmniGen2Training
 
-    return OmniGen2Training(recipe)
+    return OmniGen2Training(recipe, zero_stage)
 
 
 def data_workers(setting: int) -> int:

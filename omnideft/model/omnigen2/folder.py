@@ -7,6 +7,7 @@ model_index.json naming OmniGen2Pipeline. `tiny` builds the preset from a seed i
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -45,18 +46,36 @@ class OmniGen2Components:
 def load_omnigen2(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> OmniGen2Components:
     """`name` is "tiny" (random, from `seed`) or a local folder in the published layout. The VAE and the MLLM stay
     fp32 on CPU; the transformer takes `dtype`. Every component is frozen (adapters make their own parameters)."""
-    if name == TINY:
-        from omnideft.model.omnigen2.tiny import build_tiny_omnigen2
+    with _built_whole():
+        if name == TINY:
+            from omnideft.model.omnigen2.tiny import build_tiny_omnigen2
 
-        transformer, vae, mllm, tokenizer, scheduler = build_tiny_omnigen2(seed)
-    else:
-        transformer, vae, mllm, tokenizer, scheduler = _load_folder(name)
+            transformer, vae, mllm, tokenizer, scheduler = build_tiny_omnigen2(seed)
+        else:
+            transformer, vae, mllm, tokenizer, scheduler = _load_folder(name)
     if transformer.dtype != dtype:
         transformer.to(dtype)
     for part in (transformer, vae, mllm):
         part.requires_grad_(False)
         part.eval()
     return OmniGen2Components(transformer, vae, mllm, tokenizer, scheduler, name)
+
+
+@contextmanager
+def _built_whole():
+    """Under DeepSpeed ZeRO-3, accelerate registers its config with transformers, which then builds models
+    partitioned (deepspeed.zero.Init: empty tensors on every rank; the tiny MLLM's init fails on them). The MLLM is
+    frozen and runs outside the training engine, so it is built whole; the transformer is diffusers' and never
+    affected. Reads transformers' registered config (a private weak reference: it has no public getter)."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if registered is not None and registered() is not None:
+            hf_deepspeed.set_hf_deepspeed_config(registered())
 
 
 def _load_folder(name: str):
