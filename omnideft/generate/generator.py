@@ -21,46 +21,21 @@ from PIL import Image
 from torch import nn
 
 from omnideft.adapters import base_fingerprint, load_adapter
-from omnideft.adapters.compose import parse_adapter_arg, weighted_deltas
+from omnideft.adapters.compose import weighted_deltas
 from omnideft.adapters.export import merge_deltas, unload
 from omnideft.adapters.folder import resolve_model_name
 from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.errors import UserError
 from omnideft.generate.cameras import camera_prompt_for
 from omnideft.generate.sampler import OmniGenSampler
+from omnideft.generate.settings import as_adapter_list, resolve_device, resolve_dtype  # (shared with OmniGen2)
 from omnideft.images import load_image
 from omnideft.model import load_omnigen
 from omnideft.prompts import NEGATIVE_PROMPT
 from omnideft.prompts.in_context import compose_in_context
 from omnideft.prompts.processor import crop_image
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_SIZE = 1024  # output side without --height/--width and without a query image (OmniGen's default)
-
-
-def resolve_device(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in DTYPES:
-        raise UserError(f"dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-def as_adapter_list(adapters: Sequence) -> list[tuple[str, float]]:
-    """"PATH[:w]" strings, folders (weight 1) or (path, weight) pairs -> [(path, weight)]."""
-    out = []
-    for a in adapters:
-        if isinstance(a, str):
-            out.append(parse_adapter_arg(a))
-        elif isinstance(a, Path):
-            out.append((str(a), 1.0))
-        else:
-            out.append((str(a[0]), float(a[1])))
-    return out
 
 
 class Generator:

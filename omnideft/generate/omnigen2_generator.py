@@ -20,8 +20,8 @@ from omnideft.adapters.compose import merge_adapters
 from omnideft.adapters.folder import adapter_family, resolve_model_name
 from omnideft.errors import UserError
 from omnideft.generate.contact_sheet import contact_sheet
-from omnideft.generate.generator import as_adapter_list, resolve_device, resolve_dtype
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
+from omnideft.generate.settings import as_adapter_list, resolve_device, resolve_dtype
 from omnideft.images import load_image, save_image_atomic
 from omnideft.model.family import resolve_family
 from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES
