@@ -181,3 +181,16 @@ def test_zero3_with_deft_on_biased_linears_is_refused_before_loading(shards, tmp
     OmniGen2Training(_recipe(shards, tmp_path, "adapter.targets=attn"), zero_stage=3)
     OmniGen2Training(_recipe(shards, tmp_path, "adapter.method=lora"), zero_stage=3)
     OmniGen2Training(_recipe(shards, tmp_path), zero_stage=2)
+
+
+def test_every_other_method_trains_and_reloads_on_omnigen2(shards, tmp_path):
+    from omnideft.adapters import load_adapter
+    from omnideft.adapters.registry import METHODS
+    from omnideft.model.omnigen2.folder import load_omnigen2
+
+    for method in sorted(set(METHODS) - {"deft"}):  # DEFT: the tests above
+        out = tmp_path / method
+        adapter = train(_recipe(shards, out, f"adapter.method={method}", "train.max_steps=1",
+                                "train.checkpoint_every=0"), progress=False)
+        assert json.loads((adapter / "omnideft.json").read_text())["method"] == method
+        load_adapter(load_omnigen2(str(out / "base")).transformer, adapter)
