@@ -17,6 +17,7 @@ import yaml
 from omnideft.adapters.registry import METHODS
 from omnideft.data.format.check import check_command
 from omnideft.demo import DEFAULTS as DEMO
+from omnideft.demo import DEFAULTS_OMNIGEN2 as DEMO_OMNIGEN2
 from omnideft.errors import UserError
 from omnideft.files import is_disk_full
 from omnideft.options import bounded
@@ -76,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate an image, optionally from in-context examples",
                        description="One image (--prompt ... --out FILE.png), an orbit, or a batch (--jobs FILE.jsonl "
-                                   "--out DIR): docs/generate.md.")
-    g.add_argument("--model", help="base: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's base)")
+                                   "--out DIR): docs/generate.md; OmniGen2 bases: docs/omnigen2.md.")
+    g.add_argument("--model", help="base: hub id, diffusers folder, OmniGen2 folder, 'tiny' or 'small' (default: the "
+                   "adapter's base)")
     g.add_argument("--adapter", action="append", default=[], metavar="PATH[:WEIGHT]",
                    help="adapter folder (omnideft or PEFT), optionally with a weight; repeatable: several adapters "
                         "are merged into the base as W + sum of weight x delta (exact, no inference overhead)")
@@ -96,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--out DIR; lines already done are skipped, a bad line is reported and the rest run")
     g.add_argument("--sheet", help="contact sheet path (default: OUT_sheet.png)")
     g.add_argument("--steps", type=int, default=50)
-    g.add_argument("--guidance", type=float, default=2.5, help="text CFG scale")
-    g.add_argument("--image-guidance", type=float, default=1.6, help="image CFG scale (with input images)")
+    g.add_argument("--guidance", type=float, help="text CFG scale (default: OmniGen 2.5, OmniGen2 5.0)")
+    g.add_argument("--image-guidance", type=float,
+                   help="image CFG scale, with input images (default: OmniGen 1.6, OmniGen2 2.0)")
     g.add_argument("--negative-prompt", help="negative prompt of the CFG (default: OmniGen's list of defects)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--height", type=int, help="output height, a multiple of 16 (default: first query image, else 1024 "
@@ -135,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the base this way after the adapters are merged, as the trainer's model.quantize "
                         "(int8/fp8: optimum-quanto, CPU or GPU; nf4: bitsandbytes, CUDA only; docs/memory.md)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--family", default="auto", choices=["auto", "omnigen", "omnigen2"],
+                   help="model family; auto = read from the base folder or the adapter (docs/omnigen2.md)")
+    g.add_argument("--scheduler", default="euler", choices=["euler", "dpmsolver++"], help="OmniGen2 only: sampler")
+    g.add_argument("--cfg-range", nargs=2, type=float, default=[0.0, 1.0], metavar=("START", "END"),
+                   help="OmniGen2 only: guidance on the steps in this fraction of the schedule (default 0 1)")
     g.set_defaults(func=_generate)
 
     s = sub.add_parser("studio", help="local web app for in-context generation (needs omnideft[studio])",
@@ -159,8 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "held-out queries of the new tasks and of the tasks the base knew: report.md, "
                                    "report.json, samples.png, retention.png, loss.png.")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out/)")
-    d.add_argument("--steps", type=COUNT, default=DEMO["steps"], help="training steps")
-    d.add_argument("--samples", type=COUNT, default=DEMO["samples"], help="training samples written as shards")
+    d.add_argument("--steps", type=COUNT, help=f"training steps (default {DEMO['steps']}; "
+                   f"--family omnigen2: {DEMO_OMNIGEN2['steps']})")
+    d.add_argument("--samples", type=COUNT, help=f"training samples written as shards (default {DEMO['samples']}; "
+                   f"--family omnigen2: {DEMO_OMNIGEN2['samples']})")
+    d.add_argument("--family", default="omnigen", choices=["omnigen", "omnigen2"],
+                   help="omnigen2: a small run on the tiny OmniGen2 instead (docs/omnigen2.md): trains a DEFT adapter "
+                        "on an in-context task, writes loss.png, samples.png and report.json (the loss falls)")
     d.add_argument("--queries", type=COUNT, default=DEMO["queries"], help="held-out queries per new task")
     d.add_argument("--retention-queries", type=bounded(int, ">= 0"), default=DEMO["retention_queries"],
                    help="held-out queries per task the base knew")
@@ -242,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "LoRA (the error is reported).")
     x.add_argument("adapter", help="adapter folder")
     x.add_argument("--format", required=True, help="peft-lora | diffusers | comfyui | kohya | merged")
-    x.add_argument("--base", help="base model: hub id, diffusers folder, 'tiny' or 'small' (default: the adapter's "
-                   "base)")
+    x.add_argument("--base", help="base model: hub id, diffusers folder, OmniGen2 folder, 'tiny' or 'small' (default: "
+                   "the adapter's base; the family is the adapter's)")
     x.add_argument("--out", required=True, help="output folder (merged: a diffusers pipeline folder)")
     x.add_argument("--rank", type=COUNT, help="rank for dense deltas (e.g. SODA; default: adapter rank)")
     x.set_defaults(func=_export)
@@ -402,8 +415,9 @@ def _generate(args) -> int:
                           sheet=args.sheet, camera=args.camera, camera_from=args.camera_from, view=args.view,
                           orbit=args.orbit, frames=args.frames, fps=args.fps, camera_encoding=args.camera_encoding,
                           merge=not args.no_merge, kv_cache=not args.no_kv_cache, separate_cfg=args.separate_cfg,
-                          offload=args.offload, offload_kv_cache=args.offload_kv_cache, quantize=args.quantize, jobs=args.jobs,
-                          progress=not args.no_progress)
+                          offload=args.offload, offload_kv_cache=args.offload_kv_cache, quantize=args.quantize,
+                          jobs=args.jobs, progress=not args.no_progress, family=args.family, scheduler=args.scheduler,
+                          cfg_range=tuple(args.cfg_range))
     for kind, path in run_generate(req).items():
         print(f"{kind}: {path}")
     return 0
@@ -434,6 +448,10 @@ def _export(args) -> int:
 def _demo(args) -> int:
     from omnideft.demo.run import run_demo
 
+    if args.family == "omnigen2":  # OmniGen2 backend (demo/omnigen2.py)
+        return _demo_omnigen2(args)
+    args.steps = DEMO["steps"] if args.steps is None else args.steps
+    args.samples = DEMO["samples"] if args.samples is None else args.samples
     if not 0.0 <= args.replay < 1.0:
         raise UserError(f"--replay {args.replay}: give a share in [0, 1)")
 
@@ -443,6 +461,19 @@ def _demo(args) -> int:
     print(f"demo: {args.out}/ — new tasks: IoU {r['iou']['base']:.3f} -> {r['iou']['adapted']:.3f}, colour error "
           f"{r['colour_error']['base']:.1f} -> {r['colour_error']['adapted']:.1f}; known tasks: IoU "
           f"{r['retention']['iou']['base']:.3f} -> {r['retention']['iou']['adapted']:.3f}; {r['total_seconds']:.0f} s")
+    return 0
+
+
+def _demo_omnigen2(args) -> int:
+    from omnideft.demo.omnigen2 import run_omnigen2_demo
+
+    r = run_omnigen2_demo(args.out, steps=DEMO_OMNIGEN2["steps"] if args.steps is None else args.steps,
+                          samples=DEMO_OMNIGEN2["samples"] if args.samples is None else args.samples,
+                          seed=args.seed, progress=not args.no_progress)
+    print(f"demo (tiny OmniGen2): {args.out}/ — training loss {r['train_loss']['first_steps']:.3f} -> "
+          f"{r['train_loss']['last_steps']:.3f}; fixed-noise loss on the training samples "
+          f"{r['fixed_noise_loss']['base']:.3f} (base) -> {r['fixed_noise_loss']['adapted']:.3f} (base + DEFT); "
+          f"{r['total_seconds']:.0f} s")
     return 0
 
 

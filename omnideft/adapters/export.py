@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -139,19 +140,22 @@ def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str,
         path = out / "pytorch_lora_weights.safetensors"
         _save(tensors, path, meta)
         return [path]
-    fused = fused_original(factors, transformer)
+    # OmniGen2's published module names are ComfyUI's own (comfy/ldm/omnigen/omnigen2.py), and its OmniGen2 LoRA
+    # branch reads bare module paths; OmniGen's go back to the original checkpoint's names first.
+    omnigen2 = hasattr(transformer, "ref_image_refiner")
+    fused = factors if omnigen2 else fused_original(factors, transformer)
     tensors = {}
     for n, (b, a) in fused.items():
         rank = torch.tensor(float(b.shape[1]))
         if fmt == "comfyui":
-            key = f"diffusion_model.{n}"
+            key = n if omnigen2 else f"diffusion_model.{n}"
             tensors.update({f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b, f"{key}.alpha": rank})
         elif fmt == "kohya":
             key = "lora_unet_" + n.replace(".", "_")
             tensors.update({f"{key}.lora_down.weight": a, f"{key}.lora_up.weight": b, f"{key}.alpha": rank})
         else:
             raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
-    path = out / ("omnigen_lora_comfyui.safetensors" if fmt == "comfyui" else "omnigen_lora_kohya.safetensors")
+    path = out / f"{'omnigen2' if omnigen2 else 'omnigen'}_lora_{fmt}.safetensors"
     _save(tensors, path, meta)
     return [path]
 
@@ -179,13 +183,19 @@ def unload(model: nn.Module) -> nn.Module:
 
 def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = None) -> str:
     """`omnideft export`: returns a one-line report (files, exactness or the truncation error)."""
-    from omnideft.adapters.folder import load_adapter, read_adapter_config, read_adapter_meta
+    from omnideft.adapters.folder import adapter_family, load_adapter, read_adapter_config, read_adapter_meta
     from omnideft.model import load_omnigen, save_base
+    from omnideft.model.family import resolve_family
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
     meta = read_adapter_meta(adapter)
-    comps = load_omnigen(base)
+    if resolve_family(base, recorded=adapter_family(adapter)) == "omnigen2":
+        from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
+
+        comps, save, layout = load_omnigen2(base), partial(save_omnigen2, overwrite=True), "OmniGen2 published layout"
+    else:
+        comps, save, layout = load_omnigen(base), save_base, "diffusers layout"
     model = load_adapter(comps.transformer, adapter)
     deltas = adapter_deltas(model)
     transformer = unload(model)
@@ -194,8 +204,8 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
         merge_deltas(transformer, [(1.0, deltas)])
         comps.transformer = transformer  # the same module, adapter layers removed and deltas folded in
         with atomic_path(out_path) as tmp:
-            save_base(comps, tmp)
-        return f"merged: {out_path} ({len(deltas)} modules folded into the transformer; diffusers layout)"
+            save(comps, tmp)
+        return f"merged: {out_path} ({len(deltas)} modules folded into the transformer; {layout})"
     config = read_adapter_config(adapter)
     rank = rank or config.get("spec", {}).get("rank") or config.get("r") or AdapterSpec.rank
     factors, err = as_lora(deltas, rank)

@@ -48,6 +48,15 @@ def base_fingerprint(transformer: nn.Module) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
+FAMILY_LABELS = {"omnigen": "OmniGen (v1)", "omnigen2": "OmniGen2"}
+
+
+def base_family(transformer: nn.Module) -> str:
+    """`omnigen2` for omnideft's OmniGen2 transformer, else `omnigen` (v1). By class name: adapters sit below the
+    model room and do not import it."""
+    return "omnigen2" if type(base_model_of(transformer)).__name__ == "OmniGen2Transformer" else "omnigen"
+
+
 def base_model_of(model: nn.Module) -> nn.Module:
     """The transformer inside a PeftModel / AdapterModel; a plain model is returned as is."""
     get_base = getattr(model, "get_base_model", None)

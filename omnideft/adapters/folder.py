@@ -21,7 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from omnideft.adapters.fingerprint import base_fingerprint, weights_differ, weights_fingerprint
+from omnideft.adapters.fingerprint import (
+    FAMILY_LABELS,
+    base_family,
+    base_fingerprint,
+    weights_differ,
+    weights_fingerprint,
+)
 from omnideft.adapters.registry import all_methods, get_method
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
@@ -70,7 +76,8 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
             "format": FORMAT,
             "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model()),
                      "weights": base_weights if base_weights is not None
-                     else weights_fingerprint(model.get_base_model())},
+                     else weights_fingerprint(model.get_base_model()),
+                     "family": base_family(model.get_base_model())},
             "adapter_name": name,
             "method": spec.method if spec is not None else None,
             "peft_type": peft_type,
@@ -125,6 +132,11 @@ def resolve_model_name(model: str | None, adapter: str | None) -> str:
     raise UserError("--model is required (the adapter does not name its base model)")
 
 
+def adapter_family(folder: str | Path) -> str:
+    """The model family the adapter was trained on (adapters from before OmniGen2 support: OmniGen v1)."""
+    return read_adapter_meta(folder).get("base", {}).get("family", "omnigen")
+
+
 def read_adapter_config(folder: str | Path) -> dict:
     path = Path(folder) / "adapter_config.json"
     try:
@@ -166,6 +178,12 @@ def check_base(folder: str | Path, transformer: nn.Module, meta: dict) -> None:
     which tolerates the rounding of bf16/fp16 loading)."""
     base = meta.get("base", {})
     want, have = base.get("fingerprint"), base_fingerprint(transformer)
+    # adapters written before OmniGen2 support record no family: they were trained on OmniGen v1
+    trained_on, this = base.get("family", "omnigen"), base_family(transformer)
+    if want and want != have and trained_on != this:
+        raise UserError(f"adapter {folder} was trained on {FAMILY_LABELS.get(trained_on, trained_on)} "
+                        f"({base.get('name')}); this base is {FAMILY_LABELS[this]}: an adapter works only "
+                        "on the family it was trained on")
     if want and want != have:
         raise UserError(f"adapter {folder} was trained on a base of another shape "
                         f"({base.get('name')}, {want}); this model is {have}")

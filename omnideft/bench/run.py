@@ -19,7 +19,7 @@ from omnideft.eval.metrics import MetricOptions, metric_class
 from omnideft.eval.provenance import claim_output, provenance
 from omnideft.eval.scoring import ScoreItem, ScoreTable, score_items
 from omnideft.eval.summary import write_summary
-from omnideft.generate.generator import resolve_device
+from omnideft.generate.settings import resolve_device
 from omnideft.images import save_image_atomic
 from omnideft.progress import progress_bar
 

@@ -18,12 +18,15 @@ def stack_rows(images: list[Image.Image]) -> Image.Image:
 
 
 def contact_sheet(examples: list[tuple[Image.Image, Image.Image]], query: list[Image.Image], output: Image.Image,
-                  cell: int = 128) -> Image.Image:
+                  cell: int = 128, output_label: str = "output",
+                  more: list[tuple[str, Image.Image]] = ()) -> Image.Image:
+    """One labelled row: example pairs, query images, the output, then `more` (label, image) cells."""
     cells: list[tuple[str, Image.Image]] = []
     for i, (a, b) in enumerate(examples):
         cells += [(f"example {i + 1} in", a), (f"example {i + 1} out", b)]
     cells += [(f"query {i + 1}", im) for i, im in enumerate(query)]
-    cells.append(("output", output))
+    cells.append((output_label, output))
+    cells += list(more)
     sheet = Image.new("RGB", (cell * len(cells), cell + LABEL_H), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (label, im) in enumerate(cells):

@@ -31,7 +31,7 @@ from PIL import Image
 from torch import nn
 
 from omnideft.adapters import base_fingerprint, load_adapter
-from omnideft.adapters.compose import parse_adapter_arg, weighted_deltas
+from omnideft.adapters.compose import weighted_deltas
 from omnideft.adapters.export import merge_deltas, unload
 from omnideft.adapters.fingerprint import adapter_tensor, base_model_of
 from omnideft.adapters.folder import resolve_model_name
@@ -39,6 +39,7 @@ from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.errors import UserError
 from omnideft.generate.cameras import camera_prompt_for
 from omnideft.generate.sampler import OmniGenSampler, to_pil
+from omnideft.generate.settings import as_adapter_list, resolve_device, resolve_dtype  # (shared with OmniGen2)
 from omnideft.images import load_image
 from omnideft.model import load_omnigen
 from omnideft.model.quantize import check_quantization, quantize_base
@@ -46,35 +47,21 @@ from omnideft.prompts import NEGATIVE_PROMPT
 from omnideft.prompts.in_context import compose_in_context
 from omnideft.prompts.processor import crop_image
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_SIZE = 1024  # output side without --height/--width and without a query image (OmniGen's default), or the
 # model's largest side when that is smaller (the tiny model's is 512)
 OUTPUT_TYPES = ("pil", "np")
 
 
-def resolve_device(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in DTYPES:
-        raise UserError(f"dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-def as_adapter_list(adapters: Sequence) -> list[tuple[str, float]]:
-    """"PATH[:w]" strings, folders (weight 1) or (path, weight) pairs -> [(path, weight)]."""
-    out = []
-    for a in adapters:
-        if isinstance(a, str):
-            out.append(parse_adapter_arg(a))
-        elif isinstance(a, Path):
-            out.append((str(a), 1.0))
-        else:
-            out.append((str(a[0]), float(a[1])))
-    return out
+def check_omnigen2_settings(**given) -> None:
+    """The v1 generator's speed and storage settings the OmniGen2 generator doesn't offer yet: one line, not ignored.
+    `given`: the settings by keyword; each counts when it differs from the default."""
+    defaults = {"merge": True, "separate_cfg": False, "offload": False, "offload_kv_cache": False, "quantize": None}
+    changed = [name for name, value in given.items() if value != defaults[name]]
+    if changed:
+        flags = {"merge": "--no-merge"}
+        names = ", ".join(flags.get(n, "--" + n.replace("_", "-")) for n in changed)
+        raise UserError(f"{names}: OmniGen (v1) generation settings; the OmniGen2 generator doesn't offer them yet "
+                        "(docs/omnigen2.md)")
 
 
 def check_speed_options(device: str, kv_cache: bool, offload: bool, offload_kv_cache: bool) -> None:
@@ -127,9 +114,18 @@ class Generator:
     def from_pretrained(cls, model: str | None = None, adapters: Sequence = (), *, device: str = "auto",
                         dtype: str = "auto", camera_encoding: str = "auto", merge: bool = True,
                         kv_cache: bool = True, separate_cfg: bool = False, offload: bool = False,
-                        offload_kv_cache: bool = False, quantize: str | None = None) -> "Generator":
+                        offload_kv_cache: bool = False, quantize: str | None = None,
+                        family: str = "auto") -> "Generator":
         """Load the base (`model`: hub id, diffusers folder, 'tiny' or 'small'; default: the first adapter's base) and
-        apply `adapters` ("PATH[:w]" or (path, w)). Camera and device settings are checked before the model loads."""
+        apply `adapters` ("PATH[:w]" or (path, w)). Camera and device settings are checked before the model loads.
+        An OmniGen2 base (`family`, else read from the folder or the adapter) gives an OmniGen2Generator
+        (omnigen2_generator.py), which has none of the speed settings yet (docs/omnigen2.md)."""
+        from omnideft.generate.omnigen2_generator import OmniGen2Generator, generation_family  # OmniGen2 backend
+
+        if generation_family(model, family, adapters) == "omnigen2":
+            check_omnigen2_settings(merge=merge, separate_cfg=separate_cfg, offload=offload,
+                                    offload_kv_cache=offload_kv_cache, quantize=quantize)
+            return OmniGen2Generator.from_pretrained(model, adapters, device=device, dtype=dtype)
         adapters = as_adapter_list(adapters)
         first = adapters[0][0] if adapters else None
         camera_prompt_for(read_camera_config(first) if first else None, camera_encoding, first)

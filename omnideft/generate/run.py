@@ -13,8 +13,9 @@ from omnideft.errors import UserError
 from omnideft.generate.animation import write_orbit
 from omnideft.generate.cameras import requested_cameras
 from omnideft.generate.contact_sheet import contact_sheet
-from omnideft.generate.generator import Generator
+from omnideft.generate.generator import Generator, check_omnigen2_settings
 from omnideft.generate.jobs import REPORT, Job, run_jobs
+from omnideft.generate.omnigen2_generator import generation_family, omnigen_request, run_generate_omnigen2
 from omnideft.images import load_image, save_image_atomic
 
 
@@ -27,8 +28,8 @@ class GenerateRequest:
     images: list[str] = field(default_factory=list)
     examples: list[tuple[str, str]] = field(default_factory=list)
     steps: int = 50
-    guidance: float = 2.5
-    image_guidance: float = 1.6
+    guidance: float | None = None  # None: the family's default (OmniGen 2.5, OmniGen2 5.0)
+    image_guidance: float | None = None  # None: the family's default (OmniGen 1.6, OmniGen2 2.0)
     negative_prompt: str | None = None  # None: OmniGen's default negative prompt
     seed: int = 0
     height: int | None = None
@@ -52,13 +53,16 @@ class GenerateRequest:
     offload_kv_cache: bool = False  # CUDA only
     quantize: str | None = None  # base storage: bf16 | int8 | fp8 | nf4 (CUDA); None = as loaded
     jobs: str | None = None  # JSONL file: batch mode, `out` is then a folder
+    family: str = "auto"  # auto (from the base folder or the adapter) | omnigen | omnigen2
+    scheduler: str = "euler"  # OmniGen2: euler | dpmsolver++
+    cfg_range: tuple[float, float] = (0.0, 1.0)  # OmniGen2: fraction of the steps with guidance
 
     def load_generator(self) -> Generator:
         return Generator.from_pretrained(self.model, list(self.adapters), device=self.device, dtype=self.dtype,
                                          camera_encoding=self.camera_encoding, merge=self.merge,
                                          kv_cache=self.kv_cache, separate_cfg=self.separate_cfg,
                                          offload=self.offload, offload_kv_cache=self.offload_kv_cache,
-                                         quantize=self.quantize)
+                                         quantize=self.quantize, family=self.family)
 
 
 SIDE_STEP = 16  # OmniGen's output grid: 8x VAE, 2x2 patches
@@ -69,7 +73,7 @@ SINGLE_ONLY = {"prompt": "--prompt", "images": "--image", "examples": "--example
 def check_request(req: GenerateRequest) -> None:
     """What can be checked before anything is read or loaded."""
     for label, value in (("--guidance", req.guidance), ("--image-guidance", req.image_guidance)):
-        if not math.isfinite(value):
+        if value is not None and not math.isfinite(value):
             raise UserError(f"{label} {value} must be a finite number")
     if req.steps < 1:
         raise UserError(f"--steps {req.steps} must be at least 1")
@@ -94,6 +98,13 @@ def run_generate(req: GenerateRequest) -> dict[str, Path]:
     """Returns the written files by kind: image + sheet, or (orbit) gif, strip, frames and mp4 when possible, or
     (jobs) the output folder and the report."""
     check_request(req)
+    if generation_family(req.model, req.family, req.adapters) == "omnigen2":  # OmniGen2 backend
+        if req.jobs:
+            raise UserError("--jobs: batch jobs are OmniGen (v1) only so far; run one generate per line for OmniGen2")
+        check_omnigen2_settings(merge=req.merge, separate_cfg=req.separate_cfg, offload=req.offload,
+                                offload_kv_cache=req.offload_kv_cache, quantize=req.quantize)
+        return run_generate_omnigen2(req)
+    req = omnigen_request(req)
     if req.jobs:
         return _run_jobs(req)
     cameras = requested_cameras(req.camera, req.camera_from, req.view, req.orbit, req.frames)

@@ -45,8 +45,13 @@ class ValidationRenderer:
     def __call__(self, model, components, step: int, out_dir: Path, write: bool = True) -> Path | None:
         was_training = model.training
         model.eval()
-        sampler = OmniGenSampler(model, components.vae, components.tokenizer, components.scheduler,
-                                 max_input_image_size=self.max_image_size)
+        if hasattr(components, "mllm"):  # OmniGen2 backend (generate/omnigen2_generator.py)
+            from omnideft.generate.omnigen2_generator import validation_sampler
+
+            sampler = validation_sampler(model, components, self.max_image_size)
+        else:
+            sampler = OmniGenSampler(model, components.vae, components.tokenizer, components.scheduler,
+                                     max_input_image_size=self.max_image_size)
         rows = []
         folder = out_dir / "validation" / f"step-{step:07d}"
         conditioning = getattr(base_model_of(model), "camera_conditioning", None)

@@ -70,6 +70,9 @@ def _load_diffusers_layout(name: str, revision: str | None):
             if (path / "model.safetensors").exists() or (path / "model.pt").exists():
                 raise UserError(f"{name} is an original-format OmniGen checkpoint; convert it first: "
                                 f"omnideft convert-original {name} OUT_DIR")
+            if (path / "mllm").is_dir():  # OmniGen2's layout (omnideft/model/omnigen2/folder.py)
+                raise UserError(f"{name} is an OmniGen2 folder; this command loads OmniGen (v1) only so far "
+                                f"(docs/omnigen2.md)")
             raise UserError(f"{name} is not a diffusers OmniGen folder: missing {', '.join(missing)}/")
         src, kw = str(path), {}
     else:

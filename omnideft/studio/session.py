@@ -20,6 +20,7 @@ from omnideft.errors import UserError
 from omnideft.generate.animation import write_orbit
 from omnideft.generate.cameras import requested_cameras
 from omnideft.generate.generator import Generator
+from omnideft.generate.omnigen2_generator import generation_family
 from omnideft.images import save_image_atomic
 from omnideft.studio.adapters import AdapterEntry, check_base, find_adapters
 from omnideft.studio.catalog import ShardCatalog, recipe_shard_patterns
@@ -70,6 +71,9 @@ class Studio:
         self.messages: list[str] = []
         self.generator: Generator | None = None
         try:
+            if generation_family(model) == "omnigen2":  # OmniGen2 backend: not wired into the studio yet
+                raise UserError(f"{model} is OmniGen2; the studio runs OmniGen (v1) only for now (use omnideft "
+                                "generate, docs/omnigen2.md)")
             self.generator = Generator.from_pretrained(model, device=device, dtype=dtype)
         except Exception as exc:  # the page says why; the app keeps serving
             self.messages.append(f"model {model} could not be loaded: {describe_error(exc)}")

@@ -161,6 +161,7 @@ def check_compatible(checkpoint: Path, recipe: dict, state_now: dict) -> dict:
         raise UserError(f"checkpoint {checkpoint}: cannot read recipe.yaml: {_first_line(exc)}") from None
     if not isinstance(saved_recipe, dict):
         raise UserError(f"checkpoint {checkpoint}: recipe.yaml is not a recipe")
+    saved_recipe.setdefault("model", {}).setdefault("family", "auto")  # checkpoints from before model.family
     diffs = [k for k in _flat_diff(saved_recipe, recipe) if not k.startswith(RESUMABLE_CHANGES)]
     if diffs:
         raise UserError(f"checkpoint {checkpoint} was made by a different recipe: {', '.join(diffs)} differ "

@@ -30,6 +30,9 @@ class ModelSection:
                                             "(fp32); bf16; int8/fp8 weight-only (optimum-quanto, CPU or GPU); nf4 "
                                             "(bitsandbytes, CUDA only) -- docs/memory.md",
                                             ("bf16", "int8", "fp8", "nf4"))
+    family: str = option("auto", "omnigen (v1) or omnigen2 (docs/omnigen2.md); auto = read from the model folder, "
+                         "omnigen for hub ids and presets; 'tiny' with a family is that family's tiny preset",
+                         ("auto", "omnigen", "omnigen2"))
 
 
 @dataclass

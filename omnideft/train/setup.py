@@ -28,6 +28,7 @@ from omnideft.flow.batch import BatchBuilder
 from omnideft.flow.latents import LatentCache, vae_fingerprint
 from omnideft.locks import FolderLock
 from omnideft.model import OmniGenComponents, load_omnigen, save_base
+from omnideft.model.family import resolve_family
 from omnideft.model.quantize import check_quantization, quantize_base
 from omnideft.model.small import SMALL
 from omnideft.plan.presets import resolve_memory
@@ -97,11 +98,13 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, over
         raise UserError(reason)
     if cfg.ema_decay and engine.zero_stage == 3:
         raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
+    # OmniGen2 backend (train/omnigen2_step.py): loads, saves its base and builds its batches; None for v1
+    og2 = omnigen2_training(recipe, engine.zero_stage)
     workers = data_workers(recipe.data.num_workers)
     layout = {"engine": engine.name, "world_size": world, "num_workers": workers}
     lock = FolderLock(out, "output.dir").acquire() if main else None
     try:
-        return _prepare(recipe, resume, progress, overwrite, engine, sources, indexes, layout, lock)
+        return _prepare(recipe, resume, progress, overwrite, engine, sources, indexes, layout, lock, og2)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -109,7 +112,7 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, over
 
 
 def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: Engine, sources, indexes,
-             layout: dict, lock) -> TrainingRun:
+             layout: dict, lock, og2) -> TrainingRun:
     """`setup` once output.dir is locked: checks against what the folder holds, the model, then the first writes."""
     cfg, out, spec = recipe.train, Path(recipe.output.dir), recipe.adapter
     acc = engine.accelerator
@@ -127,7 +130,8 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
                             "it, or choose another output.dir")
 
     set_seed(cfg.seed)
-    comps = load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
+    comps = og2.load(acc.device) if og2 else \
+        load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
     base_weights = weights_fingerprint(comps.transformer)  # before any adapter wraps the base layers
     latents = None
     if recipe.data.latents:  # a cache of another VAE or image size is refused before anything is written
@@ -136,7 +140,8 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     if recipe.model.quantize:  # after injection: PEFT initialises DEFT from the full-precision weights
         quantize_base(comps.transformer, recipe.model.quantize, exclude=adapter_tensor())
     # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
-    camera = setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
+    camera = None if og2 else \
+        setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
     if cfg.gradient_checkpointing:
         comps.transformer.enable_gradient_checkpointing()
     optimizer = build_optimizer(model, spec, cfg.lr, cfg.weight_decay, betas=tuple(cfg.betas))
@@ -157,9 +162,10 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     if checkpoint and main:
         print(f"resume: {checkpoint} (step {start})", file=sys.stderr)
 
-    builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size),
-                           recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None,
-                           latents=latents)
+    builder = og2.batch_builder(comps) if og2 else \
+        BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size),
+                     recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None,
+                     latents=latents)
     batches = ResumableBatches(sources, indexes, seed=cfg.seed, batch_size=cfg.batch_size,
                                size_of=builder.output_size, build=builder, rank=rank, world=world,
                                num_workers=layout["num_workers"], resume=data_state).loader()
@@ -170,7 +176,10 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
             with atomic_path(out / "base") as tmp:  # the live transformer now carries the adapter: a fresh copy
-                save_base(load_omnigen("tiny", seed=recipe.model.seed), tmp)
+                if og2:
+                    og2.save_base(og2.load("cpu"), tmp)
+                else:
+                    save_base(load_omnigen("tiny", seed=recipe.model.seed), tmp)
     log = RunLog(out, main, start, recipe.output.tensorboard, recipe.output.wandb_project, recipe.to_dict())
     bar = progress_bar(total=cfg.max_steps, initial=start, desc="train", disable=not (progress and main))
     return TrainingRun(recipe, out, engine, comps, live, sources, batches, log, bar, start=start, step=start,
@@ -189,6 +198,15 @@ def gpu_memory(device) -> int | None:
     if getattr(device, "type", str(device)) != "cuda":
         return None
     return torch.cuda.get_device_properties(device).total_memory
+
+
+def omnigen2_training(recipe: Recipe, zero_stage: int = 0):
+    """The OmniGen2 backend when the recipe's model is OmniGen2 (model.family, or read from the folder), else None."""
+    if resolve_family(recipe.model.name, recipe.model.family) != "omnigen2":
+        return None
+    from omnideft.train.omnigen2_step import OmniGen2Training
+
+    return OmniGen2Training(recipe, zero_stage)
 
 
 def data_workers(setting: int) -> int:

@@ -1,0 +1,196 @@
+"""The trainer on the tiny OmniGen2 (`model.family: omnigen2`): the same shards, recipes and adapter folders as v1;
+stopping then resuming gives the adapter of an uninterrupted run, bit for bit (in process, after kill -9, and under
+DeepSpeed ZeRO-2 in two processes); the family's one-line errors."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from omnideft.errors import UserError
+from omnideft.shapes.shards import write_task_shards
+from omnideft.train.loop import train
+from omnideft.train.recipe import load_recipe
+from tests.helpers import assert_one_line_error, run_cli
+
+OG2 = ["model.name=tiny", "model.family=omnigen2", "data.max_image_size=32", "adapter.rank=4",
+       "train.batch_size=2", "train.lr=1e-2", "train.max_steps=4", "train.checkpoint_every=2"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    # "fill" samples carry an in-context example: input images become OmniGen2 reference images
+    return write_task_shards(tmp_path_factory.mktemp("og2shards"), ["fill"], n_samples=8, size=32, seed=0,
+                             shard_size=4, n_examples=1)
+
+
+def _recipe(shards, out, *extra):
+    return load_recipe(None, [*OG2, f"data.shards=[{shards}]", f"output.dir={out}", *extra])
+
+
+def _same(a, b) -> bool:
+    ta, tb = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+    return ta.keys() == tb.keys() and all((ta[k] == tb[k]).all() for k in ta)
+
+
+@pytest.fixture(scope="module")
+def full(shards, tmp_path_factory):
+    return train(_recipe(shards, tmp_path_factory.mktemp("og2full") / "run"), progress=False)
+
+
+def test_trains_deft_on_every_linear_and_saves_the_published_base(full):
+    run = full.parent
+    meta = json.loads((full / "omnideft.json").read_text())
+    assert meta["step"] == 4 and meta["recipe"]["model"]["family"] == "omnigen2"
+    assert meta["base"]["family"] == "omnigen2"
+    tensors = load_file(full / "adapter_model.safetensors")
+    assert len({k.rsplit(".", 1)[0] for k in tensors if k.endswith("deft_R")}) == 69  # every linear
+    index = json.loads((run / "base" / "model_index.json").read_text())
+    assert index["_class_name"] == "OmniGen2Pipeline"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4] and all(x["loss"] > 0 for x in lines)
+    from omnideft.adapters import load_adapter
+    from omnideft.model.omnigen2.folder import load_omnigen2
+
+    load_adapter(load_omnigen2(str(run / "base")).transformer, full)  # the adapter reloads on the saved base
+
+
+def test_stop_then_resume_gives_the_uninterrupted_adapter(shards, full, tmp_path):
+    train(_recipe(shards, tmp_path, "train.max_steps=2"), progress=False)
+    resumed = train(_recipe(shards, tmp_path), progress=False, resume="latest")
+    assert json.loads((tmp_path / "summary.json").read_text())["resumed_from"] == 2
+    assert _same(resumed, full)
+    assert not _same(tmp_path / "checkpoints" / "step-0000002", full)  # steps 3-4 after the resume changed it
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    reference = [json.loads(x)["loss"] for x in (full.parent / "metrics.jsonl").read_text().splitlines()]
+    assert losses == reference
+
+
+def test_family_is_read_from_the_folder_and_a_mismatch_is_one_line(shards, full, tmp_path):
+    base = str(full.parent / "base")
+    recipe = _recipe(shards, tmp_path / "a", f"model.name={base}", "model.family=auto", "train.max_steps=1",
+                     "train.checkpoint_every=0")
+    adapter = train(recipe, progress=False)
+    assert json.loads((adapter / "omnideft.json").read_text())["base"]["family"] == "omnigen2"
+    with pytest.raises(UserError, match="is an OmniGen2 folder, but the family asked for is OmniGen \\(v1\\)"):
+        train(_recipe(shards, tmp_path / "b", f"model.name={base}", "model.family=omnigen"), progress=False)
+    with pytest.raises(UserError, match="camera conditioning is OmniGen \\(v1\\) only"):
+        train(_recipe(shards, tmp_path / "c", "camera.encoding=learned"), progress=False)
+
+
+def test_shipped_recipe_with_bf16_checkpointing_and_validation_renders(shards, tmp_path):
+    """recipes/omnigen2_deft_r32.yaml (bf16 autocast, gradient checkpointing, rank 32) on the tiny OmniGen2, with a
+    validation prompt that has a reference image: the adapter stays fp32, the renders are written."""
+    from PIL import Image
+
+    from omnideft.generate.validation import ValidationRenderer
+    from tests.helpers import REPO
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "q.png")
+    recipe = load_recipe(REPO / "recipes" / "omnigen2_deft_r32.yaml", [
+        "model.name=tiny", f"data.shards=[{shards}]", "data.max_image_size=32", "train.max_steps=2",
+        "train.batch_size=2", "train.checkpoint_every=0", f"output.dir={tmp_path / 'run'}", "validation.steps=2",
+        f"validation.prompts=[{{prompt: 'flip <img><|image_1|></img>', images: [{tmp_path / 'q.png'}], "
+        "height: 32, width: 48}]"])
+    assert recipe.train.mixed_precision == "bf16" and recipe.train.gradient_checkpointing
+    validate = ValidationRenderer(recipe.validation, recipe.data.max_image_size)
+    adapter = train(recipe, progress=False, validate=validate)
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    assert {str(t.dtype) for t in tensors.values()} == {"torch.float32"}
+    assert Image.open(tmp_path / "run" / "validation" / "step-0000002" / "00.png").size == (48, 32)
+    six = [str(tmp_path / "q.png")] * 6
+    with pytest.raises(UserError, match="validation.prompts\\[0\\]: 6 images; OmniGen2 takes at most 5"):
+        train(_recipe(shards, tmp_path / "b", f"validation.prompts=[{{prompt: x, images: [{', '.join(six)}]}}]"),
+              progress=False)
+
+
+def test_cli_kill_9_then_resume_is_bit_identical(shards, full, tmp_path):
+    args = ["train", "--no-progress", *OG2, f"data.shards=[{shards}]", f"output.dir={tmp_path}"]
+    assert run_cli(*args, env={"OMNIDEFT_FAULT": "kill@3"}).returncode == -9
+    proc = run_cli(*args, "--resume", "latest")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step-0000002 (step 2)" in proc.stderr
+    assert _same(tmp_path / "adapter", full)
+
+
+def test_cli_folder_of_neither_family_is_one_line(shards, tmp_path):
+    other = tmp_path / "flux"
+    other.mkdir()
+    (other / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    proc = run_cli("train", f"model.name={other}", f"data.shards=[{shards}]", f"output.dir={tmp_path / 'run'}")
+    assert_one_line_error(proc, "neither OmniGen nor OmniGen2", "FluxPipeline")
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_two_processes_kill_9_then_resume_is_bit_identical(shards, tmp_path):
+    from tests.test_engines import _launch
+
+    def run(out, *extra, env=None):
+        return run_cli("train", "--no-progress", *OG2, f"data.shards=[{shards}]", f"output.dir={out}",
+                       f"launch.config={_launch(tmp_path, 'cpu_2proc_zero2.yaml')}", *extra,
+                       env={"DS_ACCELERATOR": "cpu", **(env or {})})
+
+    proc = run(tmp_path / "full")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["engine"] == "zero2" and summary["world_size"] == 2
+    assert len(set(summary["adapter_sha256_per_rank"])) == 1  # both ranks hold the same adapter
+    assert run(tmp_path / "cut", env={"OMNIDEFT_FAULT": "kill@3"}).returncode != 0
+    proc = run(tmp_path / "cut", "--resume", "latest")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step-0000002 (step 2)" in proc.stderr
+    assert _same(tmp_path / "cut" / "adapter", tmp_path / "full" / "adapter")
+
+
+def test_a_v1_checkpoint_from_before_model_family_still_resumes(shards, tmp_path):
+    import yaml
+
+    v1 = ["model.name=tiny", f"data.shards=[{shards}]", "data.max_image_size=32", "adapter.rank=2",
+          "train.checkpoint_every=1", f"output.dir={tmp_path}"]
+    train(load_recipe(None, [*v1, "train.max_steps=1"]), progress=False)
+    saved = tmp_path / "checkpoints" / "step-0000001" / "recipe.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["model"]["family"]  # as written before the key existed
+    saved.write_text(yaml.safe_dump(old))
+    train(load_recipe(None, [*v1, "train.max_steps=2"]), progress=False, resume="latest")
+    assert json.loads((tmp_path / "summary.json").read_text())["resumed_from"] == 1
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_two_processes_with_attn_targets(shards, tmp_path):
+    """ZeRO-3 partitions the transformer; the frozen MLLM is built whole (transformers would partition it too)."""
+    from tests.test_engines import _launch
+
+    proc = run_cli("train", "--no-progress", *OG2, "train.max_steps=2", "adapter.targets=attn",
+                   f"data.shards=[{shards}]", f"output.dir={tmp_path / 'run'}",
+                   f"launch.config={_launch(tmp_path, 'cpu_2proc_zero3.yaml')}", env={"DS_ACCELERATOR": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["engine"] == "zero3" and len(set(summary["adapter_sha256_per_rank"])) == 1
+    tensors = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    assert len({k.rsplit(".", 1)[0] for k in tensors if k.endswith("deft_R")}) == 4 * (2 + 3 * 2)  # gathered whole
+
+
+def test_zero3_with_deft_on_biased_linears_is_refused_before_loading(shards, tmp_path):
+    """Measured: under ZeRO-3, PEFT's DEFT layer reads the base bias after DeepSpeed released it; `attn` targets
+    (no bias) train under ZeRO-3 (checked by hand in two processes)."""
+    from omnideft.train.omnigen2_step import OmniGen2Training
+
+    with pytest.raises(UserError, match="ZeRO-3 with adapter.method deft on OmniGen2's linears with a bias"):
+        OmniGen2Training(_recipe(shards, tmp_path), zero_stage=3)
+    OmniGen2Training(_recipe(shards, tmp_path, "adapter.targets=attn"), zero_stage=3)
+    OmniGen2Training(_recipe(shards, tmp_path, "adapter.method=lora"), zero_stage=3)
+    OmniGen2Training(_recipe(shards, tmp_path), zero_stage=2)
+
+
+def test_every_other_method_trains_and_reloads_on_omnigen2(shards, tmp_path):
+    from omnideft.adapters import load_adapter
+    from omnideft.adapters.registry import METHODS
+    from omnideft.model.omnigen2.folder import load_omnigen2
+
+    for method in sorted(set(METHODS) - {"deft"}):  # DEFT: the tests above
+        out = tmp_path / method
+        adapter = train(_recipe(shards, out, f"adapter.method={method}", "train.max_steps=1",
+                                "train.checkpoint_every=0"), progress=False)
+        assert json.loads((adapter / "omnideft.json").read_text())["method"] == method
+        load_adapter(load_omnigen2(str(out / "base")).transformer, adapter)
