@@ -273,10 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.memory=24gb")
     pl.add_argument("--gpu-memory", metavar="SIZE", help="GPU size, e.g. 24GB: which presets fit, the cheapest one; "
                     "exit 2 when the recipe's train.memory preset does not fit")
-    pl.add_argument("--gpus", type=int, default=1, help="GPUs (ZeRO partitioning of the presets that use it)")
-    pl.add_argument("--input-images", type=int, help="input images per sample (default: the most among the first "
-                    "samples of the recipe's local shards, else 2)")
-    pl.add_argument("--text-tokens", type=int, default=128, help="text tokens per sample (default 128)")
+    pl.add_argument("--gpus", type=COUNT, default=1, help="GPUs (ZeRO partitioning of the presets that use it)")
+    pl.add_argument("--input-images", type=bounded(int, ">= 0"),
+                    help="input images per sample (default: the most among the first samples of the recipe's local "
+                         "shards, else 2)")
+    pl.add_argument("--text-tokens", type=COUNT, default=128, help="text tokens per sample (default 128)")
     pl.set_defaults(func=_plan)
 
     cl = sub.add_parser("cache-latents", help="encode every image of shards once into a latent cache (data.latents)",
@@ -287,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("shards", nargs="+", help="shard globs or directories (as in data.shards)")
     cl.add_argument("--model", required=True, help="base whose VAE encodes: hub id, diffusers folder, 'tiny', 'small'")
     cl.add_argument("--out", required=True, help="cache folder (created; an existing cache of this VAE is extended)")
-    cl.add_argument("--max-image-size", type=int, default=1024, help="the recipe's data.max_image_size (default 1024)")
+    cl.add_argument("--max-image-size", type=SIDE, default=1024, help="the recipe's data.max_image_size (default 1024)")
     cl.add_argument("--seed", type=int, default=0, help="the recipe's model.seed (only for --model tiny)")
     cl.add_argument("--no-progress", action="store_true", help="no progress bar")
     cl.set_defaults(func=_cache_latents)

@@ -18,6 +18,27 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None, module: str
                           env=full_env, cwd=REPO)
 
 
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """`omnideft ARGS` in this process (cwd: the repo), as run_cli returns it: for commands whose process start (about
+    3 s of imports) would dominate the test. An unexpected exception propagates and fails the test."""
+    import contextlib
+    import io
+
+    from omnideft.cli import main
+
+    out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(REPO)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(["omnideft", *args], code, out.getvalue(), err.getvalue())
+
+
 def assert_one_line_error(proc, *needles: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]

@@ -13,7 +13,7 @@ from omnideft.generate.sampler import OmniGenSampler
 from omnideft.model import load_omnigen, save_base
 from omnideft.prompts import compose_in_context
 from tests.diffusers_reference import diffusers_pipeline
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli_here
 from tests.studio_world import random_adapter, random_image
 
 TOL = 1e-4
@@ -177,7 +177,7 @@ def test_offloaded_layers_give_the_same_image(world):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
 def test_cuda_only_options_refuse_a_cpu_in_one_line(tmp_path):
     for option in ("--offload", "--offload-kv-cache"):
-        proc = run_cli("generate", "--model", "tiny", "--prompt", "x", "--out", str(tmp_path / "o.png"), option)
+        proc = run_cli_here("generate", "--model", "tiny", "--prompt", "x", "--out", str(tmp_path / "o.png"), option)
         assert_one_line_error(proc, option, "CUDA")
     assert not (tmp_path / "o.png").exists()
 

@@ -16,7 +16,7 @@ from omnideft.model import load_omnigen
 from omnideft.shapes.shards import write_task_shards
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli_here
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def _losses(out):
 
 
 def test_cached_run_has_bit_identical_losses_and_adapter(shards, tmp_path):
-    proc = run_cli("cache-latents", str(shards), "--model", "tiny", "--out", str(tmp_path / "cache"),
+    proc = run_cli_here("cache-latents", str(shards), "--model", "tiny", "--out", str(tmp_path / "cache"),
                    "--max-image-size", "32", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((tmp_path / "cache" / "cache.json").read_text())
@@ -75,5 +75,6 @@ def test_foreign_and_stale_caches_are_refused(shards, tmp_path):
     assert not (tmp_path / "c" / "adapter").exists()
     with pytest.raises(UserError, match="not a latent cache"):
         train(_recipe(shards, tmp_path / "d", f"data.latents={tmp_path}"), progress=False)
-    proc = run_cli("cache-latents", str(shards), "--model", "tiny", "--out", str(other_vae), "--max-image-size", "32")
+    proc = run_cli_here("cache-latents", str(shards), "--model", "tiny", "--out", str(other_vae),
+                        "--max-image-size", "32")
     assert_one_line_error(proc, "another VAE or image size")

@@ -18,7 +18,7 @@ from omnideft.generate.omnigen2_generator import OmniGen2Generator, generation_f
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.model import load_omnigen
 from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli, run_cli_here
 
 SMALL = dict(height=32, width=32, steps=2, seed=3)
 
@@ -99,12 +99,12 @@ def test_in_context_references_schedulers_and_guidance_range(world):
 def test_cli_generate_on_an_omnigen2_base(world, tmp_path):
     im0, im1, im2 = map(str, world["images"])
     out = tmp_path / "out.png"
-    proc = run_cli("generate", "--adapter", f"{world['adapters'][0]}:0.7", "--prompt", "make it blue", "--image", im2,
-                   "--example", f"{im0}={im1}", "--steps", "2", "--height", "32", "--width", "32", "--scheduler",
-                   "dpmsolver++", "--cfg-range", "0", "0.5", "--out", str(out))
+    proc = run_cli_here("generate", "--adapter", f"{world['adapters'][0]}:0.7", "--prompt", "make it blue",
+                        "--image", im2, "--example", f"{im0}={im1}", "--steps", "2", "--height", "32", "--width",
+                        "32", "--scheduler", "dpmsolver++", "--cfg-range", "0", "0.5", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert Image.open(out).size == (32, 32) and (tmp_path / "out_sheet.png").is_file()
-    proc = run_cli("generate", "--model", "tiny", "--family", "omnigen2", "--prompt", "a cat", "--steps", "1",
+    proc = run_cli_here("generate", "--model", "tiny", "--family", "omnigen2", "--prompt", "a cat", "--steps", "1",
                    "--height", "32", "--width", "48", "--out", str(tmp_path / "t.png"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert Image.open(tmp_path / "t.png").size == (48, 32)
@@ -113,9 +113,9 @@ def test_cli_generate_on_an_omnigen2_base(world, tmp_path):
 def test_cli_bad_input_is_one_line(world, tmp_path):
     im = str(world["images"][0])
     six = ["--image", im] * 4 + ["--example", f"{im}={im}"]
-    assert_one_line_error(run_cli("generate", "--model", "tiny", "--family", "omnigen2", "--prompt", "x", *six,
+    assert_one_line_error(run_cli_here("generate", "--model", "tiny", "--family", "omnigen2", "--prompt", "x", *six,
                                   "--out", str(tmp_path / "a.png")), "6 reference images", "at most 5")
-    assert_one_line_error(run_cli("generate", "--model", str(world["base"]), "--adapter", str(world["v1"]),
+    assert_one_line_error(run_cli_here("generate", "--model", str(world["base"]), "--adapter", str(world["v1"]),
                                   "--prompt", "x", "--steps", "1", "--out", str(tmp_path / "b.png")),
                           "trained on OmniGen (v1)", "this base is OmniGen2")
     # the rest in process (the same UserError the CLI prints as one line)
@@ -138,11 +138,11 @@ def test_cli_bad_input_is_one_line(world, tmp_path):
 
 def test_cli_export_loads_omnigen2_bases(world, tmp_path):
     adapter = world["adapters"][0]
-    proc = run_cli("export", str(adapter), "--format", "comfyui", "--out", str(tmp_path / "comfy"))
+    proc = run_cli_here("export", str(adapter), "--format", "comfyui", "--out", str(tmp_path / "comfy"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     tensors = load_file(tmp_path / "comfy" / "omnigen2_lora_comfyui.safetensors")
     assert "layers.0.attn.to_q.lora_A.weight" in tensors
-    proc = run_cli("export", str(adapter), "--format", "merged", "--out", str(tmp_path / "merged"))
+    proc = run_cli_here("export", str(adapter), "--format", "merged", "--out", str(tmp_path / "merged"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OmniGen2 published layout" in proc.stdout
     index = json.loads((tmp_path / "merged" / "model_index.json").read_text())
@@ -167,8 +167,9 @@ def test_cli_demo_on_the_tiny_omnigen2(tmp_path):
     assert report["render_change_8bit"] > 0  # base + DEFT renders differently from the base
     for name in ("loss.png", "samples.png"):
         assert Image.open(tmp_path / name).size[0] > 100
-    assert_one_line_error(run_cli("demo", "--family", "omnigen2", "--steps", "0", "--out", str(tmp_path / "x")),
-                          "--steps 0")
+    proc = run_cli_here("demo", "--family", "omnigen2", "--steps", "0", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "argument --steps: '0' is 0; allowed: >= 1" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x").exists()
 
 
 def test_the_studio_says_omnigen2_is_not_wired_yet(world, tmp_path):

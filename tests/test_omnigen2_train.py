@@ -2,6 +2,7 @@
 stopping then resuming gives the adapter of an uninterrupted run, bit for bit (in process, after kill -9, and under
 DeepSpeed ZeRO-2 in two processes); the family's one-line errors."""
 
+import hashlib
 import json
 
 import pytest
@@ -152,6 +153,11 @@ def test_a_v1_checkpoint_from_before_model_family_still_resumes(shards, tmp_path
     old = yaml.safe_load(saved.read_text())
     del old["model"]["family"]  # as written before the key existed
     saved.write_text(yaml.safe_dump(old))
+    # as such a checkpoint would be: its recorded sums match its files (else it is "damaged")
+    state_path = tmp_path / "checkpoints" / "step-0000001" / "trainer" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["files"]["recipe.yaml"] = hashlib.sha256(saved.read_bytes()).hexdigest()
+    state_path.write_text(json.dumps(state))
     train(load_recipe(None, [*v1, "train.max_steps=2"]), progress=False, resume="latest")
     assert json.loads((tmp_path / "summary.json").read_text())["resumed_from"] == 1
 

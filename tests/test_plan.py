@@ -13,7 +13,7 @@ from omnideft.plan.measure import measure_step, reduced_config
 from omnideft.plan.presets import PRESETS, preset_plans, resolve_memory
 from omnideft.plan.shapes import measure_shapes, model_configs
 from omnideft.train.recipe import load_recipe
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli_here
 
 TOLERANCE = 0.10
 SETUPS = {  # base storage, compute, checkpointing
@@ -89,19 +89,19 @@ def test_presets_switch_the_recipe():
 
 
 def test_plan_command_picks_a_preset_and_refuses_one_that_does_not_fit():
-    ok = run_cli("plan", "recipes/omnigen_deft_r32.yaml", "data.max_image_size=1024", "train.batch_size=1",
+    ok = run_cli_here("plan", "recipes/omnigen_deft_r32.yaml", "data.max_image_size=1024", "train.batch_size=1",
                  "--gpu-memory", "24GB")
     assert ok.returncode == 0, ok.stderr
     assert "| frozen base | 15.50 |" in ok.stdout  # fp32 as the recipe loads it
     assert "cheapest preset that fits 24 GB: train.memory=48gb" in ok.stdout
-    too_big = run_cli("plan", "recipes/omnigen_deft_r32.yaml", "train.memory=80gb", "data.max_image_size=1024",
+    too_big = run_cli_here("plan", "recipes/omnigen_deft_r32.yaml", "train.memory=80gb", "data.max_image_size=1024",
                       "train.gradient_checkpointing=false",
                       "--gpu-memory", "24GB")
     assert_one_line_error(too_big, "train.memory=80gb needs", "24.0 GB")
     assert "| activations (saved) |" in too_big.stdout  # the table comes with the refusal
-    assert_one_line_error(run_cli("plan", "recipes/omnigen_deft_r32.yaml", "--gpu-memory", "4GB"),
+    assert_one_line_error(run_cli_here("plan", "recipes/omnigen_deft_r32.yaml", "--gpu-memory", "4GB"),
                           "no preset fits 4.0 GB")
-    assert_one_line_error(run_cli("plan", "recipes/omnigen_deft_r32.yaml", "--gpu-memory", "lots"), "lots")
-    tiny = run_cli("plan", "recipes/tiny_cpu.yaml")  # its shards' samples carry 3 input images
+    assert_one_line_error(run_cli_here("plan", "recipes/omnigen_deft_r32.yaml", "--gpu-memory", "lots"), "lots")
+    tiny = run_cli_here("plan", "recipes/tiny_cpu.yaml")  # its shards' samples carry 3 input images
     assert tiny.returncode == 0 and "64x64 output + 3 input image(s)" in tiny.stdout, tiny.stderr
     assert "| frozen base | 0.000303 | 42,928 params at fp32 |" in tiny.stdout

@@ -21,7 +21,7 @@ from omnideft.model.quantize import dense_weight, is_quantized
 from omnideft.shapes.shards import write_task_shards
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli_here
 
 STEPS = 30
 # The int8 base's loss after STEPS steps, relative to the bf16 base's (mean of the last 10 steps): measured 0.3 %
@@ -97,8 +97,9 @@ def test_quantised_base_is_smaller_and_nf4_needs_cuda(tmp_path):
     assert all(w._data.dtype == torch.int8 for w in weights)
     if torch.cuda.is_available():
         pytest.skip("the refusal is for machines without CUDA")
-    proc = run_cli("train", "model.name=tiny", "model.quantize=nf4", "data.shards=[recipes/data/tiny_shapes/train]",
-                   f"output.dir={tmp_path / 'run'}", "--no-progress")
+    proc = run_cli_here("train", "model.name=tiny", "model.quantize=nf4",
+                        "data.shards=[recipes/data/tiny_shapes/train]", f"output.dir={tmp_path / 'run'}",
+                        "--no-progress")
     assert_one_line_error(proc, "model.quantize=nf4 needs a CUDA GPU")
     assert not (tmp_path / "run").exists()  # refused before anything was written
 

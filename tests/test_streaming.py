@@ -22,7 +22,7 @@ from omnideft.errors import UserError
 from omnideft.shapes.shards import write_task_shards
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe
-from tests.helpers import assert_one_line_error, free_port, run_cli
+from tests.helpers import assert_one_line_error, free_port, run_cli, run_cli_here
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -123,7 +123,7 @@ def test_unreachable_url_retries_then_one_line(tmp_path, monkeypatch):
     dead = f"http://127.0.0.1:{free_port()}/train/"
     with pytest.raises(UserError, match=f"shard source {dead}manifest.json: reading failed 4 times with back-off"):
         resolve_sources([dead])
-    proc = run_cli("train", "model.name=tiny", f"data.shards=[{dead}]", f"output.dir={tmp_path / 'run'}",
+    proc = run_cli_here("train", "model.name=tiny", f"data.shards=[{dead}]", f"output.dir={tmp_path / 'run'}",
                    "--no-progress")
     assert_one_line_error(proc, dead, "with back-off")
     assert not (tmp_path / "run").exists()

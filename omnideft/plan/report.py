@@ -77,7 +77,8 @@ def inputs_in_shards(shard_entries: list, samples_per_source: int = 64) -> int |
 
 
 def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None, text_tokens: int,
-             out=sys.stdout) -> int:
+             out=None) -> int:
+    out = out or sys.stdout  # looked up at call time: a redirected stdout is honoured
     if gpus < 1:
         raise UserError(f"--gpus {gpus} must be at least 1")
     gpu_bytes = parse_size(gpu_memory) if gpu_memory else None
