@@ -13,7 +13,7 @@ from omnideft.adapters.compose import merge_adapters, parse_adapter_arg
 from omnideft.adapters.export import adapter_deltas, run_export
 from omnideft.errors import UserError
 from omnideft.model import load_omnigen
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli, run_cli_here
 from tests.test_adapters import _predict, batch  # noqa: F401  (pytest fixture)
 
 
@@ -157,7 +157,7 @@ def test_export_bad_input_is_one_line(tmp_path):
     proc = run_cli("export", str(folder), "--format", "onnx", "--base", "tiny", "--out", str(tmp_path / "o"))
     assert_one_line_error(proc, "onnx")
     (folder / "adapter_model.safetensors").write_bytes((folder / "adapter_model.safetensors").read_bytes()[:100])
-    proc = run_cli("export", str(folder), "--format", "kohya", "--base", "tiny", "--out", str(tmp_path / "o"))
+    proc = run_cli_here("export", str(folder), "--format", "kohya", "--base", "tiny", "--out", str(tmp_path / "o"))
     assert_one_line_error(proc, "cannot read", "adapter_model.safetensors")
 
 
@@ -165,8 +165,9 @@ def test_generate_with_two_weighted_adapters(tmp_path):
     _, f1 = _saved(tmp_path, "a", seed=1, method="deft", projector="qr", targets="attn")
     _, f2 = _saved(tmp_path, "b", seed=2, method="deft", projector="relu", targets="attn")
     out = tmp_path / "img.png"
-    proc = run_cli("generate", "--model", "tiny", "--adapter", f"{f1}:0.7", "--adapter", f"{f2}:0.5", "--prompt",
-                   "a red square", "--out", str(out), "--steps", "2", "--height", "32", "--width", "32")
+    proc = run_cli_here("generate", "--model", "tiny", "--adapter", f"{f1}:0.7", "--adapter", f"{f2}:0.5",
+                        "--prompt", "a red square", "--out", str(out), "--steps", "2", "--height", "32", "--width",
+                        "32")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.is_file()
 

@@ -6,7 +6,7 @@ from PIL import Image
 from omnideft.generate import OmniGenSampler
 from omnideft.prompts import compose_in_context
 from tests.diffusers_reference import diffusers_pipeline
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli, run_cli_here
 
 
 def _img(w, h, seed):
@@ -67,12 +67,12 @@ def test_cli_generate_bad_inputs(tmp_path):
                                   "--out", out), "nope.png")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"garbage")
-    assert_one_line_error(run_cli("generate", "--model", "tiny", "--prompt", "x", "--image", str(bad),
-                                  "--out", out), "bad.png", "unreadable")
+    assert_one_line_error(run_cli_here("generate", "--model", "tiny", "--prompt", "x", "--image", str(bad),
+                                       "--out", out), "bad.png", "unreadable")
     good = tmp_path / "g.png"
     _img(16, 16, 0).save(good)
-    assert_one_line_error(run_cli("generate", "--model", "tiny", "--prompt", "x <img><|image_2|></img>",
-                                  "--image", str(good), "--out", out), "<|image_2|>")
+    assert_one_line_error(run_cli_here("generate", "--model", "tiny", "--prompt", "x <img><|image_2|></img>",
+                                       "--image", str(good), "--out", out), "<|image_2|>")
     assert not (tmp_path / "o.png").exists()
 
 
