@@ -147,4 +147,4 @@ def test_mllm_targets_under_deepspeed_is_refused_before_loading(shards, tmp_path
     from omnideft.train.omnigen2_step import OmniGen2Training
 
     with pytest.raises(UserError, match="adapter.mllm_targets=language under DeepSpeed is not supported"):
-        OmniGen2Training(_recipe(shards, tmp_path), zero_stage=2, deepspeed=True)
+        OmniGen2Training(_recipe(shards, tmp_path), deepspeed=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from peft import DeftConfig, PeftModel
+from peft.tuners.deft.layer import DeftLinear
 
 from omnideft.adapters.fast_deft import FastDeftLinear, use_fast_layers
 from omnideft.adapters.method import PeftMethod, active_adapter
@@ -56,6 +57,17 @@ class DEFT(PeftMethod):
 
     def after_peft_load(self, model) -> None:
         use_fast_layers(model)
+
+    def before_zero3(self, model) -> None:
+        """PEFT's DeftLinear forward (the path taken under ZeRO-3) calls its base layer, then reads
+        `base_layer.bias` to form the bias-free base product; ZeRO-3 releases a module's parameters when its own
+        forward returns, so that read found a 0-element tensor. Registered as an external parameter of the DEFT
+        layer, the bias stays gathered for the whole DEFT forward (measured on the tiny OmniGen2's biased linears)."""
+        import deepspeed  # optional extra, present when ZeRO-3 runs
+
+        for module in model.modules():
+            if isinstance(module, DeftLinear) and module.get_base_layer().bias is not None:
+                deepspeed.zero.register_external_parameter(module, module.get_base_layer().bias)
 
     def peft_native(self, spec) -> bool:
         return self.projector(spec) in PEFT_PROJECTORS

@@ -24,16 +24,11 @@ BATCH_KEY = "omnigen2"  # the loader's batch dict carries the OmniGen2Batch unde
 class OmniGen2Training:
     """Setup's OmniGen2 parts; the recipe's checks that need no model run in the constructor."""
 
-    def __init__(self, recipe, zero_stage: int = 0, deepspeed: bool = False):
+    def __init__(self, recipe, deepspeed: bool = False):
         spec = recipe.adapter
         if spec.mllm_targets != "none" and deepspeed:
             raise UserError(f"adapter.mllm_targets={spec.mllm_targets} under DeepSpeed is not supported yet (the "
                             "MLLM would be partitioned with the transformer); use one process or DDP")
-        if zero_stage == 3 and spec.method in ("deft", "para") and (spec.targets != "attn" or spec.include_embedders):
-            # measured: PEFT's DEFT layer reads the base bias after DeepSpeed released it (a 0-size tensor)
-            raise UserError(f"DeepSpeed ZeRO-3 with adapter.method {spec.method} on OmniGen2's linears with a bias "
-                            "(embedders, adaLN, feed-forward) is not supported yet; use adapter.targets: attn, or "
-                            "ZeRO-2")
         for key, value in (("model.quantize", recipe.model.quantize), ("data.latents", recipe.data.latents)):
             if value:  # (train.memory presets may set them: docs/memory.md)
                 raise UserError(f"{key}={value} is OmniGen (v1) only so far; leave it unset for model.family "
