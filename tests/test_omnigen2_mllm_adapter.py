@@ -143,8 +143,35 @@ def test_mllm_targets_is_refused_on_omnigen_v1(shards, tmp_path):
     assert not (tmp_path / "adapter").exists()
 
 
-def test_mllm_targets_under_deepspeed_is_refused_before_loading(shards, tmp_path):
+def test_mllm_targets_under_zero3_is_refused_before_loading(shards, tmp_path):
     from omnideft.train.omnigen2_step import OmniGen2Training
 
-    with pytest.raises(UserError, match="adapter.mllm_targets=language under DeepSpeed is not supported"):
-        OmniGen2Training(_recipe(shards, tmp_path), deepspeed=True)
+    with pytest.raises(UserError, match="adapter.mllm_targets=language under DeepSpeed ZeRO-3 is not supported"):
+        OmniGen2Training(_recipe(shards, tmp_path), zero_stage=3)
+    OmniGen2Training(_recipe(shards, tmp_path), zero_stage=2)
+
+
+@pytest.mark.slow
+def test_ddp_and_zero2_two_processes_train_the_mllm_part_alike(shards, tmp_path):
+    """Two processes: DDP and DeepSpeed ZeRO-2 give the same losses and the same two files, bit for bit (measured),
+    every rank the same adapter."""
+    from tests.helpers import run_cli
+    from tests.test_engines import _launch
+
+    files = {}
+    for engine in ("ddp", "zero2"):
+        out = tmp_path / engine
+        proc = run_cli("train", "--no-progress", *OG2, "train.max_steps=2", f"data.shards=[{shards}]",
+                       f"output.dir={out}", f"launch.config={_launch(tmp_path, f'cpu_2proc_{engine}.yaml')}",
+                       env={"DS_ACCELERATOR": "cpu"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["engine"] == engine and len(set(summary["adapter_sha256_per_rank"])) == 1
+        losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+        files[engine] = losses, [load_file(out / "adapter" / f) for f in ("adapter_model.safetensors",
+                                                                           "mllm_adapter.safetensors")]
+    (loss_ddp, ddp), (loss_zero2, zero2) = files["ddp"], files["zero2"]
+    assert loss_ddp == loss_zero2
+    for a, b in zip(ddp, zero2):
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert len(ddp[1]) == 2 * LANGUAGE_LINEARS
