@@ -143,23 +143,17 @@ def test_mllm_targets_is_refused_on_omnigen_v1(shards, tmp_path):
     assert not (tmp_path / "adapter").exists()
 
 
-def test_mllm_targets_under_zero3_is_refused_before_loading(shards, tmp_path):
-    from omnideft.train.omnigen2_step import OmniGen2Training
-
-    with pytest.raises(UserError, match="adapter.mllm_targets=language under DeepSpeed ZeRO-3 is not supported"):
-        OmniGen2Training(_recipe(shards, tmp_path), zero_stage=3)
-    OmniGen2Training(_recipe(shards, tmp_path), zero_stage=2)
-
-
 @pytest.mark.slow
-def test_ddp_and_zero2_two_processes_train_the_mllm_part_alike(shards, tmp_path):
-    """Two processes: DDP and DeepSpeed ZeRO-2 give the same losses and the same two files, bit for bit (measured),
-    every rank the same adapter."""
+def test_ddp_zero2_and_zero3_two_processes_train_the_mllm_part(shards, tmp_path):
+    """Two processes: DDP and DeepSpeed ZeRO-2 give the same losses and the same two files, bit for bit (measured);
+    ZeRO-3 (the MLLM partitioned with the transformer) the same up to the reduction order (measured: losses 1e-6
+    relative apart, MLLM part 6.2e-5, transformer part 3.2e-4 on values up to 0.11 after two Adam steps at lr
+    1e-2); every rank the same adapter."""
     from tests.helpers import run_cli
     from tests.test_engines import _launch
 
-    files = {}
-    for engine in ("ddp", "zero2"):
+    runs = {}
+    for engine in ("ddp", "zero2", "zero3"):
         out = tmp_path / engine
         proc = run_cli("train", "--no-progress", *OG2, "train.max_steps=2", f"data.shards=[{shards}]",
                        f"output.dir={out}", f"launch.config={_launch(tmp_path, f'cpu_2proc_{engine}.yaml')}",
@@ -168,10 +162,12 @@ def test_ddp_and_zero2_two_processes_train_the_mllm_part_alike(shards, tmp_path)
         summary = json.loads((out / "summary.json").read_text())
         assert summary["engine"] == engine and len(set(summary["adapter_sha256_per_rank"])) == 1
         losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-        files[engine] = losses, [load_file(out / "adapter" / f) for f in ("adapter_model.safetensors",
-                                                                           "mllm_adapter.safetensors")]
-    (loss_ddp, ddp), (loss_zero2, zero2) = files["ddp"], files["zero2"]
-    assert loss_ddp == loss_zero2
-    for a, b in zip(ddp, zero2):
+        runs[engine] = losses, [load_file(out / "adapter" / f) for f in ("adapter_model.safetensors",
+                                                                          "mllm_adapter.safetensors")]
+    assert len(runs["ddp"][1][1]) == 2 * LANGUAGE_LINEARS
+    assert runs["ddp"][0] == runs["zero2"][0]
+    for a, b in zip(runs["ddp"][1], runs["zero2"][1]):
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
-    assert len(ddp[1]) == 2 * LANGUAGE_LINEARS
+    assert runs["zero3"][0] == pytest.approx(runs["zero2"][0], rel=1e-5)
+    for a, b in zip(runs["zero3"][1], runs["zero2"][1]):
+        assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 2e-3

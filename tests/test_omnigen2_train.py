@@ -190,8 +190,9 @@ def test_deepspeed_zero3_two_processes_with_deft_on_every_linear(shards, tmp_pat
 
 def test_zero3_keeps_the_base_bias_of_every_deft_layer_gathered(shards, tmp_path):
     """The cause of the ZeRO-3 failure on biased linears: PEFT's DeftLinear reads `base_layer.bias` after the base
-    layer's forward returned, when ZeRO-3 has released it; DEFT's before_zero3 registers each such bias as an
-    external parameter of its DEFT layer (DeepSpeed then gathers it for the whole DEFT forward)."""
+    layer's forward returned, when ZeRO-3 has released it; DEFT's before_zero3 registers each such bias (and the
+    layer's own P and R, which sit in ParameterDict submodules) as an external parameter of its DEFT layer
+    (DeepSpeed then gathers them for the whole DEFT forward)."""
     from peft.tuners.deft.layer import DeftLinear
 
     from omnideft.adapters import AdapterSpec, apply_adapter
@@ -204,8 +205,9 @@ def test_zero3_keeps_the_base_bias_of_every_deft_layer_gathered(shards, tmp_path
     biased = sum(m.get_base_layer().bias is not None for m in layers)
     assert len(layers) == 69 and 0 < biased < 69
     for m in layers:
-        external = [id(p) for p in getattr(m, "_external_params", {}).values()]
-        assert external == ([id(m.get_base_layer().bias)] if m.get_base_layer().bias is not None else []), m
+        external = {id(p) for p in getattr(m, "_external_params", {}).values()}
+        bias = [m.get_base_layer().bias] if m.get_base_layer().bias is not None else []
+        assert external == {id(p) for p in [*bias, m.deft_P["default"], m.deft_R["default"]]}, m
 
 
 def test_every_other_method_trains_and_reloads_on_omnigen2(shards, tmp_path):

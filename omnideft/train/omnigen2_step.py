@@ -24,14 +24,7 @@ BATCH_KEY = "omnigen2"  # the loader's batch dict carries the OmniGen2Batch unde
 class OmniGen2Training:
     """Setup's OmniGen2 parts; the recipe's checks that need no model run in the constructor."""
 
-    def __init__(self, recipe, zero_stage: int | None = None):
-        """`zero_stage`: the DeepSpeed ZeRO stage of the run, None without DeepSpeed."""
-        spec = recipe.adapter
-        if spec.mllm_targets != "none" and zero_stage == 3:
-            # measured: ZeRO-3 partitions the MLLM with the transformer, and its forward then meets a released
-            # parameter (a 0-element vector in an addmv); DDP and ZeRO-1/2 train it (tested)
-            raise UserError(f"adapter.mllm_targets={spec.mllm_targets} under DeepSpeed ZeRO-3 is not supported yet; "
-                            "use ZeRO-1/2, DDP or one process")
+    def __init__(self, recipe):
         for key, value in (("model.quantize", recipe.model.quantize), ("data.latents", recipe.data.latents)):
             if value:  # (train.memory presets may set them: docs/memory.md)
                 raise UserError(f"{key}={value} is OmniGen (v1) only so far; leave it unset for model.family "

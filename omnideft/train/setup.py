@@ -100,7 +100,7 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, over
     if cfg.ema_decay and engine.zero_stage == 3:
         raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
     # OmniGen2 backend (train/omnigen2_step.py): loads, saves its base and builds its batches; None for v1
-    og2 = omnigen2_training(recipe, engine.zero_stage)
+    og2 = omnigen2_training(recipe)
     if og2 is None and spec.mllm_targets != "none":
         raise UserError(f"adapter.mllm_targets={spec.mllm_targets} is OmniGen2 only (model.family omnigen has no "
                         "separate MLLM: its adapter already covers the prompt's layers); leave it at none")
@@ -143,7 +143,7 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     model = apply_adapter(comps.transformer, spec)
     if og2:  # adapter.mllm_targets: the MLLM's adapter rides as a submodule of the transformer
         og2.after_adapter(comps, spec)
-    if engine.zero_stage == 3:  # e.g. DEFT: base biases its layers read outside the base layer's forward
+    if engine.zero_stage == 3:  # e.g. DEFT: parameters its layers read outside their own module's forward
         get_method(spec.method).before_zero3(model)
     if recipe.model.quantize:  # after injection: PEFT initialises DEFT from the full-precision weights
         quantize_base(comps.transformer, recipe.model.quantize, exclude=adapter_tensor())
@@ -208,13 +208,13 @@ def gpu_memory(device) -> int | None:
     return torch.cuda.get_device_properties(device).total_memory
 
 
-def omnigen2_training(recipe: Recipe, zero_stage: int | None = None):
+def omnigen2_training(recipe: Recipe):
     """The OmniGen2 backend when the recipe's model is OmniGen2 (model.family, or read from the folder), else None."""
     if resolve_family(recipe.model.name, recipe.model.family) != "omnigen2":
         return None
     from omnideft.train.omnigen2_step import OmniGen2Training
 
-    return OmniGen2Training(recipe, zero_stage)
+    return OmniGen2Training(recipe)
 
 
 def data_workers(setting: int) -> int:
