@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from peft import DeftConfig, PeftModel
+from peft.tuners.deft.layer import DeftLinear
 
 from omnideft.adapters.fast_deft import FastDeftLinear, use_fast_layers
 from omnideft.adapters.method import PeftMethod, active_adapter
@@ -56,6 +57,22 @@ class DEFT(PeftMethod):
 
     def after_peft_load(self, model) -> None:
         use_fast_layers(model)
+
+    def before_zero3(self, model) -> None:
+        """PEFT's DeftLinear forward (the path taken under ZeRO-3) calls its base layer, then reads
+        `base_layer.bias` to form the bias-free base product; ZeRO-3 releases a module's parameters when its own
+        forward returns, so that read found a 0-element tensor. And `deft_P` / `deft_R` sit in ParameterDicts
+        (submodules whose forward never runs): inside the engine's forward DeepSpeed's prefetch found them, but on
+        OmniGen2's MLLM, run before the engine's forward (adapter.mllm_targets), they stayed partitioned. All three
+        are registered as external parameters of the DEFT layer, so DeepSpeed gathers them for its whole forward
+        (measured on the tiny OmniGen2, transformer and MLLM)."""
+        import deepspeed  # optional extra, present when ZeRO-3 runs
+
+        for module in model.modules():
+            if isinstance(module, DeftLinear):
+                for p in [module.get_base_layer().bias, *module.deft_P.values(), *module.deft_R.values()]:
+                    if p is not None:
+                        deepspeed.zero.register_external_parameter(module, p)
 
     def peft_native(self, spec) -> bool:
         return self.projector(spec) in PEFT_PROJECTORS

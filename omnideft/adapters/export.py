@@ -200,12 +200,19 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
     deltas = adapter_deltas(model)
     transformer = unload(model)
     out_path = Path(out)
+    from omnideft.adapters.mllm import has_mllm_adapter, merge_mllm_adapters  # (it imports this module)
+
+    mllm_part = has_mllm_adapter(adapter)  # adapter.mllm_targets: an adapter on OmniGen2's MLLM too
     if fmt == "merged":
         merge_deltas(transformer, [(1.0, deltas)])
         comps.transformer = transformer  # the same module, adapter layers removed and deltas folded in
+        mllm_note = ""
+        if mllm_part:
+            comps.mllm = merge_mllm_adapters(comps.mllm, [(str(adapter), 1.0)])
+            mllm_note = "; its MLLM part folded into the MLLM"
         with atomic_path(out_path) as tmp:
             save(comps, tmp)
-        return f"merged: {out_path} ({len(deltas)} modules folded into the transformer; {layout})"
+        return f"merged: {out_path} ({len(deltas)} modules folded into the transformer{mllm_note}; {layout})"
     config = read_adapter_config(adapter)
     rank = rank or config.get("spec", {}).get("rank") or config.get("r") or AdapterSpec.rank
     factors, err = as_lora(deltas, rank)
@@ -213,7 +220,8 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
     dense = sum(not isinstance(d, tuple) for d in deltas.values())
     how = (f"best rank-{rank} approximation of {dense} full-rank deltas, max relative error {err:.3e}" if dense
            else "exact LoRA form")
-    return f"{fmt}: {', '.join(str(f) for f in files)} ({len(factors)} modules; {how})"
+    skipped = "; the MLLM part (mllm_adapter.*) is not in this format, use --format merged" if mllm_part else ""
+    return f"{fmt}: {', '.join(str(f) for f in files)} ({len(factors)} modules; {how}){skipped}"
 
 
 def _lora_tensors(factors: dict, prefix: str) -> dict:

@@ -20,6 +20,7 @@ from torch import nn
 from omnideft.adapters.registry import all_methods
 
 CAMERA = "camera_conditioning."  # the camera conditioning submodule (camera/conditioning.py) rides with adapters
+MLLM = "mllm_adapter."  # OmniGen2's adapted MLLM (adapters/mllm.py) rides with the transformer while it trains
 # A quantised base (model/quantize.py) has the same shape: optimum-quanto stores `weight._data` (the weight's shape)
 # with `weight._scale` and activation scales, bitsandbytes `weight` plus its quantisation state.
 QUANTIZATION_STATE = re.compile(r"\.(weight\._scale|input_scale|output_scale|weight\.(absmax|quant_map|nested_\w+|"
@@ -29,7 +30,7 @@ QUANTIZATION_STATE = re.compile(r"\.(weight\._scale|input_scale|output_scale|wei
 @cache
 def adapter_tensor() -> re.Pattern:
     """Matches the state-dict names of adapter tensors: a name part that starts with a method's prefix."""
-    prefixes = [p for method in all_methods() for p in method.param_prefixes] + [CAMERA]
+    prefixes = [p for method in all_methods() for p in method.param_prefixes] + [CAMERA, MLLM]
     return re.compile(r"(^|\.)(" + "|".join(map(re.escape, prefixes)) + ")")
 
 

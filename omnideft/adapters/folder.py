@@ -23,6 +23,7 @@ from torch import nn
 
 from omnideft.adapters.fingerprint import (
     FAMILY_LABELS,
+    MLLM,
     base_family,
     base_fingerprint,
     weights_differ,
@@ -49,14 +50,18 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
         if hasattr(model, "adapter_state_dict"):  # own injection (soda, svdiff)
             name, peft_type = "default", None
             tmp.mkdir(parents=True)
-            tensors = model.adapter_state_dict()
+            tensors = {k: v for k, v in model.adapter_state_dict().items() if MLLM not in k}
             if state_dict is not None:  # e.g. the trainer's gathered copy, named like model.named_parameters()
                 tensors = {k: state_dict.get(f"base_model.{k}", state_dict.get(k, v)) for k, v in tensors.items()}
             save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / "adapter_model.safetensors")
             _write_own_config(tmp, spec, model.method, model.targets)
         else:
             name = model.active_adapter if isinstance(model.active_adapter, str) else next(iter(model.peft_config))
-            model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True, selected_adapters=[name])
+            peft_state = state_dict
+            if hasattr(model.get_base_model(), MLLM[:-1]):  # the MLLM part writes its own files (adapters/mllm.py)
+                peft_state = {k: v for k, v in (state_dict if state_dict is not None else model.state_dict()).items()
+                              if MLLM not in k}
+            model.save_pretrained(tmp, state_dict=peft_state, safe_serialization=True, selected_adapters=[name])
             if name != "default":  # PEFT nests non-default adapters in a sub-folder; the contract wants them at the top
                 for f in (tmp / name).iterdir():
                     f.rename(tmp / f.name)

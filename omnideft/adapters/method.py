@@ -9,6 +9,7 @@ registry.py. The rest of omnideft only asks these attributes:
   trainable_group      the optimizer group of each trainable parameter, and lr_ratio its learning rate / train.lr
   orthogonal_groups    optimizer needs: groups of square matrices StiefelAdamW keeps orthogonal
   zero_refusal         why DeepSpeed ZeRO cannot train it (None: it can)
+  before_zero3         what the injected model needs before ZeRO-3 partitions it (DEFT: base biases it reads)
   peft_native          whether stock PEFT loads its folder (else omnideft's own adapter_config.json);
                        after_peft_load adjusts a model stock PEFT loaded (DEFT: its fused layers)
   identity_init        whether `init: identity` makes the adapted model equal the base at step 0
@@ -60,6 +61,10 @@ class AdapterMethod(ABC):
     def zero_refusal(self, spec) -> str | None:
         """Why DeepSpeed ZeRO cannot train this adapter (one line naming the recipe key to change), or None."""
         return None
+
+    def before_zero3(self, model: nn.Module) -> None:
+        """Called on the injected model before DeepSpeed ZeRO-3 partitions it (e.g. to register parameters that a
+        layer reads outside their own module's forward)."""
 
     def peft_native(self, spec) -> bool:
         """True when the saved folder is PEFT's own (stock `PeftModel.from_pretrained` loads it)."""

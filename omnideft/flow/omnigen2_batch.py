@@ -53,11 +53,14 @@ class OmniGen2BatchBuilder:
         return batch
 
 
-def encode_batch(batch: OmniGen2Batch, vae, mllm, tokenizer, generator: torch.Generator, device="cpu"):
-    """(target latents, text states, text mask, reference latents) for flow_matching_loss; the frozen VAE and MLLM
-    run without gradients, VAE posterior samples come from `generator`."""
-    with torch.no_grad():
+def encode_batch(batch: OmniGen2Batch, vae, mllm, tokenizer, generator: torch.Generator, device="cpu",
+                 train_mllm: bool = False):
+    """(target latents, text states, text mask, reference latents) for flow_matching_loss; the frozen VAE runs
+    without gradients, the MLLM too unless `train_mllm` (its language layers carry an adapter); VAE posterior
+    samples come from `generator`."""
+    with torch.set_grad_enabled(train_mllm):
         text, mask = encode_texts(mllm, tokenizer, batch.prompts, device=device)
+    with torch.no_grad():
         targets = [encode_latent(vae, x[None].to(device), generator)[0] for x in batch.targets]
         refs = [[encode_latent(vae, r[None].to(device), generator)[0] for r in rs] or None for rs in batch.references]
     return targets, text, mask, refs

@@ -3,7 +3,8 @@ the `OmniGen2Generator` (base loaded once, adapters merged or composed, in-conte
 text / image guidance with a guidance step range, Euler or DPM-Solver++), and the command's OmniGen2 run.
 
 Adapters: one at weight 1 is loaded as is (its forward); several, or another weight, are merged into the base as
-W + sum of w x delta (adapters/compose.py). `set_adapters` reads the base again rather than undoing a merge (the
+W + sum of w x delta (adapters/compose.py). An adapter's MLLM part (`adapter.mllm_targets`, adapters/mllm.py) goes
+into the MLLM the same way. `set_adapters` reads the base again rather than undoing a merge (the
 OmniGen2 transformer is small next to its MLLM, which stays loaded).
 """
 
@@ -18,6 +19,7 @@ from PIL import Image
 from omnideft.adapters import load_adapter
 from omnideft.adapters.compose import merge_adapters
 from omnideft.adapters.folder import adapter_family, resolve_model_name
+from omnideft.adapters.mllm import has_mllm_adapter, load_mllm_adapter, merge_mllm_adapters, unload_mllm_adapter
 from omnideft.errors import UserError
 from omnideft.generate.contact_sheet import contact_sheet
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
@@ -60,6 +62,8 @@ class OmniGen2Generator:
         self.model_name = components.name
         self.transformer = components.transformer
         self.adapters: list[tuple[str, float]] = []
+        self._mllm_adapter = None  # the MLLM part of a single adapter (adapters/mllm.py), injected as is
+        self._mllm_merged = False  # MLLM parts merged into the MLLM's weights
         for part in (components.transformer, components.vae, components.mllm):
             part.to(self.device)
 
@@ -84,14 +88,19 @@ class OmniGen2Generator:
             return
         if self.adapters:
             self._reload_base()
-        if len(adapters) == 1 and adapters[0][1] == 1.0:
-            self.transformer = load_adapter(self.transformer, adapters[0][0]).to(self.device)
-        elif adapters:
-            try:
+        try:
+            if len(adapters) == 1 and adapters[0][1] == 1.0:
+                self.transformer = load_adapter(self.transformer, adapters[0][0]).to(self.device)
+                if has_mllm_adapter(adapters[0][0]):  # adapter.mllm_targets: its MLLM part, loaded as is
+                    self._mllm_adapter = load_mllm_adapter(self.components.mllm, adapters[0][0])
+            elif adapters:
                 self.transformer = merge_adapters(self.transformer, adapters)
-            except BaseException:
-                self._reload_base()  # a half-merged base must not stay
-                raise
+                if any(has_mllm_adapter(folder) for folder, _ in adapters):
+                    self._mllm_merged = True
+                    merge_mllm_adapters(self.components.mllm, adapters)
+        except BaseException:
+            self._reload_base()  # a half-loaded or half-merged base must not stay
+            raise
         self.adapters = adapters
 
     def _reload_base(self) -> None:
@@ -100,6 +109,11 @@ class OmniGen2Generator:
         fresh = load_omnigen2(self.model_name, dtype=self.dtype)
         fresh.transformer.to(self.device)
         self.components.transformer = self.transformer = fresh.transformer
+        if self._mllm_adapter is not None:
+            unload_mllm_adapter(self._mllm_adapter)
+        if self._mllm_merged:
+            self.components.mllm = fresh.mllm.to(self.device)
+        self._mllm_adapter, self._mllm_merged = None, False
         self.adapters = []
 
     def __call__(self, prompt: str, images: Sequence = (), examples: Sequence = (), *, seed: int = 0, n: int = 1,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from omnideft.adapters.mllm import attach_mllm_adapter
 from omnideft.data.shards import Example
 from omnideft.errors import UserError
 from omnideft.flow.omnigen2_batch import OmniGen2Batch, OmniGen2BatchBuilder, encode_batch
@@ -23,13 +24,7 @@ BATCH_KEY = "omnigen2"  # the loader's batch dict carries the OmniGen2Batch unde
 class OmniGen2Training:
     """Setup's OmniGen2 parts; the recipe's checks that need no model run in the constructor."""
 
-    def __init__(self, recipe, zero_stage: int = 0):
-        spec = recipe.adapter
-        if zero_stage == 3 and spec.method in ("deft", "para") and (spec.targets != "attn" or spec.include_embedders):
-            # measured: PEFT's DEFT layer reads the base bias after DeepSpeed released it (a 0-size tensor)
-            raise UserError(f"DeepSpeed ZeRO-3 with adapter.method {spec.method} on OmniGen2's linears with a bias "
-                            "(embedders, adaLN, feed-forward) is not supported yet; use adapter.targets: attn, or "
-                            "ZeRO-2")
+    def __init__(self, recipe):
         for key, value in (("model.quantize", recipe.model.quantize), ("data.latents", recipe.data.latents)):
             if value:  # (train.memory presets may set them: docs/memory.md)
                 raise UserError(f"{key}={value} is OmniGen (v1) only so far; leave it unset for model.family "
@@ -51,6 +46,13 @@ class OmniGen2Training:
         comps.vae.to(device)
         comps.mllm.to(device)
         return comps
+
+    @staticmethod
+    def after_adapter(comps: OmniGen2Components, spec) -> None:
+        """After the transformer's adapter: `adapter.mllm_targets` injects the same method into the MLLM's
+        language layers (adapters/mllm.py), registered as the transformer's submodule `mllm_adapter`."""
+        if spec.mllm_targets == "language":
+            attach_mllm_adapter(comps.transformer, comps.mllm, spec)
 
     @staticmethod
     def save_base(comps: OmniGen2Components, folder: Path) -> None:
@@ -82,9 +84,11 @@ class TrainingBatches:
 
 def omnigen2_loss(run, batch: OmniGen2Batch) -> torch.Tensor:
     """Per-sample flow-matching loss [B] of the run's adapted transformer (prepared by the engine); the frozen MLLM
-    and VAE encode without gradients outside autocast, the transformer runs under the run's autocast."""
+    and VAE encode without gradients outside autocast (the MLLM with them when its language layers carry an adapter:
+    adapter.mllm_targets), the transformer runs under the run's autocast."""
     comps, live = run.components, run.live
     targets, text, mask, refs = encode_batch(batch, comps.vae, comps.mllm, comps.tokenizer, live.noise,
-                                             device=run.accelerator.device)
+                                             device=run.accelerator.device,
+                                             train_mllm=run.recipe.adapter.mllm_targets != "none")
     with run.engine.autocast():
         return flow_matching_loss(live.model, targets, text, mask, refs, live.noise)

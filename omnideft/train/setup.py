@@ -19,6 +19,7 @@ from accelerate.utils import set_seed
 from omnideft.adapters import apply_adapter
 from omnideft.adapters.fingerprint import adapter_tensor, weights_fingerprint
 from omnideft.adapters.optim import build_optimizer, requires_plain_optimizer
+from omnideft.adapters.registry import get_method
 from omnideft.camera.conditioning import setup_camera
 from omnideft.data.loader import ReaderState, ResumableBatches, index_sources, sources_have_cameras
 from omnideft.data.sources import ShardSource, resolve_sources
@@ -99,7 +100,10 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, over
     if cfg.ema_decay and engine.zero_stage == 3:
         raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
     # OmniGen2 backend (train/omnigen2_step.py): loads, saves its base and builds its batches; None for v1
-    og2 = omnigen2_training(recipe, engine.zero_stage)
+    og2 = omnigen2_training(recipe)
+    if og2 is None and spec.mllm_targets != "none":
+        raise UserError(f"adapter.mllm_targets={spec.mllm_targets} is OmniGen2 only (model.family omnigen has no "
+                        "separate MLLM: its adapter already covers the prompt's layers); leave it at none")
     workers = data_workers(recipe.data.num_workers)
     layout = {"engine": engine.name, "world_size": world, "num_workers": workers}
     lock = FolderLock(out, "output.dir").acquire() if main else None
@@ -137,6 +141,10 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     if recipe.data.latents:  # a cache of another VAE or image size is refused before anything is written
         latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size)
     model = apply_adapter(comps.transformer, spec)
+    if og2:  # adapter.mllm_targets: the MLLM's adapter rides as a submodule of the transformer
+        og2.after_adapter(comps, spec)
+    if engine.zero_stage == 3:  # e.g. DEFT: parameters its layers read outside their own module's forward
+        get_method(spec.method).before_zero3(model)
     if recipe.model.quantize:  # after injection: PEFT initialises DEFT from the full-precision weights
         quantize_base(comps.transformer, recipe.model.quantize, exclude=adapter_tensor())
     # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
@@ -200,13 +208,13 @@ def gpu_memory(device) -> int | None:
     return torch.cuda.get_device_properties(device).total_memory
 
 
-def omnigen2_training(recipe: Recipe, zero_stage: int = 0):
+def omnigen2_training(recipe: Recipe):
     """The OmniGen2 backend when the recipe's model is OmniGen2 (model.family, or read from the folder), else None."""
     if resolve_family(recipe.model.name, recipe.model.family) != "omnigen2":
         return None
     from omnideft.train.omnigen2_step import OmniGen2Training
 
-    return OmniGen2Training(recipe, zero_stage)
+    return OmniGen2Training(recipe)
 
 
 def data_workers(setting: int) -> int:
