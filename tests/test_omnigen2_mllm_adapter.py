@@ -144,8 +144,8 @@ def test_mllm_targets_is_refused_on_omnigen_v1(shards, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_zero2_and_zero3_two_processes_train_the_mllm_part(shards, tmp_path):
-    """Two processes: DDP and DeepSpeed ZeRO-2 give the same losses and the same two files, bit for bit (measured);
+def test_zero2_and_zero3_two_processes_train_the_mllm_part(shards, tmp_path):
+    """Two processes: DeepSpeed ZeRO-2 (measured bit-identical to DDP; DDP left out to keep the suite short) and
     ZeRO-3 (the MLLM partitioned with the transformer) the same up to the reduction order (measured: losses 1e-6
     relative apart, MLLM part 6.2e-5, transformer part 3.2e-4 on values up to 0.11 after two Adam steps at lr
     1e-2); every rank the same adapter."""
@@ -153,7 +153,7 @@ def test_ddp_zero2_and_zero3_two_processes_train_the_mllm_part(shards, tmp_path)
     from tests.test_engines import _launch
 
     runs = {}
-    for engine in ("ddp", "zero2", "zero3"):
+    for engine in ("zero2", "zero3"):
         out = tmp_path / engine
         proc = run_cli("train", "--no-progress", *OG2, "train.max_steps=2", f"data.shards=[{shards}]",
                        f"output.dir={out}", f"launch.config={_launch(tmp_path, f'cpu_2proc_{engine}.yaml')}",
@@ -164,10 +164,7 @@ def test_ddp_zero2_and_zero3_two_processes_train_the_mllm_part(shards, tmp_path)
         losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
         runs[engine] = losses, [load_file(out / "adapter" / f) for f in ("adapter_model.safetensors",
                                                                           "mllm_adapter.safetensors")]
-    assert len(runs["ddp"][1][1]) == 2 * LANGUAGE_LINEARS
-    assert runs["ddp"][0] == runs["zero2"][0]
-    for a, b in zip(runs["ddp"][1], runs["zero2"][1]):
-        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert len(runs["zero2"][1][1]) == 2 * LANGUAGE_LINEARS
     assert runs["zero3"][0] == pytest.approx(runs["zero2"][0], rel=1e-5)
     for a, b in zip(runs["zero3"][1], runs["zero2"][1]):
-        assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 2e-3
+        assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3
