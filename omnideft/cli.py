@@ -437,7 +437,7 @@ def _studio(args) -> int:
 
 
 def _export(args) -> int:
-    from omnideft.adapters.export import run_export
+    from omnideft.adapters.export_run import run_export
     from omnideft.adapters.folder import resolve_model_name
 
     report = run_export(args.adapter, args.format, resolve_model_name(args.base, args.adapter), args.out,

@@ -122,7 +122,7 @@ def test_generate_with_the_saved_adapter_renders_the_in_memory_image(full, tmp_p
 
 
 def test_export_merged_folds_the_mllm_part_and_lora_formats_say_they_drop_it(full, tmp_path):
-    from omnideft.adapters.export import run_export
+    from omnideft.adapters.export_run import run_export
     from omnideft.generate.omnigen2_generator import OmniGen2Generator
 
     base = str(full.parent / "base")
