@@ -81,10 +81,14 @@ def test_in_context_references_schedulers_and_guidance_range(world):
     im0, im1, im2 = (Image.open(p) for p in world["images"])
     settings = dict(examples=[(im0, im1)], guidance=4.0, image_guidance=2.0, **SMALL)
     euler = g("make <img><|image_1|></img> blue", [im2], **settings)[0]
-    dpm = g("make <img><|image_1|></img> blue", [im2], scheduler="dpmsolver++", **settings)[0]
     ranged = g("make <img><|image_1|></img> blue", [im2], cfg_range=(0.0, 0.4), **settings)[0]
-    assert euler.size == dpm.size == ranged.size == (32, 32)
-    assert not _pixels(euler).equal(_pixels(dpm)) and not _pixels(euler).equal(_pixels(ranged))
+    # DPM-Solver++ takes first-order steps first and last, where it equals Euler in exact arithmetic: with 2 steps
+    # the two differ only by float rounding (0 levels on one CPU, 1 on another); 8 steps differ by several levels.
+    long = {**settings, "steps": 8}
+    euler8 = g("make <img><|image_1|></img> blue", [im2], **long)[0]
+    dpm8 = g("make <img><|image_1|></img> blue", [im2], scheduler="dpmsolver++", **long)[0]
+    assert euler.size == dpm8.size == ranged.size == (32, 32)
+    assert (_pixels(euler8) - _pixels(dpm8)).abs().max() > 2 and (_pixels(euler) - _pixels(ranged)).abs().max() > 2
     # the example pair and the query become references 1-3 in OmniGen2's wording
     sampler = OmniGen2Sampler.from_components(g.components)
     worded = "example 1: the first image becomes the second image. make the third image blue"

@@ -66,7 +66,8 @@ def test_language_layers_get_adapter_tensors_that_train(full):
 
 
 def test_the_prompt_features_change_and_unloading_restores_them(full):
-    from omnideft.adapters.mllm import load_mllm_adapter, unload_mllm_adapter
+    from omnideft.adapters.export import unload
+    from omnideft.adapters.mllm import load_mllm_adapter
     from omnideft.model.omnigen2.folder import load_omnigen2
     from omnideft.model.omnigen2.prompt import encode_prompts
 
@@ -75,7 +76,7 @@ def test_the_prompt_features_change_and_unloading_restores_them(full):
         before, _ = encode_prompts(comps.mllm, comps.tokenizer, [PROMPT])
         wrapper = load_mllm_adapter(comps.mllm, full)
         adapted, _ = encode_prompts(comps.mllm, comps.tokenizer, [PROMPT])
-        unload_mllm_adapter(wrapper)
+        unload(wrapper)
         after, _ = encode_prompts(comps.mllm, comps.tokenizer, [PROMPT])
     assert float((adapted - before).abs().max()) > 1e-3
     assert after.equal(before)

@@ -53,8 +53,8 @@ FAMILY_LABELS = {"omnigen": "OmniGen (v1)", "omnigen2": "OmniGen2"}
 
 
 def base_family(transformer: nn.Module) -> str:
-    """`omnigen2` for omnideft's OmniGen2 transformer, else `omnigen` (v1). By class name: adapters sit below the
-    model room and do not import it."""
+    """`omnigen2` for omnideft's OmniGen2 transformer, else `omnigen` (v1), told by the class name alone (importing
+    the OmniGen2 transformer here would load diffusers for every adapter check)."""
     return "omnigen2" if type(base_model_of(transformer)).__name__ == "OmniGen2Transformer" else "omnigen"
 
 

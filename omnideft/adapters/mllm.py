@@ -113,8 +113,8 @@ def _read_config(folder: Path) -> dict:
 
 def load_mllm_adapter(mllm: nn.Module, folder: str | Path) -> nn.Module:
     """Inject the folder's MLLM adapter into `mllm` (in place, frozen, eval) and load its tensors; returns the
-    wrapper (PeftModel / AdapterModel; `unload_mllm_adapter` removes it). One line when the MLLM has other weights or
-    the tensors do not match."""
+    wrapper (PeftModel / AdapterModel; `unload` of adapters/export.py removes it). One line when the MLLM has other
+    weights or the tensors do not match."""
     folder = Path(folder)
     config = _read_config(folder)
     if (bucket := weights_differ(config.get("mllm_weights"), weights_fingerprint(mllm))) is not None:
@@ -143,11 +143,6 @@ def load_mllm_adapter(mllm: nn.Module, folder: str | Path) -> nn.Module:
         p.requires_grad_(False)
     model.eval()
     return model
-
-
-def unload_mllm_adapter(model: nn.Module) -> nn.Module:
-    """Remove the injected layers without merging; returns the plain MLLM."""
-    return unload(model)
 
 
 def merge_mllm_adapters(mllm: nn.Module, adapters: list[tuple[str, float]]) -> nn.Module:

@@ -18,21 +18,22 @@ from PIL import Image
 
 from omnideft.adapters import load_adapter
 from omnideft.adapters.compose import merge_adapters
+from omnideft.adapters.export import unload
 from omnideft.adapters.folder import adapter_family, resolve_model_name
-from omnideft.adapters.mllm import has_mllm_adapter, load_mllm_adapter, merge_mllm_adapters, unload_mllm_adapter
+from omnideft.adapters.mllm import has_mllm_adapter, load_mllm_adapter, merge_mllm_adapters
 from omnideft.errors import UserError
 from omnideft.generate.contact_sheet import contact_sheet
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.generate.settings import as_adapter_list, resolve_device, resolve_dtype
 from omnideft.images import load_image, save_image_atomic
 from omnideft.model.family import resolve_family
-from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES
+from omnideft.model.omnigen2 import check_reference_images
 from omnideft.model.omnigen2.prompt import NEGATIVE_PROMPT
+from omnideft.model.omnigen2.scheduler import SCHEDULERS
 from omnideft.prompts.in_context import compose_in_context
 
 # The published inference script's defaults (OmniGen v1's are 2.5 / 1.6 and its own scheduler).
 TEXT_GUIDANCE, IMAGE_GUIDANCE = 5.0, 2.0
-SCHEDULERS = ("euler", "dpmsolver++")
 
 
 def generation_family(model: str | None, family: str = "auto", adapters: Sequence = ()) -> str:
@@ -45,10 +46,7 @@ def generation_family(model: str | None, family: str = "auto", adapters: Sequenc
 
 def check_reference_count(query: int, examples: int) -> None:
     """Before any model loads: OmniGen2 takes at most five images, in-context example pairs counting two each."""
-    total = query + 2 * examples
-    if total > MAX_REFERENCE_IMAGES:
-        raise UserError(f"{total} reference images ({query} query + {examples} example pairs x 2); OmniGen2 takes "
-                        f"at most {MAX_REFERENCE_IMAGES}")
+    check_reference_images(query + 2 * examples, f"reference images ({query} query + {examples} example pairs x 2)")
 
 
 class OmniGen2Generator:
@@ -110,7 +108,7 @@ class OmniGen2Generator:
         fresh.transformer.to(self.device)
         self.components.transformer = self.transformer = fresh.transformer
         if self._mllm_adapter is not None:
-            unload_mllm_adapter(self._mllm_adapter)
+            unload(self._mllm_adapter)
         if self._mllm_merged:
             self.components.mllm = fresh.mllm.to(self.device)
         self._mllm_adapter, self._mllm_merged = None, False

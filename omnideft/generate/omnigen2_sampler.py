@@ -15,7 +15,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from omnideft.errors import UserError
-from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES
+from omnideft.model.omnigen2 import check_reference_images
 from omnideft.model.omnigen2.latents import decode_latent, encode_latent, fitted_size, image_to_pixels, pixels_to_images
 from omnideft.model.omnigen2.prompt import NEGATIVE_PROMPT, encode_prompts
 from omnideft.model.omnigen2.scheduler import SCHEDULERS
@@ -54,8 +54,7 @@ class OmniGen2Sampler:
         floored to 16 px. `<img><|image_k|></img>` placeholders (an in-context prompt from prompts/in_context.py)
         become "the k-th image", image k the k-th reference."""
         images = list(images or [])
-        if len(images) > MAX_REFERENCE_IMAGES:
-            raise UserError(f"{len(images)} reference images; OmniGen2 takes at most {MAX_REFERENCE_IMAGES}")
+        check_reference_images(len(images))
         if scheduler not in SCHEDULERS:
             raise UserError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
         if PLACEHOLDER.search(instruction):  # shard / in-context style (prompts/in_context.py): OmniGen2's wording

@@ -15,7 +15,8 @@ from omnideft.errors import UserError
 FAMILIES = ("omnigen", "omnigen2")
 PIPELINE_CLASSES = {"OmniGenPipeline": "omnigen", "OmniGen2Pipeline": "omnigen2"}
 LABELS = {"omnigen": "OmniGen (v1)", "omnigen2": "OmniGen2"}
-PRESETS = ("tiny", "small")  # preset names win over folders of the same name (as model.loading reads them)
+TINY = "tiny"  # the randomly initialised preset every family builds from its config (the tests' model)
+PRESETS = (TINY, "small")  # preset names win over folders of the same name (as model.loading reads them)
 SUBFOLDERS = {
     "omnigen": ("transformer", "vae", "tokenizer", "scheduler"),
     "omnigen2": ("transformer", "vae", "mllm", "processor", "scheduler"),

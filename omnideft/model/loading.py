@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from omnideft.errors import UserError
+from omnideft.model.family import TINY
 from omnideft.model.small import SMALL, small_model_dir
 
 DEFAULT_MODEL_ID = "Shitao/OmniGen-v1-diffusers"
-TINY = "tiny"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from omnideft.errors import UserError
-from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES
+from omnideft.model.omnigen2 import check_reference_images
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth")
 PLACEHOLDER = re.compile(r"<img><\|image_(\d+)\|></img>")
@@ -18,8 +18,7 @@ def omnigen2_instruction(instruction: str, num_images: int, where: str = "instru
     """The instruction with each placeholder replaced by its ordinal wording. `num_images` is the number of input
     images the sample carries; more than five, or a placeholder naming a missing image, is a UserError naming
     `where` (e.g. the sample key)."""
-    if num_images > MAX_REFERENCE_IMAGES:
-        raise UserError(f"{where}: {num_images} input images; OmniGen2 takes at most {MAX_REFERENCE_IMAGES}")
+    check_reference_images(num_images, "input images", where)
 
     def wording(match: re.Match) -> str:
         k = int(match.group(1))

@@ -15,7 +15,7 @@ from omnideft.data.shards import Example
 from omnideft.errors import UserError
 from omnideft.flow.omnigen2_batch import OmniGen2Batch, OmniGen2BatchBuilder, encode_batch
 from omnideft.flow.omnigen2_loss import flow_matching_loss
-from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES
+from omnideft.model.omnigen2 import check_reference_images
 from omnideft.model.omnigen2.folder import OmniGen2Components, load_omnigen2, save_omnigen2
 
 BATCH_KEY = "omnigen2"  # the loader's batch dict carries the OmniGen2Batch under this key (and "tasks" beside it)
@@ -34,9 +34,7 @@ class OmniGen2Training:
                             "set camera.encoding: none for model.family omnigen2")
         for i, item in enumerate(recipe.validation.prompts):
             count = len(item.get("images", [])) if isinstance(item, dict) else 0
-            if count > MAX_REFERENCE_IMAGES:
-                raise UserError(f"validation.prompts[{i}]: {count} images; OmniGen2 takes at most "
-                                f"{MAX_REFERENCE_IMAGES}")
+            check_reference_images(count, "images", f"validation.prompts[{i}]")
             if isinstance(item, dict) and "camera" in item:
                 raise UserError(f"validation.prompts[{i}].camera: cameras are OmniGen (v1) only")
         self.recipe = recipe

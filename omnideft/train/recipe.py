@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.camera.spec import CameraSpec
-from omnideft.options import build_sections, load_sections, option, options_help
+from omnideft.options import load_sections, option, options_help
 
 
 @dataclass
@@ -125,10 +125,6 @@ class Recipe:
 def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
     """The recipe YAML at `path` (None: defaults only) with `section.key=value` overrides applied."""
     return load_sections(path, overrides, Recipe, prepare=_paths_relative_to_recipe)
-
-
-def build_recipe(raw: dict) -> Recipe:
-    return build_sections(raw, Recipe)
 
 
 def recipe_help() -> str:

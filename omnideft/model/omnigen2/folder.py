@@ -16,9 +16,8 @@ import torch
 
 from omnideft.errors import UserError
 from omnideft.files import atomic_path, write_text_atomic
-from omnideft.model.family import SUBFOLDERS, detect_family
+from omnideft.model.family import SUBFOLDERS, TINY, detect_family
 
-TINY = "tiny"
 # The published class names, written into the saved configs so the official package reads our folders too.
 PUBLISHED_CLASSES = {
     "transformer": ["transformer_omnigen2", "OmniGen2Transformer2DModel"],

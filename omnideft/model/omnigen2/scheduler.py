@@ -12,14 +12,14 @@ import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
-TOKENS_AT_UNIT_SHIFT = 40 ** 2  # m = 1 at 1600 latent positions (a 40x40 latent: 320 px with an 8x VAE)
+UNIT_SHIFT_SIDE = 40  # m = sqrt(tokens) / 40: 1 at 1600 latent positions (a 40x40 latent, 320 px with an 8x VAE)
 
 
 def shifted_times(num_steps: int, num_tokens: int | None, dynamic_time_shift: bool = True) -> np.ndarray:
     """The times a sampler visits: linspace(0, 1, n + 1)[:-1] (float32), shifted by m when asked."""
     t = np.linspace(0, 1, num_steps + 1, dtype=np.float32)[:-1]
     if dynamic_time_shift and num_tokens is not None:
-        m = np.sqrt(num_tokens) / 40
+        m = np.sqrt(num_tokens) / UNIT_SHIFT_SIDE
         t = t / (m - m * t + t)
     return t
 

@@ -22,7 +22,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES
+from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES, check_reference_images
 from omnideft.model.omnigen2.blocks import AdaLayerNormOut, OmniGen2Block, TimestepCaptionEmbedding
 from omnideft.model.omnigen2.rope import rotary_tables, rotations, sample_position_ids
 
@@ -109,9 +109,8 @@ class OmniGen2Transformer(ModelMixin, ConfigMixin):
         batch = len(latents)
         refs = list(ref_image_hidden_states) if ref_image_hidden_states is not None else [None] * batch
         refs = [r if r else [] for r in refs]
-        too_many = [len(r) for r in refs if len(r) > MAX_REFERENCE_IMAGES]
-        if too_many:
-            raise ValueError(f"{too_many[0]} reference images; OmniGen2 takes at most {MAX_REFERENCE_IMAGES}")
+        for r in refs:
+            check_reference_images(len(r))
         tables = self.rope_tables()
         dtype = latents[0].dtype
 
