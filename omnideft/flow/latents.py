@@ -127,8 +127,8 @@ class LatentCache:
                                 "cache was written): the cache is stale; rerun omnideft cache-latents on these shards")
         self.entry_sha256: dict[str, str] = meta["entry_sha256"]
         for digest, expected in self.entry_sha256.items():
-            if _entry_sha256(_entry(self.folder, digest)) != expected:
-                path = _entry(self.folder, digest)
+            path = _entry(self.folder, digest)
+            if _entry_sha256(path) != expected:
                 state = "is missing" if not path.is_file() else "is damaged (its sha256 differs from cache.json's)"
                 raise UserError(f"data.latents {folder}: entry {path} {state}; rerun omnideft cache-latents --out "
                                 f"{folder} on these shards to encode it again")
