@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "encoding (docs/memory.md).")
     cl.add_argument("shards", nargs="+", help="shard globs or directories (as in data.shards)")
     cl.add_argument("--model", required=True, help="base whose VAE encodes: hub id, diffusers folder, 'tiny', 'small'")
-    cl.add_argument("--out", required=True, help="cache folder (created; an existing cache of this VAE is extended)")
+    cl.add_argument("--out", required=True, help="new or empty folder, or a cache of this VAE and size (extended)")
     cl.add_argument("--max-image-size", type=SIDE, default=1024, help="the recipe's data.max_image_size (default 1024)")
     cl.add_argument("--seed", type=int, default=0, help="the recipe's model.seed (only for --model tiny)")
     cl.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -28,6 +28,7 @@ import urllib.request
 from collections import Counter
 from functools import lru_cache
 
+from omnideft.data.format.schema import ManifestError, validate_manifest
 from omnideft.errors import UserError
 
 REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "pipe:")
@@ -51,28 +52,31 @@ def resolve_stream(pattern: str) -> tuple[list[str], list[int]]:
         manifest = _manifest(posixpath.dirname(urls[0]) + "/manifest.json", required=False)
         if manifest is None:
             return urls, [_count_samples(u) for u in urls]
-        counts = {s["name"]: int(s["samples"]) for s in manifest.get("shards", [])}
+        counts = {s["name"]: s["samples"] for s in manifest["shards"]}
         missing = [u for u in urls if posixpath.basename(u) not in counts]
         if missing:
             raise UserError(f"shard {missing[0]} is not listed in the manifest.json beside it")
         return urls, [counts[posixpath.basename(u)] for u in urls]
     folder = pattern[: -len("manifest.json")] if pattern.endswith("manifest.json") else pattern.rstrip("/") + "/"
     manifest = _manifest(folder + "manifest.json", required=True)
-    shards = manifest.get("shards") or []
+    shards = manifest["shards"]
     if not shards:
         raise UserError(f"{folder}manifest.json lists no shards")
-    return [folder + s["name"] for s in shards], [int(s["samples"]) for s in shards]
+    return [folder + s["name"] for s in shards], [s["samples"] for s in shards]
 
 
 def _manifest(url: str, required: bool) -> dict | None:
+    """The manifest at `url`, checked as a local one is (contract 1's `validate_manifest`)."""
     try:
         raw = _with_retries(url, "reading", lambda: _read_all(url), missing_ok=not required)
     except _Missing:
         return None
     try:
-        return json.loads(raw)
+        return validate_manifest(json.loads(raw))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{url} is not a JSON manifest") from None
+    except ManifestError as exc:
+        raise UserError(f"manifest {url}: {exc}") from None
 
 
 def _read_all(url: str) -> bytes:

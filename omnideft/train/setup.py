@@ -138,8 +138,8 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
         load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
     base_weights = weights_fingerprint(comps.transformer)  # before any adapter wraps the base layers
     latents = None
-    if recipe.data.latents:  # a cache of another VAE or image size is refused before anything is written
-        latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size)
+    if recipe.data.latents:  # a stale, damaged or foreign cache is refused before anything is written
+        latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size, sources)
     model = apply_adapter(comps.transformer, spec)
     if og2:  # adapter.mllm_targets: the MLLM's adapter rides as a submodule of the transformer
         og2.after_adapter(comps, spec)

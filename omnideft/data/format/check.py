@@ -18,7 +18,7 @@ from typing import Iterator
 
 from PIL import Image
 
-from omnideft.data.format.schema import SampleError, validate_meta
+from omnideft.data.format.schema import SampleError, validate_manifest, validate_meta
 from omnideft.data.format.writer import MANIFEST_NAME, file_sha256, skip_summary
 from omnideft.errors import UserError
 from omnideft.files import TMP_PREFIX
@@ -151,8 +151,12 @@ def check_manifest(split_dir: Path, counts: dict[str, int], report: CheckReport)
     if not path.is_file():
         report.problem(str(split_dir), f"no {MANIFEST_NAME} (build unfinished, or parts not merged with build-merge)")
         return
-    manifest = json.loads(path.read_text())
-    listed = {s["name"]: s for s in manifest.get("shards", [])}
+    try:
+        manifest = validate_manifest(json.loads(path.read_text()))
+    except ValueError as exc:  # not JSON, not UTF-8, or a field readers rely on is wrong (ManifestError)
+        report.problem(MANIFEST_NAME, str(exc))
+        return
+    listed = {s["name"]: s for s in manifest["shards"]}
     for name in sorted(set(counts) - set(listed)):
         report.problem(name, "shard on disk is not in the manifest")
     for name, entry in listed.items():
@@ -160,9 +164,9 @@ def check_manifest(split_dir: Path, counts: dict[str, int], report: CheckReport)
         if not shard.is_file():
             report.problem(name, "listed in the manifest but missing")
             continue
-        if shard.stat().st_size != entry["bytes"]:
-            report.problem(name, f"{shard.stat().st_size} bytes, manifest says {entry['bytes']}")
-        if file_sha256(shard) != entry["sha256"]:
+        if shard.stat().st_size != entry.get("bytes"):
+            report.problem(name, f"{shard.stat().st_size} bytes, manifest says {entry.get('bytes')}")
+        if file_sha256(shard) != entry.get("sha256"):
             report.problem(name, "sha256 differs from the manifest")
         if counts.get(name) != entry["samples"]:
             report.problem(name, f"{counts.get(name)} samples, manifest says {entry['samples']}")

@@ -105,3 +105,31 @@ def _check_image_entry(entry: Any, where: str, expect_member_prefix: str) -> Non
         v = entry.get(dim)
         if not isinstance(v, int) or v <= 0:
             raise SampleError(f"{where}.{dim} must be a positive integer, got {v!r}")
+
+
+class ManifestError(ValueError):
+    """A `manifest.json` breaks contract 1 where a reader relies on it. The message names the field."""
+
+
+def validate_manifest(manifest: Any) -> dict[str, Any]:
+    """Check what readers take from a `manifest.json` (its shard list: each shard's name and sample count, and its
+    bytes and sha256 where given); returns it unchanged or raises ManifestError naming the field."""
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"the manifest must be a JSON object, got a {type(manifest).__name__}")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        raise ManifestError(f"field 'shards' missing or not a list, got {shards!r:.60}")
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, dict):
+            raise ManifestError(f"shards[{i}] must be an object, got {shard!r:.60}")
+        name = shard.get("name")
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ManifestError(f"shards[{i}].name must be a file name, got {name!r:.60}")
+        for count in ("samples", "bytes"):
+            value = shard.get(count)
+            if (count == "samples" or value is not None) and (type(value) is not int or value < 0):
+                raise ManifestError(f"shards[{i}].{count} ({name}) must be a non-negative integer, got {value!r:.60}")
+        sha = shard.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            raise ManifestError(f"shards[{i}].sha256 ({name}) must be 64 lowercase hex digits, got {sha!r:.60}")
+    return manifest
