@@ -10,7 +10,7 @@ from PIL import Image
 from omnideft.cli import main as cli_main
 from omnideft.errors import UserError
 from omnideft.generate.jobs import read_jobs
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli_here
 from tests.studio_world import write_images
 
 
@@ -112,8 +112,7 @@ def test_generate_options_are_checked_in_one_line(tmp_path, capsys):
     _one_line_error(capsys, [*base, out, "--example", f"{tmp_path / 'nope.png'}={tmp_path / 'b.png'}"],
                     "nope.png", "does not exist")
     assert not (tmp_path / "o.png").exists()
-    # the same through a subprocess, as a user sees it
-    assert_one_line_error(run_cli(*base, out, "--image-guidance", "inf"), "--image-guidance is inf", "finite")
+    assert_one_line_error(run_cli_here(*base, out, "--image-guidance", "inf"), "--image-guidance is inf", "finite")
 
 
 def test_big_inputs_are_resized_to_fit_and_defaults_fit_the_model(tmp_path, capsys):
