@@ -162,16 +162,17 @@ def run_jobs(jobs_file: str | Path, out_dir: str | Path, make_generator: Callabl
     # The lock first: a second run into DIR is refused before it reads (and loads the images of) its jobs, and
     # nothing below (the settings check, what is done, the temporaries) can change under this run.
     with FolderLock(out_dir, "--out"):
-        jobs, failed = read_jobs(jobs_file)
-        for number, reason in failed.items():
-            log(f"line {number}: {reason}")
+        jobs, failed = read_jobs(jobs_file)  # before the record is written: a jobs file refused leaves no record
         _remove_temporaries(out_dir)
-        if overwrite:
+        images = any(p.suffix == ".png" for p in _outputs(out_dir))
+        if overwrite or not images:  # no image made with other settings can pass for one of these
             _remove_outputs(out_dir)
-        elif not (out_dir / RECORD).exists() and any(p.suffix == ".png" for p in _outputs(out_dir)):
+        elif not (out_dir / RECORD).exists():
             raise UserError(f"{out_dir} holds images without a record of the settings they were made with "
                             f"({RECORD}); {OVERWRITE_HINT}")
         claim_output(out_dir, settings, {}, "images", OVERWRITE_HINT)
+        for number, reason in failed.items():  # after the settings check: a refusal stays one line
+            log(f"line {number}: {reason}")
         todo = [j for j in jobs if not j.sheet(out_dir).exists()]
         skipped = [j.line for j in jobs if j not in todo]
         done = []
@@ -207,8 +208,8 @@ def _outputs(out_dir: Path) -> list[Path]:
 
 
 def _remove_outputs(out_dir: Path) -> None:
-    """--overwrite: the images (and report) of the earlier settings go, and with them its record, before any new
-    image is written: a run killed half-way never leaves old images that a rerun would take as done."""
+    """The images (and report) of the earlier settings go, and with them their record, before any new image is
+    written (--overwrite): a run killed half-way never leaves old images that a rerun would take as done."""
     for path in _outputs(out_dir):
         remove_path(path)
     remove_path(out_dir / RECORD)

@@ -93,6 +93,12 @@ def test_a_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path):
     # A folder of images with no record of their settings (an older omnideft) is not taken as done either.
     (out / "run.json").unlink()
     assert_one_line_error(_generate(jobs, out, "--steps", "2"), "without a record of the settings", "--overwrite")
+    # With no image left (every line failed, say), a record of other settings guards nothing: the folder is taken.
+    (out / "run.json").write_text(now["run.json"].decode())
+    for image in out.glob("*.png"):
+        image.unlink()
+    assert _generate(jobs, out, "--steps", "3").returncode == 0
+    assert json.loads((out / "run.json").read_text())["inputs"]["steps"] == 3
 
 
 def test_numbers_out_of_range_are_reported_per_line_and_the_rest_run(tmp_path):
