@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch: one JSON object a line {prompt, images, examples, seed, height, width, camera, n}; "
                         "the model loads once; line L writes LLLL.png (LLLL_k.png for n > 1) and LLLL_sheet.png in "
                         "--out DIR; lines already done are skipped, a bad line is reported and the rest run")
+    g.add_argument("--overwrite", action="store_true",
+                   help="with --jobs: into an --out DIR made with other settings (DIR/run.json), delete its images "
+                        "and render every line again (without it such a folder is refused)")
     g.add_argument("--sheet", help="contact sheet path (default: OUT_sheet.png)")
     g.add_argument("--steps", type=int, default=50)
     g.add_argument("--guidance", type=float, help="text CFG scale (default: OmniGen 2.5, OmniGen2 5.0)")
@@ -417,8 +420,8 @@ def _generate(args) -> int:
                           orbit=args.orbit, frames=args.frames, fps=args.fps, camera_encoding=args.camera_encoding,
                           merge=not args.no_merge, kv_cache=not args.no_kv_cache, separate_cfg=args.separate_cfg,
                           offload=args.offload, offload_kv_cache=args.offload_kv_cache, quantize=args.quantize,
-                          jobs=args.jobs, progress=not args.no_progress, family=args.family, scheduler=args.scheduler,
-                          cfg_range=tuple(args.cfg_range))
+                          jobs=args.jobs, overwrite=args.overwrite, progress=not args.no_progress, family=args.family,
+                          scheduler=args.scheduler, cfg_range=tuple(args.cfg_range))
     for kind, path in run_generate(req).items():
         print(f"{kind}: {path}")
     return 0

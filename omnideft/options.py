@@ -148,12 +148,20 @@ _RANGE = re.compile(r"^\s*([\[(])\s*([^,]+),\s*([^\])]+)([\])])\s*$")
 def _interval(bounds: str) -> tuple[float, float, bool, bool]:
     """(low, high, low included, high included) of a bounds text."""
     if m := _BOUND.match(bounds):
-        op, x = m.group(1), float(m.group(2))
+        op, x = m.group(1), _number(m.group(2))
         return {">=": (x, math.inf, True, False), ">": (x, math.inf, False, False),
                 "<=": (-math.inf, x, False, True), "<": (-math.inf, x, False, False)}[op]
     if m := _RANGE.match(bounds):
-        return float(m.group(2)), float(m.group(3)), m.group(1) == "[", m.group(4) == "]"
+        return _number(m.group(2)), _number(m.group(3)), m.group(1) == "[", m.group(4) == "]"
     raise ValueError(f"bounds {bounds!r}: expected '>= x', '> x', '<= x', '< x' or an interval like '[0, 1)'")
+
+
+def _number(text: str) -> int | float:
+    """A bound as written: an integer stays exact (2**64 - 1 as a float would admit 2**64)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def check_value(name: str, value, bounds: str | None, multiple: int | None = None) -> None:
@@ -165,7 +173,7 @@ def check_value(name: str, value, bounds: str | None, multiple: int | None = Non
             if bounds and isinstance(value, list):
                 raise UserError(f"{name} must hold numbers {bounds}, got {x!r}")
             continue
-        if not math.isfinite(x):
+        if isinstance(x, float) and not math.isfinite(x):  # ints are finite (and may be too big for a float)
             rule = f" {bounds}" if bounds else ""
             raise UserError(f"{name} is {x!r}; it must be a finite number{rule}")
         if bounds:

@@ -10,7 +10,7 @@ from PIL import Image
 from omnideft.cli import main as cli_main
 from omnideft.errors import UserError
 from omnideft.generate.jobs import read_jobs
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli_here
 from tests.studio_world import write_images
 
 
@@ -88,7 +88,7 @@ def test_jobs_file_errors_and_conflicts(tmp_path, images, capsys):
     with pytest.raises(UserError, match="is a file"):
         from omnideft.generate.jobs import run_jobs
 
-        run_jobs(jobs, tmp_path / "file", lambda: None, lambda g, j: [])
+        run_jobs(jobs, tmp_path / "file", lambda: None, lambda g, j: [], {})
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
     with pytest.raises(UserError, match="has no job"):
@@ -97,22 +97,22 @@ def test_jobs_file_errors_and_conflicts(tmp_path, images, capsys):
                                                 {"prompt": "z", "seed": "7"}, {"prompt": "w", "camera": [
                                                     0.9, 0.5, 0.5, 0, 1, 0, 0, 0, 0, 0, 2]}]))
     assert [j.line for j in good] == [4] and len(good[0].camera) == 11
-    assert "'n' 0 must be at least 1" in bad[1] and "2 numbers" in bad[2] and "'seed' must be an integer" in bad[3]
+    assert "'n' is 0; allowed: >= 1" in bad[1] and "2 numbers" in bad[2] and "'seed' must be an integer" in bad[3]
 
 
 def test_generate_options_are_checked_in_one_line(tmp_path, capsys):
     out = str(tmp_path / "o.png")
     base = ["generate", "--model", "tiny", "--prompt", "x", "--out"]
-    _one_line_error(capsys, [*base, out, "--height", "40"], "--height 40", "multiple of 16")
-    _one_line_error(capsys, [*base, out, "--width=-16"], "--width -16", "positive multiple of 16")
-    _one_line_error(capsys, [*base, out, "--guidance", "nan"], "--guidance nan", "finite")
+    _one_line_error(capsys, [*base, out, "--height", "40"], "--height is 40", "multiple of 16")
+    _one_line_error(capsys, [*base, out, "--width=-16"], "--width is -16", "allowed: >= 16")
+    _one_line_error(capsys, [*base, out, "--guidance", "nan"], "--guidance is nan", "finite")
+    _one_line_error(capsys, [*base, out, "--steps", "0"], "--steps is 0", "allowed: >= 1")
     _one_line_error(capsys, [*base, str(tmp_path)], "--out", "is a folder")
     _one_line_error(capsys, ["generate", "--model", "tiny", "--out", out], "--prompt is required")
     _one_line_error(capsys, [*base, out, "--example", f"{tmp_path / 'nope.png'}={tmp_path / 'b.png'}"],
                     "nope.png", "does not exist")
     assert not (tmp_path / "o.png").exists()
-    # the same through a subprocess, as a user sees it
-    assert_one_line_error(run_cli(*base, out, "--image-guidance", "inf"), "--image-guidance inf", "finite")
+    assert_one_line_error(run_cli_here(*base, out, "--image-guidance", "inf"), "--image-guidance is inf", "finite")
 
 
 def test_big_inputs_are_resized_to_fit_and_defaults_fit_the_model(tmp_path, capsys):

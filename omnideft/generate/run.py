@@ -4,7 +4,6 @@ contact sheet, or with `--orbit` one frame per interpolated camera, written as G
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from omnideft.generate.contact_sheet import contact_sheet
 from omnideft.generate.generator import Generator, check_omnigen2_settings
 from omnideft.generate.jobs import REPORT, Job, run_jobs
 from omnideft.generate.omnigen2_generator import generation_family, omnigen_request, run_generate_omnigen2
+from omnideft.generate.settings import as_adapter_list, check_number, check_seeds, resolve_device, resolve_dtype
 from omnideft.images import load_image, save_image_atomic
 
 
@@ -53,6 +53,7 @@ class GenerateRequest:
     offload_kv_cache: bool = False  # CUDA only
     quantize: str | None = None  # base storage: bf16 | int8 | fp8 | nf4 (CUDA); None = as loaded
     jobs: str | None = None  # JSONL file: batch mode, `out` is then a folder
+    overwrite: bool = False  # jobs: render every line again into a folder made with other settings
     family: str = "auto"  # auto (from the base folder or the adapter) | omnigen | omnigen2
     scheduler: str = "euler"  # OmniGen2: euler | dpmsolver++
     cfg_range: tuple[float, float] = (0.0, 1.0)  # OmniGen2: fraction of the steps with guidance
@@ -65,23 +66,20 @@ class GenerateRequest:
                                          quantize=self.quantize, family=self.family)
 
 
-SIDE_STEP = 16  # OmniGen's output grid: 8x VAE, 2x2 patches
 SINGLE_ONLY = {"prompt": "--prompt", "images": "--image", "examples": "--example", "sheet": "--sheet",
                "camera": "--camera", "camera_from": "--camera-from", "view": "--view", "orbit": "--orbit"}
+CHECKED_NUMBERS = ("steps", "seed", "height", "width", "guidance", "image_guidance", "max_input_image_size")
 
 
 def check_request(req: GenerateRequest) -> None:
-    """What can be checked before anything is read or loaded."""
-    for label, value in (("--guidance", req.guidance), ("--image-guidance", req.image_guidance)):
-        if value is not None and not math.isfinite(value):
-            raise UserError(f"{label} {value} must be a finite number")
-    if req.steps < 1:
-        raise UserError(f"--steps {req.steps} must be at least 1")
-    for label, side in (("--height", req.height), ("--width", req.width)):
-        if side is not None and (side <= 0 or side % SIDE_STEP):
-            raise UserError(f"{label} {side} must be a positive multiple of {SIDE_STEP}")
-    if req.max_input_image_size < SIDE_STEP:
-        raise UserError(f"--max-input-image-size {req.max_input_image_size} must be at least {SIDE_STEP}")
+    """What can be checked before anything is read or loaded. Numbers take the ranges a jobs line is held to too
+    (settings.NUMBER_BOUNDS)."""
+    for key in CHECKED_NUMBERS:
+        value = getattr(req, key)
+        if value is not None:
+            check_number(key, value, "--" + key.replace("_", "-"))
+    if req.overwrite and not req.jobs:
+        raise UserError("--overwrite is for --jobs (a single image is always written anew)")
     if req.jobs:
         given = [flag for name, flag in SINGLE_ONLY.items() if getattr(req, name)]
         if given:
@@ -132,19 +130,35 @@ def run_generate(req: GenerateRequest) -> dict[str, Path]:
 
 def _run_jobs(req: GenerateRequest) -> dict[str, Path]:
     def render(generator: Generator, job: Job) -> list:
+        if job.seed is None:  # a line's own seed was checked with its n when read
+            check_seeds(req.seed, job.n, "--seed")
         return generator(job.prompt, job.images, job.examples, seed=req.seed if job.seed is None else job.seed,
                          n=job.n, height=job.height or req.height, width=job.width or req.width, steps=req.steps,
                          guidance=req.guidance, image_guidance=req.image_guidance,
                          negative_prompt=req.negative_prompt, camera=job.camera,
                          max_input_image_size=req.max_input_image_size)
 
-    report = run_jobs(req.jobs, req.out, req.load_generator, render, progress=req.progress,
-                      log=lambda line: print(line, file=sys.stderr))
+    report = run_jobs(req.jobs, req.out, req.load_generator, render, jobs_settings(req), overwrite=req.overwrite,
+                      progress=req.progress, log=lambda line: print(line, file=sys.stderr))
     print(f"jobs: {len(report['done'])} done, {len(report['skipped'])} already done, {len(report['failed'])} failed",
           file=sys.stderr)
     if report["failed"]:
         raise JobsFailed(len(report["failed"]), Path(req.out) / REPORT)
     return {"outputs": Path(req.out), "report": Path(req.out) / REPORT}
+
+
+def jobs_settings(req: GenerateRequest) -> dict:
+    """Everything of the command line the pixels of a jobs run depend on (recorded in OUT/run.json, compared on a
+    rerun). Left out, as bench leaves them out: the device, and the speed and memory options (KV cache,
+    --separate-cfg, offloading), which give the same image within rounding."""
+    device = resolve_device(req.device)
+    return {"model": str(Path(req.model).resolve()) if req.model and Path(req.model).exists() else req.model,
+            "adapters": [[str(Path(path).resolve()), weight] for path, weight in as_adapter_list(req.adapters)],
+            "steps": req.steps, "guidance": req.guidance, "image_guidance": req.image_guidance,
+            "negative_prompt": req.negative_prompt, "seed": req.seed, "height": req.height, "width": req.width,
+            "max_input_image_size": req.max_input_image_size,
+            "dtype": str(resolve_dtype(req.dtype, device)).removeprefix("torch."),
+            "camera_encoding": req.camera_encoding, "merge": req.merge, "quantize": req.quantize}
 
 
 class JobsFailed(UserError):
