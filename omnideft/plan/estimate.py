@@ -223,8 +223,9 @@ def plan_memory(shapes: ModelShapes, setup: Setup, work: Workload, rank: int) ->
         add(Line("prompt encoder (MLLM)", shapes.prompt_encoder_params * 4 + max(encode - saved, 0),
                  _count(shapes.prompt_encoder_params) + " params fp32 (frozen) + encode workspace (estimate)"))
     if setup.vae_on_gpu:
-        # The encoder at full resolution (SDXL's and FLUX's VAE alike): its 128-channel fp32 feature maps, about three alive at once
-        # (estimate); encoding runs before the forward, so only the weights overlap with the activations.
+        # The encoder at full resolution (SDXL's and FLUX's VAE alike): its 128-channel fp32 feature maps, about
+        # three alive at once (estimate); encoding runs before the forward, so only the weights overlap with the
+        # activations.
         encode = 3 * 128 * work.image_size ** 2 * 4 * work.batch
         add(Line("VAE", shapes.vae_params * 4 + max(encode - saved, 0), "fp32 weights + encode workspace (estimate)"))
     else:
