@@ -105,3 +105,53 @@ def test_plan_command_picks_a_preset_and_refuses_one_that_does_not_fit():
     tiny = run_cli_here("plan", "recipes/tiny_cpu.yaml")  # its shards' samples carry 3 input images
     assert tiny.returncode == 0 and "64x64 output + 3 input image(s)" in tiny.stdout, tiny.stderr
     assert "| frozen base | 0.000303 | 42,928 params at fp32 |" in tiny.stdout
+
+
+def test_real_omnigen2_counts_on_the_meta_device():
+    import time
+
+    from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: F401  (imports are not the build)
+
+    from omnideft.model.omnigen2.transformer import OmniGen2Transformer  # noqa: F401
+    from omnideft.plan.families import PLAN_FAMILIES
+
+    started = time.perf_counter()
+    shapes = PLAN_FAMILIES["omnigen2"].shapes("OmniGen2/OmniGen2", AdapterSpec(method="deft", rank=32, projector="qr"))
+    assert time.perf_counter() - started < 5  # built on the meta device: no memory, no weights
+    assert shapes.base_params == 3_967_161_400  # the published transformer, as its own code counts it
+    assert shapes.prompt_encoder_params == 3_754_622_976  # Qwen2.5-VL-3B with its tied embedding counted once
+    assert (shapes.hidden, shapes.layers, shapes.refiner_layers, shapes.heads, shapes.kv_heads) == (2520, 32, 2, 21, 7)
+    assert shapes.vae_params == 83_819_683 and shapes.source == ""  # FLUX's VAE
+
+
+@pytest.mark.parametrize(("setup_name", "latent_sides"), [
+    ("fp32", (16,)), ("fp32-autocast", (16,)), ("bf16-checkpointed", (16,)),
+    ("recipe", (16, 24))])  # the shipped recipe's set-up: fp32 base (as the trainer loads it), bf16, checkpointing
+def test_omnigen2_plan_within_ten_percent_of_measured(setup_name, latent_sides):
+    from omnideft.plan.omnigen2 import measure_omnigen2_step, reduced_omnigen2_config
+
+    setup = SETUPS.get(setup_name, Setup(base="fp32", compute="bf16", checkpointing=True))
+    spec = AdapterSpec(method="deft", rank=8, targets="all-linear", projector="qr")
+    for latent_side in latent_sides:  # 216 and 456 tokens: caption, two references, the target
+        r = measure_omnigen2_step(reduced_omnigen2_config(), spec, setup, text_tokens=24, input_images=2,
+                                  latent_side=latent_side)
+        measured, predicted = r["measured"], r["predicted"]
+        for part in measured:
+            assert abs(predicted[part] / measured[part] - 1) <= TOLERANCE, (part, r["seq_len"], predicted[part],
+                                                                           measured[part])
+        assert predicted["saved"] != measured["saved"]  # a real comparison, not the same number twice
+
+
+def test_plan_command_plans_omnigen2():
+    real = run_cli_here("plan", "recipes/omnigen2_deft_r32.yaml", "--gpu-memory", "80GB")
+    assert real.returncode == 0, real.stderr
+    assert "| frozen base | 15.87 | 3.97B params at fp32 |" in real.stdout
+    assert "| prompt encoder (MLLM) | 15.02 | 3.75B params fp32" in real.stdout
+    assert "configs: models/OmniGen2 not found: the published OmniGen2/OmniGen2 configs" in real.stdout
+    assert "1024x1024 output + 2 input image(s) of that size, 128 text tokens: 12416 tokens" in real.stdout
+    assert "cheapest preset that fits 80 GB: train.memory=48gb" in real.stdout
+    assert "they are planned, not applied" in real.stdout  # OmniGen2's trainer refuses model.quantize
+    tiny = run_cli_here("plan", "recipes/tiny_cpu.yaml", "model.family=omnigen2")  # the OmniGen2 tiny, not v1's
+    assert tiny.returncode == 0, tiny.stderr
+    assert "# plan: tiny (omnigen2)" in tiny.stdout and "42,928" not in tiny.stdout
+    assert "| prompt encoder (MLLM) |" in tiny.stdout

@@ -44,14 +44,29 @@ class Workload:
     image_size: int = 1024
     input_images: int = 2
     text_tokens: int = 128
+    time_tokens: int = 1  # OmniGen v1's time token in the sequence; a family fixes it (plan/families.py)
+    # Pixel budget of each input image by their count (the last entry beyond); empty: inputs at image_size
+    input_pixels: tuple[int, ...] = ()
 
     @property
     def image_tokens(self) -> int:
         return (self.image_size // 16) ** 2  # 8x VAE, then 2x2 patches
 
     @property
+    def input_size(self) -> int:
+        """Side of each (square) input image: image_size, or less within its pixel budget, floored to 16 px."""
+        if not self.input_pixels or not self.input_images:
+            return self.image_size
+        budget = self.input_pixels[min(self.input_images, len(self.input_pixels)) - 1]
+        return min(self.image_size, int(budget ** 0.5)) // 16 * 16
+
+    @property
+    def input_tokens(self) -> int:
+        return (self.input_size // 16) ** 2
+
+    @property
     def seq_len(self) -> int:
-        return self.text_tokens + self.input_images * self.image_tokens + 1 + self.image_tokens
+        return self.text_tokens + self.input_images * self.input_tokens + self.time_tokens + self.image_tokens
 
 
 @dataclass(frozen=True)
@@ -148,11 +163,36 @@ def saved_activation_bytes(shapes: ModelShapes, setup: Setup, work: Workload, ra
     return shapes.layers * block_saved_bytes(shapes, setup, rank, tokens) + once + casts
 
 
+class OmniGenActivations:
+    """A family's activation model, the interface `plan_memory` asks (shapes.activations): OmniGen v1's, the
+    formulas above. plan/omnigen2.py has OmniGen2's."""
+
+    def saved(self, shapes: ModelShapes, setup: Setup, work: Workload, rank: int, seq_len: int | None = None,
+              output_tokens: int | None = None) -> float:
+        return saved_activation_bytes(shapes, setup, work, rank, seq_len, output_tokens)
+
+    def block(self, shapes: ModelShapes, setup: Setup, rank: int, tokens: int) -> float:
+        return block_saved_bytes(shapes, setup, rank, tokens)
+
+    def batch(self, work: Workload) -> tuple[float, str]:
+        return (work.batch * work.seq_len ** 2 * 4 + work.batch * (work.input_images + 1) * 3 * work.image_size ** 2
+                * 4, "0/1 mask [B, L, L] and pixels, fp32")
+
+
+OMNIGEN_ACTIVATIONS = OmniGenActivations()
+
+
+def activations_of(shapes: ModelShapes):
+    """The activation model of the family `shapes` was counted for (OmniGen v1's when it names none)."""
+    return shapes.activations or OMNIGEN_ACTIVATIONS
+
+
 def plan_memory(shapes: ModelShapes, setup: Setup, work: Workload, rank: int) -> Plan:
     """The per-GPU peak of one step as lines; `rank` is the adapter rank (the size of its per-token activation)."""
     n = max(setup.gpus, 1)
     plan = Plan(work, setup)
     add = plan.lines.append
+    activations = activations_of(shapes)
     c = DTYPE_BYTES[setup.compute]
     tokens = work.batch * work.seq_len
     base = base_weight_bytes(shapes, setup)
@@ -165,21 +205,27 @@ def plan_memory(shapes: ModelShapes, setup: Setup, work: Workload, rank: int) ->
     optimizer = 0.0 if setup.offload_optimizer else 2 * adapter / (n if stage >= 1 else 1)
     add(Line("optimizer state", optimizer, "AdamW m, v fp32" + (" (offloaded to CPU)" if setup.offload_optimizer
                                                                    else f", ZeRO-{stage} / {n}" if stage else "")))
-    saved = saved_activation_bytes(shapes, setup, work, rank)
+    saved = activations.saved(shapes, setup, work, rank)
     add(Line("activations (saved)", saved,
              f"L={work.seq_len} tokens x B={work.batch}, " + ("checkpointed: block inputs" if setup.checkpointing
                                                               else "every block's saved tensors")))
     if setup.checkpointing:
-        add(Line("activations (recompute)", block_saved_bytes(shapes, setup, rank, tokens),
+        add(Line("activations (recompute)", activations.block(shapes, setup, rank, tokens),
                  "one block rebuilt in backward"))
     # Backward of a block holds the incoming gradient, the gradient of the MLP's 2I-wide output and of its
     # I-wide product at once; attention gradients (4 H) are smaller. An estimate, not measured by a hook.
     add(Line("backward workspace", tokens * (shapes.hidden + 3 * shapes.intermediate) * c, "estimate"))
-    add(Line("batch", work.batch * work.seq_len ** 2 * 4 + work.batch * (work.input_images + 1) * 3
-             * work.image_size ** 2 * 4, "0/1 mask [B, L, L] and pixels, fp32"))
+    add(Line("batch", *activations.batch(work)))
+    if shapes.prompt_encoder_params:
+        # A separate frozen prompt encoder (OmniGen2's MLLM) is kept as loaded (fp32) beside the transformer; it
+        # encodes without gradients before the forward, so only its weights overlap with the activations.
+        encode = work.batch * work.text_tokens * shapes.prompt_encoder_bytes_per_token
+        add(Line("prompt encoder (MLLM)", shapes.prompt_encoder_params * 4 + max(encode - saved, 0),
+                 _count(shapes.prompt_encoder_params) + " params fp32 (frozen) + encode workspace (estimate)"))
     if setup.vae_on_gpu:
-        # SDXL's encoder at full resolution: its 128-channel fp32 feature maps, about three alive at once
-        # (estimate); encoding runs before the forward, so only the weights overlap with the activations.
+        # The encoder at full resolution (SDXL's and FLUX's VAE alike): its 128-channel fp32 feature maps, about
+        # three alive at once (estimate); encoding runs before the forward, so only the weights overlap with the
+        # activations.
         encode = 3 * 128 * work.image_size ** 2 * 4 * work.batch
         add(Line("VAE", shapes.vae_params * 4 + max(encode - saved, 0), "fp32 weights + encode workspace (estimate)"))
     else:
@@ -198,6 +244,6 @@ def measured_parts(shapes: ModelShapes, setup: Setup, work: Workload, rank: int,
     """The parts of the plan that `omnideft.plan.measure` measures on the CPU: saved activations, parameters
     (base + adapter + buffers), gradients and optimizer state."""
     adapter = shapes.adapter_params * 4
-    return {"saved": saved_activation_bytes(shapes, setup, work, rank, seq_len, output_tokens),
+    return {"saved": activations_of(shapes).saved(shapes, setup, work, rank, seq_len, output_tokens),
             "params": base_weight_bytes(shapes, setup) + adapter,
             "grads": adapter, "optimizer": 2 * adapter}

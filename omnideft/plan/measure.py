@@ -5,6 +5,8 @@ benchmarks/plan_accuracy.py)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from omnideft.adapters.fingerprint import adapter_tensor
@@ -29,6 +31,44 @@ def _storage_bytes(tensors) -> dict[int, int]:
         for inner in (getattr(t, "_data", None), getattr(t, "_scale", None)) if hasattr(t, "_data") else (t,):
             out[inner.untyped_storage().data_ptr()] = inner.untyped_storage().nbytes()
     return out
+
+
+def autocast_for(setup: Setup):
+    return torch.autocast("cpu", DTYPES[setup.compute], enabled=setup.compute != "fp32")
+
+
+@contextmanager
+def saved_tensor_bytes(model):
+    """Within: every storage autograd saves for backward that is not one of `model`'s parameters or buffers is
+    counted once in the yielded {data pointer: bytes}."""
+    skip = set(_storage_bytes([*model.parameters(), *model.buffers()]))
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        for ptr, nbytes in _storage_bytes([t]).items():
+            if ptr not in skip and ptr not in saved:
+                saved[ptr] = nbytes
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield saved
+
+
+def step_bytes(model, out: torch.Tensor, saved: dict[int, int]) -> dict:
+    """Backward of a loss on `out` and one AdamW step of the trainable parameters, then the measured bytes by part:
+    saved tensors, parameters and buffers, gradients, optimizer state."""
+    saved_bytes = sum(saved.values())
+    out.float().pow(2).mean().backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    optimizer.step()
+    return {
+        "saved": saved_bytes,
+        "params": sum(_storage_bytes([*model.parameters(), *model.buffers()]).values()),
+        "grads": sum(p.grad.untyped_storage().nbytes() for p in trainable),
+        "optimizer": sum(v.untyped_storage().nbytes() for state in optimizer.state.values()
+                         for v in state.values() if torch.is_tensor(v) and v.dim() > 0),
+    }
 
 
 def measure_step(config: dict, spec, setup: Setup, text_tokens: int, input_images: int, latent_side: int,
@@ -60,32 +100,10 @@ def measure_step(config: dict, spec, setup: Setup, text_tokens: int, input_image
         x = torch.randn(batch, 4, latent_side, latent_side)
         mask = torch.ones(batch, seq, seq)
         positions = torch.arange(seq).expand(batch, seq)
-        params = [p for p in model.parameters()] + [b for b in model.buffers()]
-        skip = set(_storage_bytes(params))
-        saved: dict[int, int] = {}
-
-        def pack(t):
-            for ptr, nbytes in _storage_bytes([t]).items():
-                if ptr not in skip and ptr not in saved:
-                    saved[ptr] = nbytes
-            return t
-
-        autocast = torch.autocast("cpu", DTYPES[setup.compute], enabled=setup.compute != "fp32")
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        with saved_tensor_bytes(model) as saved, autocast_for(setup):
             out = model(hidden_states=x, timestep=torch.rand(batch), input_ids=ids, input_img_latents=latents,
                         input_image_sizes=spans, attention_mask=mask, position_ids=positions, return_dict=False)[0]
-        saved_bytes = sum(saved.values())
-        out.float().pow(2).mean().backward()
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=1e-4)
-        optimizer.step()
-    measured = {
-        "saved": saved_bytes,
-        "params": sum(_storage_bytes(params).values()),
-        "grads": sum(p.grad.untyped_storage().nbytes() for p in trainable),
-        "optimizer": sum(v.untyped_storage().nbytes() for state in optimizer.state.values()
-                         for v in state.values() if torch.is_tensor(v) and v.dim() > 0),
-    }
+        measured = step_bytes(model, out, saved)
     shapes = measure_shapes(config, tiny_vae_config(), spec)
     work = Workload(batch=batch, input_images=input_images, text_tokens=text_tokens, image_size=latent_side * 8)
     predicted = measured_parts(shapes, setup, work, spec.rank, seq, per_image)

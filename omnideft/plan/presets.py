@@ -18,7 +18,8 @@ from pathlib import Path
 
 from omnideft.errors import UserError
 from omnideft.plan.estimate import GB, Plan, Setup, Workload, plan_memory
-from omnideft.plan.shapes import ModelShapes, measure_shapes, model_configs
+from omnideft.plan.families import plan_family
+from omnideft.plan.shapes import ModelShapes
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,14 @@ def recipe_plan(recipe, shapes: ModelShapes, work: Workload, gpus: int = 1) -> P
 
 
 def recipe_shapes(recipe) -> ModelShapes:
-    return measure_shapes(*model_configs(recipe.model.name), recipe.adapter)
+    return plan_family(recipe.model).shapes(recipe.model.name, recipe.adapter)
+
+
+def recipe_workload(recipe, **fields) -> Workload:
+    """The recipe's step as the planner sees it (its batch and largest image size, `fields` beyond), in the
+    sequence its model family makes."""
+    return Workload(batch=recipe.train.batch_size, image_size=recipe.data.max_image_size,
+                    **{**plan_family(recipe.model).workload, **fields})
 
 
 def preset_plans(recipe, shapes: ModelShapes, work: Workload, gpus: int = 1) -> dict[str, Plan]:
@@ -135,7 +143,7 @@ def resolve_memory(recipe, gpu_bytes: float | None, work: Workload | None = None
     if name is None or (name == "auto" and gpu_bytes is None):
         return recipe
     if name == "auto":
-        work = work or Workload(image_size=recipe.data.max_image_size, batch=recipe.train.batch_size)
+        work = work or recipe_workload(recipe)
         plans = preset_plans(recipe, recipe_shapes(recipe), work)
         name = cheapest_fit(plans, gpu_bytes)
         if name is None:

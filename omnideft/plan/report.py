@@ -9,6 +9,7 @@ import sys
 
 from omnideft.errors import UserError
 from omnideft.plan.estimate import GB, Plan, Workload
+from omnideft.plan.families import plan_family
 from omnideft.plan.presets import (
     PRESETS,
     apply_preset,
@@ -17,6 +18,7 @@ from omnideft.plan.presets import (
     preset_plans,
     recipe_plan,
     recipe_shapes,
+    recipe_workload,
 )
 
 
@@ -46,8 +48,9 @@ def _activations(plan: Plan) -> float:
 
 
 def describe_workload(work: Workload) -> str:
+    inputs = "that size" if work.input_size == work.image_size else f"{work.input_size}x{work.input_size}"
     return (f"batch {work.batch}, {work.image_size}x{work.image_size} output + {work.input_images} input image(s) "
-            f"of that size, {work.text_tokens} text tokens: {work.seq_len} tokens per sample")
+            f"of {inputs}, {work.text_tokens} text tokens: {work.seq_len} tokens per sample")
 
 
 def inputs_in_shards(shard_entries: list, samples_per_source: int = 64) -> int | None:
@@ -85,8 +88,8 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
     if input_images is None:
         input_images = inputs_in_shards(recipe.data.shards)
         input_images = 2 if input_images is None else input_images
-    work = Workload(batch=recipe.train.batch_size, image_size=recipe.data.max_image_size, input_images=input_images,
-                    text_tokens=text_tokens)
+    work = recipe_workload(recipe, input_images=input_images, text_tokens=text_tokens)
+    family = plan_family(recipe.model)
     shapes = recipe_shapes(recipe)
     chosen = recipe.train.memory
     plans = preset_plans(recipe, shapes, work, gpus)
@@ -102,8 +105,11 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
         recipe.train, gradient_checkpointing=not recipe.train.gradient_checkpointing))
     other = recipe_plan(toggled, shapes, work, gpus)
     with_gc, without_gc = (plan, other) if recipe.train.gradient_checkpointing else (other, plan)
-    print(f"# plan: {recipe.model.name}, {recipe.adapter.method} r{recipe.adapter.rank} on "
-          f"{len(shapes.adapted)} linears, {gpus} GPU(s)" + (f", preset {chosen}" if chosen else ""), file=out)
+    print(f"# plan: {recipe.model.name}" + (f" ({family.name})" if family.name != "omnigen" else "")
+          + f", {recipe.adapter.method} r{recipe.adapter.rank} on {len(shapes.adapted)} linears, {gpus} GPU(s)"
+          + (f", preset {chosen}" if chosen else ""), file=out)
+    if shapes.source:
+        print(f"configs: {shapes.source}", file=out)
     print(describe_workload(work) + "\n", file=out)
     print(plan_table(plan) + "\n", file=out)
     print(f"activations {_gb(_activations(with_gc))} GB with gradient checkpointing (peak "
@@ -122,6 +128,10 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
                             f"{plans['12gb'].peak / GB:.1f} GB (table above): lower data.max_image_size or add GPUs")
         print(f"cheapest preset that fits {gpu_bytes / GB:.0f} GB: train.memory={best} "
               f"({plans[best].peak / GB:.1f} GB predicted)", file=out)
+    if family.trainer_refuses:
+        print(f"note: {family.name} training does not take {' / '.join(family.trainer_refuses)} yet, which the "
+              "presets set: they are planned, not applied; train as the recipe is (the first table)",
+              file=out)
     return 0
 
 

@@ -31,6 +31,18 @@ class ModelShapes:
     adapted: tuple[tuple[int, int], ...]  # (in_features, out_features) of each adapted linear
     vae_params: int
     method: str  # the adapter method (its per-token activations depend on it)
+    # Set by families other than OmniGen v1 (plan/families.py):
+    kv_heads: int = 0  # grouped-query key/value heads (0: as many as heads)
+    refiner_layers: int = 0  # blocks that refine each part of the sequence before `layers` (OmniGen2)
+    # Linear weights whose input carries gradients (what autocast's kept weight casts cover): in the blocks, and
+    # outside them (embedders after the first layer, output projection)
+    block_linear_params: int = 0
+    outside_linear_params: int = 0
+    block_adapted: tuple[tuple[int, int], ...] = ()  # the adapted linears of one block, when not adapted[:per layer]
+    prompt_encoder_params: int = 0  # a separate frozen prompt encoder (OmniGen2's MLLM)
+    prompt_encoder_bytes_per_token: int = 0  # what its no-grad forward holds per text token (hidden states, logits)
+    source: str = ""  # where the configs came from, when not the model name itself
+    activations: object = None  # the family's activation model (estimate.OmniGenActivations' interface); None: v1
 
     @property
     def base_params(self) -> int:
@@ -66,7 +78,6 @@ def measure_shapes(transformer_config: dict, vae_config: dict, spec) -> ModelSha
     """Build the transformer and VAE on the meta device, inject the adapter `spec`, and count."""
     import torch
     from diffusers import AutoencoderKL, OmniGenTransformer2DModel
-    from torch import nn
 
     from omnideft.adapters import apply_adapter
 
@@ -74,20 +85,26 @@ def measure_shapes(transformer_config: dict, vae_config: dict, spec) -> ModelSha
         transformer = OmniGenTransformer2DModel.from_config(transformer_config)
         vae = AutoencoderKL.from_config(vae_config)
         transformer.requires_grad_(False)
-        base_linear = {id(m.weight) for m in transformer.modules() if isinstance(m, nn.Linear)}
-        base_params = [p for p in transformer.parameters()]
-        linear = sum(p.numel() for p in base_params if id(p) in base_linear)
-        other = sum(p.numel() for p in base_params) - linear
-        buffers = sum(b.numel() for b in transformer.buffers())
+        linear, other, buffers = count_linears(transformer)
         model = apply_adapter(transformer, spec)
     adapter = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    adapted = tuple((m.in_features, m.out_features) for m in _adapted_linears(model))
+    adapted = tuple((m.in_features, m.out_features) for m in adapted_linears(model))
     cfg = transformer.config
     return ModelShapes(cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_layers, linear,
                        other, buffers, adapter, adapted, sum(p.numel() for p in vae.parameters()), spec.method)
 
 
-def _adapted_linears(model):
+def count_linears(transformer) -> tuple[int, int, int]:
+    """(nn.Linear weights, other parameters, buffers) of a transformer, in values."""
+    from torch import nn
+
+    linear_weights = {id(m.weight) for m in transformer.modules() if isinstance(m, nn.Linear)}
+    params = list(transformer.parameters())
+    linear = sum(p.numel() for p in params if id(p) in linear_weights)
+    return linear, sum(p.numel() for p in params) - linear, sum(b.numel() for b in transformer.buffers())
+
+
+def adapted_linears(model):
     """The base linears that carry an adapter: modules with a `base_layer` (PEFT) or an `omnideft_base` (own
     injection) whose weight is frozen and whose children hold trainable parameters."""
     from torch import nn
