@@ -18,6 +18,7 @@ from data_builders.images import SkipSample
 from data_builders.images import load_image as builder_load_image
 from data_builders.jsonl import main as build_jsonl
 from omnideft.data.format.images import MAX_ASPECT, ImageRejected
+from omnideft.data.shards import decode_sample
 from omnideft.images import load_image
 from omnideft.studio.session import Request, Studio
 from tests.helpers import assert_one_line_error, run_cli_here
@@ -92,9 +93,11 @@ def built(odd, tmp_path_factory) -> dict[str, np.ndarray]:
             members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
         for name, data in members.items():
             if name.endswith(".json"):
-                key = name[: -len(".json")]
-                instruction = json.loads(data)["instruction"]
-                pixels[instruction] = np.asarray(Image.open(io.BytesIO(members[f"{key}.out.png"])))
+                key, image = name[: -len(".json")], json.loads(data)["instruction"]
+                pixels[image] = np.asarray(Image.open(io.BytesIO(members[f"{key}.out.png"])))
+                # a shard written elsewhere, holding the file itself: training reads it as the builders would
+                raw = {"__key__": key, "json": data, "out.png": f[image].read_bytes()}
+                assert np.array_equal(np.asarray(decode_sample(raw).output), pixels[image]), image
     assert sorted(pixels) == sorted(f)
     return pixels
 
