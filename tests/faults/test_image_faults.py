@@ -122,14 +122,16 @@ def test_generate_eval_and_studio_see_the_pixels_the_builders_store(odd, built, 
     proc = run_cli_here("generate", "--no-progress", "--model", "tiny", "--prompt", prompt, *images, "--steps", "1",
                         "--height", "32", "--width", "32", "--out", str(tmp_path / "g.png"))
     assert proc.returncode == 0, proc.stderr
+    assert len(model_inputs) >= len(names)
     for name, seen in zip(names, model_inputs):
         assert np.array_equal(seen, built[name]), name
     # the studio: an upload reaches the generator as its file
     model_inputs.clear()
     studio = Studio("tiny", outputs=str(tmp_path / "studio"))
-    studio.generate(Request(prompt="<img><|image_1|></img>", query=str(odd["files"]["rgba"]),
+    studio.generate(Request(prompt="<img><|image_1|></img> <img><|image_2|></img>", query=str(odd["files"]["rgba"]),
                             inputs=[str(odd["files"]["grey16"])], steps=1, height=32, width=32,
                             same_as_query=False))
+    assert len(model_inputs) >= 2
     assert np.array_equal(model_inputs[0], built["rgba"]) and np.array_equal(model_inputs[1], built["grey16"])
     # eval: the files as predictions, the shard's pixels as references: nothing differs
     refs = tmp_path / "refs"
