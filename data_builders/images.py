@@ -1,5 +1,7 @@
-"""Safe image loading with named skip reasons, and the resizing and masking the builders share. Encoding for the
-shards is contract 1's (omnideft/data/format/images.py).
+"""Source images for the builders, read by the one loader every image of omnideft goes through
+(`omnideft.data.format.images.open_image`: size and aspect limits, 16 bits, alpha on white), with its refusals as
+named skip reasons; and the resizing and masking the builders share. Encoding for the shards is contract 1's
+(omnideft/data/format/images.py too).
 
 Every failure to read a source image becomes `SkipSample(reason, detail)`, which the runner counts in the manifest
 instead of stopping the build.
@@ -7,21 +9,18 @@ instead of stopping the build.
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-# Scenes of InsDet are 6144x8192 = 50 MP; anything far beyond that is more likely a bomb than a photo.
-DEFAULT_MAX_PIXELS = 120_000_000
-# Modes whose pixels convert losslessly enough to RGB/L; 16-bit and float images need a decision we do not make.
-CONVERTIBLE_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1", "La"}
+from omnideft.data.format.images import MAX_PIXELS, ImageRejected, open_image
 
-SKIP_REASONS = ("missing", "zero_size", "corrupt", "truncated", "too_large", "wrong_mode", "bad_metadata",
-                "no_context", "caption_failed", "outside_images")
+DEFAULT_MAX_PIXELS = MAX_PIXELS
+
+SKIP_REASONS = ("missing", "zero_size", "corrupt", "truncated", "too_large", "bad_aspect", "wrong_mode",
+                "bad_metadata", "no_context", "caption_failed", "outside_images")
 
 
 class SkipSample(Exception):
@@ -45,52 +44,18 @@ def read_bytes(path: str | os.PathLike) -> bytes:
 
 def decode_image(data: bytes | None, what: str = "image", mode: str = "RGB",
                  max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
-    """Decode encoded bytes into a fully loaded image of `mode`, or raise SkipSample naming why not.
-
-    `draft`: JPEGs may be decoded at 1/2, 1/4 or 1/8 scale as long as both sides stay >= draft (fast for
-    InsDet's 50-megapixel scenes).
-    """
+    """Decode encoded bytes into a fully loaded image of `mode` by the shared loader, or raise SkipSample naming why
+    not. `draft`: see `open_image`."""
     if data is None:
         raise SkipSample("missing", what)
-    if len(data) == 0:
-        raise SkipSample("zero_size", what)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > max_pixels:
-                raise SkipSample("too_large", f"{what} is {img.width}x{img.height}")
-            if draft and img.format == "JPEG":
-                img.draft("RGB", (draft, draft))
-            img.load()
-    except SkipSample:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise SkipSample("too_large", f"{what}: {exc}") from None
-    except UnidentifiedImageError:
-        raise SkipSample("corrupt", what) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        reason = "truncated" if "truncat" in str(exc).lower() else "corrupt"
-        raise SkipSample(reason, f"{what}: {exc}") from None
-    if img.width == 0 or img.height == 0:
-        raise SkipSample("zero_size", what)
-    if img.mode not in CONVERTIBLE_MODES:
-        raise SkipSample("wrong_mode", f"{what} has mode {img.mode}")
-    if img.mode in ("P", "PA") and mode == "RGB":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "La") and mode == "RGB":
-        return _flatten_on_white(img)
-    return img if img.mode == mode else img.convert(mode)
+        return open_image(data, what, mode=mode, max_pixels=max_pixels, draft=draft)
+    except ImageRejected as exc:
+        raise SkipSample(exc.reason, str(exc)) from None
 
 
 def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     return decode_image(read_bytes(path), str(path), mode=mode, max_pixels=max_pixels)
-
-
-def _flatten_on_white(img: Image.Image) -> Image.Image:
-    rgba = img.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 def square_resize(img: Image.Image, size: int) -> Image.Image:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
 
 from PIL import Image
 
+from omnideft.data.format.images import ImageRejected, open_image
 from omnideft.data.format.schema import SampleError, validate_meta
 
 
@@ -46,9 +46,7 @@ def _image(raw: dict, key: str, member: str) -> Image.Image:
     data = raw.get(member)
     if data is None:
         raise SampleError(f"sample {key}: member {member} missing")
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except Exception as exc:  # PIL raises many types for corrupt data
-        raise SampleError(f"sample {key}: member {member} does not decode ({type(exc).__name__})") from None
-    return img.convert("RGB")
+    try:  # the loader of generate and the builders: training sees what inference sees
+        return open_image(data, f"sample {key} member {member}")
+    except ImageRejected as exc:  # the loader counts skips by the text after "sample KEY: "
+        raise SampleError(f"sample {key}: member {member} does not decode ({exc.reason})") from None

@@ -18,7 +18,7 @@ from omnideft.eval.provenance import claim_output, provenance
 from omnideft.eval.scoring import ScoreItem, ScoreTable, score_items
 from omnideft.eval.summary import write_summary
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}  # read by omnideft.images
 
 
 def images_by_stem(folder: str | None, flag: str) -> dict[str, Path]:

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from PIL import Image
 from torch import nn
 
 from omnideft.adapters import base_fingerprint, load_adapter
@@ -40,7 +38,7 @@ from omnideft.errors import UserError
 from omnideft.generate.cameras import camera_prompt_for
 from omnideft.generate.sampler import OmniGenSampler, to_pil
 from omnideft.generate.settings import as_adapter_list, resolve_device, resolve_dtype  # (shared with OmniGen2)
-from omnideft.images import load_image
+from omnideft.images import as_image
 from omnideft.model import load_omnigen
 from omnideft.model.quantize import check_quantization, quantize_base
 from omnideft.prompts import NEGATIVE_PROMPT
@@ -248,7 +246,7 @@ class Generator:
         if height is None or width is None:
             if images:
                 limit = self.input_size_limit(max_input_image_size)
-                w0, h0 = crop_image(_as_image(images[0]).convert("RGB"), limit).size
+                w0, h0 = crop_image(as_image(images[0]), limit).size
             else:
                 w0 = h0 = min(DEFAULT_SIZE, top)
             height, width = height or h0 // step * step, width or w0 // step * step
@@ -272,8 +270,8 @@ class Generator:
                 raise UserError(f"{label} {value} must be a finite number")
         if output_type not in OUTPUT_TYPES:
             raise UserError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
-        query = [_as_image(im) for im in images]
-        pairs = [(_as_image(a), _as_image(b)) for a, b in examples]
+        query = [as_image(im) for im in images]
+        pairs = [(as_image(a), as_image(b)) for a, b in examples]
         instruction, all_images = compose_in_context(prompt, query, pairs)
         height, width = self.output_size(query, height, width, max_input_image_size)
         max_input_image_size = self.input_size_limit(max_input_image_size)
@@ -329,7 +327,3 @@ def offload_layers(transformer: nn.Module, device: str) -> None:
 
 def _report_step(on_step: Callable[[int, int], None], before: int, total: int, i: int) -> None:
     on_step(before + i, total)
-
-
-def _as_image(x) -> Image.Image:
-    return load_image(x) if isinstance(x, (str, Path)) else x

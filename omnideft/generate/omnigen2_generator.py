@@ -25,7 +25,7 @@ from omnideft.errors import UserError
 from omnideft.generate.contact_sheet import contact_sheet
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.generate.settings import as_adapter_list, resolve_device, resolve_dtype
-from omnideft.images import load_image, save_image_atomic
+from omnideft.images import as_image, load_image, save_image_atomic
 from omnideft.model.family import resolve_family
 from omnideft.model.omnigen2 import check_reference_images
 from omnideft.model.omnigen2.prompt import NEGATIVE_PROMPT
@@ -131,8 +131,8 @@ class OmniGen2Generator:
         start, end = cfg_range
         if not 0.0 <= start <= end <= 1.0:
             raise UserError(f"guidance step range {start} {end}: give 0 <= start <= end <= 1")
-        query = [_as_image(im) for im in images]
-        pairs = [(_as_image(a), _as_image(b)) for a, b in examples]
+        query = [as_image(im) for im in images]
+        pairs = [(as_image(a), as_image(b)) for a, b in examples]
         check_reference_count(len(query), len(pairs))
         instruction, all_images = compose_in_context(prompt, query, pairs)
         sampler = OmniGen2Sampler(self.transformer, self.components.vae, self.components.mllm,
@@ -189,7 +189,3 @@ def omnigen_request(req):
                         "(use --family omnigen2 with an OmniGen2 base)")
     return replace(req, guidance=2.5 if req.guidance is None else req.guidance,
                    image_guidance=1.6 if req.image_guidance is None else req.image_guidance)
-
-
-def _as_image(x) -> Image.Image:
-    return load_image(x) if isinstance(x, (str, Path)) else x

@@ -36,7 +36,10 @@ def wrap_prompt(prompt: str) -> str:
 
 
 def crop_image(image: Image.Image, max_image_size: int) -> Image.Image:
-    """OmniGen's `crop_arr`: keep aspect, long side <= max, short side >= 16, both sides multiples of 16."""
+    """OmniGen's `crop_arr`: keep aspect, long side <= max, short side >= 16, both sides multiples of 16 (centred
+    crops of the rounding). An image narrower than max/16 : 1 would need a long side over max once its short side is
+    raised to 16 (OmniGen's crop_arr then passes the model's position table): its long side is cropped to max, centred.
+    The loader refuses anything narrower than 64:1 (omnideft.data.format.images.MAX_ASPECT)."""
     while min(*image.size) >= 2 * max_image_size:
         image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
     if max(*image.size) > max_image_size:
@@ -46,8 +49,9 @@ def crop_image(image: Image.Image, max_image_size: int) -> Image.Image:
         scale = 16 / min(*image.size)
         image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
     arr = np.array(image)
-    dy, dx = arr.shape[0] % 16, arr.shape[1] % 16
-    arr = arr[dy // 2 : arr.shape[0] - (dy - dy // 2), dx // 2 : arr.shape[1] - (dx - dx // 2)]
+    h, w = arr.shape[:2]
+    dy, dx = h - min(h, max_image_size) // 16 * 16, w - min(w, max_image_size) // 16 * 16
+    arr = arr[dy // 2 : h - (dy - dy // 2), dx // 2 : w - (dx - dx // 2)]
     return Image.fromarray(arr)
 
 

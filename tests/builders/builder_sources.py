@@ -170,7 +170,7 @@ def jsonl_source(tmp_path_factory) -> Path:
     full = io.BytesIO()
     noise_image(7).save(full, format="JPEG")
     (img / "truncated.jpg").write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
-    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(img / "sixteen_bit.png")
+    Image.fromarray(np.full((16, 16), 0.5, np.float32)).save(img / "float.tif")  # 16-bit images convert; float not
     t = "<img><|image_{}|></img>"
     lines = [
         {"task_type": "text_to_iamge", "instruction": "a red cup", "input_images": [], "output_image": "a.jpg"},
@@ -184,7 +184,7 @@ def jsonl_source(tmp_path_factory) -> Path:
         {"instruction": "empty", "input_images": [], "output_image": "empty.jpg"},
         {"instruction": "corrupt", "input_images": [], "output_image": "corrupt.jpg"},
         {"instruction": "truncated", "input_images": [], "output_image": "truncated.jpg"},
-        {"instruction": "16 bit", "input_images": [], "output_image": "sixteen_bit.png"},
+        {"instruction": "float", "input_images": [], "output_image": "float.tif"},
         {"instruction": "too big", "input_images": [], "output_image": "huge.png"},
         {"instruction": f"two tags {t.format(1)} {t.format(2)}", "input_images": ["a.jpg"], "output_image": "b.png"},
     ]
