@@ -157,12 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out shard globs or directories: task presets (examples, query, prompt, target)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
                                                         "another address is warned about, see --auth-file)")
+    s.add_argument("--port", type=bounded(int, "[1, 65535]"), default=7860, help="port (default 7860)")
     s.add_argument("--auth-file", metavar="FILE", help="ask for a login: one user:password a line (keep it chmod "
                                                        f"600); or set {LOGIN_ENV}=user:password")
     s.add_argument("--max-upload-mb", type=bounded(int, ">= 1"), default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
                    help=f"largest file the page accepts, in MB (default {DEFAULT_MAX_UPLOAD_MB}); bigger uploads are "
                         "refused before they are stored")
-    s.add_argument("--port", type=bounded(int, "[1, 65535]"), default=7860, help="port (default 7860)")
     s.add_argument("--outputs", metavar="DIR", help="folder for the generated images and the page's uploads "
                                                     "(OUTPUTS/uploads); default: a new temporary folder")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
