@@ -13,11 +13,13 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local app: nothing is sent out
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402  (Gradio's web framework)
 
 from omnideft.errors import UserError  # noqa: E402
 from omnideft.prompts import NEGATIVE_PROMPT  # noqa: E402
 from omnideft.studio.access import (  # noqa: E402
     DEFAULT_MAX_UPLOAD_MB,
+    BodyLimit,
     auth_file_warning,
     exposure_warning,
     read_logins,
@@ -336,7 +338,8 @@ def start(studio: Studio, host: str = "127.0.0.1", port: int = 7860, logins: lis
         demo.queue(default_concurrency_limit=1).launch(
             server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, ssr_mode=False,
             quiet=True, theme=THEME, css=CSS, allowed_paths=[str(studio.outputs)], footer_links=[],
-            auth=list(logins) or None, max_file_size=f"{int(max_upload_mb)}mb")
+            auth=list(logins) or None, max_file_size=f"{int(max_upload_mb)}mb",
+            app_kwargs={"middleware": [Middleware(BodyLimit, limit=int(max_upload_mb) * 2**20)]})
     except OSError as exc:
         raise UserError(f"studio cannot listen on {host}:{port}: {str(exc).splitlines()[0]}") from None
     return demo

@@ -5,6 +5,7 @@ requests. One app in this process (the tiny random model, a login, a 1 MB upload
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 import threading
@@ -27,6 +28,12 @@ LIMIT_MB = 1
 
 def listing(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def generate_inputs(demo, values: dict) -> tuple[int, list]:
+    """The Generate button's event: its index and its inputs as the page sends them (`values` by elem_id)."""
+    index, fn = next((i, f) for i, f in demo.fns.items() if f.name == "on_generate")
+    return index, [values.get(c.elem_id, c.value) for c in fn.inputs if not isinstance(c, gr.State)]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +80,11 @@ def test_an_upload_over_the_limit_is_refused_and_not_stored(world):
     big = os.urandom(LIMIT_MB * 2**20 + 1)
     r = client.post("/gradio_api/upload", files={"files": ("big.png", big)})
     assert r.status_code == 413 and f"{LIMIT_MB * 2**20} bytes" in r.text
+    # the same bytes as a base64 data URL in the Generate event's own payload (Gradio stores those unbounded)
+    index, data = generate_inputs(world["demo"], {"prompt": "x", "query": {
+        "url": "data:image/png;base64," + base64.b64encode(big).decode(), "meta": {"_type": "gradio.FileData"}}})
+    r = client.post("/gradio_api/queue/join", json={"data": data, "fn_index": index, "session_hash": "s1"})
+    assert r.status_code == 413 and f"{LIMIT_MB * 2**20} bytes" in r.text
     after = listing(world["outputs"]) | {"tmp:" + p for p in listing(world["tmp"])}
     assert after == before  # not even a partial file
     r = client.post("/gradio_api/upload", files={"files": ("small.png", big[:1000])})
@@ -85,9 +97,8 @@ def test_uploads_and_results_stay_under_outputs_also_with_two_requests_at_once(w
     """Two presses of Generate at once (two clients): both finish, one after the other; the query upload, the
     results and Gradio's copies of them are under --outputs, and the system temp folder is left as it was."""
     tmp_before = listing(world["tmp"])
-    fn = next(f for f in world["demo"].fns.values() if f.name == "on_generate")
-    values = {"prompt": "a cat", "query": handle_file(str(world["images"]["query"])), "steps": 1}
-    args = [values.get(c.elem_id, c.value) for c in fn.inputs if not isinstance(c, gr.State)]
+    _, args = generate_inputs(world["demo"], {"prompt": "a cat", "query": handle_file(str(world["images"]["query"])),
+                                              "steps": 1})
     replies = []
 
     def press():
