@@ -22,6 +22,9 @@ from omnideft.studio.session import Studio
 from tests.helpers import assert_one_line_error, free_port, run_cli_here
 from tests.studio_world import write_images
 
+# gradio's own queue calls deprecated pandas options (not ours to fix)
+pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
+              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
 LOGIN = ("ann", "s3cret:with colon")  # a colon in the password: only the first one separates
 LIMIT_MB = 1
 
