@@ -2,6 +2,9 @@
 
 Backends: `none` (templates from names), `openai` (any OpenAI-compatible chat server, e.g. vLLM serving Qwen-VL;
 the API key comes from an environment variable only), `blip2` and `qwen-vl` (transformers, hub id or local dir).
+Every caption says where it came from (`Caption.source`): the model, or the builder's template when the model gave
+no text. Only the model's text is cached, so a later run with a working model captions what an empty one missed;
+the builders count both in the manifest (`captions`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -27,6 +31,13 @@ DEFAULT_PROMPT = "Describe this image in detail. Keep it concise."  # the DEFT a
 DEFAULT_MODELS = {"blip2": "Salesforce/blip2-opt-2.7b", "qwen-vl": "Qwen/Qwen2.5-VL-7B-Instruct"}
 HTTP_TIMEOUT_S = 120
 HTTP_RETRIES = 3
+MODEL, TEMPLATE = "model", "template"  # Caption.source
+
+
+@dataclass(frozen=True)
+class Caption:
+    text: str
+    source: str  # MODEL: the captioner's text (now or from its cache); TEMPLATE: the builder's fallback
 
 
 def content_hash(data: bytes) -> str:
@@ -44,32 +55,38 @@ class CaptionCache:
     def path(self, image_hash: str) -> Path:
         return self.dir / image_hash[:2] / f"{image_hash}.json"
 
-    def get(self, image_hash: str) -> str | None:
+    def get(self, image_hash: str, fallback: str) -> str | None:
+        """The model's cached caption, or None. An entry equal to the template is not the model's (earlier versions
+        cached the template when the model gave no text): it is asked again."""
         p = self.path(image_hash)
-        return json.loads(p.read_text())["caption"] if p.is_file() else None
+        if not p.is_file():
+            return None
+        text = json.loads(p.read_text())["caption"].strip()
+        return text if text and text != fallback.strip() else None
 
     def put(self, image_hash: str, caption: str) -> None:
         write_json_atomic(self.path(image_hash), {"caption": caption})
 
 
 class Captioner:
-    """Base: `describe(image)` is the backend; `caption()` adds the cache."""
+    """Base: `describe(image)` is the backend; `caption()` adds the cache and the template fallback."""
 
     backend_id = "none"
 
     def __init__(self, cache: CaptionCache | None = None):
         self.cache = cache
 
-    def caption(self, image: Image.Image, image_bytes: bytes, fallback: str) -> str:
-        if self.cache is None:
-            return self.describe(image) or fallback
-        key = content_hash(image_bytes)
-        cached = self.cache.get(key)
+    def caption(self, image: Image.Image, image_bytes: bytes, fallback: str) -> Caption:
+        key = content_hash(image_bytes) if self.cache is not None else None
+        cached = self.cache.get(key, fallback) if key else None
         if cached is not None:
-            return cached
-        text = (self.describe(image) or fallback).strip()
-        self.cache.put(key, text)
-        return text
+            return Caption(cached, MODEL)
+        text = (self.describe(image) or "").strip()
+        if not text:  # never cached: a later run (a working model) asks again
+            return Caption(fallback, TEMPLATE)
+        if key:
+            self.cache.put(key, text)
+        return Caption(text, MODEL)
 
     def describe(self, image: Image.Image) -> str | None:
         return None
@@ -78,8 +95,8 @@ class Captioner:
 class TemplateCaptioner(Captioner):
     """`--captioner none`: the builder's template (e.g. 'a photo of aveda shampoo'); nothing is cached."""
 
-    def caption(self, image: Image.Image, image_bytes: bytes, fallback: str) -> str:
-        return fallback
+    def caption(self, image: Image.Image, image_bytes: bytes, fallback: str) -> Caption:
+        return Caption(fallback, TEMPLATE)
 
 
 def jpeg_data_url(image: Image.Image, max_side: int = 1024) -> str:

@@ -318,6 +318,9 @@ def run_build(builder: SourceBuilder, args: argparse.Namespace) -> int:
     skipped = sum(e["count"] for e in m["skipped"].values())
     print(f"wrote {m['samples']} samples in {len(m['shards'])} shards to {split_dir} "
           f"({skipped} skipped); manifest {path.name}")
+    if m.get("captions"):  # templates standing in for captions the model did not give are said, not hidden
+        captions = m["captions"]
+        print(f"captions: {captions.get('model', 0)} from the model, {captions.get('template', 0)} from templates")
     check_yield(m, args)
     return 0
 

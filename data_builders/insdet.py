@@ -24,7 +24,7 @@ from PIL import Image
 from omnideft.data.format.writer import BuiltSample, InputImage, image_tags
 from omnideft.errors import UserError
 
-from .captioners import add_captioner_args, check_captioner_args, make_captioner
+from .captioners import Caption, add_captioner_args, check_captioner_args, make_captioner
 from .cli_common import SampleMaker, SourceBuilder, add_common_args, fingerprint_tree, key_for, require_dir, run_main
 from .images import SkipSample, apply_mask, cap_longest_side, decode_image, read_bytes
 
@@ -182,7 +182,7 @@ class InsDetMaker(SampleMaker):
             img = apply_mask(img, mask, fill=255)
         return cap_longest_side(img, self.args.resolution), data
 
-    def caption(self, img: Image.Image, data: bytes, fallback: str) -> str:
+    def caption(self, img: Image.Image, data: bytes, fallback: str) -> Caption:
         return self.captioner.caption(img, data, fallback)
 
     def make(self, index: int, job) -> BuiltSample:
@@ -197,8 +197,9 @@ class InsDetMaker(SampleMaker):
         target, target_bytes = self.view(job.target)
         inputs = [InputImage(self.view(v)[0], "object_view", "jpg") for v in job.views]
         caption = self.caption(target, target_bytes, f"a photo of {readable(job.name)}")
-        text = f"{image_tags(len(inputs))} show one object ({readable(job.name)}). Another view of it: {caption}"
-        return BuiltSample(key, "insdet/object", text, inputs, target, "jpg", caption=caption,
+        text = f"{image_tags(len(inputs))} show one object ({readable(job.name)}). Another view of it: {caption.text}"
+        return BuiltSample(key, "insdet/object", text, inputs, target, "jpg", caption=caption.text,
+                           caption_source=caption.source,
                            source={"dataset": "InsDet", "object": job.name,
                                    "ids": [Path(p).name for p in job.views + (job.target,)]})
 
@@ -220,9 +221,9 @@ class InsDetMaker(SampleMaker):
         scene = readable(job.scene.split("/")[-1])
         caption = self.caption(output, data, f"a photo of the {scene} scene")
         names = ", ".join(f"{readable(b['name'])} {image_tags(1, k + 1)}" for k, (b, _) in enumerate(crops))
-        text = f"The {scene} scene with {names}. {caption}" if crops else caption
+        text = f"The {scene} scene with {names}. {caption.text}" if crops else caption.text
         return BuiltSample(key, "insdet/scene", text, [InputImage(c, "scene_object", "jpg") for _, c in crops],
-                           output, "jpg", caption=caption,
+                           output, "jpg", caption=caption.text, caption_source=caption.source,
                            source={"dataset": "InsDet", "scene": job.scene, "ids": [Path(job.image).name],
                                    "boxes": [{"name": b["name"], "category_id": b["category_id"],
                                               "xyxy_norm": [round(b["xmin"] / width, 6), round(b["ymin"] / height, 6),
@@ -233,7 +234,8 @@ class InsDetMaker(SampleMaker):
         img, data = self.load(job.image)
         output = cap_longest_side(img, self.args.resolution)
         caption = self.caption(output, data, "a photo of an indoor scene")
-        return BuiltSample(key, "insdet/background", caption, [], output, "jpg", caption=caption,
+        return BuiltSample(key, "insdet/background", caption.text, [], output, "jpg", caption=caption.text,
+                           caption_source=caption.source,
                            source={"dataset": "InsDet", "ids": [Path(job.image).name]})
 
 

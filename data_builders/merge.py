@@ -62,7 +62,7 @@ def check_same_build(parts: list[tuple[int, int, dict]]) -> None:
 
 
 def merged_manifest(split_dir: Path, parts: list[tuple[int, int, dict]], verify: bool) -> dict:
-    records, tasks, skips = [], {}, SkipTally()
+    records, tasks, captions, skips = [], {}, {}, SkipTally()
     for _, _, m in parts:
         for entry in m["shards"]:
             shard = split_dir / entry["name"]
@@ -73,6 +73,8 @@ def merged_manifest(split_dir: Path, parts: list[tuple[int, int, dict]], verify:
             records.append(ShardRecord(entry["name"], entry["samples"], entry["bytes"], entry["sha256"]))
         for task, count in m["tasks"].items():
             tasks[task] = tasks.get(task, 0) + count
+        for source, count in m.get("captions", {}).items():
+            captions[source] = captions.get(source, 0) + count
         skips.merge(m["skipped"])
     records.sort(key=lambda r: r.name)
     first = parts[0][2]
@@ -82,6 +84,8 @@ def merged_manifest(split_dir: Path, parts: list[tuple[int, int, dict]], verify:
                                                          "merged_from": [f"{i}/{n}" for i, n, _ in parts]})
     merged["tasks"] = dict(sorted(tasks.items()))
     merged["skipped"] = skips.to_json()
+    if captions:
+        merged["captions"] = dict(sorted(captions.items()))
     return merged
 
 

@@ -13,9 +13,18 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local app: nothing is sent out
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402  (Gradio's web framework)
 
 from omnideft.errors import UserError  # noqa: E402
 from omnideft.prompts import NEGATIVE_PROMPT  # noqa: E402
+from omnideft.studio.access import (  # noqa: E402
+    DEFAULT_MAX_UPLOAD_MB,
+    BodyLimit,
+    auth_file_warning,
+    exposure_warning,
+    read_logins,
+    use_upload_folder,
+)
 from omnideft.studio.history import history_markdown  # noqa: E402
 from omnideft.studio.paths import shown_path  # noqa: E402
 from omnideft.studio.session import Request, Studio, describe_error  # noqa: E402
@@ -318,24 +327,34 @@ def build_app(studio: Studio) -> gr.Blocks:
     return demo
 
 
-def start(studio: Studio, host: str = "127.0.0.1", port: int = 7860) -> gr.Blocks:
-    """Build the page and listen on host:port in the background; returns the Blocks (`.close()` stops it)."""
+def start(studio: Studio, host: str = "127.0.0.1", port: int = 7860, logins: list[tuple[str, str]] = (),
+          max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB) -> gr.Blocks:
+    """Build the page and listen on host:port in the background; returns the Blocks (`.close()` stops it).
+    With `logins` every route asks for one of them (Gradio's login page); uploads over `max_upload_mb` are refused
+    (HTTP 413) before they are stored, and uploads land below studio.outputs (access.use_upload_folder)."""
+    use_upload_folder(studio.outputs)  # before the page is built: its components read the folder then
     demo = build_app(studio)
     try:
         demo.queue(default_concurrency_limit=1).launch(
             server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, ssr_mode=False,
-            quiet=True, theme=THEME, css=CSS, allowed_paths=[str(studio.outputs)], footer_links=[])
+            quiet=True, theme=THEME, css=CSS, allowed_paths=[str(studio.outputs)], footer_links=[],
+            auth=list(logins) or None, max_file_size=f"{int(max_upload_mb)}mb",
+            app_kwargs={"middleware": [Middleware(BodyLimit, limit=int(max_upload_mb) * 2**20)]})
     except OSError as exc:
         raise UserError(f"studio cannot listen on {host}:{port}: {str(exc).splitlines()[0]}") from None
     return demo
 
 
 def serve(model: str, adapter_roots: list[str], example_shards: list[str], host: str = "127.0.0.1",
-          port: int = 7860, outputs: str | None = None, device: str = "auto", dtype: str = "auto") -> None:
+          port: int = 7860, outputs: str | None = None, device: str = "auto", dtype: str = "auto",
+          auth_file: str | None = None, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB) -> None:
     """`omnideft studio`: load, listen on host:port until interrupted."""
+    logins = read_logins(auth_file)  # a bad login file stops before the model loads
+    warnings = [w for w in (auth_file_warning(auth_file), exposure_warning(host, port, bool(logins))) if w]
     studio = Studio(model, adapter_roots, example_shards, outputs=outputs, device=device, dtype=dtype)
-    demo = start(studio, host, port)
-    for m in studio.messages:
+    demo = start(studio, host, port, logins, max_upload_mb)
+    for m in warnings + studio.messages:
         print(f"omnideft studio: warning: {m}", file=sys.stderr, flush=True)
-    print(f"omnideft studio: http://{host}:{port} (Ctrl+C stops it)", flush=True)
+    login = f", login required ({len(logins)} user(s))" if logins else ""
+    print(f"omnideft studio: http://{host}:{port}{login} (Ctrl+C stops it)", flush=True)
     demo.block_thread()

@@ -60,6 +60,7 @@ class BuiltSample:
     source: dict = field(default_factory=dict)
     weight: float = 1.0
     extra: dict = field(default_factory=dict)  # additional top-level json fields, e.g. input_cameras
+    caption_source: str | None = None  # who wrote `caption` ("model", "template"): counted in the manifest
 
 
 @dataclass
@@ -69,6 +70,7 @@ class EncodedSample:
     key: str
     task: str
     members: list[tuple[str, bytes]]
+    caption_source: str | None = None
 
 
 def image_tag(k: int) -> str:
@@ -108,7 +110,7 @@ def encode_sample(sample: BuiltSample) -> EncodedSample:
     for i, inp in enumerate(sample.inputs):
         members.append((input_member(i, inp.ext), encode_image(inp.image, inp.ext)))
     members.append((output_member(sample.output_ext), encode_image(sample.output, sample.output_ext)))
-    return EncodedSample(sample.key, sample.task, members)
+    return EncodedSample(sample.key, sample.task, members, sample.caption_source)
 
 
 class SkipTally:
@@ -153,17 +155,19 @@ class ShardRecord:
     sha256: str
     tasks: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, dict] = field(default_factory=dict)
+    captions: dict[str, int] = field(default_factory=dict)  # caption source -> samples
 
     def manifest_entry(self) -> dict:
         return {"name": self.name, "samples": self.samples, "bytes": self.bytes, "sha256": self.sha256}
 
     def to_json(self) -> dict:
-        return {**self.manifest_entry(), "tasks": dict(sorted(self.tasks.items())), "skipped": self.skipped}
+        return {**self.manifest_entry(), "tasks": dict(sorted(self.tasks.items())), "skipped": self.skipped,
+                "captions": dict(sorted(self.captions.items()))}
 
     @classmethod
     def from_json(cls, d: dict) -> "ShardRecord":
         return cls(d["name"], int(d["samples"]), int(d["bytes"]), d["sha256"], dict(d.get("tasks", {})),
-                   dict(d.get("skipped", {})))
+                   dict(d.get("skipped", {})), dict(d.get("captions", {})))
 
 
 def shard_name(prefix: str, index: int) -> str:
@@ -228,6 +232,7 @@ class _OpenShard:
         self.tar = tarfile.open(self.tmp_path, "w", format=tarfile.USTAR_FORMAT)
         self.samples = 0
         self.tasks: dict[str, int] = {}
+        self.captions: dict[str, int] = {}
         self.skips = SkipTally()
 
     def write(self, sample: EncodedSample) -> None:
@@ -235,6 +240,8 @@ class _OpenShard:
             self.tar.addfile(_tar_info(f"{sample.key}.{member}", len(data)), io.BytesIO(data))
         self.samples += 1
         self.tasks[sample.task] = self.tasks.get(sample.task, 0) + 1
+        if sample.caption_source:
+            self.captions[sample.caption_source] = self.captions.get(sample.caption_source, 0) + 1
 
     def finish(self) -> ShardRecord:
         self.tar.close()
@@ -242,7 +249,7 @@ class _OpenShard:
             os.fsync(f.fileno())
         os.replace(self.tmp_path, self.final_path)
         return ShardRecord(self.name, self.samples, self.final_path.stat().st_size, file_sha256(self.final_path),
-                           self.tasks, self.skips.to_json())
+                           self.tasks, self.skips.to_json(), self.captions)
 
     def abandon(self) -> None:
         self.tar.close()  # leaves only .tmp-<name>, which a rerun removes and redoes
@@ -342,14 +349,17 @@ def build_manifest(records: list[ShardRecord], *, builder: str, builder_version:
                    source_fingerprint: str, split: str, partition: str | None = None, extra: dict | None = None,
                    loose_skips: SkipTally | None = None) -> dict:
     tasks: dict[str, int] = {}
+    captions: dict[str, int] = {}
     skips = SkipTally()
     for rec in records:
         for task, n in rec.tasks.items():
             tasks[task] = tasks.get(task, 0) + n
+        for source, n in rec.captions.items():
+            captions[source] = captions.get(source, 0) + n
         skips.merge(rec.skipped)
     if loose_skips:
         skips.merge(loose_skips)
-    return {
+    manifest = {
         "format": MANIFEST_FORMAT,
         "sample_schema": SCHEMA,
         "builder": builder,
@@ -365,3 +375,6 @@ def build_manifest(records: list[ShardRecord], *, builder: str, builder_version:
         "extra": extra or {},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if captions:  # builders with a captioner: how many captions the model wrote, how many are templates
+        manifest["captions"] = dict(sorted(captions.items()))
+    return manifest
