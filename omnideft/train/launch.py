@@ -92,11 +92,19 @@ def stopped_line(folder: Path) -> str | None:
 
 
 class _QuietStops(logging.Filter):
-    """Drops the agent's "failed (exitcode: 75)" error lines: a rank that checkpointed and stopped did not fail."""
+    """Drops the agent's warnings about passing a signal on ("Received 15 death signal", "Sending process N closing
+    signal SIGTERM": what it is asked to do) and, once a rank reported a stop, its "failed (exitcode: 75)" errors: a
+    rank that checkpointed and stopped did not fail."""
+
+    def __init__(self, reports: Path):
+        super().__init__()
+        self.reports = reports
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (str(record.msg).startswith("failed (exitcode") and record.args
-                    and record.args[0] == EXIT_STOPPED)
+        message = str(record.msg)
+        if message.startswith(("Received %s death signal", "Sending process")):
+            return False
+        return not (message.startswith("failed (exitcode") and any(self.reports.glob("rank-*.json")))
 
 
 def launcher_main(argv: list[str]) -> int:
@@ -108,7 +116,8 @@ def launcher_main(argv: list[str]) -> int:
     from accelerate.commands.launch import launch_command, launch_command_parser
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
-    logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_QuietStops())
+    for name in ("torch.distributed.elastic.agent.server.api", "torch.distributed.elastic.multiprocessing.api"):
+        logging.getLogger(name).addFilter(_QuietStops(reports))
     try:
         launch_command(launch_command_parser().parse_args(argv))
         return 0
