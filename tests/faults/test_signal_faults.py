@@ -178,7 +178,7 @@ def test_sigterm_to_a_builder_with_workers_is_one_line_and_the_rerun_finishes(tm
 def test_progress_in_a_log_file_is_plain_lines(fault_shards, tmp_path):
     """Before: `set_postfix` redrew the training bar with '\\r' at every step (5834 bytes for 60 steps of the tiny
     recipe redirected to a file, 305 after; a log file gets one line per 30 s and the last)."""
-    from omnideft.progress import LOG_EVERY, progress_bar
+    from omnideft.progress import progress_bar
 
     log = io.StringIO()  # not a terminal, like a file
     bar = progress_bar(total=500, desc="train", file=log)
@@ -187,7 +187,6 @@ def test_progress_in_a_log_file_is_plain_lines(fault_shards, tmp_path):
         bar.update()
     bar.close()
     assert "\r" not in log.getvalue() and len(log.getvalue().splitlines()) == 1
-    assert LOG_EVERY >= 10  # a line per N seconds, not per step
     # the real thing: `omnideft train` with its bar on, stderr captured (not a terminal)
     flags = [x for x in BASE if x != "--no-progress"]
     proc = run_cli_here("train", *flags, "train.max_steps=2", "train.checkpoint_every=0",
