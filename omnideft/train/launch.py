@@ -42,19 +42,22 @@ def relaunch(config: str, argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "omnideft.train.launch", "--config_file", config, "-m", "omnideft", *argv]
     print(f"launching: accelerate launch --config_file {config} -m omnideft {' '.join(argv)}", file=sys.stderr)
     launcher: subprocess.Popen | None = None
-    early: list[int] = []  # signals received before the launcher existed
+    received: list[int] = []
 
     def forward(signum, frame):
-        if launcher is None:
-            early.append(signum)
-        else:
+        # Each signal once: a repeat reaching the agent while it waits for the ranks would end it there and then,
+        # leaving the ranks (which already have the signal) without their launcher.
+        if signum in received:
+            return
+        received.append(signum)
+        if launcher is not None:
             _signal_group(launcher.pid, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
         # its own session: a terminal's Ctrl-C reaches the supervisor only, which forwards it once, like any signal
         launcher = subprocess.Popen(cmd, env={**os.environ, "OMNIDEFT_LAUNCHED": "1"}, start_new_session=True)
-        for signum in early:
+        for signum in received:  # received before the launcher existed
             _signal_group(launcher.pid, signum)
         code = launcher.wait()
     finally:
@@ -109,7 +112,7 @@ class _QuietStops(logging.Filter):
 
 def launcher_main(argv: list[str]) -> int:
     """The launcher: `accelerate launch ARGV` in this process, with the stop reports mapped to one line and 75."""
-    os.environ.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", AGENT_SIGNALS)
+    os.environ.setdefault("PET_SIGNALS_TO_HANDLE", AGENT_SIGNALS)  # torchrun's --signals-to-handle
     os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", AGENT_SHUTDOWN_TIMEOUT)
     reports = Path(tempfile.mkdtemp(prefix="omnideft-stop-"))
     os.environ[STOP_REPORTS_ENV] = str(reports)  # the ranks inherit the launcher's environment

@@ -87,14 +87,15 @@ def test_ranks_that_stopped_become_one_line_and_exit_75_at_the_launcher(monkeypa
     import accelerate.commands.launch as accelerate_launch
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+    from torch.distributed.run import get_args_parser
 
-    for name in (launch.STOP_REPORTS_ENV, "TORCHELASTIC_SIGNALS_TO_HANDLE", "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"):
+    for name in (launch.STOP_REPORTS_ENV, "PET_SIGNALS_TO_HANDLE", "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)  # launcher_main sets them; restored after the test
     seen = {}
 
     def ranks_stop(args):  # rank 1 received the signal, rank 0 followed it; then the agent raises
         seen["reports"] = os.environ[launch.STOP_REPORTS_ENV]
-        seen["signals"] = os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"]
+        seen["signals"] = get_args_parser().parse_args(["train.py"]).signals_to_handle  # as accelerate reads them
         _rank_stops(monkeypatch, (0, OTHER_RANK), (1, "SIGTERM"))
         if raised == "ChildFailedError":
             raise ChildFailedError("omnideft", {0: ProcessFailure(0, 1, EXIT_STOPPED, "")})
