@@ -1,6 +1,6 @@
 """The import rules of docs/design.md, read from the code: `omnideft` never imports `data_builders`; `data_builders`
-imports only the torch-free shard format, the camera record and COLMAP reading, the error type and the output-folder
-lock; imports flow
+imports only the torch-free shard format, the camera record and COLMAP reading, the error type, the output-folder
+lock and the progress bars; imports flow
 downward, and the verbs (train, eval, generate) do not import each other."""
 
 import ast
