@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from tqdm import tqdm
-
 from omnideft.data.format.writer import (
     MANIFEST_NAME,
     STATE_DIR,
@@ -40,6 +38,7 @@ from omnideft.data.format.writer import (
 )
 from omnideft.errors import UserError
 from omnideft.locks import LOCK_NAME, FolderLock
+from omnideft.progress import progress_bar
 
 from . import BUILDERS_VERSION
 from .images import DEFAULT_MAX_PIXELS, SkipSample
@@ -185,6 +184,9 @@ def _init_pool_worker(builder: SourceBuilder) -> None:
     # Ctrl-C reaches the whole process group: the main process stops the pool and says how to resume. Workers that
     # took the KeyboardInterrupt themselves printed tracebacks and left the build hanging (over 60 s, measured).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM ends a worker quietly (Pool.terminate sends it), not with the main process's handler inherited by fork
+    # or the stack dump of glog's (imported with pycolmap).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # When the main process is killed (kill -9, OOM), a worker sending its result hit BrokenPipeError and printed
     # a traceback, and a worker waiting on a lock its dead sibling held hung forever (both measured): the default
     # SIGPIPE action and a SIGTERM on the parent's death end them quietly.
@@ -284,8 +286,19 @@ def kept_shard(split_dir: Path, name: str) -> ShardRecord | None:
     return None
 
 
+class Terminated(Exception):
+    """SIGTERM (`kill`, `scancel`, a job's time limit) reached the main process of a build."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def run_build(builder: SourceBuilder, args: argparse.Namespace) -> int:
     jobs = builder.plan()
+    # Set after plan(): importing pycolmap (build-sfm) installs glog's handler, which answers SIGTERM with a native
+    # stack dump in every process of the build (26-43 lines each, measured). run_main restores the previous one.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     if args.max_samples is not None:
         jobs = jobs[: args.max_samples]
     if not jobs:
@@ -349,9 +362,7 @@ def write_shards(builder: SourceBuilder, writer: ShardWriter, jobs: Sequence[Any
                  args: argparse.Namespace) -> None:
     plan = [(k, shard_items(builder, jobs, k, args.shard_size)) for k in pending]
     items = [item for _, shard in plan for item in shard]
-    # In a log file (SLURM, CI) one refresh every 30 s instead of every update.
-    bar = tqdm(total=len(items), unit="sample", desc=builder.name, disable=True if args.no_progress else None,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    bar = progress_bar(total=len(items), unit="sample", desc=builder.name, disable=args.no_progress)
     with _results(builder, items, args.workers) as results:
         for k, shard in plan:
             writer.open_shard(k)
@@ -412,6 +423,7 @@ def run_main(make_parser: Callable[[], argparse.ArgumentParser],
              make_builder: Callable[[argparse.Namespace], SourceBuilder], argv: list[str] | None) -> int:
     """Parse, build, and turn UserError into `error: ...` on stderr with exit 2 (no traceback)."""
     args = make_parser().parse_args(argv)
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         with output_lock(args):  # one build per output split (per partition: partitions share a folder)
             return run_build(make_builder(args), args)
@@ -421,6 +433,9 @@ def run_main(make_parser: Callable[[], argparse.ArgumentParser],
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except Terminated:  # like Ctrl-C: finished shards stay; the exit code is the shell's for a SIGTERM death
+        print("stopped by SIGTERM: rerun the same command to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
@@ -432,6 +447,8 @@ def run_main(make_parser: Callable[[], argparse.ArgumentParser],
               f"shard needs about --shard-size x the sample size); free some space and rerun to resume",
               file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def output_lock(args: argparse.Namespace):

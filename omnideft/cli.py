@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,10 +21,10 @@ from omnideft.errors import UserError
 from omnideft.files import is_disk_full
 from omnideft.options import bounded
 from omnideft.studio.access import DEFAULT_MAX_UPLOAD_MB, LOGIN_ENV
+from omnideft.train.signals import EXIT_STOPPED
 
 # Number options are checked when parsed, naming the option and the allowed range (omnideft/options.py).
 COUNT, SIDE, SCALE = bounded(int, ">= 1"), bounded(int, ">= 16", multiple=16), bounded(float, ">= 0")
-EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint; resume with --resume latest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,6 +331,7 @@ def _train(args) -> int:
         return _relaunch(recipe.launch.config, args)
     from omnideft.generate.validation import ValidationRenderer
     from omnideft.train.faults import Faults
+    from omnideft.train.launch import report_stop
     from omnideft.train.loop import train
     from omnideft.train.signals import TrainingStopped
 
@@ -341,7 +341,8 @@ def _train(args) -> int:
         adapter = train(recipe, progress=not args.no_progress, validate=validate if validate.items else None,
                         resume=args.resume, faults=faults, overwrite=args.overwrite)
     except TrainingStopped as exc:
-        print(f"omnideft: {exc}", file=sys.stderr)
+        if not report_stop(exc):  # under omnideft's own launcher, the launcher prints one line for every rank
+            print(f"omnideft: {exc}", file=sys.stderr)
         return EXIT_STOPPED
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"adapter: {adapter}")
@@ -374,7 +375,7 @@ def _under_launcher() -> bool:
 
 
 def _relaunch(config: str, args) -> int:
-    """Re-run this same `omnideft train` under `accelerate launch --config_file CONFIG`."""
+    """Re-run this same `omnideft train` under `accelerate launch --config_file CONFIG` (train/launch.py)."""
     _check_launch_config(config)
     argv = ["train", *([args.recipe] if args.recipe else []), *args.overrides]
     if args.no_progress:
@@ -383,9 +384,9 @@ def _relaunch(config: str, args) -> int:
         argv += ["--resume", args.resume]
     if args.overwrite:
         argv.append("--overwrite")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "-m", "omnideft", *argv]
-    print(f"launching: accelerate launch --config_file {config} -m omnideft {' '.join(argv)}", file=sys.stderr)
-    return subprocess.call(cmd, env={**os.environ, "OMNIDEFT_LAUNCHED": "1"})
+    from omnideft.train.launch import relaunch
+
+    return relaunch(config, argv)
 
 
 def _check_launch_config(config: str) -> None:

@@ -1,6 +1,6 @@
 """The import rules of docs/design.md, read from the code: `omnideft` never imports `data_builders`; `data_builders`
-imports only the torch-free shard format, the camera record and COLMAP reading, the error type and the output-folder
-lock; imports flow
+imports only the torch-free shard format, the camera record and COLMAP reading, the error type, the output-folder
+lock and the progress bars; imports flow
 downward, and the verbs (train, eval, generate) do not import each other."""
 
 import ast
@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDERS_MAY_IMPORT = ("omnideft.data.format", "omnideft.camera.record", "omnideft.camera.colmap", "omnideft.errors",
-                       "omnideft.locks")
+                       "omnideft.locks", "omnideft.progress")
 # The floors of docs/design.md, top to bottom: a room imports rooms of lower floors; on one floor only the rooms
 # below the verbs may use each other. The package root is the public facade on top: it re-exports the API
 # (`from omnideft import Generator`) lazily, on first attribute access, so importing omnideft stays cheap.

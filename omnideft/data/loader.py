@@ -12,6 +12,7 @@ UserError, never mixed into a batch.
 from __future__ import annotations
 
 import json
+import signal
 from collections import Counter
 from typing import Callable, Iterator, NamedTuple
 
@@ -80,6 +81,7 @@ class ResumableBatches(IterableDataset):
         # An explicit generator: creating the iterator must not consume the global torch RNG.
         loader = DataLoader(self, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
                             prefetch_factor=4 if self.num_workers else None, persistent_workers=False,
+                            worker_init_fn=_leave_stop_signals_to_the_trainer if self.num_workers else None,
                             generator=torch.Generator().manual_seed(self.seed))
         for item in loader:
             if isinstance(item, _ReaderFailure):
@@ -145,6 +147,14 @@ class ResumableBatches(IterableDataset):
 
 def _identity(x):
     return x
+
+
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """SIGTERM / SIGUSR1 ask the training process to checkpoint and stop after its step, then it ends its loader
+    workers itself. A worker killed by the same signal (torch elastic's agent and `scancel` signal every process,
+    not one) failed that step with "DataLoader worker is killed by signal: Terminated" (measured)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def drawn_per_source(sources: list[ShardSource], reader_states: dict) -> dict:

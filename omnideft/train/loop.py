@@ -22,7 +22,7 @@ from omnideft.train.checkpoint import adapter_state, save_adapter_folder, save_c
 from omnideft.train.faults import NO_FAULTS, Faults
 from omnideft.train.recipe import Recipe
 from omnideft.train.setup import TrainingRun, setup
-from omnideft.train.signals import StopRequests, TrainingStopped
+from omnideft.train.signals import OTHER_RANK, StopRequests, TrainingStopped
 from omnideft.train.step import StepRecord, train_step
 
 
@@ -74,7 +74,7 @@ def after_step(run: TrainingRun, record: StepRecord, validate, stop: StopRequest
         if record.stop_requested:
             run.bar.close()
             run.log.close()
-            raise TrainingStopped(stop.received or "a signal on another rank", step, saved)
+            raise TrainingStopped(stop.received or OTHER_RANK, step, saved)
     faults.fire("sigterm", step)
 
 

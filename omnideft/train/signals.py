@@ -6,6 +6,9 @@ from __future__ import annotations
 import signal
 import threading
 
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal after writing a checkpoint; resume with --resume latest
+OTHER_RANK = "a signal on another rank"  # the signal name on the ranks that did not receive it themselves
+
 
 class TrainingStopped(Exception):
     """Raised after the checkpoint of a signal-requested stop is written."""
