@@ -8,6 +8,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    # .ci/run re-runs the numeric tests with ATEN_CPU_CAPABILITY forced: make sure torch took that kernel family,
+    # else the run would silently repeat the default one.
+    wanted = os.environ.get("ATEN_CPU_CAPABILITY")
+    if wanted:
+        import torch
+
+        taken = torch.backends.cpu.get_cpu_capability()
+        if taken.lower() != wanted.lower():
+            raise pytest.UsageError(f"ATEN_CPU_CAPABILITY={wanted} asked for, torch runs {taken} kernels")
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from omnideft.model import load_omnigen

@@ -15,7 +15,8 @@ from omnideft.errors import UserError
 from omnideft.model import load_omnigen
 
 # Relative error of the fused layer against PEFT's: measured worst over the cases below 1.2e-7 (output), 1.0e-7
-# (input gradient), 2.0e-7 (parameter gradients): fp32 rounding of another summation order, nothing more.
+# (input gradient), 2.0e-7 (parameter gradients): fp32 rounding of another summation order, nothing more. Robust to
+# the CPU kernel family and thread count: worst 2.24e-7 (AVX-512) and 2.27e-7 (AVX2 ATen/oneDNN/MKL), 1 and 2 threads.
 FUSED_REL = 6e-7
 
 
@@ -34,6 +35,7 @@ def _pair(projector: str, para: bool, bias: bool = True, alpha=None):
     return ref, fast
 
 
+@pytest.mark.numeric  # two summation orders: the bound must hold on every CPU kernel family
 @pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize("projector,para,bias,alpha", [("relu", False, True, None), ("qr", False, False, 12.0),
                                                        ("qr", True, True, None), ("relu", True, False, None)])

@@ -57,6 +57,17 @@ def _max_diff(a, b) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+def _relative_difference(a, b) -> float:
+    """||a - b|| / ||b|| over every tensor of two adapters: how far apart two engines' adapters are as a whole. The
+    bound between engines, rather than the largest single difference: Adam's first steps move a value by ~lr
+    whatever the size of its gradient, so a value whose gradient is near 0 steps by the sign of the reduction-order
+    noise, up to twice the learning rate per step (the largest difference has a heavy tail: measured 4e-4 on
+    AVX-512 kernels, 1.8e-3 on AVX2 for the same runs, while this measure stays within 3e-4 to 5e-4)."""
+    assert a.keys() == b.keys()
+    diff = sum(float((a[k].double() - b[k].double()).square().sum()) for k in a)
+    return (diff / sum(float(b[k].double().square().sum()) for k in b)) ** 0.5
+
+
 @pytest.fixture(scope="module")
 def zero2_run(shards, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("z2")
@@ -95,6 +106,7 @@ def test_zero2_two_processes(zero2_run):
     _check_distributed_adapter(zero2_run, "zero2")
 
 
+@pytest.mark.numeric
 def test_zero3_two_processes_gathers_a_full_adapter(shards, zero2_run, tmp_path):
     # persistence threshold 0: every parameter, adapters included, is partitioned across the 2 ranks
     launch = _launch(tmp_path, "cpu_2proc_zero3.yaml", stage3_param_persistence_threshold=0)
@@ -106,9 +118,11 @@ def test_zero3_two_processes_gathers_a_full_adapter(shards, zero2_run, tmp_path)
     for step in (4, 8):
         assert (tmp_path / "run" / "validation" / f"step-{step:07d}" / "00.png").is_file()
     # same data, noise and math as ZeRO-2; only fp32 rounding differs (ZeRO-3 partitions weights, so the layers
-    # take PEFT's forward instead of the fused one), so the gathered adapter is the trained one. Measured 2.0e-5
-    # (1.5e-5 on another run of the suite): the bound is 3x that; one Adam step at lr 1e-2 moves a value by ~1e-2.
-    assert _max_diff(tensors, _adapter(zero2_run)) < 6e-5
+    # take PEFT's forward instead of the fused one), so the gathered adapter is the trained one. Robust to the CPU
+    # kernel family, thread count and reduction order: measured relative difference 4.3e-5 (AVX-512, 1 and 2
+    # threads), 4.0e-5 and 4.2e-5 (AVX2 ATen/oneDNN/MKL, 1 and 2 threads); the bound is ~5x that.
+    spread = _relative_difference(tensors, _adapter(zero2_run))
+    assert spread < 2e-4, f"ZeRO-3 vs ZeRO-2: relative difference {spread:.2e}"
 
 
 def test_kill_9_then_resume_latest_two_processes_is_bit_identical(shards, zero2_run, tmp_path):

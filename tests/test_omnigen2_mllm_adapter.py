@@ -145,13 +145,17 @@ def test_mllm_targets_is_refused_on_omnigen_v1(shards, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.numeric
 def test_zero2_and_zero3_two_processes_train_the_mllm_part(shards, tmp_path):
-    """Two processes: DeepSpeed ZeRO-2 (measured bit-identical to DDP; DDP left out to keep the suite short) and
-    ZeRO-3 (the MLLM partitioned with the transformer) the same up to the reduction order (measured: losses 1e-6
-    relative apart, MLLM part 6.2e-5, transformer part 3.2e-4 on values up to 0.11 after two Adam steps at lr
-    1e-2); every rank the same adapter."""
+    """Two processes: DeepSpeed ZeRO-2 (measured bit-identical to DDP on one machine; DDP left out to keep the suite
+    short) and ZeRO-3 (the MLLM partitioned with the transformer) the same up to the reduction order; every rank
+    the same adapter. Robust to the CPU kernel family and thread count (measured on AVX-512 and AVX2
+    ATen/oneDNN/MKL kernels, 1 and 2 threads): losses at most 4.2e-7 relative apart; relative difference of the
+    transformer part 3.2e-4 (AVX-512) to 5.0e-4 (AVX2, 2 threads), of the MLLM part 1.6e-4 to 1.8e-4, on values up
+    to 0.11 after two Adam steps at lr 1e-2. Not the largest single value (see _relative_difference): 4.0e-4 on
+    AVX-512, 1.8e-3 on AVX2 with 2 threads, 1.2e-3 on an AVX2 machine."""
     from tests.helpers import run_cli
-    from tests.test_engines import _launch
+    from tests.test_engines import _launch, _relative_difference
 
     runs = {}
     for engine in ("zero2", "zero3"):
@@ -167,5 +171,6 @@ def test_zero2_and_zero3_two_processes_train_the_mllm_part(shards, tmp_path):
                                                                           "mllm_adapter.safetensors")]
     assert len(runs["zero2"][1][1]) == 2 * LANGUAGE_LINEARS
     assert runs["zero3"][0] == pytest.approx(runs["zero2"][0], rel=1e-5)
-    for a, b in zip(runs["zero3"][1], runs["zero2"][1]):
-        assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3
+    for part, a, b in zip(("transformer", "MLLM"), runs["zero3"][1], runs["zero2"][1]):
+        spread = _relative_difference(a, b)
+        assert spread < 2e-3, f"{part} part, ZeRO-3 vs ZeRO-2: relative difference {spread:.2e}"

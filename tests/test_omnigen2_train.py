@@ -163,12 +163,15 @@ def test_a_v1_checkpoint_from_before_model_family_still_resumes(shards, tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.numeric
 def test_deepspeed_zero3_two_processes_with_deft_on_every_linear(shards, tmp_path):
     """ZeRO-3 partitions the transformer (the frozen MLLM is built whole: transformers would partition it too) with
     DEFT on the default all-linear targets, biased linears included: the same loss curve as ZeRO-2 and the same
-    adapter up to the reduction order of two engines (measured: losses 4e-7 relative apart, adapter 3.3e-4 on
-    values up to 0.11 after two Adam steps at lr 1e-2)."""
-    from tests.test_engines import _launch
+    adapter up to the reduction order of two engines. Robust to the CPU kernel family and thread count (measured
+    on AVX-512 and AVX2 ATen/oneDNN/MKL kernels, 1 and 2 threads): losses at most 1.1e-6 relative apart, adapter
+    relative difference 3.1e-4 (AVX-512) and 4.4e-4 (AVX2), largest single value 2.5e-4 and 1.5e-3 (see
+    _relative_difference), on values up to 0.11 after two Adam steps at lr 1e-2."""
+    from tests.test_engines import _launch, _relative_difference
 
     runs = {}
     for stage in ("zero3", "zero2"):
@@ -184,8 +187,8 @@ def test_deepspeed_zero3_two_processes_with_deft_on_every_linear(shards, tmp_pat
     (loss3, adapter3), (loss2, adapter2) = runs["zero3"], runs["zero2"]
     assert len({k.rsplit(".", 1)[0] for k in adapter3 if k.endswith("deft_R")}) == 69  # every linear, gathered whole
     assert loss3 == pytest.approx(loss2, rel=1e-5)
-    assert adapter3.keys() == adapter2.keys()
-    assert max(float((adapter3[k] - adapter2[k]).abs().max()) for k in adapter3) < 2e-3
+    spread = _relative_difference(adapter3, adapter2)
+    assert spread < 2e-3, f"ZeRO-3 vs ZeRO-2: relative difference {spread:.2e}"
 
 
 def test_zero3_keeps_the_base_bias_of_every_deft_layer_gathered(shards, tmp_path):
