@@ -19,7 +19,7 @@ from omnideft.data.format.check import check_command
 from omnideft.demo import DEFAULTS as DEMO
 from omnideft.demo import DEFAULTS_OMNIGEN2 as DEMO_OMNIGEN2
 from omnideft.errors import UserError
-from omnideft.files import is_disk_full
+from omnideft.files import is_disk_full, is_path_error
 from omnideft.options import bounded
 
 # Number options are checked when parsed, naming the option and the allowed range (omnideft/options.py).
@@ -45,12 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        if not is_disk_full(exc):
-            raise
         # a write outside atomic_path (logs, a library's own files): still one line naming the file
-        print(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; free some space and run "
-              "again", file=sys.stderr)
-        return 2
+        if is_disk_full(exc):
+            print(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; free some space and run "
+                  "again", file=sys.stderr)
+            return 2
+        if is_path_error(exc) and exc.filename:  # no permission, read-only, a file where a folder goes (or back)
+            print(f"error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -302,8 +302,9 @@ def adapter_state(run: LiveRun) -> dict:
 
 def save_adapter_folder(run: LiveRun, folder: Path, step: int, state: dict) -> None:
     """Main process only: the adapter as contract 2 (PEFT files + omnideft.json + recipe.yaml), EMA beside it."""
+    # replace: the run folder is the trainer's own (its lock, and --overwrite / --resume decided what it may hold)
     save_adapter(run.adapted, folder, base_name=run.base_name, recipe=run.recipe, step=step, state_dict=state,
-                 base_weights=run.base_weights)
+                 base_weights=run.base_weights, replace=True)
     write_text_atomic(folder / "recipe.yaml", yaml.safe_dump(run.recipe, sort_keys=False))
     if run.ema is not None:
         save_adapter(run.adapted, folder / "ema", base_name=run.base_name, recipe=run.recipe, step=step,
