@@ -7,6 +7,7 @@ Each command imports the room that runs it inside its function: those rooms load
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import subprocess
 import sys
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                   "again", file=sys.stderr)
             return 2
         if is_path_error(exc) and exc.filename:  # no permission, read-only, a file where a folder goes (or back)
-            print(f"error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            hint = " (a file stands where a folder is needed)" if exc.errno in (errno.ENOTDIR, errno.EEXIST) else ""
+            print(f"error: cannot use {exc.filename}: {exc.strerror or exc}{hint}", file=sys.stderr)
             return 2
         raise
     except KeyboardInterrupt:

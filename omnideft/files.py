@@ -87,7 +87,7 @@ def check_output_folder(path: str | os.PathLike, writer: str | None = None, repl
     if not final.exists():
         _check_parent(final)
         return final
-    if not os.access(final, os.W_OK | os.X_OK):
+    if not _writable(final):
         raise UserError(f"cannot write into {final}: permission denied")
     if replace:
         return final
@@ -119,9 +119,14 @@ def _check_parent(final: Path) -> None:
         if parent.exists():
             if not parent.is_dir():
                 raise UserError(f"cannot create {final}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
+            if not _writable(parent):
                 raise UserError(f"cannot create {final}: {parent} is not writable (permission denied)")
             return
+
+
+def _writable(folder: Path) -> bool:
+    """May this process create files in `folder`? Asked as the kernel will: with the effective user."""
+    return os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
 # Errors that name a path the user chose badly: no permission, a read-only filesystem, a file where a folder goes.
