@@ -12,6 +12,8 @@ from omnideft.adapters.export import (
     as_lora,
     export_lora,
     export_metadata,
+    is_export,
+    lora_files,
     merge_deltas,
     unload,
 )
@@ -33,7 +35,10 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
         raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
     check_export_out(Path(out), Path(adapter), base, merged=fmt == "merged")
     meta = read_adapter_meta(adapter)
-    if resolve_family(base, recorded=adapter_family(adapter)) == "omnigen2":
+    omnigen2 = resolve_family(base, recorded=adapter_family(adapter)) == "omnigen2"
+    if fmt != "merged":
+        check_lora_files(Path(out), lora_files(fmt, omnigen2))
+    if omnigen2:
         from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 
         comps, save, layout = load_omnigen2(base), partial(save_omnigen2, overwrite=True), "OmniGen2 published layout"
@@ -82,3 +87,13 @@ def check_export_out(out: Path, adapter: Path, base: str, merged: bool) -> None:
                             "name another folder")
     # merged replaces --out whole: only an empty folder or an earlier merged export; LoRA files go in beside the rest
     check_output_folder(out, MERGED_WRITER, replace=not merged)
+
+
+def check_lora_files(out: Path, names: list[str]) -> None:
+    """LoRA files go into --out beside what it holds; a file they would replace must be an earlier export (its
+    metadata says so), never e.g. another adapter's adapter_model.safetensors and adapter_config.json."""
+    weights = out / names[0]
+    ours = is_export(weights) if weights.exists() else not any((out / n).exists() for n in names[1:])
+    if not ours:
+        raise UserError(f"--out {out} holds {' / '.join(n for n in names if (out / n).exists())} that export did "
+                        "not write (another adapter?); name another folder - nothing in it was changed")

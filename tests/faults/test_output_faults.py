@@ -6,6 +6,7 @@ pickled payload is refused without running it."""
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -58,6 +59,20 @@ def test_a_merged_export_replaces_its_own_earlier_output_and_nothing_else(adapte
     assert (merged / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
     proc = run_cli_here("pretrain", PRETRAIN_RECIPE, "--out", str(merged))  # another verb's output
     assert_one_line_error(proc, str(merged), "holds the output of `omnideft export --format merged`")
+
+
+def test_lora_exports_replace_only_their_own_files(adapter, tmp_path):
+    other = tmp_path / "other-adapter"  # another adapter: its adapter_model.safetensors is not an export's
+    shutil.copytree(adapter, other)
+    before = snapshot(other)
+    proc = run_cli_here("export", str(adapter), "--format", "peft-lora", "--base", "tiny", "--out", str(other))
+    assert_one_line_error(proc, f"--out {other} holds adapter_model.safetensors / adapter_config.json that export "
+                                "did not write")
+    assert snapshot(other) == before
+    for _ in range(2):  # a rerun replaces the earlier export's files
+        proc = run_cli_here("export", str(adapter), "--format", "peft-lora", "--base", "tiny", "--out",
+                            str(tmp_path / "lora"))
+        assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def _spellings(adapter: Path, base: Path, link: Path) -> list[tuple[str, str, str]]:
