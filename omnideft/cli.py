@@ -7,6 +7,7 @@ Each command imports the room that runs it inside its function: those rooms load
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from omnideft.data.format.check import check_command
 from omnideft.demo import DEFAULTS as DEMO
 from omnideft.demo import DEFAULTS_OMNIGEN2 as DEMO_OMNIGEN2
 from omnideft.errors import UserError
-from omnideft.files import is_disk_full
+from omnideft.files import is_disk_full, is_path_error
 from omnideft.options import bounded
 from omnideft.studio.access import DEFAULT_MAX_UPLOAD_MB, LOGIN_ENV
 from omnideft.train.signals import EXIT_STOPPED
@@ -45,12 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        if not is_disk_full(exc):
-            raise
         # a write outside atomic_path (logs, a library's own files): still one line naming the file
-        print(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; free some space and run "
-              "again", file=sys.stderr)
-        return 2
+        if is_disk_full(exc):
+            print(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; free some space and run "
+                  "again", file=sys.stderr)
+            return 2
+        if is_path_error(exc) and exc.filename:  # no permission, read-only, a file where a folder goes (or back)
+            hint = " (a file stands where a folder is needed)" if exc.errno in (errno.ENOTDIR, errno.EEXIST) else ""
+            print(f"error: cannot use {exc.filename}: {exc.strerror or exc}{hint}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,29 +15,58 @@ from typing import Iterator
 from omnideft.errors import UserError
 
 TMP_PREFIX = ".tmp-"  # what readers skip: unfinished files and folders (shards, checkpoints, outputs)
+OWNER_FILE = ".omnideft-output"  # in a folder written for a verb: which verb wrote it, so a rerun may replace it
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, unique: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, unique: bool = False, *, writer: str | None = None,
+                replace: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path` (`.tmp-NAME`, or `.tmp-NAME.PID` with `unique` where processes may write
     the same file at once) to write a file or a folder into. On success it takes `path`'s place; on an exception it
-    is removed and `path` stays as it was."""
+    is removed and `path` stays as it was.
+
+    No verb replaces what it did not write: an existing folder at `path` is replaced only when it is empty, when it
+    is `writer`'s own earlier output (its OWNER_FILE names `writer`, e.g. "omnideft pretrain"; a folder written with
+    a `writer` records it), or with `replace`, which a caller passes only for folders it owns by other means (the
+    trainer's run folder, held under its lock). Anything else is one line naming the folder, before the write."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _check_parent(final)  # the folder's own check waits for the end: only then is it known what replaces it
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(final, exc) from None
     tmp = final.with_name(f"{TMP_PREFIX}{final.name}" + (f".{os.getpid()}" if unique else ""))
     remove_path(tmp)  # left by an earlier crash
     try:
         yield tmp
+        if writer and tmp.is_dir():
+            (tmp / OWNER_FILE).write_text(json.dumps({"written_by": writer}) + "\n")
     except OSError as exc:
         written = tree_bytes(tmp)
         remove_path(tmp)
         if is_disk_full(exc):
             raise DiskFull(final, written, exc.strerror or str(exc)) from None
+        if is_path_error(exc):
+            raise _cannot_write(final, exc) from None
         raise
     except BaseException:
         remove_path(tmp)
         raise
+    try:
+        _put_in_place(tmp, final, writer, replace)
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+def _put_in_place(tmp: Path, final: Path, writer: str | None, replace: bool) -> None:
+    if tmp.is_dir() and final.exists() and not final.is_dir():
+        raise UserError(f"{final} is a file, not a folder; name a new or empty folder for this output - the file is "
+                        "unchanged")
+    if not tmp.is_dir() and final.is_dir() and not final.is_symlink():
+        raise UserError(f"{final} is a folder, not a file; name a file for this output - the folder is unchanged")
     if tmp.is_dir() and final.is_dir():  # a folder cannot replace another in one rename: move the old one aside
+        check_output_folder(final, writer, replace)  # again: it may have filled up while the new one was written
         old = final.with_name(f".old-{final.name}")
         remove_path(old)
         final.rename(old)
@@ -44,6 +74,72 @@ def atomic_path(path: str | os.PathLike, unique: bool = False) -> Iterator[Path]
         remove_path(old)
     else:
         os.replace(tmp, final)
+
+
+def check_output_folder(path: str | os.PathLike, writer: str | None = None, replace: bool = False) -> Path:
+    """Refuse, in one line naming it, an output folder that atomic_path(path, writer=writer) would refuse: a file
+    where the folder goes, a parent that is a file or not writable, an existing folder holding files that are not
+    `writer`'s own earlier output. Verbs call it before their work, so nothing is computed for a refused folder."""
+    final = Path(path)
+    if final.exists() and not final.is_dir():
+        raise UserError(f"{final} is a file, not a folder; name a new or empty folder for this output - the file is "
+                        "unchanged")
+    if not final.exists():
+        _check_parent(final)
+        return final
+    if not _writable(final):
+        raise UserError(f"cannot write into {final}: permission denied")
+    if replace:
+        return final
+    try:
+        names = os.listdir(final)
+    except OSError as exc:
+        raise _cannot_write(final, exc) from None
+    if not names:
+        return final
+    owner = folder_writer(final)
+    if writer and owner == writer:
+        return final
+    held = f"holds the output of `{owner}`" if owner else f"holds files omnideft did not write ({min(names)}, ...)"
+    raise UserError(f"{final} {held}; name a new or empty folder (or move them away) - nothing in it was changed")
+
+
+def folder_writer(folder: Path) -> str | None:
+    """The verb recorded in `folder`'s OWNER_FILE, or None (no record, or one that does not parse)."""
+    try:
+        record = json.loads((folder / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("written_by") if isinstance(record, dict) else None
+
+
+def _check_parent(final: Path) -> None:
+    """The nearest existing ancestor of `final` must be a folder this process may write into."""
+    for parent in final.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"cannot create {final}: {parent} is a file, not a folder")
+            if not _writable(parent):
+                raise UserError(f"cannot create {final}: {parent} is not writable (permission denied)")
+            return
+
+
+def _writable(folder: Path) -> bool:
+    """May this process create files in `folder`? Asked as the kernel will: with the effective user."""
+    return os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+# Errors that name a path the user chose badly: no permission, a read-only filesystem, a file where a folder goes.
+PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
+
+
+def is_path_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in PATH_ERRNOS
+
+
+def _cannot_write(final: Path, exc: OSError) -> UserError:
+    where = exc.filename if exc.filename and str(exc.filename) != str(final) else None
+    return UserError(f"cannot write {final}: {exc.strerror or exc}" + (f" ({where})" if where else ""))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from omnideft.files import TMP_PREFIX, atomic_path, write_text_atomic
+from omnideft.errors import UserError
+from omnideft.files import OWNER_FILE, TMP_PREFIX, atomic_path, check_output_folder, write_text_atomic
 
 
 def test_a_file_replaces_the_old_one_only_when_complete(tmp_path):
@@ -26,14 +27,43 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
 
 
-def test_a_folder_replaces_a_folder(tmp_path):
+def test_a_folder_replaces_only_its_own_earlier_output(tmp_path):
     target = tmp_path / "out"
-    (target / "stale").mkdir(parents=True)
-    with atomic_path(target) as tmp:
+    for text in ("{}", "{\"second\": 1}"):  # the second write replaces the first: the same writer wrote it
+        with atomic_path(target, writer="omnideft verb") as tmp:
+            tmp.mkdir()
+            (tmp / "model.json").write_text(text)
+    assert (target / "model.json").read_text() == "{\"second\": 1}"
+    assert sorted(os.listdir(target)) == [OWNER_FILE, "model.json"] and os.listdir(tmp_path) == ["out"]
+    with pytest.raises(UserError, match="holds the output of `omnideft verb`"), \
+            atomic_path(target, writer="omnideft other verb") as tmp:
         tmp.mkdir()
-        (tmp / "model.json").write_text("{}")
-    assert sorted(os.listdir(target)) == ["model.json"]
-    assert os.listdir(tmp_path) == ["out"]
+    assert sorted(os.listdir(target)) == [OWNER_FILE, "model.json"] and os.listdir(tmp_path) == ["out"]
+
+
+def test_a_folder_never_replaces_files_nobody_recorded_unless_the_caller_owns_it(tmp_path):
+    target = tmp_path / "out"
+    (target / "mine").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"out holds files omnideft did not write \(mine, ...\)"), \
+            atomic_path(target, writer="omnideft verb") as tmp:
+        tmp.mkdir()
+    assert os.listdir(target) == ["mine"] and os.listdir(tmp_path) == ["out"]
+    with atomic_path(target, replace=True) as tmp:  # e.g. the trainer's base/ inside its locked run folder
+        tmp.mkdir()
+    assert os.listdir(target) == []
+
+
+def test_a_file_and_a_folder_never_replace_each_other(tmp_path):
+    (tmp_path / "file").write_text("kept")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(UserError, match="file is a file, not a folder"), \
+            atomic_path(tmp_path / "file", writer="omnideft verb") as tmp:
+        tmp.mkdir()
+    with pytest.raises(UserError, match="folder is a folder, not a file"), atomic_path(tmp_path / "folder") as tmp:
+        tmp.write_text("x")
+    with pytest.raises(UserError, match="cannot create .*file/sub: .*file is a file, not a folder"):
+        check_output_folder(tmp_path / "file" / "sub")
+    assert (tmp_path / "file").read_text() == "kept" and sorted(os.listdir(tmp_path)) == ["file", "folder"]
 
 
 def test_unique_temporaries_carry_the_process_id(tmp_path):

@@ -16,12 +16,15 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from omnideft.adapters.registry import all_methods
 from omnideft.errors import UserError
 from omnideft.files import atomic_path
+
+EXPORT_FORMAT = "omnideft.export/1"  # in every exported LoRA file's metadata
 
 LORA_FORMATS = ("peft-lora", "diffusers", "comfyui", "kohya")
 FORMATS = (*LORA_FORMATS, "merged")
@@ -129,13 +132,13 @@ def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str,
                             alpha_pattern={n: k for n, k in ranks.items() if k != r},
                             base_model_name_or_path=metadata.get("base"))
         tensors = _lora_tensors(factors, "base_model.model.")
-        path = out / "adapter_model.safetensors"
+        path = out / lora_files(fmt, omnigen2=False)[0]
         _save(tensors, path, meta)
         config.save_pretrained(str(out))
         return [path, out / "adapter_config.json"]
     if fmt == "diffusers":
         tensors = _lora_tensors(factors, "transformer.")
-        path = out / "pytorch_lora_weights.safetensors"
+        path = out / lora_files(fmt, omnigen2=False)[0]
         _save(tensors, path, meta)
         return [path]
     # OmniGen2's published module names are ComfyUI's own (comfy/ldm/omnigen/omnigen2.py), and its OmniGen2 LoRA
@@ -153,9 +156,27 @@ def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str,
             tensors.update({f"{key}.lora_down.weight": a, f"{key}.lora_up.weight": b, f"{key}.alpha": rank})
         else:
             raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
-    path = out / f"{'omnigen2' if omnigen2 else 'omnigen'}_lora_{fmt}.safetensors"
+    path = out / lora_files(fmt, omnigen2)[0]
     _save(tensors, path, meta)
     return [path]
+
+
+def lora_files(fmt: str, omnigen2: bool) -> list[str]:
+    """The files export_lora writes into its folder for `fmt`: the weights first (peft-lora: then its config)."""
+    if fmt == "peft-lora":
+        return ["adapter_model.safetensors", "adapter_config.json"]
+    if fmt == "diffusers":
+        return ["pytorch_lora_weights.safetensors"]
+    return [f"{'omnigen2' if omnigen2 else 'omnigen'}_lora_{fmt}.safetensors"]
+
+
+def is_export(path: Path) -> bool:
+    """Was this safetensors file written by export_lora (its metadata says so)?"""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("format") == EXPORT_FORMAT
+    except Exception:  # not a safetensors file at all
+        return False
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -165,7 +186,7 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
 
 def export_metadata(meta: dict, fmt: str, source: str) -> dict[str, str]:
     base = meta.get("base", {})
-    return {"format": "omnideft.export/1", "export_format": fmt, "source_adapter": source,
+    return {"format": EXPORT_FORMAT, "export_format": fmt, "source_adapter": source,
             "base": str(base.get("name")), "base_fingerprint": str(base.get("fingerprint")),
             "method": str(meta.get("method") or meta.get("peft_type")), "step": str(meta.get("step")),
             "recipe": json.dumps(meta.get("recipe"), default=str)}

@@ -12,13 +12,17 @@ from omnideft.adapters.export import (
     as_lora,
     export_lora,
     export_metadata,
+    is_export,
+    lora_files,
     merge_deltas,
     unload,
 )
 from omnideft.adapters.mllm import has_mllm_adapter, merge_mllm_adapters
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
-from omnideft.files import atomic_path
+from omnideft.files import atomic_path, check_output_folder
+
+MERGED_WRITER = "omnideft export --format merged"  # recorded in the folder: a rerun may replace its own output
 
 
 def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = None) -> str:
@@ -29,8 +33,12 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
+    check_export_out(Path(out), Path(adapter), base, merged=fmt == "merged")
     meta = read_adapter_meta(adapter)
-    if resolve_family(base, recorded=adapter_family(adapter)) == "omnigen2":
+    omnigen2 = resolve_family(base, recorded=adapter_family(adapter)) == "omnigen2"
+    if fmt != "merged":
+        check_lora_files(Path(out), lora_files(fmt, omnigen2))
+    if omnigen2:
         from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 
         comps, save, layout = load_omnigen2(base), partial(save_omnigen2, overwrite=True), "OmniGen2 published layout"
@@ -48,7 +56,7 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
         if mllm_part:
             comps.mllm = merge_mllm_adapters(comps.mllm, [(str(adapter), 1.0)])
             mllm_note = "; its MLLM part folded into the MLLM"
-        with atomic_path(out_path) as tmp:
+        with atomic_path(out_path, writer=MERGED_WRITER) as tmp:
             save(comps, tmp)
         return f"merged: {out_path} ({len(deltas)} modules folded into the transformer{mllm_note}; {layout})"
     config = read_adapter_config(adapter)
@@ -60,3 +68,32 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
            else "exact LoRA form")
     skipped = "; the MLLM part (mllm_adapter.*) is not in this format, use --format merged" if mllm_part else ""
     return f"{fmt}: {', '.join(str(f) for f in files)} ({len(factors)} modules; {how}){skipped}"
+
+
+def check_export_out(out: Path, adapter: Path, base: str, merged: bool) -> None:
+    """Before anything loads: `--out` may not be the adapter's folder or lie inside it (nor the base's), however it
+    is spelled (relative, through a symlink); a merged folder, which replaces `--out` whole, may not hold them
+    either. Then the folder rules of every output (omnideft.files.check_output_folder)."""
+    target = out.resolve()
+    sources = [("adapter", adapter.resolve())]
+    if Path(base).exists():  # a local base folder; hub ids and 'tiny' are not on disk
+        sources.append(("base model", Path(base).resolve()))
+    for what, folder in sources:
+        if target == folder or folder in target.parents:
+            raise UserError(f"--out {out} is inside the {what} folder {folder}; an input is never an output - name "
+                            "another folder")
+        if merged and target in folder.parents:
+            raise UserError(f"--out {out} holds the {what} folder {folder}; a merged export replaces --out whole - "
+                            "name another folder")
+    # merged replaces --out whole: only an empty folder or an earlier merged export; LoRA files go in beside the rest
+    check_output_folder(out, MERGED_WRITER, replace=not merged)
+
+
+def check_lora_files(out: Path, names: list[str]) -> None:
+    """LoRA files go into --out beside what it holds; a file they would replace must be an earlier export (its
+    metadata says so), never e.g. another adapter's adapter_model.safetensors and adapter_config.json."""
+    weights = out / names[0]
+    ours = is_export(weights) if weights.exists() else not any((out / n).exists() for n in names[1:])
+    if not ours:
+        raise UserError(f"--out {out} holds {' / '.join(n for n in names if (out / n).exists())} that export did "
+                        "not write (another adapter?); name another folder - nothing in it was changed")

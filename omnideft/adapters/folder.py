@@ -41,11 +41,13 @@ OWN_CONFIG = "omnideft.adapter-config/1"
 def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recipe: dict | None = None,
                  step: int | None = None, state_dict: dict | None = None,
                  extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
-                 extra_meta: dict | None = None, base_weights: list | None = None) -> Path:
+                 extra_meta: dict | None = None, base_weights: list | None = None, replace: bool = False) -> Path:
     """`base_weights`: the base's weights fingerprint when the caller took it before the base was wrapped or
-    partitioned (the trainer); else it is taken from `model`'s base here."""
+    partitioned (the trainer); else it is taken from `model`'s base here. An existing `out_dir` is replaced only if
+    it is an adapter saved here before, or with `replace` (omnideft.files.atomic_path)."""
     out = Path(out_dir)
-    with atomic_path(out) as tmp:  # a crash never leaves a half-written adapter; the old one stays until then
+    # a crash never leaves a half-written adapter; the old one stays until then
+    with atomic_path(out, writer="omnideft adapter", replace=replace) as tmp:
         spec = getattr(model, "omnideft_spec", None)
         if hasattr(model, "adapter_state_dict"):  # own injection (soda, svdiff)
             name, peft_type = "default", None

@@ -8,11 +8,13 @@ from omnideft.adapters import load_adapter
 from omnideft.camera.conditioning import load_camera
 from omnideft.eval.denoising import denoising_losses, load_examples
 from omnideft.eval.report import write_tables
+from omnideft.files import check_output_folder
 from omnideft.model import load_omnigen
 
 
 def run_eval(model: str, adapters: list[str], shards: list[str], out: str, samples: int = 64,
              max_image_size: int = 1024, repeats: int = 2) -> tuple[dict, list[Path]]:
+    check_output_folder(Path(out).parent, replace=True)  # OUT.csv/.json/.md go in beside what it holds; checked first
     examples = load_examples(shards, samples)
     comps = load_omnigen(model)
     models = {"base": comps.transformer}

@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL, OmniGenTransformer2DModel
 
 from omnideft.data.format.writer import file_sha256
 from omnideft.errors import UserError
-from omnideft.files import atomic_path, write_text_atomic
+from omnideft.files import atomic_path, check_output_folder, write_text_atomic
 from omnideft.flow.loss import rectified_flow_loss
 from omnideft.flow.vae import encode_batch
 from omnideft.model.loading import OmniGenComponents, save_base
@@ -32,6 +32,7 @@ from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
 from omnideft.shapes import TASKS, VOCABULARY, make_sample
 
+WRITER = "omnideft pretrain"  # recorded in the folder: a rerun may replace its own output, nothing else
 WEIGHT_FILES = ("transformer/diffusion_pytorch_model.safetensors", "transformer/config.json",
                 "vae/diffusion_pytorch_model.safetensors", "vae/config.json", "tokenizer/tokenizer.json")
 
@@ -39,6 +40,7 @@ WEIGHT_FILES = ("transformer/diffusion_pytorch_model.safetensors", "transformer/
 def pretrain(recipe: PretrainRecipe, out_dir: str | Path, progress: bool = True) -> Path:
     """Train the recipe's model; write it to `out_dir` (renamed into place when complete). Returns the folder."""
     check_recipe(recipe)
+    check_output_folder(out_dir, WRITER)  # before the minutes of training, not after
     cfg, out, t_start = recipe.train, Path(out_dir), time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -74,7 +76,7 @@ def pretrain(recipe: PretrainRecipe, out_dir: str | Path, progress: bool = True)
             print(f"step {step}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.4f}", flush=True)
     model.requires_grad_(False).eval()
 
-    with atomic_path(out) as tmp:  # the folder appears whole, with its pretrain.json, or not at all
+    with atomic_path(out, writer=WRITER) as tmp:  # the folder appears whole, with its pretrain.json, or not at all
         save_base(comps, tmp)
         record = {
             "format": "omnideft.pretrain/1",

@@ -39,7 +39,7 @@ from omnideft.data.format.writer import file_sha256
 from omnideft.data.order import rng_state_from_json, rng_state_to_json
 from omnideft.errors import UserError
 from omnideft.files import TMP_PREFIX, DiskFull, atomic_path, is_disk_full, tree_bytes, write_text_atomic
-from omnideft.train.engine import gathered
+from omnideft.train.engine import gathered, load_deepspeed_state, load_deepspeed_weights_only
 from omnideft.train.faults import NO_FAULTS, Faults
 
 STEP_DIR = re.compile(r"^step-(\d{7})$")
@@ -108,6 +108,13 @@ def verify_checkpoint(checkpoint: Path) -> str | None:
             return f"cannot read {path.relative_to(checkpoint)}: {_first_line(exc)}"
         if (bad := first_non_finite(tensors)) is not None:
             return f"{path.relative_to(checkpoint)}: tensor {bad} is not finite"
+    for path in sorted(checkpoint.rglob("*.pt")):  # DeepSpeed's state: pickles, read weights-only (nothing runs)
+        try:
+            load_deepspeed_state(path, map_location="cpu")
+        except UserError as exc:
+            return str(exc)
+        except Exception as exc:  # truncated or foreign file
+            return f"cannot read {path.relative_to(checkpoint)}: {_first_line(exc)}"
     return None
 
 
@@ -302,8 +309,9 @@ def adapter_state(run: LiveRun) -> dict:
 
 def save_adapter_folder(run: LiveRun, folder: Path, step: int, state: dict) -> None:
     """Main process only: the adapter as contract 2 (PEFT files + omnideft.json + recipe.yaml), EMA beside it."""
+    # replace: the run folder is the trainer's own (its lock, and --overwrite / --resume decided what it may hold)
     save_adapter(run.adapted, folder, base_name=run.base_name, recipe=run.recipe, step=step, state_dict=state,
-                 base_weights=run.base_weights)
+                 base_weights=run.base_weights, replace=True)
     write_text_atomic(folder / "recipe.yaml", yaml.safe_dump(run.recipe, sort_keys=False))
     if run.ema is not None:
         save_adapter(run.adapted, folder / "ema", base_name=run.base_name, recipe=run.recipe, step=step,
@@ -366,6 +374,7 @@ def restore_checkpoint(run: LiveRun, checkpoint: Path) -> tuple[int, dict]:
     trainer = checkpoint / "trainer"
     if run.engine.deepspeed:
         # Frozen weights were excluded on save; non-strict module loading keeps the base from the model files.
+        load_deepspeed_weights_only(run.model)  # verified above too; this is the load that counts
         path, _ = run.model.load_checkpoint(str(trainer / "deepspeed"), tag="state", load_module_strict=False)
         if path is None:
             raise UserError(f"checkpoint {checkpoint}: DeepSpeed could not load {trainer / 'deepspeed'}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,3 +163,33 @@ def gathered(params: list, engine: Engine):
             yield
     else:
         yield
+
+
+def deepspeed_state_types() -> list:
+    """The objects DeepSpeed pickles into its checkpoint files besides tensors and plain containers (ZeRO-1/2/3,
+    fp32, bf16, fp16 with its dynamic loss scaler): what a weights-only load of them allows, and nothing more."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def load_deepspeed_state(path, map_location=None):
+    """DeepSpeed's own loader unpickles with weights_only=False, which runs whatever code a pickle names; this one
+    is weights-only with just DeepSpeed's state types allowed, so a file carrying anything else is one line naming
+    it and nothing in it runs."""
+    try:
+        with torch.serialization.safe_globals(deepspeed_state_types()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \S+|Unsupported class \S+", str(exc))
+        what = (found.group(1) or found.group(0)) if found else str(exc).splitlines()[0][:200]
+        raise UserError(f"{path} holds a pickled object that is not DeepSpeed training state ({what}); it is not "
+                        "loaded: resume from a checkpoint you trust") from None
+
+
+def load_deepspeed_weights_only(model) -> None:
+    """Make a DeepSpeed engine read its checkpoint files through load_deepspeed_state (all its loads go through
+    `checkpoint_engine.load`: model states, ZeRO optimizer partitions)."""
+    model.checkpoint_engine.load = load_deepspeed_state

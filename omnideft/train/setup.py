@@ -183,7 +183,8 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
                 remove_path(out / name)
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
-            with atomic_path(out / "base") as tmp:  # the live transformer now carries the adapter: a fresh copy
+            # the live transformer now carries the adapter: a fresh copy, into the run folder's own (locked) base/
+            with atomic_path(out / "base", replace=True) as tmp:
                 if og2:
                     og2.save_base(og2.load("cpu"), tmp)
                 else:

@@ -116,7 +116,7 @@ def save_omnigen2(components: OmniGen2Components, out_dir: str | Path, overwrite
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; not overwriting a model folder")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, replace=overwrite) as tmp:
         components.transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
         _publish_class(tmp / "transformer" / "config.json", PUBLISHED_CLASSES["transformer"][1])
         components.vae.save_pretrained(tmp / "vae", safe_serialization=True)
