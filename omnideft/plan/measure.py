@@ -71,25 +71,32 @@ def step_bytes(model, out: torch.Tensor, saved: dict[int, int]) -> dict:
     }
 
 
+def adapted_for_step(transformer, spec, setup: Setup):
+    """`transformer` as the trainer adapts it (train/setup.py): frozen, the adapter injected, then the base stored as
+    `setup.base` (the adapter stays fp32) and gradient checkpointing as `setup` says; in train mode."""
+    from omnideft.adapters import apply_adapter
+
+    transformer.requires_grad_(False)
+    model = apply_adapter(transformer, spec)
+    if setup.base != "fp32":
+        quantize_base(transformer, setup.base, exclude=adapter_tensor())
+    if setup.checkpointing:
+        transformer.enable_gradient_checkpointing()
+    model.train()
+    return model
+
+
 def measure_step(config: dict, spec, setup: Setup, text_tokens: int, input_images: int, latent_side: int,
                  batch: int = 1, seed: int = 0) -> dict:
     """One forward/backward/AdamW step of the model `config` with adapter `spec`: measured bytes by part, and the
     plan's prediction of the same parts (`predicted`)."""
     from diffusers import OmniGenTransformer2DModel
 
-    from omnideft.adapters import apply_adapter
     from omnideft.model.tiny import tiny_vae_config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer = OmniGenTransformer2DModel(**config)
-        transformer.requires_grad_(False)
-        model = apply_adapter(transformer, spec)
-        if setup.base != "fp32":  # as train/setup.py does: after injection, the adapter stays fp32
-            quantize_base(transformer, setup.base, exclude=adapter_tensor())
-        if setup.checkpointing:
-            transformer.enable_gradient_checkpointing()
-        model.train()
+        model = adapted_for_step(OmniGenTransformer2DModel(**config), spec, setup)
         per_image = (latent_side // 2) ** 2
         text_len = text_tokens + input_images * per_image
         seq = text_len + 1 + per_image

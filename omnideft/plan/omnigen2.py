@@ -172,24 +172,14 @@ def measure_omnigen2_step(config: dict, spec, setup: Setup, text_tokens: int, in
     states and latents: measured bytes by part (plan/measure.py's parts) and the plan's prediction of them."""
     import torch
 
-    from omnideft.adapters import apply_adapter
-    from omnideft.adapters.fingerprint import adapter_tensor
     from omnideft.model.omnigen2.tiny import tiny_mllm_config, tiny_vae_config
     from omnideft.model.omnigen2.transformer import OmniGen2Transformer
-    from omnideft.model.quantize import quantize_base
     from omnideft.plan.estimate import measured_parts
-    from omnideft.plan.measure import autocast_for, saved_tensor_bytes, step_bytes
+    from omnideft.plan.measure import adapted_for_step, autocast_for, saved_tensor_bytes, step_bytes
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer = OmniGen2Transformer(**config)
-        transformer.requires_grad_(False)
-        model = apply_adapter(transformer, spec)
-        if setup.base != "fp32":  # as train/setup.py does: after injection, the adapter stays fp32
-            quantize_base(transformer, setup.base, exclude=adapter_tensor())
-        if setup.checkpointing:
-            transformer.enable_gradient_checkpointing()
-        model.train()
+        model = adapted_for_step(OmniGen2Transformer(**config), spec, setup)
         c = config["in_channels"]
         text = torch.randn(batch, text_tokens, config["text_feat_dim"])
         mask = torch.ones(batch, text_tokens, dtype=torch.bool)
