@@ -16,7 +16,7 @@ BUILDERS_MAY_IMPORT = ("omnideft.data.format", "omnideft.camera.record", "omnide
 # (`from omnideft import Generator`) lazily, on first attribute access, so importing omnideft stays cheap.
 FLOORS = [{"__main__", "__init__"}, {"cli"}, {"studio"}, {"demo", "bench", "pretrain"}, {"train", "eval", "generate"},
           {"flow", "plan"}, {"adapters", "prompts", "camera", "shapes"},
-          {"model", "data", "images"}, {"errors", "files", "locks", "progress", "options", "claims"}]
+          {"model", "data", "images", "families"}, {"errors", "files", "locks", "progress", "options", "claims"}]
 VERBS = {"train", "eval", "generate"}
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "peft", "deepspeed")
 

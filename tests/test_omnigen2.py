@@ -15,11 +15,11 @@ from omnideft.adapters.apply import param_groups
 from omnideft.adapters.export import adapter_deltas, as_lora, export_lora
 from omnideft.data.shards import Example
 from omnideft.errors import UserError
+from omnideft.families.registry import family_of_folder, resolve_family
 from omnideft.flow.omnigen2_batch import OmniGen2BatchBuilder, encode_batch
 from omnideft.flow.omnigen2_loss import flow_matching_loss
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.model import load_omnigen, save_base
-from omnideft.model.family import detect_family
 from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 from omnideft.model.omnigen2.prompt import encode_prompts
 from omnideft.model.omnigen2.tokenizer import build_tiny_qwen_tokenizer
@@ -81,21 +81,23 @@ def test_folder_has_the_published_layout_and_key_names(og2, og2_folder):
 
 
 def test_family_is_detected_and_a_folder_of_neither_is_one_line(og2_folder, tmp_path):
-    assert detect_family(og2_folder) == "omnigen2"
+    assert family_of_folder(og2_folder).name == "omnigen2"
     v1 = save_base(load_omnigen("tiny"), tmp_path / "v1")
-    assert detect_family(v1) == "omnigen"
-    with pytest.raises(UserError, match="OmniGen \\(v1\\) folder, not OmniGen2"):
+    assert family_of_folder(v1).name == "omnigen"
+    with pytest.raises(UserError, match="is an OmniGen \\(v1\\) folder, but the family asked for is OmniGen2"):
+        resolve_family(str(v1), "omnigen2")
+    with pytest.raises(UserError, match="not a complete OmniGen2 folder"):
         load_omnigen2(str(v1))
     (v1 / "model_index.json").unlink()
-    assert detect_family(v1) == "omnigen"  # from the subfolders
+    assert family_of_folder(v1).name == "omnigen"  # from the subfolders
     other = tmp_path / "other"
     other.mkdir()
-    with pytest.raises(UserError, match="neither OmniGen nor OmniGen2") as err:
-        detect_family(other)
+    with pytest.raises(UserError, match="not a model folder of any family") as err:
+        family_of_folder(other)
     assert "\n" not in str(err.value)
     (other / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
-    with pytest.raises(UserError, match="names 'FluxPipeline'"):
-        detect_family(other)
+    with pytest.raises(UserError, match="not a model folder of any family"):
+        family_of_folder(other)
     with pytest.raises(UserError, match="neither 'tiny' nor a local OmniGen2 folder"):
         load_omnigen2(str(tmp_path / "missing"))
 
@@ -114,8 +116,10 @@ def test_an_incomplete_omnigen2_folder_is_one_line(og2_folder, tmp_path):
 
 
 def test_a_v1_command_pointed_at_an_omnigen2_folder_says_so(og2_folder):
-    with pytest.raises(UserError, match="is an OmniGen2 folder; this command loads OmniGen \\(v1\\) only"):
-        load_omnigen(str(og2_folder))
+    with pytest.raises(UserError, match="is an OmniGen2 folder, but the family asked for is OmniGen \\(v1\\)"):
+        resolve_family(str(og2_folder), "omnigen")
+    with pytest.raises(UserError, match="not a diffusers OmniGen folder: missing tokenizer/"):
+        load_omnigen(str(og2_folder))  # the v1 loader alone (verbs resolve the family first)
 
 
 def test_more_than_five_reference_images_is_a_user_error(og2):

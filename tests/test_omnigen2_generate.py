@@ -128,7 +128,7 @@ def test_cli_bad_input_is_one_line(world, tmp_path):
     other = tmp_path / "flux"
     other.mkdir()
     (other / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
-    for needle, settings in [("neither OmniGen nor OmniGen2", dict(model=str(other))),
+    for needle, settings in [("not a model folder of any family", dict(model=str(other))),
                              ("are OmniGen2 settings; this base is OmniGen \\(v1\\)",
                               dict(model="tiny", scheduler="dpmsolver++")),
                              ("is an OmniGen2 folder, but the family asked for is OmniGen \\(v1\\)",

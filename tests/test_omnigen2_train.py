@@ -119,7 +119,7 @@ def test_cli_folder_of_neither_family_is_one_line(shards, tmp_path):
     other.mkdir()
     (other / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
     proc = run_cli("train", f"model.name={other}", f"data.shards=[{shards}]", f"output.dir={tmp_path / 'run'}")
-    assert_one_line_error(proc, "neither OmniGen nor OmniGen2", "FluxPipeline")
+    assert_one_line_error(proc, "not a model folder of any family", "FluxPipeline")
 
 
 @pytest.mark.slow

@@ -151,7 +151,8 @@ def wait_for(driver, condition, what: str):
 
 def open_page(driver, url: str) -> None:
     driver.get(url)
-    wait_for(driver, lambda d: all_css(d, "#generate"), "the Generate button")
+    # Gradio renders the page in parts: under load the button can be there before the prompt box
+    wait_for(driver, lambda d: all_css(d, "#generate") and all_css(d, "#prompt textarea"), "the Generate button")
 
 
 def upload(driver, elem_id: str, *paths) -> None:

@@ -132,13 +132,13 @@ def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str,
                             alpha_pattern={n: k for n, k in ranks.items() if k != r},
                             base_model_name_or_path=metadata.get("base"))
         tensors = _lora_tensors(factors, "base_model.model.")
-        path = out / lora_files(fmt, omnigen2=False)[0]
+        path = out / lora_files(fmt, "")[0]
         _save(tensors, path, meta)
         config.save_pretrained(str(out))
         return [path, out / "adapter_config.json"]
     if fmt == "diffusers":
         tensors = _lora_tensors(factors, "transformer.")
-        path = out / lora_files(fmt, omnigen2=False)[0]
+        path = out / lora_files(fmt, "")[0]
         _save(tensors, path, meta)
         return [path]
     # OmniGen2's published module names are ComfyUI's own (comfy/ldm/omnigen/omnigen2.py), and its OmniGen2 LoRA
@@ -156,18 +156,19 @@ def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str,
             tensors.update({f"{key}.lora_down.weight": a, f"{key}.lora_up.weight": b, f"{key}.alpha": rank})
         else:
             raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
-    path = out / lora_files(fmt, omnigen2)[0]
+    path = out / lora_files(fmt, "omnigen2" if omnigen2 else "omnigen")[0]
     _save(tensors, path, meta)
     return [path]
 
 
-def lora_files(fmt: str, omnigen2: bool) -> list[str]:
-    """The files export_lora writes into its folder for `fmt`: the weights first (peft-lora: then its config)."""
+def lora_files(fmt: str, family: str) -> list[str]:
+    """The files export_lora writes into its folder for `fmt` on a base of `family`: the weights first (peft-lora:
+    then its config)."""
     if fmt == "peft-lora":
         return ["adapter_model.safetensors", "adapter_config.json"]
     if fmt == "diffusers":
         return ["pytorch_lora_weights.safetensors"]
-    return [f"{'omnigen2' if omnigen2 else 'omnigen'}_lora_{fmt}.safetensors"]
+    return [f"{family}_lora_{fmt}.safetensors"]
 
 
 def is_export(path: Path) -> bool:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from omnideft.adapters.export import (
@@ -28,22 +27,16 @@ MERGED_WRITER = "omnideft export --format merged"  # recorded in the folder: a r
 def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = None) -> str:
     """`omnideft export`: returns a one-line report (files, exactness or the truncation error)."""
     from omnideft.adapters.folder import adapter_family, load_adapter, read_adapter_config, read_adapter_meta
-    from omnideft.model import load_omnigen, save_base
-    from omnideft.model.family import resolve_family
+    from omnideft.families.registry import resolve_family
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
     check_export_out(Path(out), Path(adapter), base, merged=fmt == "merged")
     meta = read_adapter_meta(adapter)
-    omnigen2 = resolve_family(base, recorded=adapter_family(adapter)) == "omnigen2"
+    family = resolve_family(base, recorded=adapter_family(adapter))
     if fmt != "merged":
-        check_lora_files(Path(out), lora_files(fmt, omnigen2))
-    if omnigen2:
-        from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
-
-        comps, save, layout = load_omnigen2(base), partial(save_omnigen2, overwrite=True), "OmniGen2 published layout"
-    else:
-        comps, save, layout = load_omnigen(base), save_base, "diffusers layout"
+        check_lora_files(Path(out), lora_files(fmt, family.name))
+    comps, save, layout = family.load(base), family.save, f"{family.title} layout"
     model = load_adapter(comps.transformer, adapter)
     deltas = adapter_deltas(model)
     transformer = unload(model)

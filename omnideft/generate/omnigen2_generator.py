@@ -22,11 +22,11 @@ from omnideft.adapters.export import unload
 from omnideft.adapters.folder import adapter_family, resolve_model_name
 from omnideft.adapters.mllm import has_mllm_adapter, load_mllm_adapter, merge_mllm_adapters
 from omnideft.errors import UserError
+from omnideft.families.registry import resolve_family
 from omnideft.generate.contact_sheet import contact_sheet
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.generate.settings import as_adapter_list, resolve_device, resolve_dtype
 from omnideft.images import as_image, load_image, save_image_atomic
-from omnideft.model.family import resolve_family
 from omnideft.model.omnigen2 import check_reference_images
 from omnideft.model.omnigen2.prompt import NEGATIVE_PROMPT
 from omnideft.model.omnigen2.scheduler import SCHEDULERS
@@ -41,7 +41,7 @@ def generation_family(model: str | None, family: str = "auto", adapters: Sequenc
     preset (`tiny`) the first adapter's recorded family does, then `family`."""
     adapters = as_adapter_list(adapters)
     first = adapters[0][0] if adapters else None
-    return resolve_family(resolve_model_name(model, first), family, adapter_family(first) if first else None)
+    return resolve_family(resolve_model_name(model, first), family, adapter_family(first) if first else None).name
 
 
 def check_reference_count(query: int, examples: int) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from omnideft.errors import UserError
-from omnideft.model.family import TINY
+from omnideft.model.presets import TINY
 from omnideft.model.small import SMALL, small_model_dir
 
 DEFAULT_MODEL_ID = "Shitao/OmniGen-v1-diffusers"
@@ -70,9 +70,6 @@ def _load_diffusers_layout(name: str, revision: str | None):
             if (path / "model.safetensors").exists() or (path / "model.pt").exists():
                 raise UserError(f"{name} is an original-format OmniGen checkpoint; convert it first: "
                                 f"omnideft convert-original {name} OUT_DIR")
-            if (path / "mllm").is_dir():  # OmniGen2's layout (omnideft/model/omnigen2/folder.py)
-                raise UserError(f"{name} is an OmniGen2 folder; this command loads OmniGen (v1) only so far "
-                                f"(docs/omnigen2.md)")
             raise UserError(f"{name} is not a diffusers OmniGen folder: missing {', '.join(missing)}/")
         src, kw = str(path), {}
     else:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omnideft.families.registry import get_family, is_preset, resolve_family
 from omnideft.flow.omnigen2_batch import MAX_INPUT_PIXELS  # the published input budgets by count
-from omnideft.model.family import PRESETS, check_family, resolve_family
 from omnideft.plan.omnigen2 import omnigen2_configs, omnigen2_shapes
 from omnideft.plan.shapes import ModelShapes, measure_shapes, model_configs
 
@@ -51,6 +51,6 @@ def plan_family(model) -> PlanFamily:
     """The family of a recipe's `model` section. A family named for a folder that is not there yet is planned from
     its shipped configs (planning comes before the download); otherwise as the trainer resolves it."""
     name, family = model.name, model.family
-    if family != "auto" and name not in PRESETS and not Path(name).expanduser().is_dir():
-        return PLAN_FAMILIES[check_family(family)]
-    return PLAN_FAMILIES[resolve_family(name, family)]
+    if family != "auto" and not is_preset(name) and not Path(name).expanduser().is_dir():
+        return PLAN_FAMILIES[get_family(family).name]
+    return PLAN_FAMILIES[resolve_family(name, family).name]

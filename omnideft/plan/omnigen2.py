@@ -27,13 +27,13 @@ from importlib.resources import files
 from pathlib import Path
 
 from omnideft.errors import UserError
+from omnideft.model.presets import TINY
 from omnideft.plan.estimate import DTYPE_BYTES, FUSED_DEFT, Setup, Workload
 from omnideft.plan.shapes import ModelShapes, adapted_linears, count_linears
 
 PUBLISHED_ID = "OmniGen2/OmniGen2"  # the hub id of the model whose configs ship in configs/omnigen2.json
 CONFIG_FILE = "omnigen2.json"
 COMPONENTS = ("transformer", "mllm", "vae")
-TINY = "tiny"
 
 
 def omnigen2_configs(name: str) -> tuple[dict, str]:

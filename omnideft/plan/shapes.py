@@ -11,8 +11,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from omnideft.errors import UserError
-from omnideft.model.family import TINY
 from omnideft.model.loading import DEFAULT_MODEL_ID
+from omnideft.model.presets import TINY
 from omnideft.model.small import SMALL, small_model_dir
 
 SHIPPED_CONFIGS = {DEFAULT_MODEL_ID: "omnigen-v1-diffusers.json"}

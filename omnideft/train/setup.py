@@ -24,12 +24,12 @@ from omnideft.camera.conditioning import setup_camera
 from omnideft.data.loader import ReaderState, ResumableBatches, index_sources, sources_have_cameras
 from omnideft.data.sources import ShardSource, resolve_sources
 from omnideft.errors import UserError
+from omnideft.families.registry import resolve_family
 from omnideft.files import atomic_path, remove_path, write_text_atomic
 from omnideft.flow.batch import BatchBuilder
 from omnideft.flow.latents import LatentCache, vae_fingerprint
 from omnideft.locks import FolderLock
 from omnideft.model import OmniGenComponents, load_omnigen, save_base
-from omnideft.model.family import resolve_family
 from omnideft.model.quantize import check_quantization, quantize_base
 from omnideft.model.small import SMALL
 from omnideft.plan.presets import resolve_memory
@@ -211,7 +211,7 @@ def gpu_memory(device) -> int | None:
 
 def omnigen2_training(recipe: Recipe):
     """The OmniGen2 backend when the recipe's model is OmniGen2 (model.family, or read from the folder), else None."""
-    if resolve_family(recipe.model.name, recipe.model.family) != "omnigen2":
+    if resolve_family(recipe.model.name, recipe.model.family).name != "omnigen2":
         return None
     from omnideft.train.omnigen2_step import OmniGen2Training
 

@@ -16,7 +16,7 @@ import torch
 
 from omnideft.errors import UserError
 from omnideft.files import atomic_path, write_text_atomic
-from omnideft.model.family import SUBFOLDERS, TINY, detect_family
+from omnideft.model.presets import TINY
 
 # The published class names, written into the saved configs so the official package reads our folders too.
 PUBLISHED_CLASSES = {
@@ -87,10 +87,7 @@ def _load_folder(name: str):
     path = Path(name)
     if not path.is_dir():
         raise UserError(f"model {name!r} is neither 'tiny' nor a local OmniGen2 folder")
-    family = detect_family(path)
-    if family != "omnigen2":
-        raise UserError(f"{name} is an OmniGen (v1) folder, not OmniGen2 (model.family: omnigen)")
-    missing = [sub for sub in SUBFOLDERS["omnigen2"] if not (path / sub).is_dir()]
+    missing = [sub for sub in PUBLISHED_CLASSES if not (path / sub).is_dir()]  # the published layout's parts
     if missing:
         raise UserError(f"{name} is not a complete OmniGen2 folder: missing {', '.join(missing)}/")
     try:

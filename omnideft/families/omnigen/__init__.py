@@ -1,0 +1,46 @@
+"""OmniGen (v1): one Phi-3 transformer reading text and image tokens, diffusers' `OmniGenTransformer2DModel`, a
+4-channel VAE; hub id `Shitao/OmniGen-v1-diffusers` or a local folder in diffusers layout; presets `tiny` (random)
+and `small` (pretrained at toy scale, shipped: a 64 px model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omnideft.families.family import GenerationDefaults, ModelFamily
+
+
+class OmniGen(ModelFamily):
+    title = "OmniGen (v1)"
+    pipeline_classes = ("OmniGenPipeline",)
+    subfolders = ("transformer", "vae", "tokenizer", "scheduler")
+    presets = ("tiny", "small")
+    hub_ids = True
+    default = True
+    unsupported = {
+        "mllm_targets": "has no separate MLLM (its adapter already covers the prompt's layers); leave it at none",
+    }
+
+    def defaults(self, name: str) -> GenerationDefaults:
+        if name == "small":  # pretrained at 64 px, sampled with 20 steps (docs/models.md)
+            return GenerationDefaults(size=64, steps=20, guidance=2.5, image_guidance=1.6)
+        return GenerationDefaults(size=1024, steps=50, guidance=2.5, image_guidance=1.6)
+
+    def load(self, name: str, *, dtype=None, seed: int = 0, revision: str | None = None, quantize=None):
+        import torch
+
+        from omnideft.model.loading import load_omnigen
+
+        return load_omnigen(name, revision=revision, dtype=dtype or torch.float32, seed=seed, quantize=quantize)
+
+    def save(self, components, folder: Path) -> None:
+        from omnideft.model.loading import save_base
+
+        save_base(components, folder)
+
+    def target_modules(self, transformer, preset, include_embedders: bool = False) -> list[str]:
+        from omnideft.model.targets import target_module_names
+
+        return target_module_names(transformer, preset, include_embedders)
+
+
+FAMILY = OmniGen()
