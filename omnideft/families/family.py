@@ -26,8 +26,8 @@ Methods (the heavy work; each imports what it needs when called):
                        local folder or a hub id; save writes them into an existing empty folder (the caller
                        makes it atomic)
   target_modules       the module names an adapter preset (`attn`, `all-linear`) or list means on its transformer
-  training(recipe)     the trainer's backend for this family (TrainingBackend)
-  generator(...)       a Generator of the one shared surface (generate/surface.py) on loaded components
+  training(recipe)     the trainer's backend for this family (TrainingBackend below)
+  generator(...)       a Generator (the one shared surface below) on loaded components
   lora_keys(fmt)       how exported LoRA files name a module of its transformer, per export format it offers
   demo_preset          the `omnideft demo` settings for this family, or None
 
@@ -65,6 +65,51 @@ class FamilyOption:
     type: Callable = str
     choices: tuple | None = None
     nargs: int | None = None
+
+
+class TrainingBackend:
+    """What the trainer (train/setup.py, train/step.py) asks a family for one run; eval's denoising loss and
+    cache-latents use the same parts. `family.training(recipe)` makes one and refuses, in one line, the recipe keys
+    the family does not take (before any model loads)."""
+
+    def load(self, device):
+        """The base's components: frozen parts (VAE, prompt encoder) on `device`; the transformer is the adapter's
+        target (the engine moves it)."""
+        raise NotImplementedError
+
+    def after_adapter(self, components, spec) -> None:
+        """Called once the adapter is on the transformer: extra adapter targets (OmniGen2: the MLLM's language
+        layers, `adapter.mllm_targets`)."""
+
+    def batch_builder(self, components, *, latents=None, camera=None):
+        """The data loader's `build` (examples -> a batch dict with "tasks") with `output_size(example)`, the size
+        bucket of an example."""
+        raise NotImplementedError
+
+    def loss(self, model, components, batch, noise, autocast):
+        """Per-sample denoising loss [B] of `model` (the adapted transformer as the engine prepared it) on `batch`;
+        every random draw from `noise` (the run's checkpointed generator); the transformer runs under `autocast`."""
+        raise NotImplementedError
+
+    def save_base(self, components, folder) -> None:
+        """Write the base (a `tiny` run keeps its random base beside the adapter) into an empty `folder`."""
+        raise NotImplementedError
+
+
+class Generator:
+    """The one generation surface every family's generator has (generate, --jobs, the studio, bench, validation
+    renders and `from omnideft import Generator` use only this). A family adds its own keyword settings
+    (`family.generate_options`) to `__call__`; everything else is the same for all families.
+
+      family, model_name, components, device, dtype   what it runs
+      adapters        [(path, weight)] applied now; `set_adapters` swaps them without reading the base again
+      fingerprint     the bare base's shape fingerprint (adapters are checked against it)
+      output_size(images, height, width, max_input_image_size) -> (height, width) an image will have
+      __call__(prompt, images=(), examples=(), *, seed=0, n=1, height=None, width=None, steps=None,
+               guidance=None, image_guidance=None, negative_prompt=None, max_input_image_size=1024,
+               progress=False, on_step=None, output_type="pil", **family_options) -> n images;
+               None means the family's default (family.defaults(model_name)); image k is the image of seed + k
+    """
 
 
 class ModelFamily:
