@@ -75,7 +75,7 @@ def test_family_is_read_from_the_folder_and_a_mismatch_is_one_line(shards, full,
     assert json.loads((adapter / "omnideft.json").read_text())["base"]["family"] == "omnigen2"
     with pytest.raises(UserError, match="is an OmniGen2 folder, but the family asked for is OmniGen \\(v1\\)"):
         train(_recipe(shards, tmp_path / "b", f"model.name={base}", "model.family=omnigen"), progress=False)
-    with pytest.raises(UserError, match="camera conditioning is OmniGen \\(v1\\) only"):
+    with pytest.raises(UserError, match="camera.encoding=learned: OmniGen2 has no camera conditioning"):
         train(_recipe(shards, tmp_path / "c", "camera.encoding=learned"), progress=False)
 
 
@@ -100,7 +100,7 @@ def test_shipped_recipe_with_bf16_checkpointing_and_validation_renders(shards, t
     assert {str(t.dtype) for t in tensors.values()} == {"torch.float32"}
     assert Image.open(tmp_path / "run" / "validation" / "step-0000002" / "00.png").size == (48, 32)
     six = [str(tmp_path / "q.png")] * 6
-    with pytest.raises(UserError, match="validation.prompts\\[0\\]: 6 images; OmniGen2 takes at most 5"):
+    with pytest.raises(UserError, match="6 images in validation.prompts\\[0\\]; OmniGen2 takes at most 5"):
         train(_recipe(shards, tmp_path / "b", f"validation.prompts=[{{prompt: x, images: [{', '.join(six)}]}}]"),
               progress=False)
 
