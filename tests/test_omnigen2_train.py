@@ -224,3 +224,23 @@ def test_every_other_method_trains_and_reloads_on_omnigen2(shards, tmp_path):
                                 "train.checkpoint_every=0"), progress=False)
         assert json.loads((adapter / "omnideft.json").read_text())["method"] == method
         load_adapter(load_omnigen2(str(out / "base")).transformer, adapter)
+
+
+def test_eval_measures_the_run_on_its_base_and_latents_are_refused_from_the_declaration(shards, full, tmp_path):
+    """`omnideft eval --model RUN/base --adapter RUN/adapter`: the denoising loss is the family's training loss (the
+    same noise for the base and the adapter). A latent cache is refused in one line generated from what OmniGen2
+    declares, for `cache-latents` and for `data.latents`, before anything is written."""
+    from omnideft.eval.run import run_eval
+    from omnideft.train.cache_latents import cache_latents
+
+    results, paths = run_eval(str(full.parent / "base"), [str(full)], [str(shards)], str(tmp_path / "ev" / "scores"),
+                              samples=4, max_image_size=32, repeats=1)
+    assert set(results) == {"base", str(full)} and set(results["base"]) == {"shapes/a/fill", "all"}
+    assert all(0 < t["all"] < float("inf") for t in results.values())
+    assert results[str(full)]["all"] != results["base"]["all"]  # the adapter is loaded (not the bare base again)
+    assert [p.suffix for p in paths] == [".csv", ".json", ".md"]
+    with pytest.raises(UserError, match="^cache-latents --model tiny .*: OmniGen2 does not take it yet"):
+        cache_latents([str(shards)], "tiny", str(tmp_path / "cache"), 32, family="omnigen2", progress=False)
+    with pytest.raises(UserError, match="^data.latents=.*: OmniGen2 does not take it yet"):
+        train(_recipe(shards, tmp_path / "run", f"data.latents={tmp_path / 'cache'}"), progress=False)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()

@@ -22,7 +22,7 @@ def cache_latents(shards: list[str], model: str, out: str, max_image_size: int =
     """`seed` is the `tiny` model's (the recipe's model.seed): its random VAE must be the one training uses;
     `family` the recipe's model.family (auto: read from the folder)."""
     chosen = resolve_family(model, family)
-    chosen.refuse("latents", f"cache-latents --model {model}")
+    chosen.refuse("latents", f"cache-latents --model {model} (a latent cache for data.latents)")
     sources = resolve_sources(shards)  # bad globs fail before the model loads
     open_out(Path(out))  # so does an --out this verb did not write
     indexes = index_sources(sources)  # local shards indexed, URLs streamed (one reader: every shard in turn)
