@@ -44,6 +44,8 @@ def test_trains_deft_on_every_linear_and_saves_the_published_base(full):
     meta = json.loads((full / "omnideft.json").read_text())
     assert meta["step"] == 4 and meta["recipe"]["model"]["family"] == "omnigen2"
     assert meta["base"]["family"] == "omnigen2"
+    state = json.loads((run / "checkpoints" / "step-0000002" / "trainer" / "state.json").read_text())
+    assert state["family"] == "omnigen2"  # a checkpoint records the family too (resume refuses another)
     tensors = load_file(full / "adapter_model.safetensors")
     assert len({k.rsplit(".", 1)[0] for k in tensors if k.endswith("deft_R")}) == 69  # every linear
     index = json.loads((run / "base" / "model_index.json").read_text())
