@@ -1,6 +1,6 @@
 """`omnideft eval`: held-out denoising loss per task for the base and each adapter; tables in CSV/JSON/Markdown.
-The loss is the base's model family's training loss (families/<name>/training.py), so the same command measures an
-OmniGen (v1) and an OmniGen2 run."""
+The loss is the base's model family's training loss (families/<name>/training.py), so the same command measures a run
+of any family."""
 
 from __future__ import annotations
 
