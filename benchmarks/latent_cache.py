@@ -77,8 +77,8 @@ def calibrate(tmp: Path, shards: Path, target: float) -> tuple[int, dict]:
     from omnideft.data.indexed import ShardIndex
     from omnideft.data.shards import decode_sample
     from omnideft.data.sources import resolve_sources
-    from omnideft.flow.batch import BatchBuilder
-    from omnideft.flow.loss import rectified_flow_loss
+    from omnideft.families.omnigen.batch import BatchBuilder
+    from omnideft.families.omnigen.loss import rectified_flow_loss
     from omnideft.flow.vae import encode_batch
     from omnideft.model import load_omnigen
     from omnideft.prompts import OmniGenProcessor
@@ -121,8 +121,8 @@ def run(base: Path, shards: Path, out: Path, latents: Path | None) -> float:
 
 
 def main() -> None:
-    from omnideft.flow.cache_latents import cache_latents
     from omnideft.shapes.shards import write_task_shards
+    from omnideft.train.cache_latents import cache_latents
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     load_before = os.getloadavg()[0]

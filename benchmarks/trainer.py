@@ -83,7 +83,7 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
     """The batches the trainer's data path makes (same shards, order, builder, bucketing), made once, up front."""
     from omnideft.data.loader import ResumableBatches, index_sources
     from omnideft.data.sources import resolve_sources
-    from omnideft.flow.batch import BatchBuilder
+    from omnideft.families.omnigen.batch import BatchBuilder
     from omnideft.model import load_omnigen
     from omnideft.prompts import OmniGenProcessor
 
@@ -99,7 +99,7 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
 def run_bare(base: Path, batches: list[dict]) -> list[float]:
     from omnideft.adapters import AdapterSpec, apply_adapter
     from omnideft.adapters.apply import param_groups
-    from omnideft.flow.loss import rectified_flow_loss
+    from omnideft.families.omnigen.loss import rectified_flow_loss
     from omnideft.flow.vae import encode_batch
     from omnideft.model import load_omnigen
 

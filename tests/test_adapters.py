@@ -20,7 +20,7 @@ from omnideft.adapters.optim import build_optimizer
 from omnideft.adapters.registry import METHODS as REGISTERED
 from omnideft.adapters.registry import get_method
 from omnideft.errors import UserError
-from omnideft.flow.loss import rectified_flow_loss
+from omnideft.families.omnigen.loss import rectified_flow_loss
 from omnideft.flow.vae import vae_encode
 from omnideft.model import load_omnigen, target_module_names
 from omnideft.prompts import OmniGenProcessor, collate_prompts

@@ -37,7 +37,7 @@ from omnideft.data.loader import index_sources, sources_have_cameras
 from omnideft.data.shards import Example
 from omnideft.data.sources import resolve_sources
 from omnideft.errors import UserError
-from omnideft.flow.batch import BatchBuilder
+from omnideft.families.omnigen.batch import BatchBuilder
 from omnideft.generate.validation import ValidationRenderer
 from omnideft.model import load_omnigen, save_base
 from omnideft.model.tiny import tiny_transformer_config

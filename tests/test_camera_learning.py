@@ -26,8 +26,8 @@ from omnideft.adapters import load_adapter
 from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.camera.prompt import CameraPrompt
 from omnideft.eval.denoising import load_examples
-from omnideft.flow.batch import BatchBuilder
-from omnideft.flow.loss import rectified_flow_loss
+from omnideft.families.omnigen.batch import BatchBuilder
+from omnideft.families.omnigen.loss import rectified_flow_loss
 from omnideft.flow.vae import vae_encode
 from omnideft.model import load_omnigen, save_base
 from omnideft.pretrain.vae_fit import fit_vae

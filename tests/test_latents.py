@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from omnideft.errors import UserError
-from omnideft.flow.cache_latents import cache_latents
 from omnideft.flow.latents import vae_fingerprint
 from omnideft.model import load_omnigen
 from omnideft.shapes.shards import write_task_shards
+from omnideft.train.cache_latents import cache_latents
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe
 from tests.helpers import assert_one_line_error, run_cli_here

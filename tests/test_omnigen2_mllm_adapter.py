@@ -139,7 +139,7 @@ def test_export_merged_folds_the_mllm_part_and_lora_formats_say_they_drop_it(ful
 def test_mllm_targets_is_refused_on_omnigen_v1(shards, tmp_path):
     recipe = load_recipe(None, ["model.name=tiny", "adapter.mllm_targets=language", f"data.shards=[{shards}]",
                                 f"output.dir={tmp_path}"])
-    with pytest.raises(UserError, match="adapter.mllm_targets=language is OmniGen2 only"):
+    with pytest.raises(UserError, match="adapter.mllm_targets=language: OmniGen \\(v1\\) has no separate MLLM"):
         train(recipe, progress=False)
     assert not (tmp_path / "adapter").exists()
 

@@ -44,6 +44,8 @@ def test_trains_deft_on_every_linear_and_saves_the_published_base(full):
     meta = json.loads((full / "omnideft.json").read_text())
     assert meta["step"] == 4 and meta["recipe"]["model"]["family"] == "omnigen2"
     assert meta["base"]["family"] == "omnigen2"
+    state = json.loads((run / "checkpoints" / "step-0000002" / "trainer" / "state.json").read_text())
+    assert state["family"] == "omnigen2"  # a checkpoint records the family too (resume refuses another)
     tensors = load_file(full / "adapter_model.safetensors")
     assert len({k.rsplit(".", 1)[0] for k in tensors if k.endswith("deft_R")}) == 69  # every linear
     index = json.loads((run / "base" / "model_index.json").read_text())
@@ -75,7 +77,7 @@ def test_family_is_read_from_the_folder_and_a_mismatch_is_one_line(shards, full,
     assert json.loads((adapter / "omnideft.json").read_text())["base"]["family"] == "omnigen2"
     with pytest.raises(UserError, match="is an OmniGen2 folder, but the family asked for is OmniGen \\(v1\\)"):
         train(_recipe(shards, tmp_path / "b", f"model.name={base}", "model.family=omnigen"), progress=False)
-    with pytest.raises(UserError, match="camera conditioning is OmniGen \\(v1\\) only"):
+    with pytest.raises(UserError, match="camera.encoding=learned: OmniGen2 has no camera conditioning"):
         train(_recipe(shards, tmp_path / "c", "camera.encoding=learned"), progress=False)
 
 
@@ -100,7 +102,7 @@ def test_shipped_recipe_with_bf16_checkpointing_and_validation_renders(shards, t
     assert {str(t.dtype) for t in tensors.values()} == {"torch.float32"}
     assert Image.open(tmp_path / "run" / "validation" / "step-0000002" / "00.png").size == (48, 32)
     six = [str(tmp_path / "q.png")] * 6
-    with pytest.raises(UserError, match="validation.prompts\\[0\\]: 6 images; OmniGen2 takes at most 5"):
+    with pytest.raises(UserError, match="6 images in validation.prompts\\[0\\]; OmniGen2 takes at most 5"):
         train(_recipe(shards, tmp_path / "b", f"validation.prompts=[{{prompt: x, images: [{', '.join(six)}]}}]"),
               progress=False)
 
@@ -224,3 +226,23 @@ def test_every_other_method_trains_and_reloads_on_omnigen2(shards, tmp_path):
                                 "train.checkpoint_every=0"), progress=False)
         assert json.loads((adapter / "omnideft.json").read_text())["method"] == method
         load_adapter(load_omnigen2(str(out / "base")).transformer, adapter)
+
+
+def test_eval_measures_the_run_on_its_base_and_latents_are_refused_from_the_declaration(shards, full, tmp_path):
+    """`omnideft eval --model RUN/base --adapter RUN/adapter`: the denoising loss is the family's training loss (the
+    same noise for the base and the adapter). A latent cache is refused in one line generated from what OmniGen2
+    declares, for `cache-latents` and for `data.latents`, before anything is written."""
+    from omnideft.eval.run import run_eval
+    from omnideft.train.cache_latents import cache_latents
+
+    results, paths = run_eval(str(full.parent / "base"), [str(full)], [str(shards)], str(tmp_path / "ev" / "scores"),
+                              samples=4, max_image_size=32, repeats=1)
+    assert set(results) == {"base", str(full)} and set(results["base"]) == {"shapes/a/fill", "all"}
+    assert all(0 < t["all"] < float("inf") for t in results.values())
+    assert results[str(full)]["all"] != results["base"]["all"]  # the adapter is loaded (not the bare base again)
+    assert [p.suffix for p in paths] == [".csv", ".json", ".md"]
+    with pytest.raises(UserError, match="^cache-latents --model tiny .*: OmniGen2 does not take it yet"):
+        cache_latents([str(shards)], "tiny", str(tmp_path / "cache"), 32, family="omnigen2", progress=False)
+    with pytest.raises(UserError, match="^data.latents=.*: OmniGen2 does not take it yet"):
+        train(_recipe(shards, tmp_path / "run", f"data.latents={tmp_path / 'cache'}"), progress=False)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()

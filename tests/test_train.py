@@ -167,7 +167,7 @@ def test_validation_prompt_errors_fail_before_training(shards, tmp_path):
 
 def test_condition_dropout_replaces_instruction_and_images(tiny, shards):
     from omnideft.eval.denoising import load_examples
-    from omnideft.flow.batch import BatchBuilder
+    from omnideft.families.omnigen.batch import BatchBuilder
     from omnideft.prompts import CFG_PROMPT, OmniGenProcessor
 
     examples = load_examples([str(shards)], 4)

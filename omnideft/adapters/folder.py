@@ -41,9 +41,11 @@ OWN_CONFIG = "omnideft.adapter-config/1"
 def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recipe: dict | None = None,
                  step: int | None = None, state_dict: dict | None = None,
                  extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
-                 extra_meta: dict | None = None, base_weights: list | None = None, replace: bool = False) -> Path:
+                 extra_meta: dict | None = None, base_weights: list | None = None, replace: bool = False,
+                 family: str | None = None) -> Path:
     """`base_weights`: the base's weights fingerprint when the caller took it before the base was wrapped or
-    partitioned (the trainer); else it is taken from `model`'s base here. An existing `out_dir` is replaced only if
+    partitioned (the trainer); else it is taken from `model`'s base here. `family`: the base's model family, as the
+    caller resolved it (the trainer); else told from the transformer's class. An existing `out_dir` is replaced only if
     it is an adapter saved here before, or with `replace` (omnideft.files.atomic_path)."""
     out = Path(out_dir)
     # a crash never leaves a half-written adapter; the old one stays until then
@@ -84,7 +86,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
             "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model()),
                      "weights": base_weights if base_weights is not None
                      else weights_fingerprint(model.get_base_model()),
-                     "family": base_family(model.get_base_model())},
+                     "family": family or base_family(model.get_base_model())},
             "adapter_name": name,
             "method": spec.method if spec is not None else None,
             "peft_type": peft_type,

@@ -28,9 +28,9 @@ from omnideft.demo import DEFAULTS_OMNIGEN2
 from omnideft.demo.plot import loss_plot
 from omnideft.errors import UserError
 from omnideft.eval.denoising import load_examples
+from omnideft.families.omnigen2.batch import OmniGen2BatchBuilder, encode_batch
+from omnideft.families.omnigen2.loss import flow_matching_loss
 from omnideft.files import write_text_atomic
-from omnideft.flow.omnigen2_batch import OmniGen2BatchBuilder, encode_batch
-from omnideft.flow.omnigen2_loss import flow_matching_loss
 from omnideft.generate.contact_sheet import contact_sheet, stack_rows
 from omnideft.generate.omnigen2_generator import OmniGen2Generator
 from omnideft.images import save_image_atomic

@@ -15,6 +15,8 @@ from PIL import Image
 
 from omnideft.adapters import load_adapter
 from omnideft.eval.denoising import denoising_losses, load_examples
+from omnideft.families.family import TrainingSettings
+from omnideft.families.registry import resolve_family
 from omnideft.generate.sampler import OmniGenSampler
 from omnideft.model import load_omnigen
 from omnideft.shapes import task_names
@@ -104,7 +106,8 @@ class AdaptationStudy:
 
     def _denoising_loss(self, model, comps, family: str) -> float:
         examples = load_examples([str(self.root / f"heldout_{family}" / "train")], self.denoising_samples)
-        return denoising_losses({"m": model}, comps.vae, comps.tokenizer, examples, SIZE)["m"]["all"]
+        training = resolve_family(BASE).training_backend(TrainingSettings(BASE, max_image_size=SIZE))
+        return denoising_losses({"m": model}, training, comps, examples)["m"]["all"]
 
 
 def _summary(table: dict, denoising_loss: float) -> dict:

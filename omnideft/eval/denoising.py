@@ -3,6 +3,7 @@ come from the weights alone. Lower is better; it is the quantity training minimi
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 
 import torch
@@ -11,10 +12,6 @@ from omnideft.data.format.schema import SampleError
 from omnideft.data.indexed import ShardIndex
 from omnideft.data.shards import decode_sample
 from omnideft.data.sources import resolve_sources
-from omnideft.flow.batch import BatchBuilder
-from omnideft.flow.loss import rectified_flow_loss
-from omnideft.flow.vae import encode_batch
-from omnideft.prompts import OmniGenProcessor
 
 
 def load_examples(shards: list, n: int) -> list:
@@ -33,11 +30,13 @@ def load_examples(shards: list, n: int) -> list:
 
 
 @torch.no_grad()
-def denoising_losses(models: dict, vae, tokenizer, examples: list, max_image_size: int, seed: int = 1234,
-                     repeats: int = 1, camera=None) -> dict[str, dict[str, float]]:
-    """{model name: {task: mean loss, "all": mean loss}} over `examples`, `repeats` noise draws each. `camera`
-    (a camera.prompt.CameraPrompt) gives samples' cameras to models with camera conditioning."""
-    builder = BatchBuilder(OmniGenProcessor(tokenizer, max_image_size=max_image_size), 0.0, seed=0, camera=camera)
+def denoising_losses(models: dict, training, components, examples: list, seed: int = 1234, repeats: int = 1,
+                     camera=None) -> dict[str, dict[str, float]]:
+    """{model name: {task: mean loss, "all": mean loss}} over `examples`, `repeats` noise draws each: the model
+    family's training loss (`training`, a families.family.TrainingBackend; `components` its loaded base) without
+    condition dropout, in fp32. `camera` (what the backend's load_adapter returned) gives samples' cameras to models
+    with camera conditioning."""
+    builder = training.batch_builder(components, camera=camera)
     groups: dict[tuple, list] = defaultdict(list)
     for ex in examples:  # one output size per forward
         groups[builder.output_size(ex)].append(ex)
@@ -48,8 +47,7 @@ def denoising_losses(models: dict, vae, tokenizer, examples: list, max_image_siz
             batch = builder(group)
             for r in range(repeats):
                 g = torch.Generator().manual_seed(seed + 1000 * gi + r)
-                x1, cond = encode_batch(vae, batch, g)
-                losses = rectified_flow_loss(model, x1, cond, g)
+                losses = training.loss(model, components, batch, g, contextlib.nullcontext)
                 for task, loss in zip(batch["tasks"], losses.tolist()):
                     per_task[task].append(loss)
         table = {task: sum(v) / len(v) for task, v in sorted(per_task.items())}

@@ -26,7 +26,11 @@ Methods (the heavy work; each imports what it needs when called):
                        local folder or a hub id; save writes them into an existing empty folder (the caller
                        makes it atomic)
   target_modules       the module names an adapter preset (`attn`, `all-linear`) or list means on its transformer
-  training(recipe)     the trainer's backend for this family (TrainingBackend below)
+  training(recipe)     the trainer's backend for this family (TrainingBackend below), after refusing in one line
+                       each recipe key the family declares unsupported (model.quantize, data.latents,
+                       camera.encoding, adapter.mllm_targets, cameras and too many images in validation prompts)
+  training_backend(settings)  the same backend from TrainingSettings alone (eval's denoising loss, cache-latents:
+                       commands with flags, not a recipe)
   generator(...)       a Generator (the one shared surface below) on loaded components
   lora_keys(fmt)       how exported LoRA files name a module of its transformer, per export format it offers
   demo_preset          the `omnideft demo` settings for this family, or None
@@ -67,32 +71,81 @@ class FamilyOption:
     nargs: int | None = None
 
 
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What a TrainingBackend reads: the recipe's keys (`from_recipe`) for train, a command's flags for eval and
+    cache-latents."""
+    model: str  # model.name: a preset, a local folder or a hub id
+    model_seed: int = 0  # model.seed: the random `tiny` base
+    revision: str | None = None  # model.revision (hub ids)
+    max_image_size: int = 1024  # data.max_image_size
+    condition_dropout: float = 0.0  # data.condition_dropout
+    seed: int = 0  # train.seed: the condition-dropout decisions
+    mllm_targets: str = "none"  # adapter.mllm_targets
+
+    @classmethod
+    def from_recipe(cls, recipe) -> TrainingSettings:
+        return cls(recipe.model.name, recipe.model.seed, recipe.model.revision, recipe.data.max_image_size,
+                   recipe.data.condition_dropout, recipe.train.seed, recipe.adapter.mllm_targets)
+
+
 class TrainingBackend:
     """What the trainer (train/setup.py, train/step.py) asks a family for one run; eval's denoising loss and
     cache-latents use the same parts. `family.training(recipe)` makes one and refuses, in one line, the recipe keys
-    the family does not take (before any model loads)."""
+    the family does not take (before any model loads); `family.training_backend(settings)` makes one from settings.
+    Every random draw comes from the generator handed in (`noise`), so a resumed run draws what an uninterrupted one
+    would."""
+
+    def __init__(self, family: ModelFamily, settings: TrainingSettings):
+        self.family, self.settings = family, settings
 
     def load(self, device):
-        """The base's components: frozen parts (VAE, prompt encoder) on `device`; the transformer is the adapter's
-        target (the engine moves it)."""
+        """The base's components (`family.load`): the frozen parts the loss needs on `device` (a VAE that a latent
+        cache may replace can stay on the CPU: the trainer moves it when it needs it); the transformer is the
+        adapter's target (the engine moves it)."""
         raise NotImplementedError
 
     def after_adapter(self, components, spec) -> None:
         """Called once the adapter is on the transformer: extra adapter targets (OmniGen2: the MLLM's language
         layers, `adapter.mllm_targets`)."""
 
+    def camera(self, components, spec, has_cameras):
+        """The recipe's `camera` section (`spec`; `has_cameras()` says whether the shards carry camera records) made
+        into the transformer's trainable camera conditioning, attached after the adapter, the quantization and
+        before the optimizer; None when cameras are not used (always, for a family without them: `unsupported`
+        refused every explicit camera setting before)."""
+        return None
+
     def batch_builder(self, components, *, latents=None, camera=None):
         """The data loader's `build` (examples -> a batch dict with "tasks") with `output_size(example)`, the size
-        bucket of an example."""
+        bucket of an example. `latents`: a flow.latents.LatentCache (data.latents); `camera`: the conditioning that
+        `camera()` attached or camera.conditioning.load_camera re-attached."""
         raise NotImplementedError
+
+    def to_device(self, batch: dict, device) -> dict:
+        """A built batch with the tensors the loss reads first moved to `device` (the trainer's loop, outside the
+        step's timing); unchanged when the loss moves its own inputs."""
+        return batch
 
     def loss(self, model, components, batch, noise, autocast):
         """Per-sample denoising loss [B] of `model` (the adapted transformer as the engine prepared it) on `batch`;
-        every random draw from `noise` (the run's checkpointed generator); the transformer runs under `autocast`."""
+        every random draw from `noise` (the run's checkpointed generator); the transformer runs under `autocast()`
+        (a context manager factory: the engine's, or contextlib.nullcontext)."""
+        raise NotImplementedError
+
+    def load_adapter(self, components, folder):
+        """(the transformer of `components` with the saved adapter `folder` loaded, every part of it: OmniGen v1 its
+        camera conditioning, OmniGen2 the MLLM part into `components.mllm`; the camera conditioning for
+        `batch_builder`, or None). Eval's denoising loss of a saved adapter."""
         raise NotImplementedError
 
     def save_base(self, components, folder) -> None:
         """Write the base (a `tiny` run keeps its random base beside the adapter) into an empty `folder`."""
+        self.family.save(components, folder)
+
+    def cache_latents(self, components, examples, out, shards, progress=None) -> dict:
+        """`omnideft cache-latents`: every image of `examples` through the VAE once into the latent cache `out`
+        (flow/latents.py), for families that support `latents`; returns the cache's meta."""
         raise NotImplementedError
 
 
@@ -168,7 +221,25 @@ class ModelFamily:
     def target_modules(self, transformer, preset: str | list[str], include_embedders: bool = False) -> list[str]:
         raise NotImplementedError
 
-    def training(self, recipe):
+    def training(self, recipe) -> TrainingBackend:
+        """The trainer's backend for `recipe`, after one line for the first recipe key this family declares
+        unsupported (train.memory presets may set model.quantize and data.latents: docs/memory.md)."""
+        camera, mllm = recipe.camera.encoding, recipe.adapter.mllm_targets
+        asked = (("quantize", "model.quantize", recipe.model.quantize),
+                 ("latents", "data.latents", recipe.data.latents),
+                 ("camera", "camera.encoding", camera not in ("auto", "none") and camera),  # auto: the data says
+                 ("mllm_targets", "adapter.mllm_targets", mllm != "none" and mllm))
+        for feature, key, value in asked:
+            if value:
+                self.refuse(feature, f"{key}={value}")
+        for i, item in enumerate(recipe.validation.prompts):
+            if isinstance(item, dict):
+                if "camera" in item:
+                    self.refuse("camera", f"validation.prompts[{i}].camera")
+                self.check_input_images(len(item.get("images", [])), f"images in validation.prompts[{i}]")
+        return self.training_backend(TrainingSettings.from_recipe(recipe))
+
+    def training_backend(self, settings: TrainingSettings) -> TrainingBackend:
         raise NotImplementedError
 
     def generator(self, components, **settings):

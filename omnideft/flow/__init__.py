@@ -1,3 +1,3 @@
-"""What training, evaluation and sampling share: examples -> model inputs (batch.py), pixels <-> scaled latents
-(vae.py) and OmniGen's rectified-flow objective (loss.py). Below train/, eval/ and generate/, above data/ and
-prompts/."""
+"""What training, evaluation and sampling of every family share: pixels <-> scaled latents (vae.py) and the latent
+cache (latents.py). Each family's batches and loss live in its folder (families/<name>/). Below families/, above
+data/ and prompts/."""

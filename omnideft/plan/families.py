@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omnideft.families.omnigen2.batch import MAX_INPUT_PIXELS  # the published input budgets by count
 from omnideft.families.registry import get_family, is_preset, resolve_family
-from omnideft.flow.omnigen2_batch import MAX_INPUT_PIXELS  # the published input budgets by count
 from omnideft.plan.omnigen2 import omnigen2_configs, omnigen2_shapes
 from omnideft.plan.shapes import ModelShapes, measure_shapes, model_configs
 

@@ -19,8 +19,8 @@ from diffusers import AutoencoderKL, OmniGenTransformer2DModel
 
 from omnideft.data.format.writer import file_sha256
 from omnideft.errors import UserError
+from omnideft.families.omnigen.loss import rectified_flow_loss
 from omnideft.files import atomic_path, check_output_folder, write_text_atomic
-from omnideft.flow.loss import rectified_flow_loss
 from omnideft.flow.vae import encode_batch
 from omnideft.model.loading import OmniGenComponents, save_base
 from omnideft.model.tiny import flow_scheduler, omnigen_config, tiny_vae_config

@@ -1,6 +1,6 @@
 """Resumable checkpoints: `<out>/checkpoints/step-NNNNNNN/` is a usable adapter folder plus `trainer/`:
 
-    trainer/state.json          step, engine, world size, workers, scheduler, counters (written last)
+    trainer/state.json          step, model family, engine, world size, workers, scheduler, counters (written last)
     trainer/params.safetensors  trainable parameters, fp32, by name (single process / DDP)
     trainer/optimizer.*         optimizer state: tensors in safetensors, the rest in JSON (single process / DDP)
     trainer/deepspeed/          DeepSpeed engine checkpoint, frozen weights excluded (ZeRO-1/2/3)
@@ -159,9 +159,13 @@ def prune(root: Path, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def check_compatible(checkpoint: Path, recipe: dict, state_now: dict) -> dict:
-    """The checkpoint's trainer state; refuses a checkpoint of another recipe, engine or process layout."""
+def check_compatible(checkpoint: Path, recipe: dict, state_now: dict, family: str | None = None) -> dict:
+    """The checkpoint's trainer state; refuses a checkpoint of another recipe, model family, engine or process
+    layout."""
     state = read_json(checkpoint / "trainer" / "state.json")
+    if family is not None and state.get("family", family) != family:  # checkpoints from before it was recorded pass
+        raise UserError(f"checkpoint {checkpoint} was made for model family {state['family']}, this run's base is "
+                        f"{family}; start a new output.dir")
     try:
         saved_recipe = yaml.safe_load((checkpoint / "recipe.yaml").read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -279,6 +283,7 @@ class LiveRun:
     noise: torch.Generator
     trainable: dict  # name -> Parameter of the unwrapped (adapted) model
     base_name: str
+    family: str  # the base's model family (families/registry.py): recorded in the adapter and in state.json
     recipe: dict
     layout: dict  # engine, world_size, num_workers: must match on resume
     ema: object = None  # train.ema.AdapterEMA on the main process
@@ -311,11 +316,11 @@ def save_adapter_folder(run: LiveRun, folder: Path, step: int, state: dict) -> N
     """Main process only: the adapter as contract 2 (PEFT files + omnideft.json + recipe.yaml), EMA beside it."""
     # replace: the run folder is the trainer's own (its lock, and --overwrite / --resume decided what it may hold)
     save_adapter(run.adapted, folder, base_name=run.base_name, recipe=run.recipe, step=step, state_dict=state,
-                 base_weights=run.base_weights, replace=True)
+                 base_weights=run.base_weights, replace=True, family=run.family)
     write_text_atomic(folder / "recipe.yaml", yaml.safe_dump(run.recipe, sort_keys=False))
     if run.ema is not None:
         save_adapter(run.adapted, folder / "ema", base_name=run.base_name, recipe=run.recipe, step=step,
-                     state_dict=run.ema.state_dict(), base_weights=run.base_weights)
+                     state_dict=run.ema.state_dict(), base_weights=run.base_weights, family=run.family)
 
 
 def save_checkpoint(run: LiveRun, root: Path, step: int, keep: int, faults: Faults = NO_FAULTS) -> Path:
@@ -338,7 +343,8 @@ def save_checkpoint(run: LiveRun, root: Path, step: int, keep: int, faults: Faul
     acc.wait_for_everyone()
     final = root / f"step-{step:07d}"
     if main:
-        final = commit(root, step, keep, {"step": step, **run.layout, "scheduler": _scheduler_state(run.scheduler)})
+        final = commit(root, step, keep, {"step": step, "family": run.family, **run.layout,
+                                          "scheduler": _scheduler_state(run.scheduler)})
     acc.wait_for_everyone()
     return final
 

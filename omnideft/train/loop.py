@@ -17,7 +17,6 @@ from omnideft.adapters.folder import first_non_finite
 from omnideft.data.loader import drawn_per_source
 from omnideft.errors import UserError
 from omnideft.files import write_text_atomic
-from omnideft.flow.batch import to_device
 from omnideft.train.checkpoint import adapter_state, save_adapter_folder, save_checkpoint
 from omnideft.train.faults import NO_FAULTS, Faults
 from omnideft.train.recipe import Recipe
@@ -39,7 +38,7 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
                 t0 = time.perf_counter()
                 batch, reader_state = next(run.batches)
                 run.live.took(reader_state)
-                batch = to_device(batch, run.accelerator.device)
+                batch = run.training.to_device(batch, run.accelerator.device)
                 data_s = time.perf_counter() - t0
                 record = train_step(run, batch, stop, faults)
                 record.data_s, record.step_s = data_s, time.perf_counter() - t0

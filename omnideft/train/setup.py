@@ -20,21 +20,17 @@ from omnideft.adapters import apply_adapter
 from omnideft.adapters.fingerprint import adapter_tensor, weights_fingerprint
 from omnideft.adapters.optim import build_optimizer, requires_plain_optimizer
 from omnideft.adapters.registry import get_method
-from omnideft.camera.conditioning import setup_camera
 from omnideft.data.loader import ReaderState, ResumableBatches, index_sources, sources_have_cameras
 from omnideft.data.sources import ShardSource, resolve_sources
 from omnideft.errors import UserError
-from omnideft.families.registry import resolve_family
+from omnideft.families.family import ModelFamily, TrainingBackend
+from omnideft.families.registry import is_preset, resolve_family
 from omnideft.files import atomic_path, remove_path, write_text_atomic
-from omnideft.flow.batch import BatchBuilder
 from omnideft.flow.latents import LatentCache, vae_fingerprint
 from omnideft.locks import FolderLock
-from omnideft.model import OmniGenComponents, load_omnigen, save_base
 from omnideft.model.quantize import check_quantization, quantize_base
-from omnideft.model.small import SMALL
 from omnideft.plan.presets import resolve_memory
 from omnideft.progress import progress_bar
-from omnideft.prompts import OmniGenProcessor
 from omnideft.train.checkpoint import (
     LiveRun,
     check_compatible,
@@ -55,7 +51,9 @@ class TrainingRun:
     recipe: Recipe
     out: Path
     engine: Engine
-    components: OmniGenComponents  # VAE (on the device), tokenizer and scheduler; the transformer is in `live`
+    family: ModelFamily  # the base's (recorded in every adapter and checkpoint the run writes)
+    training: TrainingBackend  # the family's batches and loss for this recipe
+    components: object  # the family's components: frozen parts (VAE, ...) on the device; the transformer is in `live`
     live: LiveRun  # what a checkpoint captures: model as prepared, optimizer, scheduler, noise, reader states, EMA
     sources: list[ShardSource]
     batches: Iterator[tuple[dict, ReaderState]]
@@ -99,16 +97,14 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, over
         raise UserError(reason)
     if cfg.ema_decay and engine.zero_stage == 3:
         raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
-    # OmniGen2 backend (train/omnigen2_step.py): loads, saves its base and builds its batches; None for v1
-    og2 = omnigen2_training(recipe)
-    if og2 is None and spec.mllm_targets != "none":
-        raise UserError(f"adapter.mllm_targets={spec.mllm_targets} is OmniGen2 only (model.family omnigen has no "
-                        "separate MLLM: its adapter already covers the prompt's layers); leave it at none")
+    family = resolve_family(recipe.model.name, recipe.model.family)
+    training = family.training(recipe)  # refuses what the family does not take, before any model loads
     workers = data_workers(recipe.data.num_workers)
     layout = {"engine": engine.name, "world_size": world, "num_workers": workers}
     lock = FolderLock(out, "output.dir").acquire() if main else None
     try:
-        return _prepare(recipe, resume, progress, overwrite, engine, sources, indexes, layout, lock, og2)
+        return _prepare(recipe, resume, progress, overwrite, engine, sources, indexes, layout, lock, family,
+                        training)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -116,7 +112,7 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, over
 
 
 def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: Engine, sources, indexes,
-             layout: dict, lock, og2) -> TrainingRun:
+             layout: dict, lock, family: ModelFamily, training: TrainingBackend) -> TrainingRun:
     """`setup` once output.dir is locked: checks against what the folder holds, the model, then the first writes."""
     cfg, out, spec = recipe.train, Path(recipe.output.dir), recipe.adapter
     acc = engine.accelerator
@@ -124,7 +120,7 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     warn = (lambda message: print(message, file=sys.stderr)) if main else (lambda message: None)
     checkpoint = find_resume(out, resume, warn)
     if checkpoint is not None:  # refuse another recipe or launch layout before anything is written
-        check_compatible(checkpoint, recipe.to_dict(), layout)
+        check_compatible(checkpoint, recipe.to_dict(), layout, family.name)
     else:
         if resume == "latest":
             warn(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from step 0")
@@ -134,22 +130,19 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
                             "it, or choose another output.dir")
 
     set_seed(cfg.seed)
-    comps = og2.load(acc.device) if og2 else \
-        load_omnigen(recipe.model.name, revision=recipe.model.revision, seed=recipe.model.seed)
+    comps = training.load(acc.device)
     base_weights = weights_fingerprint(comps.transformer)  # before any adapter wraps the base layers
     latents = None
     if recipe.data.latents:  # a stale, damaged or foreign cache is refused before anything is written
         latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size, sources)
     model = apply_adapter(comps.transformer, spec)
-    if og2:  # adapter.mllm_targets: the MLLM's adapter rides as a submodule of the transformer
-        og2.after_adapter(comps, spec)
+    training.after_adapter(comps, spec)  # e.g. adapter.mllm_targets: an adapter on the MLLM too
     if engine.zero_stage == 3:  # e.g. DEFT: parameters its layers read outside their own module's forward
         get_method(spec.method).before_zero3(model)
     if recipe.model.quantize:  # after injection: PEFT initialises DEFT from the full-precision weights
         quantize_base(comps.transformer, recipe.model.quantize, exclude=adapter_tensor())
     # Camera conditioning (docs/camera.md): a trainable submodule of the transformer, attached after PEFT froze it.
-    camera = None if og2 else \
-        setup_camera(comps.transformer, comps.tokenizer, recipe.camera, lambda: sources_have_cameras(indexes))
+    camera = training.camera(comps, recipe.camera, lambda: sources_have_cameras(indexes))
     if cfg.gradient_checkpointing:
         comps.transformer.enable_gradient_checkpointing()
     optimizer = build_optimizer(model, spec, cfg.lr, cfg.weight_decay, betas=tuple(cfg.betas))
@@ -161,7 +154,7 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     adapted = acc.unwrap_model(model)
     trainable = {n: p for n, p in adapted.named_parameters() if p.requires_grad}
     live = LiveRun(engine, model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed * 7919 + rank),
-                   trainable, recipe_base_name(recipe.model.name, out), recipe.to_dict(), layout,
+                   trainable, recipe_base_name(recipe.model.name, out), family.name, recipe.to_dict(), layout,
                    ema=AdapterEMA(trainable, cfg.ema_decay) if cfg.ema_decay and main else None,
                    base_weights=base_weights)
     if checkpoint:
@@ -170,10 +163,7 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     if checkpoint and main:
         print(f"resume: {checkpoint} (step {start})", file=sys.stderr)
 
-    builder = og2.batch_builder(comps) if og2 else \
-        BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.max_image_size),
-                     recipe.data.condition_dropout, cfg.seed, camera=camera.prompt if camera else None,
-                     latents=latents)
+    builder = training.batch_builder(comps, latents=latents, camera=camera)
     batches = ResumableBatches(sources, indexes, seed=cfg.seed, batch_size=cfg.batch_size,
                                size_of=builder.output_size, build=builder, rank=rank, world=world,
                                num_workers=layout["num_workers"], resume=data_state).loader()
@@ -185,14 +175,11 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
         if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
             # the live transformer now carries the adapter: a fresh copy, into the run folder's own (locked) base/
             with atomic_path(out / "base", replace=True) as tmp:
-                if og2:
-                    og2.save_base(og2.load("cpu"), tmp)
-                else:
-                    save_base(load_omnigen("tiny", seed=recipe.model.seed), tmp)
+                training.save_base(training.load("cpu"), tmp)
     log = RunLog(out, main, start, recipe.output.tensorboard, recipe.output.wandb_project, recipe.to_dict())
     bar = progress_bar(total=cfg.max_steps, initial=start, desc="train", disable=not (progress and main))
-    return TrainingRun(recipe, out, engine, comps, live, sources, batches, log, bar, start=start, step=start,
-                       lock=lock)
+    return TrainingRun(recipe, out, engine, family, training, comps, live, sources, batches, log, bar, start=start,
+                       step=start, lock=lock)
 
 
 def previous_run(out: Path) -> str:
@@ -209,15 +196,6 @@ def gpu_memory(device) -> int | None:
     return torch.cuda.get_device_properties(device).total_memory
 
 
-def omnigen2_training(recipe: Recipe):
-    """The OmniGen2 backend when the recipe's model is OmniGen2 (model.family, or read from the folder), else None."""
-    if resolve_family(recipe.model.name, recipe.model.family).name != "omnigen2":
-        return None
-    from omnideft.train.omnigen2_step import OmniGen2Training
-
-    return OmniGen2Training(recipe)
-
-
 def data_workers(setting: int) -> int:
     """`data.num_workers: -1` (auto): no background workers on a CPU-only machine, where decoding in another process
     only takes cores from the training threads (measured: benchmarks/trainer.py), else 2 per process."""
@@ -231,6 +209,6 @@ def recipe_base_name(name: str, out: Path) -> str:
     like a hub id `owner/name`), the saved random base for `tiny`, hub ids and `small` unchanged."""
     if name == "tiny":
         return str((out / "base").resolve())
-    if name == SMALL:  # a preset, even where a folder of that name exists (load_omnigen reads it so too)
+    if is_preset(name):  # a preset, even where a folder of that name exists (the family loads it so too)
         return name
     return str(Path(name).resolve()) if Path(name).exists() else name

@@ -1,5 +1,5 @@
-"""One optimizer step on every rank: latents -> rectified-flow loss -> one cross-rank vote -> backward -> clip ->
-step, or a skipped step when any rank's loss or the gradient is not finite."""
+"""One optimizer step on every rank: the family's per-sample loss -> one cross-rank vote -> backward -> clip -> step,
+or a skipped step when any rank's loss or the gradient is not finite."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from omnideft.errors import UserError
-from omnideft.flow.loss import rectified_flow_loss
-from omnideft.flow.vae import encode_batch
 from omnideft.train.faults import Faults
-from omnideft.train.omnigen2_step import BATCH_KEY, omnigen2_loss
 from omnideft.train.setup import TrainingRun
 from omnideft.train.signals import StopRequests
 from omnideft.train.vote import StepVote
@@ -43,13 +40,7 @@ def train_step(run: TrainingRun, batch: dict, stop: StopRequests, faults: Faults
     """All ranks call, with a batch already on the device. Advances `run.step`."""
     acc, live, cfg = run.accelerator, run.live, run.recipe.train
     step = run.step + 1
-    if BATCH_KEY in batch:  # the OmniGen2 backend's batch (train/omnigen2_step.py)
-        per_sample = omnigen2_loss(run, batch[BATCH_KEY])
-    else:
-        # per image: the latents a cache (data.latents) reproduces bit for bit (flow/vae.py)
-        x1, cond = encode_batch(run.components.vae, batch, live.noise, per_image=True)
-        with run.engine.autocast():
-            per_sample = rectified_flow_loss(live.model, x1, cond, live.noise)
+    per_sample = run.training.loss(live.model, run.components, batch, live.noise, run.engine.autocast)
     loss = per_sample.mean()
     if faults.fire("nan-loss", step):
         loss = loss * float("nan")

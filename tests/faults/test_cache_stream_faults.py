@@ -21,9 +21,9 @@ import omnideft.flow.vae as flow_vae
 from omnideft.data.format.check import check_dir
 from omnideft.data.sources import resolve_sources
 from omnideft.errors import UserError
-from omnideft.flow.cache_latents import cache_latents
 from omnideft.flow.latents import LatentCache
 from omnideft.shapes.shards import write_task_shards
+from omnideft.train.cache_latents import cache_latents
 from tests.faults.conftest import BASE
 from tests.helpers import assert_one_line_error, run_cli_here
 

@@ -42,5 +42,10 @@ class OmniGen(ModelFamily):
 
         return target_module_names(transformer, preset, include_embedders)
 
+    def training_backend(self, settings):
+        from omnideft.families.omnigen.training import OmniGenTraining
+
+        return OmniGenTraining(self, settings)
+
 
 FAMILY = OmniGen()

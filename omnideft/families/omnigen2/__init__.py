@@ -55,5 +55,10 @@ class OmniGen2(ModelFamily):
 
         return target_module_names(transformer, preset, include_embedders)
 
+    def training_backend(self, settings):
+        from omnideft.families.omnigen2.training import OmniGen2Training
+
+        return OmniGen2Training(self, settings)
+
 
 FAMILY = OmniGen2()

@@ -2,7 +2,7 @@
 lognorm, do_shift, dynamic_time_shift, time_shift_version v1; linear path): t = sigmoid(n), n ~ N(0, 1), shifted
 per sample by mu = 0.5 + (tokens - 256) * (1.15 - 0.5) / (4096 - 256) where tokens are the target's 2x2 patches
 (t' = 1 - e^mu / (e^mu + 1 / (1 - t) - 1)); x_t = t x1 + (1 - t) x0; the target velocity is x1 - x0.
-t = 0 is noise, t = 1 is data, as in OmniGen v1 (omnideft/flow/loss.py).
+t = 0 is noise, t = 1 is data, as in OmniGen v1 (families/omnigen/loss.py).
 """
 
 from __future__ import annotations
