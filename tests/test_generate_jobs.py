@@ -137,7 +137,7 @@ def test_generator_is_exported_lazily():
     from tests.helpers import REPO
 
     code = ("import sys, omnideft; assert 'torch' not in sys.modules; from omnideft import Generator; "
-            "import omnideft.generate.generator as m; assert Generator is m.Generator; print('ok')")
+            "import omnideft.families.generator as m; assert Generator is m.FamilyGenerator; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.stdout.strip() == "ok", proc.stderr[-2000:]

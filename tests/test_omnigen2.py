@@ -15,10 +15,10 @@ from omnideft.adapters.apply import param_groups
 from omnideft.adapters.export import adapter_deltas, as_lora, export_lora
 from omnideft.data.shards import Example
 from omnideft.errors import UserError
+from omnideft.families.omnigen2.sampler import OmniGen2Sampler
 from omnideft.families.registry import family_of_folder, resolve_family
 from omnideft.flow.omnigen2_batch import OmniGen2BatchBuilder, encode_batch
 from omnideft.flow.omnigen2_loss import flow_matching_loss
-from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.model import load_omnigen, save_base
 from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 from omnideft.model.omnigen2.prompt import encode_prompts

@@ -42,5 +42,15 @@ class OmniGen(ModelFamily):
 
         return target_module_names(transformer, preset, include_embedders)
 
+    def generator_class(self):
+        from omnideft.families.omnigen.generator import OmniGenGenerator
+
+        return OmniGenGenerator
+
+    def owns_components(self, components) -> bool:
+        from omnideft.model.loading import OmniGenComponents
+
+        return isinstance(components, OmniGenComponents)
+
 
 FAMILY = OmniGen()
