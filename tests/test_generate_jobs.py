@@ -152,7 +152,7 @@ def test_speed_options_reach_the_generator(tmp_path, monkeypatch, capsys):
         seen.update(kw)
         raise UserError("stop here")
 
-    monkeypatch.setattr(run.Generator, "from_pretrained", fake)
+    monkeypatch.setattr(run.FamilyGenerator, "from_pretrained", fake)
     argv = ["generate", "--model", "tiny", "--prompt", "x", "--out", str(tmp_path / "o.png")]
     assert cli_main(argv) == 2
     assert (seen["merge"], seen["kv_cache"], seen["separate_cfg"], seen["offload"], seen["offload_kv_cache"]) == \

@@ -5,8 +5,8 @@ Given the same weights, seed and settings it reproduces diffusers' OmniGenPipeli
 `kv_cache=False` (the guidance rows in one batch, the whole condition recomputed at every step, as diffusers does),
 and within float rounding (measured max abs pixel difference 0 to 1/255 in tests, see docs/generate.md) with
 the condition KV cache (families/omnigen/kv_cache.py): the first step runs the full sequence and keeps every layer's
-condition keys/values, later steps run only the time token and the output tokens. `separate_cfg` runs the rows one by one
-(each with its own cache and without the other rows' padding) for less activation memory.
+condition keys/values, later steps run only the time token and the output tokens. `separate_cfg` runs the rows one by
+one (each with its own cache and without the other rows' padding) for less activation memory.
 
 Initial latents come from a generator seeded with `seed`, and the input-image VAE samples from a second one with
 the same seed (diffusers draws those from torch's global RNG). Pixels <-> latents go through flow/vae.py, the same
