@@ -197,3 +197,21 @@ def test_the_studio_runs_omnigen2_from_its_defaults(world, tmp_path):
                                                                       **SMALL)[0]))
     with pytest.raises(UserError, match="camera: OmniGen2 has no camera conditioning"):
         studio.generate(Request("x", camera="1,0.5,0.5,0,1,0,0,0,0,0,0", height=32, width=32, steps=1))
+
+
+def test_jobs_on_omnigen2_record_its_defaults_and_refuse_a_camera(world, tmp_path):
+    from omnideft.generate.run import GenerateRequest, JobsFailed, run_generate
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "a red square", "seed": 3}\n'
+                    '{"prompt": "x", "camera": "1,0.5,0.5,0,1,0,0,0,0,0,0"}\n')
+    with pytest.raises(JobsFailed):
+        run_generate(GenerateRequest(prompt=None, out=str(tmp_path / "out"), adapters=[str(world["adapters"][0])],
+                                     jobs=str(jobs), height=32, width=32, steps=2, progress=False))
+    report = json.loads((tmp_path / "out" / "jobs_report.json").read_text())
+    assert report["done"] == [1] and "OmniGen2 has no camera conditioning" in report["failed"]["2"]
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    settings = record["inputs"]
+    assert (settings["guidance"], settings["image_guidance"], settings["family"]) == (5.0, 2.0, "omnigen2")
+    fresh = Generator.from_pretrained(adapters=[world["adapters"][0]])
+    assert _pixels(Image.open(tmp_path / "out" / "0001.png")).equal(_pixels(fresh("a red square", **SMALL)[0]))

@@ -161,8 +161,8 @@ def _run_jobs(req: GenerateRequest, family: ModelFamily, defaults: GenerationDef
                          negative_prompt=req.negative_prompt, camera=job.camera,
                          max_input_image_size=req.max_input_image_size, **options)
 
-    settings = {**jobs_settings(req), "family": family.name,
-                **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}}  # as run.json reads back
+    settings = {**jobs_settings(req), "family": family.name,  # options as run.json reads them back (lists)
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}}
     report = run_jobs(req.jobs, req.out, req.load_generator, render, settings, overwrite=req.overwrite,
                       progress=req.progress, log=lambda line: print(line, file=sys.stderr))
     print(f"jobs: {len(report['done'])} done, {len(report['skipped'])} already done, {len(report['failed'])} failed",
