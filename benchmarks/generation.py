@@ -78,7 +78,7 @@ def request():
 
 def run_omnideft(comps, instruction, images, kv_cache: bool, caches: list | None = None) -> np.ndarray:
     """The image as floats in [0, 1]; the sampler's cache summaries are appended to `caches` when given."""
-    from omnideft.generate.sampler import OmniGenSampler
+    from omnideft.families.omnigen.sampler import OmniGenSampler
 
     sampler = OmniGenSampler(comps.transformer, comps.vae, comps.tokenizer, comps.scheduler, kv_cache=kv_cache)
     image = sampler.decode(sampler.denoise(instruction, images, height=SIZE, width=SIZE, steps=STEPS,

@@ -367,7 +367,7 @@ def _plan(args) -> int:
 
 
 def _cache_latents(args) -> int:
-    from omnideft.flow.cache_latents import cache_latents
+    from omnideft.train.cache_latents import cache_latents
 
     meta = cache_latents(args.shards, args.model, args.out, args.max_image_size, seed=args.seed,
                          progress=not args.no_progress)

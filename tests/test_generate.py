@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from omnideft.generate import OmniGenSampler
+from omnideft.families.omnigen.sampler import OmniGenSampler
 from omnideft.prompts import compose_in_context
 from tests.diffusers_reference import diffusers_pipeline
 from tests.helpers import assert_one_line_error, run_cli, run_cli_here

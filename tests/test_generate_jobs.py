@@ -137,7 +137,7 @@ def test_generator_is_exported_lazily():
     from tests.helpers import REPO
 
     code = ("import sys, omnideft; assert 'torch' not in sys.modules; from omnideft import Generator; "
-            "import omnideft.generate.generator as m; assert Generator is m.Generator; print('ok')")
+            "import omnideft.families.generator as m; assert Generator is m.FamilyGenerator; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
@@ -152,7 +152,7 @@ def test_speed_options_reach_the_generator(tmp_path, monkeypatch, capsys):
         seen.update(kw)
         raise UserError("stop here")
 
-    monkeypatch.setattr(run.Generator, "from_pretrained", fake)
+    monkeypatch.setattr(run.FamilyGenerator, "from_pretrained", fake)
     argv = ["generate", "--model", "tiny", "--prompt", "x", "--out", str(tmp_path / "o.png")]
     assert cli_main(argv) == 2
     assert (seen["merge"], seen["kv_cache"], seen["separate_cfg"], seen["offload"], seen["offload_kv_cache"]) == \

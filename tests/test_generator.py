@@ -8,7 +8,8 @@ from PIL import Image
 
 from omnideft.cli import main as cli_main
 from omnideft.errors import UserError
-from omnideft.generate.generator import Generator
+from omnideft.families.generator import FamilyGenerator as Generator
+from omnideft.families.registry import get_family
 from omnideft.model import load_omnigen, save_base
 from tests.studio_world import random_adapter, random_image
 
@@ -97,7 +98,7 @@ def test_image_k_of_n_is_seed_plus_k(world):
 
 
 def test_output_size_follows_the_query_and_is_checked():
-    g = Generator(load_omnigen("tiny"))
+    g = get_family("omnigen").generator(load_omnigen("tiny"))
     example = (random_image(64, 48, 0), random_image(64, 48, 1))
     assert g.output_size([random_image(40, 24, 2)]) == (16, 32)  # rounded down to the 16-px grid
     assert g.output_size([random_image(200, 100, 2)], max_input_image_size=64) == (32, 64)

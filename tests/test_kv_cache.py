@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from omnideft.errors import UserError
-from omnideft.generate.generator import Generator, offload_layers
-from omnideft.generate.sampler import OmniGenSampler
+from omnideft.families.generator import FamilyGenerator as Generator
+from omnideft.families.omnigen.generator import offload_layers
+from omnideft.families.omnigen.sampler import OmniGenSampler
 from omnideft.model import load_omnigen, save_base
 from omnideft.prompts import compose_in_context
 from tests.diffusers_reference import diffusers_pipeline
@@ -183,7 +184,7 @@ def test_cuda_only_options_refuse_a_cpu_in_one_line(tmp_path):
 
 
 def test_offloading_a_cache_that_is_off_is_refused():
-    from omnideft.generate.generator import check_speed_options
+    from omnideft.families.omnigen.generator import check_speed_options
 
     check_speed_options("cuda", kv_cache=True, offload=True, offload_kv_cache=True)  # what a GPU user may ask
     with pytest.raises(UserError, match="--offload-kv-cache offloads the KV cache, which --no-kv-cache turns off"):

@@ -17,8 +17,8 @@ from omnideft.data.shards import Example
 from omnideft.errors import UserError
 from omnideft.families.omnigen2.batch import OmniGen2BatchBuilder, encode_batch
 from omnideft.families.omnigen2.loss import flow_matching_loss
+from omnideft.families.omnigen2.sampler import OmniGen2Sampler
 from omnideft.families.registry import family_of_folder, resolve_family
-from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.model import load_omnigen, save_base
 from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 from omnideft.model.omnigen2.prompt import encode_prompts

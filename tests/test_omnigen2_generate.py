@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 
 from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
 from omnideft.errors import UserError
-from omnideft.generate.generator import Generator
-from omnideft.generate.omnigen2_generator import OmniGen2Generator, generation_family
-from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
+from omnideft.families.generator import FamilyGenerator as Generator
+from omnideft.families.generator import family_for
+from omnideft.families.omnigen2.generator import OmniGen2Generator
+from omnideft.families.omnigen2.sampler import OmniGen2Sampler
 from omnideft.model import load_omnigen
 from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 from tests.helpers import assert_one_line_error, run_cli, run_cli_here
@@ -52,8 +53,8 @@ def _pixels(image) -> torch.Tensor:
 
 def test_generator_api_dispatches_and_applies_adapters(world):
     base, (a, b) = str(world["base"]), world["adapters"]
-    assert generation_family("tiny", adapters=[a]) == "omnigen2"  # a preset takes the adapter's recorded family
-    assert generation_family("tiny") == "omnigen" and generation_family("tiny", "omnigen2") == "omnigen2"
+    assert family_for("tiny", [a])[0].name == "omnigen2"  # a preset takes the adapter's recorded family
+    assert family_for("tiny")[0].name == "omnigen" and family_for("tiny", (), "omnigen2")[0].name == "omnigen2"
     g = Generator.from_pretrained(adapters=[a])  # the base comes from the adapter; its folder says OmniGen2
     assert isinstance(g, OmniGen2Generator) and g.model_name == base
     adapted = g("a red square", **SMALL)[0]
@@ -129,11 +130,11 @@ def test_cli_bad_input_is_one_line(world, tmp_path):
     other.mkdir()
     (other / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
     for needle, settings in [("not a model folder of any family", dict(model=str(other))),
-                             ("are OmniGen2 settings; this base is OmniGen \\(v1\\)",
+                             ("--scheduler: an OmniGen2 setting; this base is OmniGen \\(v1\\)",
                               dict(model="tiny", scheduler="dpmsolver++")),
                              ("is an OmniGen2 folder, but the family asked for is OmniGen \\(v1\\)",
                               dict(model=str(world["base"]), family="omnigen")),
-                             ("--camera: cameras are OmniGen \\(v1\\) only",
+                             ("--camera: OmniGen2 has no camera conditioning",
                               dict(model=str(world["base"]), camera="1,0.5,0.5,0,1,0,0,0,0,0,0"))]:
         with pytest.raises(UserError, match=needle):
             run_generate(GenerateRequest(prompt="x", out=str(tmp_path / "c.png"), **settings))
@@ -176,9 +177,41 @@ def test_cli_demo_on_the_tiny_omnigen2(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "x").exists()
 
 
-def test_the_studio_says_omnigen2_is_not_wired_yet(world, tmp_path):
-    from omnideft.studio.session import Studio
+def test_the_studio_runs_omnigen2_from_its_defaults(world, tmp_path):
+    from omnideft.studio.session import Request, Studio
 
-    studio = Studio(str(world["base"]), outputs=str(tmp_path))
-    assert studio.generator is None
-    assert any("is OmniGen2; the studio runs OmniGen (v1) only" in m for m in studio.messages), studio.messages
+    studio = Studio(str(world["base"]), adapter_roots=[str(world["tmp"])], outputs=str(tmp_path))
+    assert isinstance(studio.generator, OmniGen2Generator), studio.messages
+    usable = [i for i, a in enumerate(studio.adapters) if a.usable]
+    assert len(usable) == 2  # the two OmniGen2 adapters; the v1 one is marked as trained on another base
+    steps = []
+    entry = studio.generate(Request("a red square", adapters=[(usable[0], 1.0)], height=32, width=32, steps=2,
+                                    seed=3, options={"scheduler": "dpmsolver++"}),
+                            on_step=lambda done, total: steps.append((done, total)))
+    s = entry.settings
+    assert (s.guidance, s.image_guidance) == (5.0, 2.0) and s.options["scheduler"] == "dpmsolver++"
+    assert steps == [(1, 2), (2, 2)]
+    assert "--family omnigen2" in entry.command_lines()[0] and "--scheduler dpmsolver++" in entry.command_lines()[0]
+    fresh = Generator.from_pretrained(adapters=[studio.adapters[usable[0]].path])
+    assert _pixels(Image.open(entry.outputs[0])).equal(_pixels(fresh("a red square", scheduler="dpmsolver++",
+                                                                      **SMALL)[0]))
+    with pytest.raises(UserError, match="camera: OmniGen2 has no camera conditioning"):
+        studio.generate(Request("x", camera="1,0.5,0.5,0,1,0,0,0,0,0,0", height=32, width=32, steps=1))
+
+
+def test_jobs_on_omnigen2_record_its_defaults_and_refuse_a_camera(world, tmp_path):
+    from omnideft.generate.run import GenerateRequest, JobsFailed, run_generate
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "a red square", "seed": 3}\n'
+                    '{"prompt": "x", "camera": "1,0.5,0.5,0,1,0,0,0,0,0,0"}\n')
+    with pytest.raises(JobsFailed):
+        run_generate(GenerateRequest(prompt=None, out=str(tmp_path / "out"), adapters=[str(world["adapters"][0])],
+                                     jobs=str(jobs), height=32, width=32, steps=2, progress=False))
+    report = json.loads((tmp_path / "out" / "jobs_report.json").read_text())
+    assert report["done"] == [1] and "OmniGen2 has no camera conditioning" in report["failed"]["2"]
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    settings = record["inputs"]
+    assert (settings["guidance"], settings["image_guidance"], settings["family"]) == (5.0, 2.0, "omnigen2")
+    fresh = Generator.from_pretrained(adapters=[world["adapters"][0]])
+    assert _pixels(Image.open(tmp_path / "out" / "0001.png")).equal(_pixels(fresh("a red square", **SMALL)[0]))

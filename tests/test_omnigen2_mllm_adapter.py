@@ -95,7 +95,7 @@ def test_stop_then_resume_gives_the_uninterrupted_adapter_and_mllm_part(shards, 
 
 
 def test_generate_with_the_saved_adapter_renders_the_in_memory_image(full, tmp_path):
-    from omnideft.generate.omnigen2_generator import OmniGen2Generator
+    from omnideft.families.omnigen2.generator import OmniGen2Generator
 
     in_memory = _pixels(Image.open(full.parent / "validation" / "step-0000004" / "00.png"))
     g = OmniGen2Generator.from_pretrained(adapters=[str(full)])
@@ -124,7 +124,7 @@ def test_generate_with_the_saved_adapter_renders_the_in_memory_image(full, tmp_p
 
 def test_export_merged_folds_the_mllm_part_and_lora_formats_say_they_drop_it(full, tmp_path):
     from omnideft.adapters.export_run import run_export
-    from omnideft.generate.omnigen2_generator import OmniGen2Generator
+    from omnideft.families.omnigen2.generator import OmniGen2Generator
 
     base = str(full.parent / "base")
     report = run_export(str(full), "merged", base, str(tmp_path / "merged"))

@@ -108,7 +108,7 @@ def test_generation_loads_the_base_quantised_after_merging_the_adapter(tmp_path)
     """`generate --quantize int8`: the adapter is merged into the full-precision weights, then every linear of the
     base is stored in int8; the image stays close to the unquantised one and the adapters are fixed from then on."""
     from omnideft.errors import UserError
-    from omnideft.generate.generator import Generator
+    from omnideft.families.generator import FamilyGenerator as Generator
     from omnideft.model import save_base
     from tests.studio_world import random_adapter
 

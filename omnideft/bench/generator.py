@@ -6,25 +6,39 @@ conditioning, several (or weighted) adapters are merged into the base.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from PIL import Image
 
-from omnideft.generate import Generator as BaseGenerator
+from omnideft.families.generator import FamilyGenerator as BaseGenerator
+from omnideft.families.generator import family_for
 
 
 @dataclass
 class GenerationSettings:
     model: str | None
     adapters: list[str] = field(default_factory=list)  # PATH[:WEIGHT]
-    steps: int = 50
-    guidance: float = 2.5
-    image_guidance: float = 1.6
-    height: int = 1024
-    width: int = 1024
+    steps: int | None = None  # None: the family's default for the model (family.defaults)
+    guidance: float | None = None
+    image_guidance: float | None = None
+    height: int | None = None
+    width: int | None = None
     max_input_image_size: int = 1024
     device: str = "auto"
     dtype: str = "auto"
+
+
+def resolved(settings: GenerationSettings) -> GenerationSettings:
+    """Every setting left unset as the family's default for the model (what the run records); nothing loads."""
+    family, name = family_for(settings.model, settings.adapters)
+    d = family.defaults(name)
+
+    def pick(value, default):
+        return default if value is None else value
+
+    return replace(settings, steps=pick(settings.steps, d.steps), guidance=pick(settings.guidance, d.guidance),
+                   image_guidance=pick(settings.image_guidance, d.image_guidance),
+                   height=pick(settings.height, d.size), width=pick(settings.width, d.size))
 
 
 class Generator:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from omnideft.bench.generator import GenerationSettings, Generator
+from omnideft.bench.generator import GenerationSettings, Generator, resolved
 from omnideft.bench.protocol import ProtocolInputs
 from omnideft.bench.protocols import protocol_class
 from omnideft.errors import UserError
@@ -19,7 +19,7 @@ from omnideft.eval.metrics import MetricOptions, metric_class
 from omnideft.eval.provenance import claim_output, provenance
 from omnideft.eval.scoring import ScoreItem, ScoreTable, score_items
 from omnideft.eval.summary import write_summary
-from omnideft.generate.settings import resolve_device
+from omnideft.families.generator import resolve_device
 from omnideft.images import save_image_atomic
 from omnideft.progress import progress_bar
 
@@ -52,7 +52,7 @@ def run_bench(req: BenchRequest, argv: list[str] | None = None) -> list[Path]:
         raise UserError(f"--limit {req.limit} must be >= 1")
     out = Path(req.out)
     out.mkdir(parents=True, exist_ok=True)
-    gen = req.generation
+    gen = resolved(req.generation)  # unset settings are the family's defaults, recorded as such
     identity = {"protocol": req.protocol, "model": gen.model,
                 "adapters": [str(Path(a).resolve()) for a in gen.adapters], "seed": req.seed,
                 **{k: v for k, v in asdict(gen).items() if k not in ("model", "adapters", "device")},

@@ -28,11 +28,11 @@ from omnideft.demo import DEFAULTS_OMNIGEN2
 from omnideft.demo.plot import loss_plot
 from omnideft.errors import UserError
 from omnideft.eval.denoising import load_examples
+from omnideft.families.generator import FamilyGenerator
 from omnideft.families.omnigen2.batch import OmniGen2BatchBuilder, encode_batch
 from omnideft.families.omnigen2.loss import flow_matching_loss
 from omnideft.files import write_text_atomic
 from omnideft.generate.contact_sheet import contact_sheet, stack_rows
-from omnideft.generate.omnigen2_generator import OmniGen2Generator
 from omnideft.images import save_image_atomic
 from omnideft.model.omnigen2.folder import load_omnigen2
 from omnideft.shapes.shards import write_task_shards
@@ -64,7 +64,7 @@ def run_omnigen2_demo(out_dir: str = "demo_out", steps: int = DEMO_OMNIGEN2["ste
     examples = load_examples([str(shards)], samples)
     fit = fixed_noise_losses(out / "base", adapter, examples, seed)
 
-    generator = OmniGen2Generator.from_pretrained(str(out / "base"))
+    generator = FamilyGenerator.from_pretrained(str(out / "base"))
     rows, change = [], []
     for ex in examples[:DEMO_OMNIGEN2["rendered"]]:
         pairs, query = [(ex.inputs[0], ex.inputs[1])], ex.inputs[2:]

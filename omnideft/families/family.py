@@ -31,7 +31,10 @@ Methods (the heavy work; each imports what it needs when called):
                        camera.encoding, adapter.mllm_targets, cameras and too many images in validation prompts)
   training_backend(settings)  the same backend from TrainingSettings alone (eval's denoising loss, cache-latents:
                        commands with flags, not a recipe)
-  generator(...)       a Generator (the one shared surface below) on loaded components
+  generator_class()    its Generator class (families/generator.py's FamilyGenerator subclassed); `check` of the
+                       class runs before a model loads
+  generator(c, **kw)   a Generator (the one shared surface below) on loaded components
+  owns_components(c)   whether loaded components are this family's (validation renders on the trainer's model)
   lora_keys(fmt)       how exported LoRA files name a module of its transformer, per export format it offers
   demo_preset          the `omnideft demo` settings for this family, or None
 
@@ -156,12 +159,19 @@ class Generator:
 
       family, model_name, components, device, dtype   what it runs
       adapters        [(path, weight)] applied now; `set_adapters` swaps them without reading the base again
+      defaults        family.defaults(model_name)
       fingerprint     the bare base's shape fingerprint (adapters are checked against it)
+      merge           adapters merged (default) or one at weight 1 kept separate
       output_size(images, height, width, max_input_image_size) -> (height, width) an image will have
+      embedding_rows()  rows of the prompt's embedding table a camera token may grow, or None
       __call__(prompt, images=(), examples=(), *, seed=0, n=1, height=None, width=None, steps=None,
-               guidance=None, image_guidance=None, negative_prompt=None, max_input_image_size=1024,
-               progress=False, on_step=None, output_type="pil", **family_options) -> n images;
-               None means the family's default (family.defaults(model_name)); image k is the image of seed + k
+               guidance=None, image_guidance=None, negative_prompt=None, camera=None,
+               max_input_image_size=1024, progress=False, on_step=None, output_type="pil", **family_options)
+               -> n images; None means the family's default (family.defaults(model_name)); image k is the image
+               of seed + k; a camera where the family declares "camera" unsupported is one line
+      from_pretrained(model, adapters, *, family="auto", device, dtype, merge, kv_cache, separate_cfg, offload,
+               offload_kv_cache, quantize, camera_encoding): the family resolved, the settings it declares
+               unsupported refused in one line (families/generator.py SETTINGS)
     """
 
 
@@ -242,7 +252,13 @@ class ModelFamily:
     def training_backend(self, settings: TrainingSettings) -> TrainingBackend:
         raise NotImplementedError
 
+    def generator_class(self):
+        raise NotImplementedError
+
     def generator(self, components, **settings):
+        return self.generator_class()(self, components, **settings)
+
+    def owns_components(self, components) -> bool:
         raise NotImplementedError
 
     def lora_keys(self, fmt: str):

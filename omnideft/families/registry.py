@@ -103,6 +103,11 @@ def resolve_family(name: str, family: str = AUTO, recorded: str | None = None) -
     return chosen
 
 
+def family_of_components(components) -> ModelFamily:
+    """The family whose loaded components these are (validation renders on the trainer's model)."""
+    return next(f for f in all_families() if f.owns_components(components))
+
+
 def is_preset(name: str, family: ModelFamily | None = None) -> bool:
     """A preset name of `family` (of any family when None); presets win over folders of the same name."""
     families = [family] if family is not None else all_families()

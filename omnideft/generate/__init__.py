@@ -1,7 +1,6 @@
-"""Generation: OmniGen's CFG sampler (with the condition KV cache), the Generator API, batch jobs, contact sheets,
-orbits, validation renders, `omnideft generate` (docs/generate.md)."""
+"""Generation verbs: batch jobs, contact sheets, orbits, validation renders, `omnideft generate` (docs/generate.md).
+The Generator API itself is the families' one surface (families/generator.py)."""
 
-from omnideft.generate.generator import Generator
-from omnideft.generate.sampler import OmniGenSampler
+from omnideft.families.generator import FamilyGenerator as Generator
 
-__all__ = ["Generator", "OmniGenSampler"]
+__all__ = ["Generator"]

@@ -1,13 +1,11 @@
 """Which cameras `omnideft generate` renders: `--camera` numbers, `--camera-from SPARSE --view NAME`, or
 `--camera-from SPARSE --orbit A B --frames N` (slerp of the rotation, lerp of the rest; without --camera-from, A and B
-are camera strings); and how the prompt carries them (the adapter's camera.json, else the numbers as text, as the
-DEFT authors prompted)."""
+are camera strings)."""
 
 from __future__ import annotations
 
 from omnideft.camera.colmap import read_camera_records
 from omnideft.camera.parse import parse_camera
-from omnideft.camera.prompt import CameraPrompt
 from omnideft.camera.record import interpolate_vectors, record_vector
 from omnideft.errors import UserError
 
@@ -50,15 +48,3 @@ def _orbit(a: list[float], b: list[float], frames: int) -> list[list[float]]:
     if frames < MIN_ORBIT_FRAMES:
         raise UserError(f"--frames {frames} must be at least {MIN_ORBIT_FRAMES} for an orbit")
     return interpolate_vectors(a, b, frames)
-
-
-def camera_prompt_for(camera_config: dict | None, encoding: str, adapter: str | None) -> CameraPrompt:
-    """`encoding` auto: the adapter's (camera.json), else text. learned needs an adapter trained with it."""
-    saved = camera_config["encoding"] if camera_config else None
-    if encoding == "auto":
-        encoding = saved or "text"
-    if encoding == "learned" and saved != "learned":
-        raise UserError(f"--camera-encoding learned needs an adapter trained with camera.encoding learned; "
-                        f"{adapter or 'no adapter'} has {saved or 'no camera encoder (no camera.json)'}")
-    decimals = camera_config.get("spec", {}).get("text_decimals", 3) if camera_config else 3
-    return CameraPrompt(encoding, decimals)

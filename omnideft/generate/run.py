@@ -5,17 +5,25 @@ contact sheet, or with `--orbit` one frame per interpolated camera, written as G
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from omnideft.errors import UserError
+from omnideft.families.family import GenerationDefaults, ModelFamily
+from omnideft.families.generator import (
+    FamilyGenerator,
+    as_adapter_list,
+    family_for,
+    family_options,
+    refuse_settings,
+    resolve_device,
+    resolve_dtype,
+)
 from omnideft.generate.animation import write_orbit
 from omnideft.generate.cameras import requested_cameras
 from omnideft.generate.contact_sheet import contact_sheet
-from omnideft.generate.generator import Generator, check_omnigen2_settings
 from omnideft.generate.jobs import REPORT, Job, run_jobs
-from omnideft.generate.omnigen2_generator import generation_family, omnigen_request, run_generate_omnigen2
-from omnideft.generate.settings import as_adapter_list, check_number, check_seeds, resolve_device, resolve_dtype
+from omnideft.generate.settings import check_number, check_seeds
 from omnideft.images import load_image, save_image_atomic
 
 
@@ -27,10 +35,10 @@ class GenerateRequest:
     adapters: list[str] = field(default_factory=list)  # "PATH[:weight]", several are merged into the base
     images: list[str] = field(default_factory=list)
     examples: list[tuple[str, str]] = field(default_factory=list)
-    steps: int = 50
-    guidance: float | None = None  # None: the family's default (OmniGen 2.5, OmniGen2 5.0)
-    image_guidance: float | None = None  # None: the family's default (OmniGen 1.6, OmniGen2 2.0)
-    negative_prompt: str | None = None  # None: OmniGen's default negative prompt
+    steps: int | None = None  # None: the family's default for the model (family.defaults)
+    guidance: float | None = None  # None: the family's default
+    image_guidance: float | None = None  # None: the family's default
+    negative_prompt: str | None = None  # None: the family's default negative prompt
     seed: int = 0
     height: int | None = None
     width: int | None = None
@@ -54,16 +62,21 @@ class GenerateRequest:
     quantize: str | None = None  # base storage: bf16 | int8 | fp8 | nf4 (CUDA); None = as loaded
     jobs: str | None = None  # JSONL file: batch mode, `out` is then a folder
     overwrite: bool = False  # jobs: render every line again into a folder made with other settings
-    family: str = "auto"  # auto (from the base folder or the adapter) | omnigen | omnigen2
+    family: str = "auto"  # auto (from the base folder or the adapter) or a family's name
+    # family options (family.generate_options; the field names are the options' names)
     scheduler: str = "euler"  # OmniGen2: euler | dpmsolver++
     cfg_range: tuple[float, float] = (0.0, 1.0)  # OmniGen2: fraction of the steps with guidance
 
-    def load_generator(self) -> Generator:
-        return Generator.from_pretrained(self.model, list(self.adapters), device=self.device, dtype=self.dtype,
-                                         camera_encoding=self.camera_encoding, merge=self.merge,
-                                         kv_cache=self.kv_cache, separate_cfg=self.separate_cfg,
-                                         offload=self.offload, offload_kv_cache=self.offload_kv_cache,
-                                         quantize=self.quantize, family=self.family)
+    def settings(self) -> dict:
+        """The generator settings (families/generator.py SETTINGS) as asked."""
+        return dict(camera_encoding=self.camera_encoding, merge=self.merge, kv_cache=self.kv_cache,
+                    separate_cfg=self.separate_cfg, offload=self.offload, offload_kv_cache=self.offload_kv_cache,
+                    quantize=self.quantize)
+
+
+    def load_generator(self) -> FamilyGenerator:
+        return FamilyGenerator.from_pretrained(self.model, list(self.adapters), device=self.device,
+                                               dtype=self.dtype, family=self.family, **self.settings())
 
 
 SINGLE_ONLY = {"prompt": "--prompt", "images": "--image", "examples": "--example", "sheet": "--sheet",
@@ -94,17 +107,19 @@ def check_request(req: GenerateRequest) -> None:
 
 def run_generate(req: GenerateRequest) -> dict[str, Path]:
     """Returns the written files by kind: image + sheet, or (orbit) gif, strip, frames and mp4 when possible, or
-    (jobs) the output folder and the report."""
+    (jobs) the output folder and the report. What the base's family lacks is refused before anything loads."""
     check_request(req)
-    if generation_family(req.model, req.family, req.adapters) == "omnigen2":  # OmniGen2 backend
-        if req.jobs:
-            raise UserError("--jobs: batch jobs are OmniGen (v1) only so far; run one generate per line for OmniGen2")
-        check_omnigen2_settings(merge=req.merge, separate_cfg=req.separate_cfg, offload=req.offload,
-                                offload_kv_cache=req.offload_kv_cache, quantize=req.quantize)
-        return run_generate_omnigen2(req)
-    req = omnigen_request(req)
+    family, name = family_for(req.model, req.adapters, req.family)
+    refuse_settings(family, req.settings())
+    options = family_options(family, {f.name: getattr(req, f.name) for f in fields(req)})
     if req.jobs:
-        return _run_jobs(req)
+        return _run_jobs(req, family, family.defaults(name), options)
+    camera_flags = [flag for flag, value in (("--camera", req.camera), ("--camera-from", req.camera_from),
+                                             ("--view", req.view), ("--orbit", req.orbit)) if value]
+    if camera_flags:
+        family.refuse("camera", camera_flags[0])
+    family.check_input_images(len(req.images) + 2 * len(req.examples), f"reference images ({len(req.images)} "
+                              f"query + {len(req.examples)} example pairs x 2)")
     cameras = requested_cameras(req.camera, req.camera_from, req.view, req.orbit, req.frames)
     if req.orbit and not req.fps > 0:
         raise UserError(f"--fps {req.fps} must be > 0")
@@ -116,7 +131,7 @@ def run_generate(req: GenerateRequest) -> dict[str, Path]:
         return generator(req.prompt, query, pairs, seed=req.seed, height=req.height, width=req.width,
                          steps=req.steps, guidance=req.guidance, image_guidance=req.image_guidance,
                          negative_prompt=req.negative_prompt, camera=camera,
-                         max_input_image_size=req.max_input_image_size, progress=req.progress)[0]
+                         max_input_image_size=req.max_input_image_size, progress=req.progress, **options)[0]
 
     if req.orbit:
         # One seed for every frame: the camera is the only thing that changes along the orbit.
@@ -128,17 +143,27 @@ def run_generate(req: GenerateRequest) -> dict[str, Path]:
     return {"image": out, "contact sheet": sheet_path}
 
 
-def _run_jobs(req: GenerateRequest) -> dict[str, Path]:
-    def render(generator: Generator, job: Job) -> list:
+def _run_jobs(req: GenerateRequest, family: ModelFamily, defaults: GenerationDefaults,
+              options: dict) -> dict[str, Path]:
+    # A setting left unset is the family's default for the model: resolved here, so run.json records the values
+    req = replace(req, steps=defaults.steps if req.steps is None else req.steps,
+                  guidance=defaults.guidance if req.guidance is None else req.guidance,
+                  image_guidance=defaults.image_guidance if req.image_guidance is None else req.image_guidance)
+
+    def render(generator: FamilyGenerator, job: Job) -> list:
         if job.seed is None:  # a line's own seed was checked with its n when read
             check_seeds(req.seed, job.n, "--seed")
+        if job.camera is not None:
+            family.refuse("camera", "'camera'")
         return generator(job.prompt, job.images, job.examples, seed=req.seed if job.seed is None else job.seed,
                          n=job.n, height=job.height or req.height, width=job.width or req.width, steps=req.steps,
                          guidance=req.guidance, image_guidance=req.image_guidance,
                          negative_prompt=req.negative_prompt, camera=job.camera,
-                         max_input_image_size=req.max_input_image_size)
+                         max_input_image_size=req.max_input_image_size, **options)
 
-    report = run_jobs(req.jobs, req.out, req.load_generator, render, jobs_settings(req), overwrite=req.overwrite,
+    settings = {**jobs_settings(req), "family": family.name,  # options as run.json reads them back (lists)
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}}
+    report = run_jobs(req.jobs, req.out, req.load_generator, render, settings, overwrite=req.overwrite,
                       progress=req.progress, log=lambda line: print(line, file=sys.stderr))
     print(f"jobs: {len(report['done'])} done, {len(report['skipped'])} already done, {len(report['failed'])} failed",
           file=sys.stderr)

@@ -1,14 +1,8 @@
-"""Arguments every generator takes (OmniGen's `Generator`, `OmniGen2Generator`): device, dtype, adapter lists, and
-the allowed range of every number `generate` takes, from its command line or from a line of `--jobs`."""
+"""The allowed range of every number `generate` takes, from its command line or from a line of `--jobs` (device,
+dtype and adapter lists: families/generator.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
-
-import torch
-
-from omnideft.adapters.compose import parse_adapter_arg
 from omnideft.errors import UserError
 from omnideft.options import check_value
 
@@ -25,33 +19,6 @@ NUMBER_BOUNDS: dict[str, tuple[str, int | None]] = {
     "image_guidance": (">= 0", None),
     "max_input_image_size": (f">= {SIDE_STEP}", None),
 }
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in DTYPES:
-        raise UserError(f"dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-def as_adapter_list(adapters: Sequence) -> list[tuple[str, float]]:
-    """"PATH[:w]" strings, folders (weight 1) or (path, weight) pairs -> [(path, weight)]."""
-    out = []
-    for a in adapters:
-        if isinstance(a, str):
-            out.append(parse_adapter_arg(a))
-        elif isinstance(a, Path):
-            out.append((str(a), 1.0))
-        else:
-            out.append((str(a[0]), float(a[1])))
-    return out
 
 
 def check_number(key: str, value, name: str) -> None:

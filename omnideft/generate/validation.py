@@ -1,20 +1,22 @@
 """Validation renders: fixed prompts (with their input images) at a fixed seed, so images compare across steps.
 
 Built before any model loads, so a missing image, a bad placeholder or a bad camera string fails the run at once.
-Called by the training loop as a hook on the main process with the unwrapped model. A prompt's optional `camera`
-(11 numbers, docs/camera.md) is passed the way the model was trained to take it (its camera conditioning).
+Called by the training loop as a hook on the main process with the unwrapped model; renders through the family's
+generator (the one surface) on that model, without merging anything. A prompt's optional `camera` (11 numbers,
+docs/camera.md) is passed when the model was trained to take one (its camera conditioning).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from omnideft.adapters.fingerprint import base_model_of
 from omnideft.camera.parse import parse_camera
 from omnideft.data.format.schema import tag_numbers
 from omnideft.errors import UserError
+from omnideft.families.registry import family_of_components
 from omnideft.generate.contact_sheet import contact_sheet, stack_rows
-from omnideft.generate.sampler import OmniGenSampler
 from omnideft.images import load_image, save_image_atomic
 from omnideft.prompts.processor import check_tags
 
@@ -45,24 +47,18 @@ class ValidationRenderer:
     def __call__(self, model, components, step: int, out_dir: Path, write: bool = True) -> Path | None:
         was_training = model.training
         model.eval()
-        if hasattr(components, "mllm"):  # OmniGen2 backend (generate/omnigen2_generator.py)
-            from omnideft.generate.omnigen2_generator import validation_sampler
-
-            sampler = validation_sampler(model, components, self.max_image_size)
-        else:
-            sampler = OmniGenSampler(model, components.vae, components.tokenizer, components.scheduler,
-                                     max_input_image_size=self.max_image_size)
+        family = family_of_components(components)
+        device = str(next(model.parameters()).device)
+        generator = family.generator(replace(components, transformer=model), device=device)
         rows = []
         folder = out_dir / "validation" / f"step-{step:07d}"
         conditioning = getattr(base_model_of(model), "camera_conditioning", None)
         for i, (prompt, images, h, w, camera) in enumerate(self.items):
-            extra = {}
-            if camera is not None and conditioning is not None:
-                prompt = conditioning.prompt.instruction(prompt, camera)
-                extra = {"camera": camera} if conditioning.prompt.encoding == "learned" else {}
-            img = sampler(prompt, images, height=h or self.max_image_size, width=w or self.max_image_size,
-                          steps=self.cfg.steps, guidance=self.cfg.guidance, image_guidance=self.cfg.image_guidance,
-                          seed=self.cfg.seed, **extra)
+            img = generator(prompt, images, height=h or self.max_image_size, width=w or self.max_image_size,
+                            steps=self.cfg.steps, guidance=self.cfg.guidance,
+                            image_guidance=self.cfg.image_guidance, seed=self.cfg.seed,
+                            camera=camera if conditioning is not None else None,
+                            max_input_image_size=self.max_image_size)[0]
             if write:
                 save_image_atomic(img, folder / f"{i:02d}.png")
             rows.append(contact_sheet([], images, img))

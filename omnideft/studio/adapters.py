@@ -113,15 +113,16 @@ def describe_adapter(folder: Path, label: str) -> AdapterEntry:
     return entry
 
 
-def check_base(entry: AdapterEntry, model_name: str, fingerprint: str, embedding_rows: int) -> None:
+def check_base(entry: AdapterEntry, model_name: str, fingerprint: str, embedding_rows: int | None) -> None:
     """Mark `entry` unusable when it was trained on a base of another shape (load_adapter would refuse it), and note
     a base of the same shape under another name. A camera adapter whose `<cam>` row lies beyond the table grows
-    the table when loaded, so its fingerprint can only be checked then."""
+    the table when loaded, so its fingerprint can only be checked then (`embedding_rows` None: the base takes no
+    camera token)."""
     if entry.problem or not entry.fingerprint:
         return
     if entry.fingerprint != fingerprint:
         token_id = _camera_token_id(entry.path)
-        if token_id is not None and token_id >= embedding_rows:
+        if token_id is not None and embedding_rows is not None and token_id >= embedding_rows:
             entry.note = "its camera token grows the embedding table: the base is checked when it is selected"
             return
         entry.problem = (f"trained on another base: {shown_path(entry.base or '?')} ({entry.fingerprint}); this "

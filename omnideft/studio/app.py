@@ -74,7 +74,8 @@ def status_markdown(studio: Studio) -> str:
         g = studio.generator
         dtype = str(g.dtype).replace("torch.", "")
         lines.append(f"**Model** `{shown_path(studio.model_name)}` on {g.device} ({dtype}), "
-                     f"base fingerprint `{g.fingerprint}`, outputs up to {g.max_side()} px a side.")
+                     f"{g.family.title}, base fingerprint `{g.fingerprint}`"
+                     + (f", outputs up to {g.max_side()} px a side." if g.max_side() else "."))
     usable = sum(a.usable for a in studio.adapters)
     lines.append(f"**Adapters** {len(studio.adapters)} found, {usable} usable with this base. "
                  f"**Presets** {len(studio.catalog.tasks) if studio.catalog else 0} task(s). "
@@ -85,8 +86,14 @@ def status_markdown(studio: Studio) -> str:
 
 
 def build_app(studio: Studio) -> gr.Blocks:
-    top = studio.generator.max_side() if studio.generator is not None else 2048
-    default_side = min(1024, top)
+    generator = studio.generator
+    top = (generator.max_side() if generator is not None else None) or 2048
+    # the page starts from the model's own settings (a 64 px model is offered 64 px and its steps)
+    defaults = generator.defaults if generator is not None else None
+    default_side = min(defaults.size if defaults else 1024, top)
+    start_steps = defaults.steps if defaults else 50
+    start_guidance = defaults.guidance if defaults else 2.5
+    start_image_guidance = defaults.image_guidance if defaults else 1.6
     with gr.Blocks(title="omnideft studio", analytics_enabled=False) as demo:
         gr.Markdown("# omnideft studio")
         gr.Markdown(status_markdown(studio), elem_id="status")
@@ -166,10 +173,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                 # ---- sampling settings
                 with gr.Accordion("Settings", open=True):
                     with gr.Row():
-                        guidance = gr.Slider(1.0, 5.0, 2.5, step=0.1, label="Text guidance", elem_id="guidance")
-                        image_guidance = gr.Slider(1.0, 2.0, 1.6, step=0.05, label="Image guidance",
+                        guidance = gr.Slider(1.0, max(5.0, start_guidance), start_guidance, step=0.1,
+                                             label="Text guidance", elem_id="guidance")
+                        image_guidance = gr.Slider(1.0, max(2.0, start_image_guidance), start_image_guidance, step=0.05,
+                                                   label="Image guidance",
                                                    elem_id="image-guidance")
-                        steps = gr.Slider(1, 100, 50, step=1, label="Steps", elem_id="steps")
+                        steps = gr.Slider(1, 100, start_steps, step=1, label="Steps", elem_id="steps")
                     with gr.Row():
                         seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
                         randomize = gr.Checkbox(False, label="Randomise seed", elem_id="randomize")

@@ -33,6 +33,8 @@ class Settings:
     fps: float = 8.0
     device: str = "auto"
     dtype: str = "auto"
+    family: str | None = None  # the base's family (named on the command line: a preset alone means the default)
+    options: dict = field(default_factory=dict)  # the family's own settings, by FamilyOption name
 
 
 @dataclass
@@ -56,6 +58,8 @@ class Generation:
 
 def command_line(s: Settings, out: str, seed: int) -> str:
     argv = ["omnideft", "generate", "--model", s.model]
+    if s.family is not None:
+        argv += ["--family", s.family]
     for path, weight in s.adapters:
         argv += ["--adapter", f"{path}:{weight!r}"]
     argv += ["--prompt", s.prompt]
@@ -73,6 +77,8 @@ def command_line(s: Settings, out: str, seed: int) -> str:
         argv += ["--orbit", *s.orbit, "--frames", str(s.frames), "--fps", repr(float(s.fps))]
     elif s.camera:
         argv += ["--camera", s.camera]
+    for name, value in s.options.items():
+        argv += [f"--{name.replace('_', '-')}", *map(str, value if isinstance(value, (list, tuple)) else [value])]
     if s.device != "auto":
         argv += ["--device", s.device]
     if s.dtype != "auto":

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Callable
 
 from omnideft.errors import UserError
+from omnideft.families.generator import FamilyGenerator as Generator
+from omnideft.families.generator import family_options
 from omnideft.generate.animation import write_orbit
 from omnideft.generate.cameras import requested_cameras
-from omnideft.generate.generator import Generator
-from omnideft.generate.omnigen2_generator import generation_family
 from omnideft.images import save_image_atomic
 from omnideft.studio.adapters import AdapterEntry, check_base, find_adapters
 from omnideft.studio.catalog import ShardCatalog, recipe_shard_patterns
@@ -44,13 +44,14 @@ class Request:
     seed: int = 0
     n: int = 1
     same_as_query: bool = True
-    height: int = 1024
-    width: int = 1024
-    steps: int = 50
-    guidance: float = 2.5
-    image_guidance: float = 1.6
+    height: int | None = None  # None: the model's default (family.defaults), as the page starts from
+    width: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    image_guidance: float | None = None
     max_input_image_size: int = 1024
     camera: str = ""
+    options: dict = field(default_factory=dict)  # the family's own settings (family.generate_options) by name
 
 
 def describe_error(exc: BaseException) -> str:
@@ -65,22 +66,19 @@ def describe_error(exc: BaseException) -> str:
 
 class Studio:
     def __init__(self, model: str, adapter_roots: list[str] = (), example_shards: list[str] = (),
-                 outputs: str | None = None, device: str = "auto", dtype: str = "auto"):
+                 outputs: str | None = None, device: str = "auto", dtype: str = "auto", family: str = "auto"):
         self.model_name = model
         self.device, self.dtype = device, dtype
         self.messages: list[str] = []
         self.generator: Generator | None = None
         try:
-            if generation_family(model) == "omnigen2":  # OmniGen2 backend: not wired into the studio yet
-                raise UserError(f"{model} is OmniGen2; the studio runs OmniGen (v1) only for now (use omnideft "
-                                "generate, docs/omnigen2.md)")
-            self.generator = Generator.from_pretrained(model, device=device, dtype=dtype)
+            self.generator = Generator.from_pretrained(model, device=device, dtype=dtype, family=family)
         except Exception as exc:  # the page says why; the app keeps serving
             self.messages.append(f"model {model} could not be loaded: {describe_error(exc)}")
         self.adapters, problems = find_adapters(list(adapter_roots))
         self.messages += problems
         if self.generator is not None:
-            rows = self.generator.transformer.embed_tokens.num_embeddings
+            rows = self.generator.embedding_rows()
             for entry in self.adapters:
                 check_base(entry, model, self.generator.fingerprint, rows)
         self.catalog = ShardCatalog(list(example_shards)) if example_shards else None
@@ -135,14 +133,24 @@ class Studio:
                 raise UserError(f"adapter {entry.label}: {entry.problem}")
             adapters.append((entry, float(weight)))
         adapters.sort(key=lambda aw: aw[0].camera is None)  # the camera conditioning comes with the first adapter
+        if req.camera.strip():
+            self.generator.family.refuse("camera", "camera")
+        defaults = self.generator.defaults
         sized = req.same_as_query and images
-        height, width = self.generator.output_size(images, None if sized else int(req.height),
-                                                   None if sized else int(req.width), int(req.max_input_image_size))
+        height, width = self.generator.output_size(images, None if sized or req.height is None else int(req.height),
+                                                   None if sized or req.width is None else int(req.width),
+                                                   int(req.max_input_image_size))
+        given = {**{o.name: o.default for o in self.generator.family.generate_options}, **req.options}
         return Settings(model=self.model_name, prompt=req.prompt, adapters=[(shown_path(e.path), w)
                                                                             for e, w in adapters],
                         images=images, examples=examples, negative_prompt=req.negative_prompt, seed=int(req.seed),
-                        n=int(req.n), height=height, width=width, steps=int(req.steps), guidance=float(req.guidance),
-                        image_guidance=float(req.image_guidance),
+                        n=int(req.n), height=height, width=width,
+                        steps=int(defaults.steps if req.steps is None else req.steps),
+                        guidance=float(defaults.guidance if req.guidance is None else req.guidance),
+                        image_guidance=float(defaults.image_guidance if req.image_guidance is None
+                                             else req.image_guidance),
+                        family=self.generator.family.name,
+                        options=family_options(self.generator.family, given, flags=False),
                         max_input_image_size=int(req.max_input_image_size), camera=req.camera.strip() or None,
                         device=self.device, dtype=self.dtype)
 
@@ -184,7 +192,7 @@ class Studio:
         return self.generator(s.prompt, s.images, s.examples, seed=s.seed, n=n, height=s.height, width=s.width,
                               steps=s.steps, guidance=s.guidance, image_guidance=s.image_guidance,
                               negative_prompt=s.negative_prompt, camera=camera,
-                              max_input_image_size=s.max_input_image_size, on_step=on_step)
+                              max_input_image_size=s.max_input_image_size, on_step=on_step, **s.options)
 
     def _record(self, number: int, settings: Settings, paths: list[Path], start: float) -> Generation:
         entry = Generation(number, settings, paths, time.perf_counter() - start)

@@ -47,5 +47,15 @@ class OmniGen(ModelFamily):
 
         return OmniGenTraining(self, settings)
 
+    def generator_class(self):
+        from omnideft.families.omnigen.generator import OmniGenGenerator
+
+        return OmniGenGenerator
+
+    def owns_components(self, components) -> bool:
+        from omnideft.model.loading import OmniGenComponents
+
+        return isinstance(components, OmniGenComponents)
+
 
 FAMILY = OmniGen()

@@ -22,6 +22,9 @@ class OmniGen2(ModelFamily):
         "camera": "has no camera conditioning (cameras are OmniGen (v1) only)",
         "quantize": V1_ONLY,
         "latents": V1_ONLY,
+        "kv_cache": V1_ONLY,
+        "separate_cfg": V1_ONLY,
+        "offload": V1_ONLY,
         "revision": "loads from a local folder or a preset, which have no hub revision",
     }
     generate_options = (
@@ -59,6 +62,16 @@ class OmniGen2(ModelFamily):
         from omnideft.families.omnigen2.training import OmniGen2Training
 
         return OmniGen2Training(self, settings)
+
+    def generator_class(self):
+        from omnideft.families.omnigen2.generator import OmniGen2Generator
+
+        return OmniGen2Generator
+
+    def owns_components(self, components) -> bool:
+        from omnideft.model.omnigen2.folder import OmniGen2Components
+
+        return isinstance(components, OmniGen2Components)
 
 
 FAMILY = OmniGen2()

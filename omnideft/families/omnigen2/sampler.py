@@ -19,6 +19,7 @@ from omnideft.model.omnigen2 import check_reference_images
 from omnideft.model.omnigen2.latents import decode_latent, encode_latent, fitted_size, image_to_pixels, pixels_to_images
 from omnideft.model.omnigen2.prompt import NEGATIVE_PROMPT, encode_prompts
 from omnideft.model.omnigen2.scheduler import SCHEDULERS
+from omnideft.progress import progress_bar
 from omnideft.prompts.omnigen2 import PLACEHOLDER, omnigen2_instruction
 
 
@@ -47,12 +48,13 @@ class OmniGen2Sampler:
     def pixels(self, instruction: str, images: list[Image.Image] | None = None, *, height: int = 1024,
                width: int = 1024, steps: int = 50, text_guidance: float = 5.0, image_guidance: float = 2.0,
                cfg_range: tuple[float, float] = (0.0, 1.0), seed: int = 0, negative_prompt: str = NEGATIVE_PROMPT,
-               align_to_reference: bool = True, scheduler: str = "euler") -> torch.Tensor:
+               align_to_reference: bool = True, scheduler: str = "euler", progress: bool = False,
+               on_step=None) -> torch.Tensor:
         """One image as [1, 3, H, W] in [-1, 1] (not clamped); defaults are the published inference script's;
         `scheduler` is "euler" or "dpmsolver++". With exactly one reference image and `align_to_reference`, the
         output takes its size (as the published pipeline does); otherwise height x width within `max_pixels`,
         floored to 16 px. `<img><|image_k|></img>` placeholders (an in-context prompt from prompts/in_context.py)
-        become "the k-th image", image k the k-th reference."""
+        become "the k-th image", image k the k-th reference. `on_step(i)` is called after step i (1-based)."""
         images = list(images or [])
         check_reference_images(len(images))
         if scheduler not in SCHEDULERS:
@@ -85,7 +87,7 @@ class OmniGen2Sampler:
         solver.set_timesteps(steps, num_tokens=shape[-2] * shape[-1], device=device)
         timesteps = solver.timesteps
         ref_batch = [refs] if refs else None
-        for i, t in enumerate(timesteps):
+        for i, t in enumerate(progress_bar(timesteps, desc="sampling", disable=not progress)):
             inside = cfg_range[0] <= i / len(timesteps) <= cfg_range[1]
             text_scale, image_scale = (text_guidance, image_guidance) if inside else (1.0, 1.0)
             v = self._velocity(latents, t, text, mask, ref_batch)
@@ -97,6 +99,8 @@ class OmniGen2Sampler:
                 v_uncond = self._velocity(latents, t, negative, negative_mask, None)
                 v = v_uncond + text_scale * (v - v_uncond)
             latents = solver.step(v, latents)
+            if on_step is not None:
+                on_step(i + 1)
         pixels = decode_latent(self.vae, latents)
         if pixels.shape[-2:] != (out_height, out_width):
             pixels = torch.nn.functional.interpolate(pixels, size=(out_height, out_width), mode="bilinear")

@@ -3,10 +3,10 @@ rectified flow with diffusers' FlowMatchEulerDiscreteScheduler (t = 0 noise -> 1
 
 Given the same weights, seed and settings it reproduces diffusers' OmniGenPipeline: pixel for pixel with
 `kv_cache=False` (the guidance rows in one batch, the whole condition recomputed at every step, as diffusers does),
-and within float rounding (measured max abs pixel difference 0 to 1/255 in tests, see docs/generate.md) with the
-condition KV cache (model/kv_cache.py): the first step runs the full sequence and keeps every layer's condition
-keys/values, later steps run only the time token and the output tokens. `separate_cfg` runs the rows one by one
-(each with its own cache and without the other rows' padding) for less activation memory.
+and within float rounding (measured max abs pixel difference 0 to 1/255 in tests, see docs/generate.md) with
+the condition KV cache (families/omnigen/kv_cache.py): the first step runs the full sequence and keeps every layer's
+condition keys/values, later steps run only the time token and the output tokens. `separate_cfg` runs the rows one by
+one (each with its own cache and without the other rows' padding) for less activation memory.
 
 Initial latents come from a generator seeded with `seed`, and the input-image VAE samples from a second one with
 the same seed (diffusers draws those from torch's global RNG). Pixels <-> latents go through flow/vae.py, the same
@@ -23,8 +23,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from omnideft.adapters.fingerprint import base_model_of
+from omnideft.families.generator import to_pil
+from omnideft.families.omnigen.kv_cache import ConditionKVCache, condition_kv_cache, tail_inputs
 from omnideft.flow.vae import vae_decode, vae_encode
-from omnideft.model.kv_cache import ConditionKVCache, condition_kv_cache, tail_inputs
 from omnideft.progress import progress_bar
 from omnideft.prompts import NEGATIVE_PROMPT, OmniGenProcessor, collate_prompts
 
@@ -34,8 +35,8 @@ class OmniGenSampler:
                  kv_cache: bool = True, separate_cfg: bool = False, offload_kv_cache: bool = False,
                  device: str | torch.device | None = None):
         """`offload_kv_cache`: keep the cache in (pinned, on CUDA) CPU memory, each layer's keys/values fetched one
-        layer ahead (model/kv_cache.py); the caller checks that it makes sense on its device. `device`: where the
-        sampling runs (default: the transformer's; given when its weights are offloaded to the CPU)."""
+        layer ahead (families/omnigen/kv_cache.py); the caller checks that it makes sense on its device. `device`:
+        where the sampling runs (default: the transformer's; given when its weights are offloaded to the CPU)."""
         self.device = None if device is None else torch.device(device)
         self.transformer = transformer
         self.vae = vae
@@ -136,10 +137,6 @@ class OmniGenSampler:
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Latents -> the image as floats in [0, 1], [H, W, 3] (what diffusers' output_type="np" gives)."""
         return (vae_decode(self.vae, latents) / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).float().cpu().numpy()
-
-
-def to_pil(image: np.ndarray) -> Image.Image:
-    return Image.fromarray((image * 255).round().astype("uint8"))
 
 
 def _group_inputs(batch: dict, input_latents: list, rows: list[int], trim: int, device) -> dict:
