@@ -27,13 +27,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from diffusers.models.transformers.transformer_omnigen import OmniGenBlock  # noqa: E402
+from omnideft.model.targets import target_module_names  # noqa: E402
 from peft import DeftConfig, LoraConfig, inject_adapter_in_model  # noqa: E402
 
 from omnideft.adapters.fast_deft import use_fast_layers  # noqa: E402
 from omnideft.adapters.optim import build_optimizer  # noqa: E402
 from omnideft.adapters.spec import AdapterSpec  # noqa: E402
 from omnideft.adapters.spectral import SpectralLinear, inject_spectral  # noqa: E402
-from omnideft.model.targets import target_module_names  # noqa: E402
 
 HIDDEN, INTER, HEADS, TOKENS, RANK = 3072, 8192, 32, 256, 32
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "gate_up_proj", "down_proj"]

@@ -77,6 +77,7 @@ def calibrate(tmp: Path, shards: Path, target: float) -> tuple[int, dict]:
     from omnideft.data.indexed import ShardIndex
     from omnideft.data.shards import decode_sample
     from omnideft.data.sources import resolve_sources
+    from omnideft.families.omnigen.targets import target_modules as omnigen_targets
     from omnideft.flow.batch import BatchBuilder
     from omnideft.flow.loss import rectified_flow_loss
     from omnideft.flow.vae import encode_batch
@@ -87,7 +88,7 @@ def calibrate(tmp: Path, shards: Path, target: float) -> tuple[int, dict]:
     shares = {}
     for width in VAE_WIDTHS:
         comps = load_omnigen(str(make_base(tmp / f"base{width}", width)))
-        model = apply_adapter(comps.transformer, AdapterSpec(rank=16, projector="qr"))
+        model = apply_adapter(comps.transformer, AdapterSpec(rank=16, projector="qr"), targets=omnigen_targets)
         build = BatchBuilder(OmniGenProcessor(comps.tokenizer, IMAGE), 0.0, SEED)
         batch = build([decode_sample(index.read(i)) for i in range(BATCH)])
         g = torch.Generator().manual_seed(0)

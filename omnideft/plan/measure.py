@@ -71,13 +71,13 @@ def step_bytes(model, out: torch.Tensor, saved: dict[int, int]) -> dict:
     }
 
 
-def adapted_for_step(transformer, spec, setup: Setup):
+def adapted_for_step(transformer, spec, setup: Setup, targets):
     """`transformer` as the trainer adapts it (train/setup.py): frozen, the adapter injected, then the base stored as
     `setup.base` (the adapter stays fp32) and gradient checkpointing as `setup` says; in train mode."""
     from omnideft.adapters import apply_adapter
 
     transformer.requires_grad_(False)
-    model = apply_adapter(transformer, spec)
+    model = apply_adapter(transformer, spec, targets=targets)
     if setup.base != "fp32":
         quantize_base(transformer, setup.base, exclude=adapter_tensor())
     if setup.checkpointing:
@@ -92,11 +92,12 @@ def measure_step(config: dict, spec, setup: Setup, text_tokens: int, input_image
     plan's prediction of the same parts (`predicted`)."""
     from diffusers import OmniGenTransformer2DModel
 
+    from omnideft.families.omnigen.targets import target_modules
     from omnideft.model.tiny import tiny_vae_config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = adapted_for_step(OmniGenTransformer2DModel(**config), spec, setup)
+        model = adapted_for_step(OmniGenTransformer2DModel(**config), spec, setup, target_modules)
         per_image = (latent_side // 2) ** 2
         text_len = text_tokens + input_images * per_image
         seq = text_len + 1 + per_image

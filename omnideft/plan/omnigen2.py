@@ -68,6 +68,7 @@ def omnigen2_shapes(configs: dict, spec) -> ModelShapes:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from omnideft.adapters import apply_adapter
+    from omnideft.families.omnigen2.targets import target_modules
     from omnideft.model.omnigen2.transformer import OmniGen2Transformer
 
     with torch.device("meta"):
@@ -83,7 +84,7 @@ def omnigen2_shapes(configs: dict, spec) -> ModelShapes:
         # the linears fed by the data (patches, the timestep's sinusoid, the MLLM's states) keep no weight cast
         fed = sum(count_linears(m)[0] for m in (transformer.x_embedder, transformer.ref_image_patch_embedder,
                                                 embed.timestep_embedder.linear_1, embed.caption_embedder))
-        model = apply_adapter(transformer, spec)
+        model = apply_adapter(transformer, spec, targets=target_modules)
     adapter = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapted = adapted_linears(model)
     cfg, text = transformer.config, mllm_config.text_config
@@ -172,6 +173,7 @@ def measure_omnigen2_step(config: dict, spec, setup: Setup, text_tokens: int, in
     states and latents: measured bytes by part (plan/measure.py's parts) and the plan's prediction of them."""
     import torch
 
+    from omnideft.families.omnigen2.targets import target_modules
     from omnideft.model.omnigen2.tiny import tiny_mllm_config, tiny_vae_config
     from omnideft.model.omnigen2.transformer import OmniGen2Transformer
     from omnideft.plan.estimate import measured_parts
@@ -179,7 +181,7 @@ def measure_omnigen2_step(config: dict, spec, setup: Setup, text_tokens: int, in
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = adapted_for_step(OmniGen2Transformer(**config), spec, setup)
+        model = adapted_for_step(OmniGen2Transformer(**config), spec, setup, target_modules)
         c = config["in_channels"]
         text = torch.randn(batch, text_tokens, config["text_feat_dim"])
         mask = torch.ones(batch, text_tokens, dtype=torch.bool)

@@ -80,13 +80,14 @@ def measure_shapes(transformer_config: dict, vae_config: dict, spec) -> ModelSha
     from diffusers import AutoencoderKL, OmniGenTransformer2DModel
 
     from omnideft.adapters import apply_adapter
+    from omnideft.families.omnigen.targets import target_modules
 
     with torch.device("meta"):
         transformer = OmniGenTransformer2DModel.from_config(transformer_config)
         vae = AutoencoderKL.from_config(vae_config)
         transformer.requires_grad_(False)
         linear, other, buffers = count_linears(transformer)
-        model = apply_adapter(transformer, spec)
+        model = apply_adapter(transformer, spec, targets=target_modules)
     adapter = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapted = tuple((m.in_features, m.out_features) for m in adapted_linears(model))
     cfg = transformer.config

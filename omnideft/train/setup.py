@@ -140,7 +140,8 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     latents = None
     if recipe.data.latents:  # a stale, damaged or foreign cache is refused before anything is written
         latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size, sources)
-    model = apply_adapter(comps.transformer, spec)
+    family = resolve_family(recipe.model.name, recipe.model.family)
+    model = apply_adapter(comps.transformer, spec, targets=family.target_modules)
     if og2:  # adapter.mllm_targets: the MLLM's adapter rides as a submodule of the transformer
         og2.after_adapter(comps, spec)
     if engine.zero_stage == 3:  # e.g. DEFT: parameters its layers read outside their own module's forward

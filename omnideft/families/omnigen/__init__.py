@@ -38,9 +38,9 @@ class OmniGen(ModelFamily):
         save_base(components, folder)
 
     def target_modules(self, transformer, preset, include_embedders: bool = False) -> list[str]:
-        from omnideft.model.targets import target_module_names
+        from omnideft.families.omnigen.targets import target_modules
 
-        return target_module_names(transformer, preset, include_embedders)
+        return target_modules(transformer, preset, include_embedders)
 
 
 FAMILY = OmniGen()

@@ -51,9 +51,9 @@ class OmniGen2(ModelFamily):
         save_omnigen2(components, folder, overwrite=True)
 
     def target_modules(self, transformer, preset, include_embedders: bool = False) -> list[str]:
-        from omnideft.model.targets import target_module_names
+        from omnideft.families.omnigen2.targets import target_modules
 
-        return target_module_names(transformer, preset, include_embedders)
+        return target_modules(transformer, preset, include_embedders)
 
 
 FAMILY = OmniGen2()
