@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
 from omnideft.adapters.compose import merge_adapters, parse_adapter_arg
 from omnideft.adapters.export import adapter_deltas
-from omnideft.adapters.export_run import run_export
 from omnideft.errors import UserError
+from omnideft.export.run import run_export
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.model import load_omnigen
 from tests.helpers import assert_one_line_error, run_cli, run_cli_here

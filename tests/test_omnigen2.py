@@ -17,7 +17,7 @@ from omnideft.data.shards import Example
 from omnideft.errors import UserError
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.families.omnigen2.targets import target_modules as omnigen2_targets
-from omnideft.families.registry import family_of_folder, resolve_family
+from omnideft.families.registry import family_of_folder, get_family, resolve_family
 from omnideft.flow.omnigen2_batch import OmniGen2BatchBuilder, encode_batch
 from omnideft.flow.omnigen2_loss import flow_matching_loss
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
@@ -182,7 +182,7 @@ def test_deft_on_every_linear_trains_and_the_adapter_reloads(og2, tmp_path):
     after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
              for k, v in model.state_dict().items() if "deft_" not in k}
     assert all(torch.equal(before[k], after[k]) for k in before)  # the base stays frozen
-    folder = save_adapter(model, tmp_path / "adapter", base_name="tiny")
+    folder = save_adapter(model, tmp_path / "adapter", base_name="tiny", family="omnigen2")
     reloaded = load_adapter(load_omnigen2("tiny", seed=0).transformer, folder)
     with torch.no_grad():
         a = flow_matching_loss(model, latents, text, mask, refs, torch.Generator().manual_seed(1))
@@ -196,7 +196,7 @@ def test_a_v1_adapter_on_an_omnigen2_base_is_refused(tmp_path):
                                         targets=omnigen_targets), tmp_path / "v1-lora",
                           base_name="tiny")
     with pytest.raises(UserError, match="trained on OmniGen \\(v1\\) \\(tiny\\); this base is OmniGen2") as err:
-        load_adapter(load_omnigen2("tiny").transformer, folder)
+        load_adapter(load_omnigen2("tiny").transformer, folder, family=get_family("omnigen2"))
     assert "\n" not in str(err.value)
 
 
@@ -233,7 +233,8 @@ def test_export_uses_the_published_module_names_comfyui_reads(tmp_path, fmt):
                           targets=omnigen2_targets)
     factors, err = as_lora(adapter_deltas(model), 4)
     assert err == 0.0  # DEFT's exact LoRA form, no truncation
-    (path,) = export_lora(factors, fmt, tmp_path, model.get_base_model(), {"base": "tiny"})
+    (path,) = export_lora(factors, fmt, tmp_path, model.get_base_model(), {"base": "tiny"},
+                          family=get_family("omnigen2"))
     assert path.name == f"omnigen2_lora_{fmt}.safetensors"
     tensors = load_file(str(path))
     fresh = load_omnigen2("tiny", seed=0).transformer

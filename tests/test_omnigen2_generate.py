@@ -39,7 +39,7 @@ def world(tmp_path_factory):
             for name, p in model.named_parameters():
                 if "deft_R" in name:
                     p.add_(torch.randn_like(p) * 0.5)
-        adapters.append(save_adapter(model, tmp / f"adapter{i}", base_name=str(base)))
+        adapters.append(save_adapter(model, tmp / f"adapter{i}", base_name=str(base), family="omnigen2"))
     v1 = save_adapter(apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(method="lora", rank=2),
                                     targets=omnigen_targets),
                       tmp / "v1-adapter", base_name="tiny")

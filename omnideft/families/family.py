@@ -26,9 +26,17 @@ Methods (the heavy work; each imports what it needs when called):
                        local folder or a hub id; save writes them into an existing empty folder (the caller
                        makes it atomic)
   target_modules       the module names an adapter preset (`attn`, `all-linear`) or list means on its transformer
+                       (families/<name>/targets.py; the verbs pass it to apply_adapter as `targets=`)
+  check_adapter        one line when an adapter folder was recorded for another family (load_adapter calls it
+                       when the verb passes `family=`)
   training(recipe)     the trainer's backend for this family (TrainingBackend below)
   generator(...)       a Generator (the one shared surface below) on loaded components
-  lora_keys(fmt)       how exported LoRA files name a module of its transformer, per export format it offers
+  lora_keys(fmt, factors, transformer)
+                       the LoRA factors {module: (B, A)} keyed as ComfyUI / kohya files name this family's modules
+                       (families/<name>/export.py; adapters/export.py adds each format's suffixes)
+  adapter_extras(folder)   what an adapter holds beyond the transformer's layers ("the MLLM part (...)"), or None
+  merge_adapter_extras(components, folder)
+                       fold those parts into `components` (a merged export); returns the report's note
   demo_preset          the `omnideft demo` settings for this family, or None
 
 Where a family lacks something, `unsupported` says so and `refuse(feature, what)` raises the one line: refusals are
@@ -150,6 +158,16 @@ class ModelFamily:
         if feature in self.unsupported:
             raise UserError(f"{what}: {self.title} {self.unsupported[feature]}")
 
+    def check_adapter(self, folder, base: dict) -> None:
+        """One line naming both families when the adapter at `folder` (`base`: its omnideft.json's base record)
+        was trained on another family than this one."""
+        from omnideft.families.registry import family_of_record
+
+        trained_on = family_of_record(base.get("family"))
+        if trained_on.name != self.name:
+            raise UserError(f"adapter {folder} was trained on {trained_on.title} ({base.get('name')}); this base is "
+                            f"{self.title}: an adapter works only on the family it was trained on")
+
     def check_input_images(self, count: int, what: str = "input images") -> None:
         if self.max_input_images is not None and count > self.max_input_images:
             raise UserError(f"{count} {what}; {self.title} takes at most {self.max_input_images}")
@@ -174,8 +192,14 @@ class ModelFamily:
     def generator(self, components, **settings):
         raise NotImplementedError
 
-    def lora_keys(self, fmt: str):
+    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
         raise NotImplementedError
+
+    def adapter_extras(self, folder) -> str | None:
+        return None
+
+    def merge_adapter_extras(self, components, folder) -> str:
+        return ""
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

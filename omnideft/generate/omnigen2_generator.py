@@ -20,9 +20,9 @@ from omnideft.adapters import load_adapter
 from omnideft.adapters.compose import merge_adapters
 from omnideft.adapters.export import unload
 from omnideft.adapters.folder import adapter_family, resolve_model_name
-from omnideft.adapters.mllm import has_mllm_adapter, load_mllm_adapter, merge_mllm_adapters
 from omnideft.errors import UserError
-from omnideft.families.registry import resolve_family
+from omnideft.families.omnigen2.mllm import has_mllm_adapter, load_mllm_adapter, merge_mllm_adapters
+from omnideft.families.registry import get_family, resolve_family
 from omnideft.generate.contact_sheet import contact_sheet
 from omnideft.generate.omnigen2_sampler import OmniGen2Sampler
 from omnideft.generate.settings import as_adapter_list, resolve_device, resolve_dtype
@@ -88,7 +88,8 @@ class OmniGen2Generator:
             self._reload_base()
         try:
             if len(adapters) == 1 and adapters[0][1] == 1.0:
-                self.transformer = load_adapter(self.transformer, adapters[0][0]).to(self.device)
+                self.transformer = load_adapter(self.transformer, adapters[0][0],
+                                                family=get_family(self.family)).to(self.device)
                 if has_mllm_adapter(adapters[0][0]):  # adapter.mllm_targets: its MLLM part, loaded as is
                     self._mllm_adapter = load_mllm_adapter(self.components.mllm, adapters[0][0])
             elif adapters:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from omnideft.adapters.mllm import attach_mllm_adapter
 from omnideft.data.shards import Example
 from omnideft.errors import UserError
+from omnideft.families.omnigen2.mllm import attach_mllm_adapter
 from omnideft.flow.omnigen2_batch import OmniGen2Batch, OmniGen2BatchBuilder, encode_batch
 from omnideft.flow.omnigen2_loss import flow_matching_loss
 from omnideft.model.omnigen2 import check_reference_images

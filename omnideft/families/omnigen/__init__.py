@@ -42,5 +42,10 @@ class OmniGen(ModelFamily):
 
         return target_modules(transformer, preset, include_embedders)
 
+    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
+        from omnideft.families.omnigen.export import lora_keys
+
+        return lora_keys(fmt, factors, transformer)
+
 
 FAMILY = OmniGen()

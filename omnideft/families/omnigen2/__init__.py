@@ -55,5 +55,24 @@ class OmniGen2(ModelFamily):
 
         return target_modules(transformer, preset, include_embedders)
 
+    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
+        from omnideft.families.omnigen2.export import lora_keys
+
+        return lora_keys(fmt, factors, transformer)
+
+    def adapter_extras(self, folder) -> str | None:
+        from omnideft.families.omnigen2.mllm import has_mllm_adapter
+
+        # adapter.mllm_targets: an adapter on the MLLM's language layers too
+        return "the MLLM part (mllm_adapter.*)" if has_mllm_adapter(folder) else None
+
+    def merge_adapter_extras(self, components, folder) -> str:
+        from omnideft.families.omnigen2.mllm import has_mllm_adapter, merge_mllm_adapters
+
+        if not has_mllm_adapter(folder):
+            return ""
+        components.mllm = merge_mllm_adapters(components.mllm, [(str(folder), 1.0)])
+        return "its MLLM part folded into the MLLM"
+
 
 FAMILY = OmniGen2()
