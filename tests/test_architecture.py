@@ -16,7 +16,8 @@ BUILDERS_MAY_IMPORT = ("omnideft.data.format", "omnideft.camera.record", "omnide
 # (`from omnideft import Generator`) lazily, on first attribute access, so importing omnideft stays cheap.
 FLOORS = [{"__main__", "__init__"}, {"cli"}, {"studio"}, {"demo", "bench", "pretrain"},
           {"train", "eval", "generate", "export"}, {"plan"}, {"families"}, {"flow"},
-          {"adapters", "prompts", "camera", "shapes"}, {"model", "data", "images"}, {"errors", "files", "locks", "progress", "options", "claims"}]
+          {"adapters", "prompts", "camera", "shapes"}, {"model", "data", "images"},
+          {"errors", "files", "locks", "progress", "options", "claims"}]
 VERBS = {"train", "eval", "generate"}
 HEAVY = ("torch", "diffusers", "transformers", "accelerate", "peft", "deepspeed")
 
