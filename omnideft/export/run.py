@@ -35,7 +35,7 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
     family = resolve_family(base, recorded=adapter_family(adapter))
     if fmt != "merged":
         check_lora_files(Path(out), lora_files(fmt, family.name))
-    comps, save, layout = family.load(base), family.save, f"{family.title} layout"
+    comps, save, layout = family.load(base), family.save, family.layout
     model = load_adapter(comps.transformer, adapter, family=family)
     deltas = adapter_deltas(model)
     transformer = unload(model)

@@ -10,6 +10,7 @@ Declarations (class attributes, cheap: the registry reads them without loading t
   title                for people: "OmniGen (v1)"
   pipeline_classes     `_class_name`s of a folder's model_index.json that mean this family
   subfolders           the folder layout that means it when model_index.json is absent
+  layout               what `save` writes, for people ("diffusers layout"; export's report names it)
   presets              model names it builds itself (`tiny`: random, from the seed; `small`: shipped weights)
   hub_ids              whether a name that is neither a preset nor a local folder is a hub id it loads
   default              the family of a hub id or preset when nothing else says (one family has it)
@@ -125,6 +126,7 @@ class ModelFamily:
     title: str = ""
     pipeline_classes: tuple[str, ...] = ()
     subfolders: tuple[str, ...] = ()
+    layout: str = ""
     presets: tuple[str, ...] = ("tiny",)
     hub_ids: bool = False
     default: bool = False

@@ -13,6 +13,7 @@ class OmniGen(ModelFamily):
     title = "OmniGen (v1)"
     pipeline_classes = ("OmniGenPipeline",)
     subfolders = ("transformer", "vae", "tokenizer", "scheduler")
+    layout = "diffusers layout"
     presets = ("tiny", "small")
     hub_ids = True
     default = True

@@ -15,6 +15,7 @@ class OmniGen2(ModelFamily):
     title = "OmniGen2"
     pipeline_classes = ("OmniGen2Pipeline",)
     subfolders = ("transformer", "vae", "mllm", "processor", "scheduler")
+    layout = "OmniGen2 published layout"
     presets = ("tiny",)
     hub_ids = False
     max_input_images = 5  # rows of the published transformer's image_index_embedding
