@@ -2,9 +2,10 @@
 OmniGen's ratio of VAE to transformer cost.
 
 The real ratio comes from FLOPs: SDXL's VAE encoder counted by `torch.utils.flop_counter` on the meta device for the
-shipped config (omnideft/plan/configs/), the transformer's training step from its shapes (linears 2 x params x
-tokens, attention 4 L^2 H per block; backward through the frozen base ~1x the linears and 2x the attention; gradient
-checkpointing one more forward) for recipes/omnigen_deft_r32.yaml's workload: 512 px, 2 input images + the output.
+shipped config (omnideft/families/omnigen/configs/), the transformer's training step from its shapes (linears
+2 x params x tokens, attention 4 L^2 H per block; backward through the frozen base ~1x the linears and 2x the
+attention; gradient checkpointing one more forward) for recipes/omnigen_deft_r32.yaml's workload: 512 px, 2 input
+images + the output.
 
 On this CPU a reduced transformer (hidden 512, 8 blocks) is paired with the reduced VAE whose measured encode time
 per batch, relative to the transformer's step, is closest to that real ratio (calibrated from a few widths), then
@@ -40,7 +41,7 @@ def real_vae_share(image: int = 512, inputs: int = 2, text: int = 128, checkpoin
     from torch.utils.flop_counter import FlopCounterMode
 
     from omnideft.adapters.spec import AdapterSpec
-    from omnideft.plan.shapes import measure_shapes, model_configs
+    from omnideft.families.omnigen.plan import measure_shapes, model_configs
 
     tcfg, vcfg = model_configs("Shitao/OmniGen-v1-diffusers")
     with torch.device("meta"), FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -39,6 +39,8 @@ Methods (the heavy work; each imports what it needs when called):
   merge_adapter_extras(components, folder)
                        fold those parts into `components` (a merged export); returns the report's note
   demo_preset          the `omnideft demo` settings for this family, or None
+  plan_entry()         what `omnideft plan` counts and models for it (sizing.shapes.PlanFamily: configs by model name,
+                       the meta-device count with its activation model; families/<name>/plan.py)
 
 Where a family lacks something, `unsupported` says so and `refuse(feature, what)` raises the one line: refusals are
 generated from the declaration, not written at each call site.
@@ -195,6 +197,9 @@ class ModelFamily:
         raise NotImplementedError
 
     def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
+        raise NotImplementedError
+
+    def plan_entry(self):
         raise NotImplementedError
 
     def adapter_extras(self, folder) -> str | None:

@@ -43,6 +43,11 @@ class OmniGen(ModelFamily):
 
         return target_modules(transformer, preset, include_embedders)
 
+    def plan_entry(self):
+        from omnideft.families.omnigen.plan import plan_entry
+
+        return plan_entry()
+
     def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
         from omnideft.families.omnigen.export import lora_keys
 

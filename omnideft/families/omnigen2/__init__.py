@@ -56,6 +56,11 @@ class OmniGen2(ModelFamily):
 
         return target_modules(transformer, preset, include_embedders)
 
+    def plan_entry(self):
+        from omnideft.families.omnigen2.plan import plan_entry
+
+        return plan_entry()
+
     def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
         from omnideft.families.omnigen2.export import lora_keys
 
