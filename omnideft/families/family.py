@@ -38,7 +38,8 @@ Methods (the heavy work; each imports what it needs when called):
   adapter_extras(folder)   what an adapter holds beyond the transformer's layers ("the MLLM part (...)"), or None
   merge_adapter_extras(components, folder)
                        fold those parts into `components` (a merged export); returns the report's note
-  demo_preset          the `omnideft demo` settings for this family, or None
+  demo_preset          `omnideft demo --family NAME`: {"demo": which demo runs (omnideft.demo.DEMOS), and its
+                       default settings}; None when the family has no demo (the demo refuses in one line)
   plan_entry()         what `omnideft plan` counts and models for it (sizing.shapes.PlanFamily: configs by model name,
                        the meta-device count with its activation model; families/<name>/plan.py)
 

@@ -17,6 +17,9 @@ class OmniGen(ModelFamily):
     presets = ("tiny", "small")
     hub_ids = True
     default = True
+    # the shape-world study on the pretrained `small` (demo/run.py)
+    demo_preset = {"demo": "study", "steps": 200, "samples": 256, "queries": 16, "retention_queries": 4,
+                   "replay": 0.25}
     unsupported = {
         "mllm_targets": "has no separate MLLM (its adapter already covers the prompt's layers); leave it at none",
     }

@@ -19,6 +19,7 @@ class OmniGen2(ModelFamily):
     presets = ("tiny",)
     hub_ids = False
     max_input_images = 5  # rows of the published transformer's image_index_embedding
+    demo_preset = {"demo": "tiny-run", "steps": 30, "samples": 8}  # a small run on the tiny OmniGen2 (demo/omnigen2.py)
     unsupported = {
         "camera": "has no camera conditioning (cameras are OmniGen (v1) only)",
         "quantize": V1_ONLY,
