@@ -24,8 +24,23 @@ def listed_targets(transformer: nn.Module, names: list[str]) -> list[str]:
     return [n for n in linear_names(transformer) if any(n == s or n.endswith("." + s) for s in names)]
 
 
-def unknown_preset(preset) -> UserError:
-    return UserError(f"adapter.targets {preset!r} is not a preset {TARGET_PRESETS} or a list of module names")
+def preset_targets(transformer: nn.Module, preset: str | list[str], include_embedders: bool, *,
+                   attn: Callable[[str], object], all_linear: Callable[[str], object],
+                   embedders: Callable[[str], object]) -> list[str]:
+    """A family's TargetRule, from what each preset means on its module names (families/<name>/targets.py):
+    `attn` and `all-linear` pick the linears their test accepts, `include_embedders` adds those `embedders` accepts;
+    a list names modules."""
+    linears = linear_names(transformer)
+    if isinstance(preset, list):
+        chosen = listed_targets(transformer, preset)
+    elif preset in ("attn", "all-linear"):
+        accepts = attn if preset == "attn" else all_linear
+        chosen = [n for n in linears if accepts(n)]
+    else:
+        raise UserError(f"adapter.targets {preset!r} is not a preset {TARGET_PRESETS} or a list of module names")
+    if include_embedders:
+        chosen += [n for n in linears if embedders(n) and n not in chosen]
+    return chosen
 
 
 def listed_only(transformer: nn.Module, preset: str | list[str], include_embedders: bool = False) -> list[str]:

@@ -11,7 +11,7 @@ import re
 
 from torch import nn
 
-from omnideft.adapters.targets import linear_names, listed_targets, unknown_preset
+from omnideft.adapters.targets import preset_targets
 
 _ATTN = re.compile(r"^layers\.\d+\.self_attn\.(to_q|to_k|to_v|to_out\.0)$")
 _BLOCK_LINEAR = re.compile(r"^layers\.\d+\.")
@@ -20,15 +20,5 @@ _EMBEDDERS = re.compile(r"^(time_token\.linear_[12]|t_embedder\.linear_[12]|norm
 
 def target_modules(transformer: nn.Module, preset: str | list[str], include_embedders: bool = False) -> list[str]:
     """Full module names to adapt. `preset` is a preset name or an explicit list of suffixes/names."""
-    linears = linear_names(transformer)
-    if isinstance(preset, list):
-        chosen = listed_targets(transformer, preset)
-    elif preset == "attn":
-        chosen = [n for n in linears if _ATTN.match(n)]
-    elif preset == "all-linear":
-        chosen = [n for n in linears if _BLOCK_LINEAR.match(n)]
-    else:
-        raise unknown_preset(preset)
-    if include_embedders:
-        chosen += [n for n in linears if _EMBEDDERS.match(n) and n not in chosen]
-    return chosen
+    return preset_targets(transformer, preset, include_embedders, attn=_ATTN.match, all_linear=_BLOCK_LINEAR.match,
+                          embedders=_EMBEDDERS.match)

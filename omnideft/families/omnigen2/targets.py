@@ -13,7 +13,7 @@ import re
 
 from torch import nn
 
-from omnideft.adapters.targets import linear_names, listed_targets, unknown_preset
+from omnideft.adapters.targets import preset_targets
 
 _BLOCK = re.compile(r"^(layers|noise_refiner|ref_image_refiner|context_refiner)\.\d+\.")
 _ATTN = re.compile(_BLOCK.pattern + r"attn\.(to_q|to_k|to_v|to_out\.0)$")
@@ -21,15 +21,5 @@ _ATTN = re.compile(_BLOCK.pattern + r"attn\.(to_q|to_k|to_v|to_out\.0)$")
 
 def target_modules(transformer: nn.Module, preset: str | list[str], include_embedders: bool = False) -> list[str]:
     """Full module names to adapt. `preset` is a preset name or an explicit list of suffixes/names."""
-    linears = linear_names(transformer)
-    if isinstance(preset, list):
-        chosen = listed_targets(transformer, preset)
-    elif preset == "attn":
-        chosen = [n for n in linears if _ATTN.match(n)]
-    elif preset == "all-linear":
-        chosen = list(linears)
-    else:
-        raise unknown_preset(preset)
-    if include_embedders:
-        chosen += [n for n in linears if n not in chosen and not _BLOCK.match(n)]
-    return chosen
+    return preset_targets(transformer, preset, include_embedders, attn=_ATTN.match, all_linear=lambda name: True,
+                          embedders=lambda name: not _BLOCK.match(name))
