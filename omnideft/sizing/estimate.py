@@ -32,7 +32,7 @@ class Workload:
     image_size: int = 1024
     input_images: int = 2
     text_tokens: int = 128
-    time_tokens: int = 1  # OmniGen v1's time token in the sequence; a family fixes it (plan/families.py)
+    time_tokens: int = 1  # OmniGen v1's time token in the sequence; a family fixes it (its plan_entry().workload)
     # Pixel budget of each input image by their count (the last entry beyond); empty: inputs at image_size
     input_pixels: tuple[int, ...] = ()
 
