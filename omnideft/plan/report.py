@@ -8,6 +8,7 @@ import dataclasses
 import sys
 
 from omnideft.errors import UserError
+from omnideft.families.registry import default_family
 from omnideft.plan.families import plan_family
 from omnideft.plan.presets import (
     PRESETS,
@@ -105,7 +106,7 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
         recipe.train, gradient_checkpointing=not recipe.train.gradient_checkpointing))
     other = recipe_plan(toggled, shapes, work, gpus)
     with_gc, without_gc = (plan, other) if recipe.train.gradient_checkpointing else (other, plan)
-    print(f"# plan: {recipe.model.name}" + (f" ({family.name})" if family.name != "omnigen" else "")
+    print(f"# plan: {recipe.model.name}" + (f" ({family.name})" if family.name != default_family().name else "")
           + f", {recipe.adapter.method} r{recipe.adapter.rank} on {len(shapes.adapted)} linears, {gpus} GPU(s)"
           + (f", preset {chosen}" if chosen else ""), file=out)
     if shapes.source:
