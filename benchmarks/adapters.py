@@ -33,7 +33,7 @@ from omnideft.adapters.fast_deft import use_fast_layers  # noqa: E402
 from omnideft.adapters.optim import build_optimizer  # noqa: E402
 from omnideft.adapters.spec import AdapterSpec  # noqa: E402
 from omnideft.adapters.spectral import SpectralLinear, inject_spectral  # noqa: E402
-from omnideft.model.targets import target_module_names  # noqa: E402
+from omnideft.families.omnigen.targets import target_modules as target_module_names  # noqa: E402
 
 HIDDEN, INTER, HEADS, TOKENS, RANK = 3072, 8192, 32, 256, 32
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "gate_up_proj", "down_proj"]

@@ -2,9 +2,10 @@
 OmniGen's ratio of VAE to transformer cost.
 
 The real ratio comes from FLOPs: SDXL's VAE encoder counted by `torch.utils.flop_counter` on the meta device for the
-shipped config (omnideft/plan/configs/), the transformer's training step from its shapes (linears 2 x params x
-tokens, attention 4 L^2 H per block; backward through the frozen base ~1x the linears and 2x the attention; gradient
-checkpointing one more forward) for recipes/omnigen_deft_r32.yaml's workload: 512 px, 2 input images + the output.
+shipped config (omnideft/families/omnigen/configs/), the transformer's training step from its shapes (linears
+2 x params x tokens, attention 4 L^2 H per block; backward through the frozen base ~1x the linears and 2x the
+attention; gradient checkpointing one more forward) for recipes/omnigen_deft_r32.yaml's workload: 512 px, 2 input
+images + the output.
 
 On this CPU a reduced transformer (hidden 512, 8 blocks) is paired with the reduced VAE whose measured encode time
 per batch, relative to the transformer's step, is closest to that real ratio (calibrated from a few widths), then
@@ -40,7 +41,7 @@ def real_vae_share(image: int = 512, inputs: int = 2, text: int = 128, checkpoin
     from torch.utils.flop_counter import FlopCounterMode
 
     from omnideft.adapters.spec import AdapterSpec
-    from omnideft.plan.shapes import measure_shapes, model_configs
+    from omnideft.families.omnigen.plan import measure_shapes, model_configs
 
     tcfg, vcfg = model_configs("Shitao/OmniGen-v1-diffusers")
     with torch.device("meta"), FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -79,6 +80,7 @@ def calibrate(tmp: Path, shards: Path, target: float) -> tuple[int, dict]:
     from omnideft.data.sources import resolve_sources
     from omnideft.families.omnigen.batch import BatchBuilder
     from omnideft.families.omnigen.loss import rectified_flow_loss
+    from omnideft.families.omnigen.targets import target_modules as omnigen_targets
     from omnideft.flow.vae import encode_batch
     from omnideft.model import load_omnigen
     from omnideft.prompts import OmniGenProcessor
@@ -87,7 +89,7 @@ def calibrate(tmp: Path, shards: Path, target: float) -> tuple[int, dict]:
     shares = {}
     for width in VAE_WIDTHS:
         comps = load_omnigen(str(make_base(tmp / f"base{width}", width)))
-        model = apply_adapter(comps.transformer, AdapterSpec(rank=16, projector="qr"))
+        model = apply_adapter(comps.transformer, AdapterSpec(rank=16, projector="qr"), targets=omnigen_targets)
         build = BatchBuilder(OmniGenProcessor(comps.tokenizer, IMAGE), 0.0, SEED)
         batch = build([decode_sample(index.read(i)) for i in range(BATCH)])
         g = torch.Generator().manual_seed(0)

@@ -1,7 +1,8 @@
 """The memory planner against measurement: for width-reduced OmniGens (DEFT r8 and LoRA r8 on every block linear),
 several sequence lengths and dtype set-ups (including an int8 base), the planned vs measured bytes of saved
-activations + parameters + gradients + AdamW state on this CPU (omnideft/plan/measure.py). Prints a Markdown table,
-then one JSON object with the worst relative error (docs/memory.md quotes it)."""
+activations + parameters + gradients + AdamW state on this CPU (omnideft/sizing/measure.py,
+omnideft/families/omnigen/plan.py). Prints a Markdown table, then one JSON object with the worst relative error
+(docs/memory.md quotes it)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from omnideft.adapters.spec import AdapterSpec  # noqa: E402
-from omnideft.plan.estimate import Setup  # noqa: E402
-from omnideft.plan.measure import measure_step, reduced_config  # noqa: E402
+from omnideft.families.omnigen.plan import measure_step, reduced_config  # noqa: E402
+from omnideft.sizing.estimate import Setup  # noqa: E402
 
 SETUPS = {"fp32": Setup(base="fp32", compute="fp32", checkpointing=False),
           "bf16": Setup(base="bf16", compute="bf16", checkpointing=False),

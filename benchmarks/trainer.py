@@ -100,13 +100,14 @@ def run_bare(base: Path, batches: list[dict]) -> list[float]:
     from omnideft.adapters import AdapterSpec, apply_adapter
     from omnideft.adapters.apply import param_groups
     from omnideft.families.omnigen.loss import rectified_flow_loss
+    from omnideft.families.omnigen.targets import target_modules as omnigen_targets
     from omnideft.flow.vae import encode_batch
     from omnideft.model import load_omnigen
 
     torch.manual_seed(SEED)
     comps = load_omnigen(str(base))
     spec = AdapterSpec(method="deft", rank=RANK, targets="all-linear", projector="qr")
-    model = apply_adapter(comps.transformer, spec)
+    model = apply_adapter(comps.transformer, spec, targets=omnigen_targets)
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, spec, 1e-3), betas=(0.9, 0.99))
     params = [p for p in model.parameters() if p.requires_grad]

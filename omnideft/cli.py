@@ -455,8 +455,8 @@ def _studio(args) -> int:
 
 
 def _export(args) -> int:
-    from omnideft.adapters.export_run import run_export
     from omnideft.adapters.folder import resolve_model_name
+    from omnideft.export.run import run_export
 
     report = run_export(args.adapter, args.format, resolve_model_name(args.base, args.adapter), args.out,
                         rank=args.rank)

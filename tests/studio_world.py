@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
+from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.model import load_omnigen, save_base
 
 
@@ -32,7 +33,8 @@ def random_adapter(out: Path, base: str, *, method: str = "lora", rank: int = 2,
     the pixels; `transformer` gives a base of another shape, `camera` adds a learned camera encoder."""
     comps = load_omnigen(base) if transformer is None else None
     model = apply_adapter(comps.transformer if comps else transformer, AdapterSpec(method=method, rank=rank,
-                                                                                   targets="all-linear"))
+                                                                                   targets="all-linear"),
+                          targets=omnigen_targets)
     if camera:
         from omnideft.camera.conditioning import CameraSpec, attach_camera
 

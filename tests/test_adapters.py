@@ -21,8 +21,9 @@ from omnideft.adapters.registry import METHODS as REGISTERED
 from omnideft.adapters.registry import get_method
 from omnideft.errors import UserError
 from omnideft.families.omnigen.loss import rectified_flow_loss
+from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.flow.vae import vae_encode
-from omnideft.model import load_omnigen, target_module_names
+from omnideft.model import load_omnigen
 from omnideft.prompts import OmniGenProcessor, collate_prompts
 
 RANK = 4
@@ -46,7 +47,7 @@ def _spec(method_id: str, **kw) -> AdapterSpec:
 def _adapted(spec: AdapterSpec, seed: int = 0):
     comps = load_omnigen("tiny", seed=seed)  # a private base: apply_adapter injects in place
     with _seeded(seed + 100):
-        model = apply_adapter(comps.transformer, spec)
+        model = apply_adapter(comps.transformer, spec, targets=omnigen_targets)
     return comps, model
 
 
@@ -108,7 +109,7 @@ def test_adapted_modules_per_preset(method_id, preset, per_layer):
     base = model.get_base_model()
     layers = _adapted_layers(model, method_id)
     assert len(layers) == per_layer * base.config.num_layers
-    assert set(layers) == set(target_module_names(load_omnigen("tiny").transformer, preset))
+    assert set(layers) == set(omnigen_targets(load_omnigen("tiny").transformer, preset))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     prefixes = get_method(METHODS[method_id]["method"]).param_prefixes
     assert trainable and all(any(part.startswith(prefixes) for part in n.split(".")) for n in trainable)
@@ -136,7 +137,7 @@ def test_identity_init_equals_base_at_step_0(method_id, batch):
     comps = load_omnigen("tiny")
     base_out = _predict(comps.transformer.eval(), batch)
     with _seeded(1):
-        model = apply_adapter(comps.transformer, _spec(method_id, init="identity")).eval()
+        model = apply_adapter(comps.transformer, _spec(method_id, init="identity"), targets=omnigen_targets).eval()
     out = _predict(model, batch)
     torch.testing.assert_close(out, base_out, rtol=1e-5, atol=4e-6 * base_out.abs().max().item())
 
@@ -146,7 +147,7 @@ def test_paper_init_is_not_identity(method_id, batch):
     comps = load_omnigen("tiny")
     base_out = _predict(comps.transformer.eval(), batch)
     with _seeded(1):
-        model = apply_adapter(comps.transformer, _spec(method_id, init="paper")).eval()
+        model = apply_adapter(comps.transformer, _spec(method_id, init="paper"), targets=omnigen_targets).eval()
     assert (_predict(model, batch) - base_out).abs().max() > 1e-3 * base_out.abs().max()
 
 
@@ -284,7 +285,8 @@ def test_truncated_safetensors_is_refused(saved_deft, tmp_path):
 def test_save_adapter_with_a_non_default_adapter_name(tmp_path):
     comps = load_omnigen("tiny")
     with _seeded(0):
-        model = apply_adapter(comps.transformer, _spec("deft-qr", targets="attn"), adapter_name="subject")
+        model = apply_adapter(comps.transformer, _spec("deft-qr", targets="attn"), adapter_name="subject",
+                              targets=omnigen_targets)
     folder = save_adapter(model, tmp_path / "adapter", base_name="tiny")
     assert (folder / "adapter_model.safetensors").is_file()
     assert json.loads((folder / "omnideft.json").read_text())["peft_type"] == "DEFT"

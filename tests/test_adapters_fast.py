@@ -12,6 +12,7 @@ from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_ada
 from omnideft.adapters.fast_deft import FastDeftLinear, use_fast_layers
 from omnideft.adapters.projectors import PROJECTORS, project
 from omnideft.errors import UserError
+from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.model import load_omnigen
 
 # Relative error of the fused layer against PEFT's: measured worst over the cases below 1.2e-7 (output), 1.0e-7
@@ -92,7 +93,7 @@ def test_every_projector_trains_p_and_starts_at_identity(projector):
     base_out = lin(x).detach()
     torch.manual_seed(0)
     model = apply_adapter(comps.transformer, AdapterSpec(method="deft", rank=4, projector=projector,
-                                                         targets=["layers.0.mlp.down_proj"]))
+                                                         targets=["layers.0.mlp.down_proj"]), targets=omnigen_targets)
     layer = model.get_base_model().layers[0].mlp.down_proj
     assert isinstance(layer, FastDeftLinear) and layer.deft_decomposition["default"] == projector
     out = layer(x)
@@ -115,14 +116,15 @@ def test_orthogonal_projectors_are_projectors():
 
 def test_unknown_projector_is_a_user_error():
     with pytest.raises(UserError, match="projector 'lu'"):
-        apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(method="deft", rank=2, projector="lu"))
+        apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(method="deft", rank=2, projector="lu"),
+                      targets=omnigen_targets)
 
 
 def test_non_peft_projector_saves_own_config_and_reloads(tmp_path):
     comps = load_omnigen("tiny")
     torch.manual_seed(0)
     spec = AdapterSpec(method="deft", rank=3, projector="ppt", targets="attn", init="paper")
-    model = apply_adapter(comps.transformer, spec)
+    model = apply_adapter(comps.transformer, spec, targets=omnigen_targets)
     x = torch.randn(2, 7, comps.transformer.config.hidden_size)
     q = model.get_base_model().layers[1].self_attn.to_q
     want = q(x).detach()

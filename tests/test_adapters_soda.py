@@ -8,6 +8,7 @@ from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_ada
 from omnideft.adapters.optim import StiefelAdamW, build_optimizer, requires_plain_optimizer
 from omnideft.adapters.spectral import AdapterModel, SpectralLinear, inject_spectral, kron_sizes
 from omnideft.errors import UserError
+from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.model import load_omnigen
 from tests.test_adapters import _loss, _predict, batch  # noqa: F401  (pytest fixture)
 
@@ -30,7 +31,8 @@ def test_kron_sizes_any_width():
 def test_identity_at_init_and_save_load_round_trip(sid, batch, tmp_path):  # noqa: F811
     comps = load_omnigen("tiny")
     base_out = _predict(comps.transformer.eval(), batch)
-    model = apply_adapter(comps.transformer, AdapterSpec(rank=4, targets="all-linear", **SPECS[sid])).eval()
+    model = apply_adapter(comps.transformer, AdapterSpec(rank=4, targets="all-linear", **SPECS[sid]),
+                          targets=omnigen_targets).eval()
     assert isinstance(model, AdapterModel)
     out = _predict(model, batch)
     torch.testing.assert_close(out, base_out, rtol=1e-4, atol=1e-5 * base_out.abs().max().item())
@@ -86,7 +88,7 @@ def test_rotation_stays_orthogonal_and_spectrum_trains(variant, rotation):
 def test_svdiff_trains_only_the_spectrum(batch):  # noqa: F811
     comps = load_omnigen("tiny")
     spec = AdapterSpec(method="svdiff", targets="attn")
-    model = apply_adapter(comps.transformer, spec)
+    model = apply_adapter(comps.transformer, spec, targets=omnigen_targets)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(n.endswith("svdiff_shift") for n in trainable)
     opt = build_optimizer(model, spec, lr=5e-2)
@@ -108,4 +110,5 @@ def test_zero_compatibility_is_reported():
 
 def test_bad_soda_variant_is_a_user_error():
     with pytest.raises(UserError, match="soda_variant"):
-        apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(method="soda", soda_variant="lu"))
+        apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(method="soda", soda_variant="lu"),
+                      targets=omnigen_targets)

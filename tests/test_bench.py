@@ -45,10 +45,12 @@ def adapter(tmp_path_factory):
     import torch
 
     from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
+    from omnideft.families.omnigen.targets import target_modules as omnigen_targets
     from omnideft.model import load_omnigen
 
     torch.manual_seed(0)
-    model = apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(method="deft", rank=4, init="paper"))
+    model = apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(method="deft", rank=4, init="paper"),
+                          targets=omnigen_targets)
     return save_adapter(model, tmp_path_factory.mktemp("adapter") / "deft_r4", base_name="tiny")
 
 

@@ -38,6 +38,7 @@ from omnideft.data.shards import Example
 from omnideft.data.sources import resolve_sources
 from omnideft.errors import UserError
 from omnideft.families.omnigen.batch import BatchBuilder
+from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.generate.validation import ValidationRenderer
 from omnideft.model import load_omnigen, save_base
 from omnideft.model.tiny import tiny_transformer_config
@@ -158,7 +159,7 @@ def forward(model, tokenizer, prompt: str, **extra):
 def test_zero_initialised_encoder_leaves_the_model_unchanged_and_trains():
     comps = fresh()
     spec = AdapterSpec(method="deft", rank=4)
-    model = apply_adapter(comps.transformer, spec)
+    model = apply_adapter(comps.transformer, spec, targets=omnigen_targets)
     cond = attach_camera(comps.transformer, comps.tokenizer, CameraSpec(encoder_hidden=16))
     prompt = "a red cube. " + CAM_TOKEN
     assert cond.token_id in OmniGenProcessor(comps.tokenizer).encode(prompt).input_ids
@@ -188,7 +189,7 @@ def test_zero_initialised_encoder_leaves_the_model_unchanged_and_trains():
 def test_encoder_takes_part_in_backward_without_any_cam_token():
     """DDP without find_unused_parameters needs every trainable parameter in each backward."""
     comps = fresh()
-    model = apply_adapter(comps.transformer, AdapterSpec(method="lora", rank=2))
+    model = apply_adapter(comps.transformer, AdapterSpec(method="lora", rank=2), targets=omnigen_targets)
     cond = attach_camera(comps.transformer, comps.tokenizer, CameraSpec(encoder_hidden=8))
     forward(model, comps.tokenizer, "a cube").sum().backward()  # no `<cam>`, no camera=
     assert all(p.grad is not None for p in cond.parameters())
@@ -200,7 +201,7 @@ def trained_camera_adapter(tmp_path, seed: int = 0, transformer=None):
     if transformer is not None:
         comps.transformer = transformer
     save_base(comps, tmp_path / "base")
-    model = apply_adapter(comps.transformer, AdapterSpec(method="lora", rank=2))
+    model = apply_adapter(comps.transformer, AdapterSpec(method="lora", rank=2), targets=omnigen_targets)
     cond = attach_camera(comps.transformer, comps.tokenizer, CameraSpec(encoder_hidden=8))
     with torch.no_grad():
         for p in cond.parameters():

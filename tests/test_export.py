@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
 from omnideft.adapters.compose import merge_adapters, parse_adapter_arg
 from omnideft.adapters.export import adapter_deltas
-from omnideft.adapters.export_run import run_export
 from omnideft.errors import UserError
+from omnideft.export.run import run_export
+from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.model import load_omnigen
 from tests.helpers import assert_one_line_error, run_cli, run_cli_here
 from tests.test_adapters import _predict, batch  # noqa: F401  (pytest fixture)
@@ -23,7 +24,7 @@ def _saved(tmp_path, name: str, seed: int = 0, **kw):
     comps = load_omnigen("tiny")
     torch.manual_seed(seed)
     spec = AdapterSpec(**{"rank": 3, "targets": "all-linear", "init": "paper", **kw})
-    model = apply_adapter(comps.transformer, spec).eval()
+    model = apply_adapter(comps.transformer, spec, targets=omnigen_targets).eval()
     return model, save_adapter(model, tmp_path / name, base_name="tiny")
 
 

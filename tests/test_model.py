@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from omnideft.errors import UserError
-from omnideft.model import load_omnigen, save_base, target_module_names
+from omnideft.families.omnigen.targets import target_modules as target_module_names
+from omnideft.model import load_omnigen, save_base
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

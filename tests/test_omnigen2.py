@@ -15,15 +15,16 @@ from omnideft.adapters.apply import param_groups
 from omnideft.adapters.export import adapter_deltas, as_lora, export_lora
 from omnideft.data.shards import Example
 from omnideft.errors import UserError
+from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.families.omnigen2.batch import OmniGen2BatchBuilder, encode_batch
 from omnideft.families.omnigen2.loss import flow_matching_loss
 from omnideft.families.omnigen2.sampler import OmniGen2Sampler
-from omnideft.families.registry import family_of_folder, resolve_family
+from omnideft.families.omnigen2.targets import target_modules as omnigen2_targets
+from omnideft.families.registry import family_of_folder, get_family, resolve_family
 from omnideft.model import load_omnigen, save_base
 from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 from omnideft.model.omnigen2.prompt import encode_prompts
 from omnideft.model.omnigen2.tokenizer import build_tiny_qwen_tokenizer
-from omnideft.model.targets import target_module_names
 from omnideft.prompts.omnigen2 import omnigen2_instruction
 from tests.helpers import REPO
 
@@ -141,14 +142,14 @@ def test_five_reference_images_generate(og2):
 def test_target_presets_cover_every_block_and_every_linear(og2):
     t = og2.transformer
     linears = {n for n, m in t.named_modules() if isinstance(m, torch.nn.Linear)}
-    attn = target_module_names(t, "attn")
+    attn = omnigen2_targets(t, "attn")
     assert len(attn) == 4 * (2 + 3 * 2)  # 4 projections x (2 layers + 3 refiners of 2 blocks)
     assert {n.split(".")[0] for n in attn} == {"layers", "noise_refiner", "ref_image_refiner", "context_refiner"}
-    every = target_module_names(t, "all-linear")
+    every = omnigen2_targets(t, "all-linear")
     assert set(every) == linears and len(every) == 69  # OmniGen2's default: every linear, embedders included
     assert "layers.0.norm1.linear" in every and "context_refiner.1.feed_forward.linear_3" in every
-    assert sorted(target_module_names(t, "all-linear", include_embedders=True)) == sorted(every)
-    with_embedders = set(target_module_names(t, "attn", include_embedders=True)) - set(attn)
+    assert sorted(omnigen2_targets(t, "all-linear", include_embedders=True)) == sorted(every)
+    with_embedders = set(omnigen2_targets(t, "attn", include_embedders=True)) - set(attn)
     assert {"x_embedder", "ref_image_patch_embedder", "norm_out.linear_2"} <= with_embedders
     assert not any(n.startswith("layers.") for n in with_embedders)
 
@@ -165,7 +166,7 @@ def test_deft_on_every_linear_trains_and_the_adapter_reloads(og2, tmp_path):
     base = load_omnigen2("tiny", seed=0)
     before = {k: v.clone() for k, v in base.transformer.state_dict().items()}
     spec = AdapterSpec(method="deft", rank=4)  # targets: all-linear, the default
-    model = apply_adapter(base.transformer, spec)
+    model = apply_adapter(base.transformer, spec, targets=omnigen2_targets)
     assert sum(1 for m in model.modules() if hasattr(m, "deft_P")) == 69  # every nn.Linear of the tiny transformer
     latents, text, mask, refs = _batch(base)
     opt = torch.optim.Adam(param_groups(model, spec, lr=1e-2))
@@ -181,7 +182,7 @@ def test_deft_on_every_linear_trains_and_the_adapter_reloads(og2, tmp_path):
     after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
              for k, v in model.state_dict().items() if "deft_" not in k}
     assert all(torch.equal(before[k], after[k]) for k in before)  # the base stays frozen
-    folder = save_adapter(model, tmp_path / "adapter", base_name="tiny")
+    folder = save_adapter(model, tmp_path / "adapter", base_name="tiny", family="omnigen2")
     reloaded = load_adapter(load_omnigen2("tiny", seed=0).transformer, folder)
     with torch.no_grad():
         a = flow_matching_loss(model, latents, text, mask, refs, torch.Generator().manual_seed(1))
@@ -191,10 +192,11 @@ def test_deft_on_every_linear_trains_and_the_adapter_reloads(og2, tmp_path):
 
 def test_a_v1_adapter_on_an_omnigen2_base_is_refused(tmp_path):
     v1 = load_omnigen("tiny")
-    folder = save_adapter(apply_adapter(v1.transformer, AdapterSpec(method="lora", rank=2)), tmp_path / "v1-lora",
+    folder = save_adapter(apply_adapter(v1.transformer, AdapterSpec(method="lora", rank=2),
+                                        targets=omnigen_targets), tmp_path / "v1-lora",
                           base_name="tiny")
     with pytest.raises(UserError, match="trained on OmniGen \\(v1\\) \\(tiny\\); this base is OmniGen2") as err:
-        load_adapter(load_omnigen2("tiny").transformer, folder)
+        load_adapter(load_omnigen2("tiny").transformer, folder, family=get_family("omnigen2"))
     assert "\n" not in str(err.value)
 
 
@@ -227,17 +229,19 @@ def test_shard_examples_train_the_tiny_omnigen2(og2):
 
 @pytest.mark.parametrize("fmt", ["comfyui", "kohya"])
 def test_export_uses_the_published_module_names_comfyui_reads(tmp_path, fmt):
-    model = apply_adapter(load_omnigen2("tiny", seed=0).transformer, AdapterSpec(method="deft", rank=4, init="paper"))
+    model = apply_adapter(load_omnigen2("tiny", seed=0).transformer, AdapterSpec(method="deft", rank=4, init="paper"),
+                          targets=omnigen2_targets)
     factors, err = as_lora(adapter_deltas(model), 4)
     assert err == 0.0  # DEFT's exact LoRA form, no truncation
-    (path,) = export_lora(factors, fmt, tmp_path, model.get_base_model(), {"base": "tiny"})
+    (path,) = export_lora(factors, fmt, tmp_path, model.get_base_model(), {"base": "tiny"},
+                          family=get_family("omnigen2"))
     assert path.name == f"omnigen2_lora_{fmt}.safetensors"
     tensors = load_file(str(path))
     fresh = load_omnigen2("tiny", seed=0).transformer
     modules = dict(fresh.named_modules())
     down, up = ("lora_A", "lora_B") if fmt == "comfyui" else ("lora_down", "lora_up")
     stems = {k.rsplit(".", 2)[0] for k in tensors if k.endswith(f".{down}.weight")}
-    assert len(stems) == len(target_module_names(fresh, "all-linear")) == 69
+    assert len(stems) == len(omnigen2_targets(fresh, "all-linear")) == 69
     with torch.no_grad():
         for stem in stems:
             # ComfyUI's OmniGen2 branch: the bare module path; kohya: lora_unet_ + the path with dots as "_"

@@ -15,8 +15,10 @@ from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
 from omnideft.errors import UserError
 from omnideft.families.generator import FamilyGenerator as Generator
 from omnideft.families.generator import family_for
+from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.families.omnigen2.generator import OmniGen2Generator
 from omnideft.families.omnigen2.sampler import OmniGen2Sampler
+from omnideft.families.omnigen2.targets import target_modules as omnigen2_targets
 from omnideft.model import load_omnigen
 from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 from tests.helpers import assert_one_line_error, run_cli, run_cli_here
@@ -32,13 +34,15 @@ def world(tmp_path_factory):
     adapters = []
     for i in range(2):
         torch.manual_seed(10 + i)
-        model = apply_adapter(load_omnigen2(str(base)).transformer, AdapterSpec(method="deft", rank=4, init="paper"))
+        model = apply_adapter(load_omnigen2(str(base)).transformer, AdapterSpec(method="deft", rank=4, init="paper"),
+                              targets=omnigen2_targets)
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "deft_R" in name:
                     p.add_(torch.randn_like(p) * 0.5)
-        adapters.append(save_adapter(model, tmp / f"adapter{i}", base_name=str(base)))
-    v1 = save_adapter(apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(method="lora", rank=2)),
+        adapters.append(save_adapter(model, tmp / f"adapter{i}", base_name=str(base), family="omnigen2"))
+    v1 = save_adapter(apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(method="lora", rank=2),
+                                    targets=omnigen_targets),
                       tmp / "v1-adapter", base_name="tiny")
     images = []
     for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):

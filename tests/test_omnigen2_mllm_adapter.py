@@ -67,7 +67,7 @@ def test_language_layers_get_adapter_tensors_that_train(full):
 
 def test_the_prompt_features_change_and_unloading_restores_them(full):
     from omnideft.adapters.export import unload
-    from omnideft.adapters.mllm import load_mllm_adapter
+    from omnideft.families.omnigen2.mllm import load_mllm_adapter
     from omnideft.model.omnigen2.folder import load_omnigen2
     from omnideft.model.omnigen2.prompt import encode_prompts
 
@@ -123,7 +123,7 @@ def test_generate_with_the_saved_adapter_renders_the_in_memory_image(full, tmp_p
 
 
 def test_export_merged_folds_the_mllm_part_and_lora_formats_say_they_drop_it(full, tmp_path):
-    from omnideft.adapters.export_run import run_export
+    from omnideft.export.run import run_export
     from omnideft.families.omnigen2.generator import OmniGen2Generator
 
     base = str(full.parent / "base")

@@ -202,9 +202,11 @@ def test_zero3_keeps_the_base_bias_of_every_deft_layer_gathered(shards, tmp_path
 
     from omnideft.adapters import AdapterSpec, apply_adapter
     from omnideft.adapters.registry import get_method
+    from omnideft.families.omnigen2.targets import target_modules as omnigen2_targets
     from omnideft.model.omnigen2.folder import load_omnigen2
 
-    model = apply_adapter(load_omnigen2("tiny").transformer, AdapterSpec(method="deft", rank=4))
+    model = apply_adapter(load_omnigen2("tiny").transformer, AdapterSpec(method="deft", rank=4),
+                          targets=omnigen2_targets)
     get_method("deft").before_zero3(model)
     layers = [m for m in model.modules() if isinstance(m, DeftLinear)]
     biased = sum(m.get_base_layer().bias is not None for m in layers)

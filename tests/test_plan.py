@@ -8,10 +8,9 @@ import pytest
 
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
-from omnideft.plan.estimate import GB, Setup, Workload, plan_memory
-from omnideft.plan.measure import measure_step, reduced_config
+from omnideft.families.omnigen.plan import measure_shapes, measure_step, model_configs, reduced_config
 from omnideft.plan.presets import PRESETS, preset_plans, resolve_memory
-from omnideft.plan.shapes import measure_shapes, model_configs
+from omnideft.sizing.estimate import GB, Setup, Workload, plan_memory
 from omnideft.train.recipe import load_recipe
 from tests.helpers import assert_one_line_error, run_cli_here
 
@@ -112,11 +111,12 @@ def test_real_omnigen2_counts_on_the_meta_device():
 
     from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: F401  (imports are not the build)
 
+    from omnideft.families.registry import get_family
     from omnideft.model.omnigen2.transformer import OmniGen2Transformer  # noqa: F401
-    from omnideft.plan.families import PLAN_FAMILIES
 
     started = time.perf_counter()
-    shapes = PLAN_FAMILIES["omnigen2"].shapes("OmniGen2/OmniGen2", AdapterSpec(method="deft", rank=32, projector="qr"))
+    shapes = get_family("omnigen2").plan_entry().shapes("OmniGen2/OmniGen2",
+                                                        AdapterSpec(method="deft", rank=32, projector="qr"))
     assert time.perf_counter() - started < 5  # built on the meta device: no memory, no weights
     assert shapes.base_params == 3_967_161_400  # the published transformer, as its own code counts it
     assert shapes.prompt_encoder_params == 3_754_622_976  # Qwen2.5-VL-3B with its tied embedding counted once
@@ -128,7 +128,7 @@ def test_real_omnigen2_counts_on_the_meta_device():
     ("fp32", (16,)), ("fp32-autocast", (16,)), ("bf16-checkpointed", (16,)),
     ("recipe", (16, 24))])  # the shipped recipe's set-up: fp32 base (as the trainer loads it), bf16, checkpointing
 def test_omnigen2_plan_within_ten_percent_of_measured(setup_name, latent_sides):
-    from omnideft.plan.omnigen2 import measure_omnigen2_step, reduced_omnigen2_config
+    from omnideft.families.omnigen2.plan import measure_omnigen2_step, reduced_omnigen2_config
 
     setup = SETUPS.get(setup_name, Setup(base="fp32", compute="bf16", checkpointing=True))
     spec = AdapterSpec(method="deft", rank=8, targets="all-linear", projector="qr")

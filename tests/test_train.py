@@ -42,9 +42,11 @@ def test_train_writes_contract_2_adapter_and_tiny_base(shards, tmp_path):
 
 def test_p_and_r_learning_rates(shards, tmp_path):
     from omnideft.adapters.apply import AdapterSpec, apply_adapter, param_groups
+    from omnideft.families.omnigen.targets import target_modules as omnigen_targets
     from omnideft.model import load_omnigen
 
-    model = apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(rank=4, p_lr_ratio=0.25))
+    model = apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(rank=4, p_lr_ratio=0.25),
+                          targets=omnigen_targets)
     groups = {g["name"]: g for g in param_groups(model, AdapterSpec(rank=4, p_lr_ratio=0.25), lr=1e-3)}
     assert groups["P"]["lr"] == pytest.approx(2.5e-4) and groups["R"]["lr"] == pytest.approx(1e-3)
     assert all(p.requires_grad for g in groups.values() for p in g["params"])

@@ -1,6 +1,6 @@
 """Adapters: the method interface (method.py) and one file per method, named in registry.py; the spec (spec.py),
-injection, the fused DEFT layer, the contract-2 folder, the optimizer, LoRA export and composition, and
-the adapter on OmniGen2's MLLM (mllm.py).
+injection (targets.py: the list matching every family shares; each family's presets are its own), the fused DEFT
+layer, the contract-2 folder, the optimizer, LoRA export and composition.
 
 Importing the package is light (no torch, no PEFT) so the recipe can read AdapterSpec; the names below are imported
 from their modules on first use.

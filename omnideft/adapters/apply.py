@@ -1,5 +1,6 @@
-"""Inject the adapter an AdapterSpec describes into OmniGen's transformer, and its optimizer groups; both ask the
-method (registry.get_method)."""
+"""Inject the adapter an AdapterSpec describes into a transformer, and its optimizer groups; both ask the method
+(registry.get_method). Which linears `adapter.targets` means is the model family's rule (family.target_modules),
+passed in by the caller that knows the family."""
 
 from __future__ import annotations
 
@@ -7,20 +8,22 @@ from torch import nn
 
 from omnideft.adapters.registry import get_method
 from omnideft.adapters.spec import INITS, AdapterSpec
+from omnideft.adapters.targets import TargetRule, listed_only
 from omnideft.errors import UserError
-from omnideft.model.targets import target_module_names
 
 
-def apply_adapter(transformer: nn.Module, spec: AdapterSpec, adapter_name: str = "default") -> nn.Module:
+def apply_adapter(transformer: nn.Module, spec: AdapterSpec, adapter_name: str = "default",
+                  targets: TargetRule = listed_only) -> nn.Module:
     """Returns a PeftModel (PEFT-injected methods) or an AdapterModel (own injection); both expose
-    get_base_model()."""
+    get_base_model(). `targets`: the family's rule for `spec.targets` (family.target_modules); without it only a list
+    of module names is understood."""
     method = get_method(spec.method)
     if spec.init not in INITS:
         raise UserError(f"adapter.init {spec.init!r} is not one of {list(INITS)}")
-    targets = target_module_names(transformer, spec.targets, spec.include_embedders)
-    if not targets:
+    names = targets(transformer, spec.targets, spec.include_embedders)
+    if not names:
         raise UserError(f"adapter.targets {spec.targets!r} matches no nn.Linear of the transformer")
-    model = method.inject(transformer, spec, targets, adapter_name)
+    model = method.inject(transformer, spec, names, adapter_name)
     model.omnideft_spec = spec  # save_adapter writes omnideft's own config for methods PEFT cannot describe
     return model
 

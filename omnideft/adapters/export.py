@@ -5,14 +5,14 @@ LoRA factors (B, A) with delta W = B A (e.g. LoRA: B = lora_B alpha/r, A = lora_
 A = s R - right^T W), or a dense delta W' - W (e.g. SODA), exported merged or as its best rank-r approximation
 (truncated SVD) with the relative Frobenius error reported. An adapted layer that no method owns, or that its method
 cannot express, stops the export naming the layer and the method.
-From these: `export_lora` writes PEFT / diffusers / ComfyUI / kohya files, `merge_deltas` folds weighted deltas of
-several adapters into the base (exact composition, zero inference overhead).
+From these: `export_lora` writes PEFT / diffusers / ComfyUI / kohya files (ComfyUI and kohya name the modules the
+model family's way: family.lora_keys), `merge_deltas` folds weighted deltas of several adapters into the base (exact
+composition, zero inference overhead).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -85,40 +85,10 @@ def merge_deltas(transformer: nn.Module, weighted: list[tuple[float, dict]]) -> 
                 lin.weight += (weight * full).to(lin.weight.dtype)
 
 
-def fused_original(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], transformer: nn.Module) -> dict:
-    """Rename to the original OmniGen module paths; the split to_q/to_k/to_v LoRAs become one qkv_proj LoRA
-    (B block-diagonal, A stacked: exact, rank r_q + r_k + r_v)."""
-    from omnideft.model.convert import KEY_MAP, original_key_for
-
-    modules = dict(transformer.named_modules())
-    groups: dict[str, list[str]] = {}
-    for name in factors:
-        orig = original_key_for(name + ".weight")
-        groups.setdefault(orig[: -len(".weight")] if orig else name, []).append(name)
-    out = {}
-    for orig, names in groups.items():
-        parts = KEY_MAP.get(re.sub(r"\.\d+\.", ".{n}.", orig + ".weight"))
-        if not isinstance(parts, tuple):
-            out[orig] = factors[names[0]]
-            continue
-        layer = re.search(r"\.(\d+)\.", orig).group(1)
-        bs, as_ = [], []
-        for part in parts:
-            part = part.replace("{n}", layer)[: -len(".weight")]
-            if part in factors:
-                b, a = factors[part]
-            else:  # this projection is not adapted: a rank-0 block
-                lin = modules[part]
-                b, a = torch.zeros(lin.out_features, 0), torch.zeros(0, lin.in_features)
-            bs.append(b)
-            as_.append(a)
-        out[orig] = (torch.block_diag(*bs), torch.cat(as_, 0))
-    return out
-
-
 def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str, out: str | Path,
-                transformer: nn.Module, metadata: dict[str, str]) -> list[Path]:
-    """Write LoRA factors (scale 1: alpha = rank) in one of LORA_FORMATS; returns the files written."""
+                transformer: nn.Module, metadata: dict[str, str], *, family) -> list[Path]:
+    """Write LoRA factors (scale 1: alpha = rank) in one of LORA_FORMATS; returns the files written. `family`: the
+    base's ModelFamily (its `name` names the file, its `lora_keys` the modules of the ComfyUI and kohya formats)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {k: str(v) for k, v in metadata.items()}
@@ -141,22 +111,17 @@ def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str,
         path = out / lora_files(fmt, "")[0]
         _save(tensors, path, meta)
         return [path]
-    # OmniGen2's published module names are ComfyUI's own (comfy/ldm/omnigen/omnigen2.py), and its OmniGen2 LoRA
-    # branch reads bare module paths; OmniGen's go back to the original checkpoint's names first.
-    omnigen2 = hasattr(transformer, "ref_image_refiner")
-    fused = factors if omnigen2 else fused_original(factors, transformer)
+    if fmt not in LORA_FORMATS:
+        raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
     tensors = {}
-    for n, (b, a) in fused.items():
+    for key, (b, a) in family.lora_keys(fmt, factors, transformer).items():
         rank = torch.tensor(float(b.shape[1]))
         if fmt == "comfyui":
-            key = n if omnigen2 else f"diffusion_model.{n}"
             tensors.update({f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b, f"{key}.alpha": rank})
-        elif fmt == "kohya":
-            key = "lora_unet_" + n.replace(".", "_")
+        else:  # kohya
+            key = "lora_unet_" + key.replace(".", "_")
             tensors.update({f"{key}.lora_down.weight": a, f"{key}.lora_up.weight": b, f"{key}.alpha": rank})
-        else:
-            raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
-    path = out / lora_files(fmt, "omnigen2" if omnigen2 else "omnigen")[0]
+    path = out / lora_files(fmt, family.name)[0]
     _save(tensors, path, meta)
     return [path]
 

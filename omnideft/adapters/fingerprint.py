@@ -20,7 +20,7 @@ from torch import nn
 from omnideft.adapters.registry import all_methods
 
 CAMERA = "camera_conditioning."  # the camera conditioning submodule (camera/conditioning.py) rides with adapters
-MLLM = "mllm_adapter."  # OmniGen2's adapted MLLM (adapters/mllm.py) rides with the transformer while it trains
+MLLM = "mllm_adapter."  # an adapted prompt encoder (OmniGen2's MLLM) rides with the transformer while it trains
 # A quantised base (model/quantize.py) has the same shape: optimum-quanto stores `weight._data` (the weight's shape)
 # with `weight._scale` and activation scales, bitsandbytes `weight` plus its quantisation state.
 QUANTIZATION_STATE = re.compile(r"\.(weight\._scale|input_scale|output_scale|weight\.(absmax|quant_map|nested_\w+|"
@@ -47,15 +47,6 @@ def base_fingerprint(transformer: nn.Module) -> str:
     for name, shape in sorted(entries):
         h.update(f"{name}:{shape};".encode())
     return "sha256:" + h.hexdigest()[:16]
-
-
-FAMILY_LABELS = {"omnigen": "OmniGen (v1)", "omnigen2": "OmniGen2"}
-
-
-def base_family(transformer: nn.Module) -> str:
-    """`omnigen2` for omnideft's OmniGen2 transformer, else `omnigen` (v1), told by the class name alone (importing
-    the OmniGen2 transformer here would load diffusers for every adapter check)."""
-    return "omnigen2" if type(base_model_of(transformer)).__name__ == "OmniGen2Transformer" else "omnigen"
 
 
 def base_model_of(model: nn.Module) -> nn.Module:

@@ -21,14 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from omnideft.adapters.fingerprint import (
-    FAMILY_LABELS,
-    MLLM,
-    base_family,
-    base_fingerprint,
-    weights_differ,
-    weights_fingerprint,
-)
+from omnideft.adapters.fingerprint import MLLM, base_fingerprint, weights_differ, weights_fingerprint
 from omnideft.adapters.registry import all_methods, get_method
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
@@ -44,9 +37,9 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
                  extra_meta: dict | None = None, base_weights: list | None = None, replace: bool = False,
                  family: str | None = None) -> Path:
     """`base_weights`: the base's weights fingerprint when the caller took it before the base was wrapped or
-    partitioned (the trainer); else it is taken from `model`'s base here. `family`: the base's model family, as the
-    caller resolved it (the trainer); else told from the transformer's class. An existing `out_dir` is replaced only if
-    it is an adapter saved here before, or with `replace` (omnideft.files.atomic_path)."""
+    partitioned (the trainer); else it is taken from `model`'s base here. `family`: the base's model family name,
+    recorded as `base.family` (load_adapter refuses the adapter on another family's base). An existing `out_dir` is
+    replaced only if it is an adapter saved here before, or with `replace` (omnideft.files.atomic_path)."""
     out = Path(out_dir)
     # a crash never leaves a half-written adapter; the old one stays until then
     with atomic_path(out, writer="omnideft adapter", replace=replace) as tmp:
@@ -62,7 +55,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
         else:
             name = model.active_adapter if isinstance(model.active_adapter, str) else next(iter(model.peft_config))
             peft_state = state_dict
-            if hasattr(model.get_base_model(), MLLM[:-1]):  # the MLLM part writes its own files (adapters/mllm.py)
+            if hasattr(model.get_base_model(), MLLM[:-1]):  # an adapted MLLM part writes its own files
                 peft_state = {k: v for k, v in (state_dict if state_dict is not None else model.state_dict()).items()
                               if MLLM not in k}
             model.save_pretrained(tmp, state_dict=peft_state, safe_serialization=True, selected_adapters=[name])
@@ -86,7 +79,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
             "base": {"name": base_name, "fingerprint": base_fingerprint(model.get_base_model()),
                      "weights": base_weights if base_weights is not None
                      else weights_fingerprint(model.get_base_model()),
-                     "family": family or base_family(model.get_base_model())},
+                     **({"family": family} if family else {})},
             "adapter_name": name,
             "method": spec.method if spec is not None else None,
             "peft_type": peft_type,
@@ -141,9 +134,10 @@ def resolve_model_name(model: str | None, adapter: str | None) -> str:
     raise UserError("--model is required (the adapter does not name its base model)")
 
 
-def adapter_family(folder: str | Path) -> str:
-    """The model family the adapter was trained on (adapters from before OmniGen2 support: OmniGen v1)."""
-    return read_adapter_meta(folder).get("base", {}).get("family", "omnigen")
+def adapter_family(folder: str | Path) -> str | None:
+    """The model family name the adapter records; None for an adapter written before families were recorded (the
+    families registry says which family that means: family_of_adapter)."""
+    return read_adapter_meta(folder).get("base", {}).get("family")
 
 
 def read_adapter_config(folder: str | Path) -> dict:
@@ -182,17 +176,14 @@ def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def check_base(folder: str | Path, transformer: nn.Module, meta: dict) -> None:
-    """The adapter was trained on this base: same shapes (fingerprint) and same weights (weights fingerprint,
-    which tolerates the rounding of bf16/fp16 loading)."""
+def check_base(folder: str | Path, transformer: nn.Module, meta: dict, family=None) -> None:
+    """The adapter was trained on this base: the same model family (when the caller says which, `family`: its
+    ModelFamily, whose check_adapter reads the record), same shapes (fingerprint) and same weights (weights
+    fingerprint, which tolerates the rounding of bf16/fp16 loading)."""
     base = meta.get("base", {})
+    if family is not None:
+        family.check_adapter(folder, base)
     want, have = base.get("fingerprint"), base_fingerprint(transformer)
-    # adapters written before OmniGen2 support record no family: they were trained on OmniGen v1
-    trained_on, this = base.get("family", "omnigen"), base_family(transformer)
-    if want and want != have and trained_on != this:
-        raise UserError(f"adapter {folder} was trained on {FAMILY_LABELS.get(trained_on, trained_on)} "
-                        f"({base.get('name')}); this base is {FAMILY_LABELS[this]}: an adapter works only "
-                        "on the family it was trained on")
     if want and want != have:
         raise UserError(f"adapter {folder} was trained on a base of another shape "
                         f"({base.get('name')}, {want}); this model is {have}")
@@ -203,14 +194,15 @@ def check_base(folder: str | Path, transformer: nn.Module, meta: dict) -> None:
 
 
 def load_adapter(transformer: nn.Module, folder: str | Path, adapter_name: str = "default",
-                 is_trainable: bool = False) -> nn.Module:
-    """Check the base (shapes and weights) and the tensors (readable, finite), then load: stock PEFT for PEFT
+                 is_trainable: bool = False, *, family=None) -> nn.Module:
+    """Check the base (its family when the caller passes it, `family`: the base's ModelFamily; shapes and weights)
+    and the tensors (readable, finite), then load: stock PEFT for PEFT
     folders (then every method's after_peft_load: DEFT layers use the fast forward), the method's own injection
     for omnideft configs. Whole or not at all: a tensor the model has no place for, or a place the file has no
     tensor for, is refused naming the first such key (PEFT alone would only warn and leave the layer at its
     initial value, i.e. silently render the base model's output)."""
     meta = read_adapter_meta(folder)
-    check_base(folder, transformer, meta)
+    check_base(folder, transformer, meta, family)
     tensors = read_finite_tensors(Path(folder) / "adapter_model.safetensors")
     config = read_adapter_config(folder)
     if "omnideft_method" in config:

@@ -16,7 +16,7 @@ PROJECTORS = ("relu", "qr", "ppt", "relu2", "svd", "tsvd", "lrmf", "nmf", "eigen
 PEFT_PROJECTORS = ("relu", "qr")  # what peft.DeftConfig knows: these adapters stay loadable by stock PEFT
 SODA_VARIANTS = ("svd", "qr")
 SODA_ROTATIONS = ("stiefel", "cayley")
-MLLM_TARGETS = ("none", "language")  # adapters/mllm.py
+MLLM_TARGETS = ("none", "language")  # families/omnigen2/mllm.py
 
 
 @dataclass

@@ -1,5 +1,41 @@
-"""The offline demo (run.py): the small pretrained OmniGen learns new tasks with a DEFT adapter, measured."""
+"""The offline demos: `omnideft demo --family NAME` runs the demo the family's `demo_preset` names, with its
+settings: `study` (run.py: the small pretrained OmniGen learns new tasks with a DEFT adapter, measured) or `tiny-run`
+(omnigen2.py: a short run on a tiny model whose loss falls)."""
 
-# Light to import: `omnideft --help` shows them.
-DEFAULTS = {"steps": 200, "samples": 256, "queries": 16, "retention_queries": 4, "replay": 0.25}
-DEFAULTS_OMNIGEN2 = {"steps": 30, "samples": 8}  # `demo --family omnigen2`: the tiny OmniGen2 (demo/omnigen2.py)
+from __future__ import annotations
+
+import inspect
+from importlib import import_module
+
+from omnideft.errors import UserError
+from omnideft.families.registry import all_families, get_family
+
+DEMOS = {"study": "omnideft.demo.run:run_demo", "tiny-run": "omnideft.demo.omnigen2:run_omnigen2_demo"}
+
+
+def demo_settings(family: str) -> dict:
+    """The demo a family declares and its default settings; one line for a family without one."""
+    chosen = get_family(family)
+    if chosen.demo_preset is None:
+        have = ", ".join(f.name for f in all_families() if f.demo_preset is not None)
+        raise UserError(f"demo --family {family}: {chosen.title} has no demo preset (families with a demo: {have})")
+    return dict(chosen.demo_preset)
+
+
+def run_family_demo(family: str, out_dir: str, **settings) -> tuple[str, dict]:
+    """Run the family's demo; `settings` left None take the preset's, one the demo does not take is one line.
+    Returns (the demo's name, its result)."""
+    preset = demo_settings(family)
+    kind = preset.pop("demo")
+    module, function = DEMOS[kind].split(":")
+    run = getattr(import_module(module), function)
+    given = {k: v for k, v in settings.items() if v is not None}
+    if foreign := [k for k in given if k not in inspect.signature(run).parameters]:
+        raise UserError(f"demo --family {family}: its {kind} demo takes no "
+                        f"{', '.join('--' + k.replace('_', '-') for k in foreign)}")
+    return kind, run(out_dir, **{**preset, **given})
+
+
+# Light to import: `omnideft --help` shows them (the CLI's demo flags, until it asks demo_settings itself).
+DEFAULTS = {k: v for k, v in demo_settings("omnigen").items() if k != "demo"}
+DEFAULTS_OMNIGEN2 = {k: v for k, v in demo_settings("omnigen2").items() if k != "demo"}

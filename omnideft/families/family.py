@@ -10,6 +10,7 @@ Declarations (class attributes, cheap: the registry reads them without loading t
   title                for people: "OmniGen (v1)"
   pipeline_classes     `_class_name`s of a folder's model_index.json that mean this family
   subfolders           the folder layout that means it when model_index.json is absent
+  layout               what `save` writes, for people ("diffusers layout"; export's report names it)
   presets              model names it builds itself (`tiny`: random, from the seed; `small`: shipped weights)
   hub_ids              whether a name that is neither a preset nor a local folder is a hub id it loads
   default              the family of a hub id or preset when nothing else says (one family has it)
@@ -26,6 +27,9 @@ Methods (the heavy work; each imports what it needs when called):
                        local folder or a hub id; save writes them into an existing empty folder (the caller
                        makes it atomic)
   target_modules       the module names an adapter preset (`attn`, `all-linear`) or list means on its transformer
+                       (families/<name>/targets.py; the verbs pass it to apply_adapter as `targets=`)
+  check_adapter        one line when an adapter folder was recorded for another family (load_adapter calls it
+                       when the verb passes `family=`)
   training(recipe)     the trainer's backend for this family (TrainingBackend below), after refusing in one line
                        each recipe key the family declares unsupported (model.quantize, data.latents,
                        camera.encoding, adapter.mllm_targets, cameras and too many images in validation prompts)
@@ -35,8 +39,16 @@ Methods (the heavy work; each imports what it needs when called):
                        class runs before a model loads
   generator(c, **kw)   a Generator (the one shared surface below) on loaded components
   owns_components(c)   whether loaded components are this family's (validation renders on the trainer's model)
-  lora_keys(fmt)       how exported LoRA files name a module of its transformer, per export format it offers
-  demo_preset          the `omnideft demo` settings for this family, or None
+  lora_keys(fmt, factors, transformer)
+                       the LoRA factors {module: (B, A)} keyed as ComfyUI / kohya files name this family's modules
+                       (families/<name>/export.py; adapters/export.py adds each format's suffixes)
+  adapter_extras(folder)   what an adapter holds beyond the transformer's layers ("the MLLM part (...)"), or None
+  merge_adapter_extras(components, folder)
+                       fold those parts into `components` (a merged export); returns the report's note
+  demo_preset          `omnideft demo --family NAME`: {"demo": which demo runs (omnideft.demo.DEMOS), and its
+                       default settings}; None when the family has no demo (the demo refuses in one line)
+  plan_entry()         what `omnideft plan` counts and models for it (sizing.shapes.PlanFamily: configs by model name,
+                       the meta-device count with its activation model; families/<name>/plan.py)
 
 Where a family lacks something, `unsupported` says so and `refuse(feature, what)` raises the one line: refusals are
 generated from the declaration, not written at each call site.
@@ -180,6 +192,7 @@ class ModelFamily:
     title: str = ""
     pipeline_classes: tuple[str, ...] = ()
     subfolders: tuple[str, ...] = ()
+    layout: str = ""
     presets: tuple[str, ...] = ("tiny",)
     hub_ids: bool = False
     default: bool = False
@@ -212,6 +225,16 @@ class ModelFamily:
         key and its value)."""
         if feature in self.unsupported:
             raise UserError(f"{what}: {self.title} {self.unsupported[feature]}")
+
+    def check_adapter(self, folder, base: dict) -> None:
+        """One line naming both families when the adapter at `folder` (`base`: its omnideft.json's base record)
+        was trained on another family than this one."""
+        from omnideft.families.registry import family_of_record
+
+        trained_on = family_of_record(base.get("family"))
+        if trained_on.name != self.name:
+            raise UserError(f"adapter {folder} was trained on {trained_on.title} ({base.get('name')}); this base is "
+                            f"{self.title}: an adapter works only on the family it was trained on")
 
     def check_input_images(self, count: int, what: str = "input images") -> None:
         if self.max_input_images is not None and count > self.max_input_images:
@@ -261,8 +284,17 @@ class ModelFamily:
     def owns_components(self, components) -> bool:
         raise NotImplementedError
 
-    def lora_keys(self, fmt: str):
+    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
         raise NotImplementedError
+
+    def plan_entry(self):
+        raise NotImplementedError
+
+    def adapter_extras(self, folder) -> str | None:
+        return None
+
+    def merge_adapter_extras(self, components, folder) -> str:
+        return ""
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

@@ -223,7 +223,8 @@ class FamilyGenerator(Generator):
         if not adapters:
             return
         if not self.merge:
-            self.transformer = load_adapter(self.transformer, adapters[0][0]).to(self._weights_device())
+            self.transformer = load_adapter(self.transformer, adapters[0][0], family=self.family).to(
+                self._weights_device())
             self.components.transformer = self.transformer
             self._load_parts(adapters[0][0])
             return

@@ -25,6 +25,7 @@ FAMILIES = {
     "omnigen2": "omnideft.families.omnigen2:FAMILY",
 }
 AUTO = "auto"
+UNRECORDED = "omnigen"  # adapters written before families were recorded were trained on OmniGen (v1)
 
 
 def register_family(name: str, target: str) -> None:
@@ -54,6 +55,20 @@ def all_families() -> list[ModelFamily]:
 
 def default_family() -> ModelFamily:
     return next(f for f in all_families() if f.default)
+
+
+def family_of_record(recorded: str | None) -> ModelFamily:
+    """The family an adapter's record (`base.family` of its omnideft.json, None when absent) names."""
+    if recorded is not None and recorded not in FAMILIES:
+        raise UserError(f"the adapter's recorded model family {recorded!r} is not one of {', '.join(FAMILIES)}")
+    return get_family(recorded or UNRECORDED)
+
+
+def family_of_adapter(folder: str | Path) -> ModelFamily:
+    """The family the adapter folder was trained on."""
+    from omnideft.adapters.folder import adapter_family
+
+    return family_of_record(adapter_family(folder))
 
 
 def check_family_name(name: str, what: str = "model.family") -> str:

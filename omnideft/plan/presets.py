@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omnideft.errors import UserError
-from omnideft.plan.estimate import GB, Plan, Setup, Workload, plan_memory
 from omnideft.plan.families import plan_family
-from omnideft.plan.shapes import ModelShapes
+from omnideft.sizing.estimate import GB, Plan, Setup, Workload, plan_memory
+from omnideft.sizing.shapes import ModelShapes
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import dataclasses
 import sys
 
 from omnideft.errors import UserError
-from omnideft.plan.estimate import GB, Plan, Workload
+from omnideft.families.registry import default_family
 from omnideft.plan.families import plan_family
 from omnideft.plan.presets import (
     PRESETS,
@@ -20,6 +20,7 @@ from omnideft.plan.presets import (
     recipe_shapes,
     recipe_workload,
 )
+from omnideft.sizing.estimate import GB, Plan, Workload
 
 
 def plan_table(plan: Plan) -> str:
@@ -105,7 +106,7 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
         recipe.train, gradient_checkpointing=not recipe.train.gradient_checkpointing))
     other = recipe_plan(toggled, shapes, work, gpus)
     with_gc, without_gc = (plan, other) if recipe.train.gradient_checkpointing else (other, plan)
-    print(f"# plan: {recipe.model.name}" + (f" ({family.name})" if family.name != "omnigen" else "")
+    print(f"# plan: {recipe.model.name}" + (f" ({family.name})" if family.name != default_family().name else "")
           + f", {recipe.adapter.method} r{recipe.adapter.rank} on {len(shapes.adapted)} linears, {gpus} GPU(s)"
           + (f", preset {chosen}" if chosen else ""), file=out)
     if shapes.source:
@@ -147,7 +148,7 @@ def reference_plans_md(recipe) -> str:
     work = Workload(batch=recipe.train.batch_size, image_size=recipe.data.max_image_size, input_images=2)
     shapes = recipe_shapes(recipe)
     plans = preset_plans(recipe, shapes, work)
-    out = [f"Model `{recipe.model.name}` (config shipped in omnideft/plan/configs/), adapter "
+    out = [f"Model `{recipe.model.name}` (config shipped with omnideft), adapter "
            f"{recipe.adapter.method} r{recipe.adapter.rank} on {len(shapes.adapted)} linears "
            f"({shapes.adapter_params / 1e6:.1f}M parameters), {describe_workload(work)}.", "",
            presets_table(plans), ""]

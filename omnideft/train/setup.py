@@ -135,7 +135,7 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     latents = None
     if recipe.data.latents:  # a stale, damaged or foreign cache is refused before anything is written
         latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size, sources)
-    model = apply_adapter(comps.transformer, spec)
+    model = apply_adapter(comps.transformer, spec, targets=family.target_modules)
     training.after_adapter(comps, spec)  # e.g. adapter.mllm_targets: an adapter on the MLLM too
     if engine.zero_stage == 3:  # e.g. DEFT: parameters its layers read outside their own module's forward
         get_method(spec.method).before_zero3(model)

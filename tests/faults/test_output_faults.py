@@ -16,6 +16,7 @@ from PIL import Image
 
 from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
 from omnideft.errors import UserError
+from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.files import OWNER_FILE, write_text_atomic
 from omnideft.model import load_omnigen
 from omnideft.train.engine import load_deepspeed_state
@@ -30,7 +31,8 @@ RESUME_ZERO2 = ["--resume=latest", "train.max_steps=2", "launch.deepspeed=recipe
 def adapter(tmp_path_factory) -> Path:
     """A small DEFT adapter on the tiny base."""
     torch.manual_seed(0)
-    model = apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(rank=2, targets="attn", init="paper"))
+    model = apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(rank=2, targets="attn", init="paper"),
+                          targets=omnigen_targets)
     return save_adapter(model, tmp_path_factory.mktemp("adapter") / "a", base_name="tiny")
 
 

@@ -13,9 +13,13 @@ class OmniGen(ModelFamily):
     title = "OmniGen (v1)"
     pipeline_classes = ("OmniGenPipeline",)
     subfolders = ("transformer", "vae", "tokenizer", "scheduler")
+    layout = "diffusers layout"
     presets = ("tiny", "small")
     hub_ids = True
     default = True
+    # the shape-world study on the pretrained `small` (demo/run.py)
+    demo_preset = {"demo": "study", "steps": 200, "samples": 256, "queries": 16, "retention_queries": 4,
+                   "replay": 0.25}
     unsupported = {
         "mllm_targets": "has no separate MLLM (its adapter already covers the prompt's layers); leave it at none",
     }
@@ -38,9 +42,19 @@ class OmniGen(ModelFamily):
         save_base(components, folder)
 
     def target_modules(self, transformer, preset, include_embedders: bool = False) -> list[str]:
-        from omnideft.model.targets import target_module_names
+        from omnideft.families.omnigen.targets import target_modules
 
-        return target_module_names(transformer, preset, include_embedders)
+        return target_modules(transformer, preset, include_embedders)
+
+    def plan_entry(self):
+        from omnideft.families.omnigen.plan import plan_entry
+
+        return plan_entry()
+
+    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
+        from omnideft.families.omnigen.export import lora_keys
+
+        return lora_keys(fmt, factors, transformer)
 
     def training_backend(self, settings):
         from omnideft.families.omnigen.training import OmniGenTraining

@@ -44,7 +44,7 @@ class OmniGenTraining(TrainingBackend):
 
         # before the adapter: it may grow the token table the adapter was saved with
         camera = load_camera(components.transformer, components.tokenizer, folder)
-        return load_adapter(components.transformer, folder), camera
+        return load_adapter(components.transformer, folder, family=self.family), camera
 
     def cache_latents(self, components, examples, out, shards, progress=None) -> dict:
         from omnideft.flow.latents import write_cache

@@ -15,9 +15,11 @@ class OmniGen2(ModelFamily):
     title = "OmniGen2"
     pipeline_classes = ("OmniGen2Pipeline",)
     subfolders = ("transformer", "vae", "mllm", "processor", "scheduler")
+    layout = "OmniGen2 published layout"
     presets = ("tiny",)
     hub_ids = False
     max_input_images = 5  # rows of the published transformer's image_index_embedding
+    demo_preset = {"demo": "tiny-run", "steps": 30, "samples": 8}  # a small run on the tiny OmniGen2 (demo/omnigen2.py)
     unsupported = {
         "camera": "has no camera conditioning (cameras are OmniGen (v1) only)",
         "quantize": V1_ONLY,
@@ -54,9 +56,33 @@ class OmniGen2(ModelFamily):
         save_omnigen2(components, folder, overwrite=True)
 
     def target_modules(self, transformer, preset, include_embedders: bool = False) -> list[str]:
-        from omnideft.model.targets import target_module_names
+        from omnideft.families.omnigen2.targets import target_modules
 
-        return target_module_names(transformer, preset, include_embedders)
+        return target_modules(transformer, preset, include_embedders)
+
+    def plan_entry(self):
+        from omnideft.families.omnigen2.plan import plan_entry
+
+        return plan_entry()
+
+    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
+        from omnideft.families.omnigen2.export import lora_keys
+
+        return lora_keys(fmt, factors, transformer)
+
+    def adapter_extras(self, folder) -> str | None:
+        from omnideft.families.omnigen2.mllm import has_mllm_adapter
+
+        # adapter.mllm_targets: an adapter on the MLLM's language layers too
+        return "the MLLM part (mllm_adapter.*)" if has_mllm_adapter(folder) else None
+
+    def merge_adapter_extras(self, components, folder) -> str:
+        from omnideft.families.omnigen2.mllm import has_mllm_adapter, merge_mllm_adapters
+
+        if not has_mllm_adapter(folder):
+            return ""
+        components.mllm = merge_mllm_adapters(components.mllm, [(str(folder), 1.0)])
+        return "its MLLM part folded into the MLLM"
 
     def training_backend(self, settings):
         from omnideft.families.omnigen2.training import OmniGen2Training

@@ -2,7 +2,7 @@
 at most, family.max_input_images), text / image guidance with a guidance step range (`cfg_range`), Euler or
 DPM-Solver++ (`scheduler`), and OmniGen2's output-size rule (one reference image and no size given: its size).
 
-An adapter's MLLM part (`adapter.mllm_targets`, adapters/mllm.py) reaches the MLLM the way the transformer part
+An adapter's MLLM part (`adapter.mllm_targets`, families/omnigen2/mllm.py) reaches the MLLM the way the transformer part
 reaches the transformer: loaded as is with `merge=False`, else merged with the MLLM's pristine weights kept, so
 `set_adapters` never reads the base again.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from omnideft.adapters.export import unload
-from omnideft.adapters.mllm import has_mllm_adapter, load_mllm_adapter
 from omnideft.errors import UserError
 from omnideft.families.generator import FamilyGenerator, check_sides, weighted_deltas_of
+from omnideft.families.omnigen2.mllm import has_mllm_adapter, load_mllm_adapter
 from omnideft.families.omnigen2.sampler import OmniGen2Sampler
 from omnideft.images import as_image
 from omnideft.model.omnigen2.latents import fitted_size

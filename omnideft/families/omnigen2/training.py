@@ -21,8 +21,8 @@ class OmniGen2Training(TrainingBackend):
 
     def after_adapter(self, components, spec) -> None:
         """After the transformer's adapter: `adapter.mllm_targets` injects the same method into the MLLM's
-        language layers (adapters/mllm.py), registered as the transformer's submodule `mllm_adapter`."""
-        from omnideft.adapters.mllm import attach_mllm_adapter
+        language layers (families/omnigen2/mllm.py), registered as the transformer's submodule `mllm_adapter`."""
+        from omnideft.families.omnigen2.mllm import attach_mllm_adapter
 
         if spec.mllm_targets == "language":
             attach_mllm_adapter(components.transformer, components.mllm, spec)
@@ -45,9 +45,9 @@ class OmniGen2Training(TrainingBackend):
 
     def load_adapter(self, components, folder):
         from omnideft.adapters import load_adapter
-        from omnideft.adapters.mllm import has_mllm_adapter, load_mllm_adapter
+        from omnideft.families.omnigen2.mllm import has_mllm_adapter, load_mllm_adapter
 
-        model = load_adapter(components.transformer, folder)
+        model = load_adapter(components.transformer, folder, family=self.family)
         if has_mllm_adapter(folder):  # adapter.mllm_targets: its MLLM part, on the MLLM the loss encodes with
             load_mllm_adapter(components.mllm, folder)
         return model, None

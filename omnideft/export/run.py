@@ -1,5 +1,6 @@
-"""`omnideft export`: load the adapter on its base (OmniGen or OmniGen2), then write it in the asked format
-(adapters/export.py) — merged into a model folder, its MLLM part too (adapters/mllm.py), or as LoRA files."""
+"""`omnideft export`: load the adapter on its base (the family the base folder or the adapter's record says), then
+write it in the asked format (adapters/export.py) — merged into a model folder, with the parts of the adapter beyond
+the transformer (family.merge_adapter_extras, e.g. OmniGen2's MLLM part), or as LoRA files."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from omnideft.adapters.export import (
     merge_deltas,
     unload,
 )
-from omnideft.adapters.mllm import has_mllm_adapter, merge_mllm_adapters
+from omnideft.adapters.folder import adapter_family, load_adapter, read_adapter_config, read_adapter_meta
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
+from omnideft.families.registry import resolve_family
 from omnideft.files import atomic_path, check_output_folder
 
 MERGED_WRITER = "omnideft export --format merged"  # recorded in the folder: a rerun may replace its own output
@@ -26,9 +28,6 @@ MERGED_WRITER = "omnideft export --format merged"  # recorded in the folder: a r
 
 def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = None) -> str:
     """`omnideft export`: returns a one-line report (files, exactness or the truncation error)."""
-    from omnideft.adapters.folder import adapter_family, load_adapter, read_adapter_config, read_adapter_meta
-    from omnideft.families.registry import resolve_family
-
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
     check_export_out(Path(out), Path(adapter), base, merged=fmt == "merged")
@@ -36,30 +35,27 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
     family = resolve_family(base, recorded=adapter_family(adapter))
     if fmt != "merged":
         check_lora_files(Path(out), lora_files(fmt, family.name))
-    comps, save, layout = family.load(base), family.save, f"{family.title} layout"
-    model = load_adapter(comps.transformer, adapter)
+    comps, save, layout = family.load(base), family.save, family.layout
+    model = load_adapter(comps.transformer, adapter, family=family)
     deltas = adapter_deltas(model)
     transformer = unload(model)
     out_path = Path(out)
-    mllm_part = has_mllm_adapter(adapter)  # adapter.mllm_targets: an adapter on OmniGen2's MLLM too
+    extras = family.adapter_extras(adapter)  # e.g. OmniGen2's adapter.mllm_targets
     if fmt == "merged":
         merge_deltas(transformer, [(1.0, deltas)])
         comps.transformer = transformer  # the same module, adapter layers removed and deltas folded in
-        mllm_note = ""
-        if mllm_part:
-            comps.mllm = merge_mllm_adapters(comps.mllm, [(str(adapter), 1.0)])
-            mllm_note = "; its MLLM part folded into the MLLM"
+        folded = ["folded into the transformer", family.merge_adapter_extras(comps, adapter) if extras else ""]
         with atomic_path(out_path, writer=MERGED_WRITER) as tmp:
             save(comps, tmp)
-        return f"merged: {out_path} ({len(deltas)} modules folded into the transformer{mllm_note}; {layout})"
+        return f"merged: {out_path} ({len(deltas)} modules {'; '.join(filter(None, folded))}; {layout})"
     config = read_adapter_config(adapter)
     rank = rank or config.get("spec", {}).get("rank") or config.get("r") or AdapterSpec.rank
     factors, err = as_lora(deltas, rank)
-    files = export_lora(factors, fmt, out_path, transformer, export_metadata(meta, fmt, str(adapter)))
+    files = export_lora(factors, fmt, out_path, transformer, export_metadata(meta, fmt, str(adapter)), family=family)
     dense = sum(not isinstance(d, tuple) for d in deltas.values())
     how = (f"best rank-{rank} approximation of {dense} full-rank deltas, max relative error {err:.3e}" if dense
            else "exact LoRA form")
-    skipped = "; the MLLM part (mllm_adapter.*) is not in this format, use --format merged" if mllm_part else ""
+    skipped = f"; {extras} is not in this format, use --format merged" if extras else ""
     return f"{fmt}: {', '.join(str(f) for f in files)} ({len(factors)} modules; {how}){skipped}"
 
 

@@ -1,19 +1,7 @@
-"""Predicted peak memory per GPU of one OmniGen training step, by component, from the model's shapes alone.
-
-The activation model counts what autograd keeps for backward in diffusers' `OmniGenBlock` with omnideft's fused DEFT
-layer (omnideft/adapters/fast_deft.py), per token of the joint sequence, with `c` the compute dtype's bytes and `s`
-the residual stream's (the storage dtype of the unquantised parameters):
-
-    block input, attention input (normed), q, k, v, attention output, residual after attention, normed MLP input:
-        8 H values;  MLP: gate_up output (2 I), silu(gate) (I), product into down_proj (I): 4 I values      -> at c
-    RMSNorm's fp32 copies of its two inputs when s < 4 (2 H), its two rsqrt (2), attention log-sum-exp (heads),
-    and each adapted linear's rank-r projection t (r per linear)                                          -> fp32
-
-plus, once per step, the additive attention mask (B L^2 at s), RoPE's cos and sin (2 L head_dim, fp32) and the final
-norm. With gradient checkpointing only each block's input (H at s) stays, and backward recomputes one block at a time.
-The attention kernel is the fused one (CPU flash attention, CUDA memory-efficient attention with a mask): it keeps
-the log-sum-exp, never the L x L probabilities. tests/test_plan.py measures the saved tensors of width-reduced
-models with `torch.autograd.graph.saved_tensors_hooks` and holds this model to within 10 %.
+"""Predicted peak memory per GPU of one training step, by component, from the model's shapes alone: the frozen
+base, the adapter, its gradients and optimizer state, the activations (the family's activation model,
+shapes.activations: families/<name>/plan.py, held to within 10 % of measurement by tests/test_plan.py), the batch,
+a separate prompt encoder, the VAE.
 
 Terms no hook can measure on a CPU (backward workspace, the VAE's encode workspace, the CUDA context) are estimates
 and say so in their note.
@@ -23,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from omnideft.plan.shapes import ModelShapes
+from omnideft.sizing.shapes import ModelShapes
 
 FUSED_DEFT = ("deft", "para")  # methods trained through omnideft/adapters/fast_deft.py
 GB = 1e9
@@ -44,7 +32,7 @@ class Workload:
     image_size: int = 1024
     input_images: int = 2
     text_tokens: int = 128
-    time_tokens: int = 1  # OmniGen v1's time token in the sequence; a family fixes it (plan/families.py)
+    time_tokens: int = 1  # OmniGen v1's time token in the sequence; a family fixes it (its plan_entry().workload)
     # Pixel budget of each input image by their count (the last entry beyond); empty: inputs at image_size
     input_pixels: tuple[int, ...] = ()
 
@@ -124,67 +112,28 @@ def _linear_rows(shapes: ModelShapes) -> int:
     return shapes.layers * (5 * shapes.hidden + 2 * shapes.intermediate)
 
 
-def block_saved_bytes(shapes: ModelShapes, setup: Setup, rank: int, tokens: int) -> float:
-    """Bytes autograd keeps for one block's backward, for `tokens` = B x L rows (see the module docstring)."""
-    c, s = DTYPE_BYTES[setup.compute], setup.stream_bytes
-    h, i = shapes.hidden, shapes.intermediate
-    fp32 = (2 * h if min(c, s) < 4 else 0) + 2 + shapes.heads + shapes.adapted_per_layer * rank
-    per_token = 8 * h * c + 4 * i * c + 4 * fp32
-    if shapes.method == "lora" and c == s < 4:
-        per_token += 3 * h * c  # PEFT's LoRA casts its input to the fp32 adapter dtype and autocast back (measured)
-    if shapes.method not in FUSED_DEFT and setup.base in ("int8", "fp8"):
-        per_token += 2 * h * c  # optimum-quanto's QLinear keeps its own copies of the block inputs (measured)
-    # The fused DEFT layer keeps its base output y when there are fewer rows than input features (fast_deft.py).
-    kept_y = sum(out * c for inp, out in shapes.adapted[: shapes.adapted_per_layer] if tokens < inp
-                 ) if shapes.method in FUSED_DEFT else 0
-    return per_token * tokens + kept_y * tokens
-
-
-def saved_activation_bytes(shapes: ModelShapes, setup: Setup, work: Workload, rank: int,
-                           seq_len: int | None = None, output_tokens: int | None = None) -> float:
-    """What autograd holds at the end of the forward pass (what saved_tensors_hooks see)."""
-    b = work.batch
-    seq = seq_len or work.seq_len
-    out_tokens = output_tokens or work.image_tokens
-    s = setup.stream_bytes
-    tokens = b * seq
-    once = (b * seq * seq * s  # additive mask [B, 1, L, L] in the stream dtype
-            + 2 * b * seq * shapes.head_dim * 4  # RoPE cos, sin (fp32)
-            + tokens * (4 * shapes.hidden + 4 + (shapes.hidden * s if s < 4 else 0))  # final RMSNorm: fp32 rows,
-            # rsqrt, and its half-precision input when the stream is not fp32
-            + b * out_tokens * shapes.hidden * (s + 4))  # adaLN output norm and projection of the image tokens
-    if setup.checkpointing:
-        return shapes.layers * tokens * shapes.hidden * s + once
-    # An fp32-stored base under bf16/fp16 autocast: every linear's weight is cast per forward and the cast copy is
-    # kept for backward (measured) -- a second, half-precision copy of the whole base. Why presets store it in bf16.
-    # Only the blocks' linears: the timestep embedders' inputs need no gradient, so nothing is kept for them.
-    block_linears = shapes.layers * (4 * shapes.hidden ** 2 + 3 * shapes.hidden * shapes.intermediate)
-    casts = block_linears * DTYPE_BYTES[setup.compute] if s > DTYPE_BYTES[setup.compute] else 0
-    return shapes.layers * block_saved_bytes(shapes, setup, rank, tokens) + once + casts
-
-
-class OmniGenActivations:
-    """A family's activation model, the interface `plan_memory` asks (shapes.activations): OmniGen v1's, the
-    formulas above. plan/omnigen2.py has OmniGen2's."""
+class Activations:
+    """A family's activation model, what `plan_memory` asks (shapes.activations; families/<name>/plan.py)."""
 
     def saved(self, shapes: ModelShapes, setup: Setup, work: Workload, rank: int, seq_len: int | None = None,
               output_tokens: int | None = None) -> float:
-        return saved_activation_bytes(shapes, setup, work, rank, seq_len, output_tokens)
+        """What autograd holds at the end of the forward pass (what saved_tensors_hooks see)."""
+        raise NotImplementedError
 
     def block(self, shapes: ModelShapes, setup: Setup, rank: int, tokens: int) -> float:
-        return block_saved_bytes(shapes, setup, rank, tokens)
+        """Bytes autograd keeps for one block's backward, for `tokens` rows."""
+        raise NotImplementedError
 
     def batch(self, work: Workload) -> tuple[float, str]:
-        return (work.batch * work.seq_len ** 2 * 4 + work.batch * (work.input_images + 1) * 3 * work.image_size ** 2
-                * 4, "0/1 mask [B, L, L] and pixels, fp32")
+        """The batch's tensors on the GPU, in bytes, and what they are."""
+        raise NotImplementedError
 
 
-OMNIGEN_ACTIVATIONS = OmniGenActivations()
-
-
-def activations_of(shapes: ModelShapes):
-    """The activation model of the family `shapes` was counted for (OmniGen v1's when it names none)."""
-    return shapes.activations or OMNIGEN_ACTIVATIONS
+def activations_of(shapes: ModelShapes) -> Activations:
+    """The activation model of the family `shapes` was counted for."""
+    if shapes.activations is None:
+        raise ValueError("ModelShapes without an activation model: the family's count sets `activations`")
+    return shapes.activations
 
 
 def plan_memory(shapes: ModelShapes, setup: Setup, work: Workload, rank: int) -> Plan:
@@ -241,7 +190,7 @@ def _count(n: int) -> str:
 
 def measured_parts(shapes: ModelShapes, setup: Setup, work: Workload, rank: int, seq_len: int,
                    output_tokens: int) -> dict:
-    """The parts of the plan that `omnideft.plan.measure` measures on the CPU: saved activations, parameters
+    """The parts of the plan that `omnideft.sizing.measure` measures on the CPU: saved activations, parameters
     (base + adapter + buffers), gradients and optimizer state."""
     adapter = shapes.adapter_params * 4
     return {"saved": activations_of(shapes).saved(shapes, setup, work, rank, seq_len, output_tokens),

@@ -27,13 +27,22 @@ from importlib.resources import files
 from pathlib import Path
 
 from omnideft.errors import UserError
+from omnideft.families.omnigen2.targets import target_modules
+from omnideft.families.omnigen2.batch import MAX_INPUT_PIXELS  # the published input budgets by count
 from omnideft.model.presets import TINY
-from omnideft.plan.estimate import DTYPE_BYTES, FUSED_DEFT, Setup, Workload
-from omnideft.plan.shapes import ModelShapes, adapted_linears, count_linears
+from omnideft.sizing.estimate import DTYPE_BYTES, FUSED_DEFT, Activations, Setup, Workload, measured_parts
+from omnideft.sizing.measure import adapted_for_step, autocast_for, saved_tensor_bytes, step_bytes
+from omnideft.sizing.shapes import ModelShapes, PlanFamily, adapted_linears, count_linears
 
 PUBLISHED_ID = "OmniGen2/OmniGen2"  # the hub id of the model whose configs ship in configs/omnigen2.json
 CONFIG_FILE = "omnigen2.json"
 COMPONENTS = ("transformer", "mllm", "vae")
+
+
+def plan_entry() -> PlanFamily:
+    return PlanFamily("omnigen2", omnigen2_configs, omnigen2_shapes,
+                      workload={"time_tokens": 0, "input_pixels": MAX_INPUT_PIXELS},
+                      trainer_refuses=("model.quantize", "data.latents"))
 
 
 def omnigen2_configs(name: str) -> tuple[dict, str]:
@@ -55,9 +64,9 @@ def omnigen2_configs(name: str) -> tuple[dict, str]:
             return {part: json.loads(p.read_text()) for part, p in paths.items()}, ""
         except json.JSONDecodeError as exc:
             raise UserError(f"plan: a config of {name} is not JSON: {exc}") from None
-    shipped = json.loads(files("omnideft.plan").joinpath("configs", CONFIG_FILE).read_text())
+    shipped = json.loads(files("omnideft.families.omnigen2").joinpath("configs", CONFIG_FILE).read_text())
     return shipped, ("" if name == PUBLISHED_ID else f"{name} not found: the published {PUBLISHED_ID} configs "
-                     "shipped in omnideft/plan/configs/")
+                     "shipped in omnideft/families/omnigen2/configs/")
 
 
 def omnigen2_shapes(configs: dict, spec) -> ModelShapes:
@@ -83,7 +92,7 @@ def omnigen2_shapes(configs: dict, spec) -> ModelShapes:
         # the linears fed by the data (patches, the timestep's sinusoid, the MLLM's states) keep no weight cast
         fed = sum(count_linears(m)[0] for m in (transformer.x_embedder, transformer.ref_image_patch_embedder,
                                                 embed.timestep_embedder.linear_1, embed.caption_embedder))
-        model = apply_adapter(transformer, spec)
+        model = apply_adapter(transformer, spec, targets=target_modules)
     adapter = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapted = adapted_linears(model)
     cfg, text = transformer.config, mllm_config.text_config
@@ -102,8 +111,8 @@ def omnigen2_shapes(configs: dict, spec) -> ModelShapes:
         activations=OMNIGEN2_ACTIVATIONS)
 
 
-class OmniGen2Activations:
-    """OmniGen2's activation model (the module docstring), estimate.OmniGenActivations' interface."""
+class OmniGen2Activations(Activations):
+    """OmniGen2's activation model (the module docstring)."""
 
     def block(self, shapes: ModelShapes, setup: Setup, rank: int, tokens: int) -> float:
         """Bytes autograd keeps for one block's backward, for `tokens` rows in the call."""
@@ -169,17 +178,15 @@ def reduced_omnigen2_config(hidden: int = 96, heads: int = 4, kv_heads: int = 2,
 def measure_omnigen2_step(config: dict, spec, setup: Setup, text_tokens: int, input_images: int, latent_side: int,
                           batch: int = 1, seed: int = 0) -> dict:
     """One forward/backward/AdamW step of the OmniGen2 transformer `config` with adapter `spec` on random MLLM
-    states and latents: measured bytes by part (plan/measure.py's parts) and the plan's prediction of them."""
+    states and latents: measured bytes by part (sizing/measure.py's parts) and the plan's prediction of them."""
     import torch
 
     from omnideft.model.omnigen2.tiny import tiny_mllm_config, tiny_vae_config
     from omnideft.model.omnigen2.transformer import OmniGen2Transformer
-    from omnideft.plan.estimate import measured_parts
-    from omnideft.plan.measure import adapted_for_step, autocast_for, saved_tensor_bytes, step_bytes
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = adapted_for_step(OmniGen2Transformer(**config), spec, setup)
+        model = adapted_for_step(OmniGen2Transformer(**config), spec, setup, target_modules)
         c = config["in_channels"]
         text = torch.randn(batch, text_tokens, config["text_feat_dim"])
         mask = torch.ones(batch, text_tokens, dtype=torch.bool)
