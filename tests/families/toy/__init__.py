@@ -55,6 +55,7 @@ class Toy(ModelFamily):
         "mllm_targets": "has no MLLM; leave it at none",
         "revision": "loads from a local folder or a preset, which have no hub revision",
     }
+    export_formats = ("peft-lora", "merged")  # no published LoRA key layout to follow
     generate_options = (FamilyOption("shift", "toy-shift", 1.0, "timestep shift of the Euler schedule", type=float),)
 
     def defaults(self, name: str) -> GenerationDefaults:
