@@ -4,6 +4,7 @@ and the verbs. Checks against each family's published pipeline stay in its own t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
@@ -259,3 +260,35 @@ def test_the_toys_generator_is_its_sampler():
     assert torch.equal(torch.from_numpy(got), want.permute(1, 2, 0))
     with pytest.raises(UserError, match="1 input images; Toy DiT takes at most 0"):
         generator("x", images=[Image.new("RGB", (16, 16))])
+
+
+def test_the_toys_training_backend_learns_and_refuses_from_its_declarations(shards):
+    """The toy's TrainingBackend used as the trainer uses it: batches, the loss with the run's noise generator."""
+    from omnideft.adapters.apply import param_groups
+    from omnideft.data.loader import ResumableBatches, index_sources
+    from omnideft.data.sources import resolve_sources
+    from omnideft.train.recipe import load_recipe
+
+    toy = get_family("toy")
+    recipe = load_recipe(None, ["model.name=tiny", "model.family=auto", f"data.shards=[{shards}]"])
+    backend = toy.training(recipe)
+    components = backend.load("cpu")
+    spec = AdapterSpec(method="lora", rank=2, targets=toy.target_modules(components.transformer, "all-linear"))
+    model = apply_adapter(components.transformer, spec)
+    backend.after_adapter(components, spec)
+    builder = backend.batch_builder(components)
+    sources = resolve_sources([str(shards)])
+    batch, _ = next(iter(ResumableBatches(sources, index_sources(sources), seed=0, batch_size=4,
+                                          size_of=builder.output_size, build=builder).loader()))
+    assert batch["pixels"].shape == (4, 3, 16, 16) and len(batch["tasks"]) == 4
+    optimizer = torch.optim.Adam(param_groups(model, spec, lr=3e-2))
+    losses = []
+    for _ in range(30):
+        loss = backend.loss(model, components, batch, torch.Generator().manual_seed(0), contextlib.nullcontext)
+        optimizer.zero_grad()
+        loss.mean().backward()
+        optimizer.step()
+        losses.append(loss.mean().item())
+    assert losses[-1] < 0.9 * losses[0]
+    with pytest.raises(UserError, match="camera.encoding=learned: Toy DiT has no camera conditioning"):
+        toy.training(load_recipe(None, ["model.name=tiny", f"data.shards=[{shards}]", "camera.encoding=learned"]))
