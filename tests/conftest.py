@@ -7,6 +7,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
+from omnideft.families.registry import register_family  # noqa: E402
+
+register_family("toy", "tests.families.toy:FAMILY")  # the proof family (tests/families/toy/): one folder, one line
+
 
 def pytest_configure(config):
     # .ci/run re-runs the numeric tests with ATEN_CPU_CAPABILITY forced: make sure torch took that kernel family,

@@ -217,19 +217,6 @@ def test_zero3_keeps_the_base_bias_of_every_deft_layer_gathered(shards, tmp_path
         assert external == {id(p) for p in [*bias, m.deft_P["default"], m.deft_R["default"]]}, m
 
 
-def test_every_other_method_trains_and_reloads_on_omnigen2(shards, tmp_path):
-    from omnideft.adapters import load_adapter
-    from omnideft.adapters.registry import METHODS
-    from omnideft.model.omnigen2.folder import load_omnigen2
-
-    for method in sorted(set(METHODS) - {"deft"}):  # DEFT: the tests above
-        out = tmp_path / method
-        adapter = train(_recipe(shards, out, f"adapter.method={method}", "train.max_steps=1",
-                                "train.checkpoint_every=0"), progress=False)
-        assert json.loads((adapter / "omnideft.json").read_text())["method"] == method
-        load_adapter(load_omnigen2(str(out / "base")).transformer, adapter)
-
-
 def test_eval_measures_the_run_on_its_base_and_latents_are_refused_from_the_declaration(shards, full, tmp_path):
     """`omnideft eval --model RUN/base --adapter RUN/adapter`: the denoising loss is the family's training loss (the
     same noise for the base and the adapter). A latent cache is refused in one line generated from what OmniGen2

@@ -18,6 +18,8 @@ Declarations (class attributes, cheap: the registry reads them without loading t
   unsupported          feature -> why this family does not do it (refuse() turns it into the one-line error)
   generate_options     settings only this family's generator takes (FamilyOption: the CLI's flags are made
                        from them, help text naming the family)
+  export_formats       the `omnideft export --format`s it writes (LoRA files need `lora_keys(fmt)`; peft-lora and
+                       merged need nothing of the family but load/save)
 
 Methods (the heavy work; each imports what it needs when called):
 
@@ -199,6 +201,7 @@ class ModelFamily:
     max_input_images: int | None = None
     unsupported: dict[str, str] = {}
     generate_options: tuple[FamilyOption, ...] = ()
+    export_formats: tuple[str, ...] = ("peft-lora", "diffusers", "comfyui", "kohya", "merged")
     demo_preset: dict | None = None
 
     # -- detection -------------------------------------------------------------------------------------------------

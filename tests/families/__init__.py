@@ -1,0 +1,1 @@
+"""Families that exist only for the tests (registered in tests/conftest.py)."""

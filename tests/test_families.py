@@ -1,0 +1,294 @@
+"""The family conformance suite: every registered family (omnigen, omnigen2, the toy of tests/families/toy/ and any
+family added later) passes the same tests, asked only through the family interface (omnideft/families/family.py)
+and the verbs. Checks against each family's published pipeline stay in its own test files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
+from omnideft.adapters.compose import merge_adapters
+from omnideft.adapters.registry import METHODS
+from omnideft.errors import UserError
+from omnideft.families.registry import family_names, family_of_folder, get_family, resolve_family
+from omnideft.shapes.shards import write_task_shards
+from tests.helpers import assert_one_line_error, run_cli_here
+
+FAMILIES = family_names()
+SIDE = 32  # every output of the suite: 32 x 32 px, 2 steps
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return get_family(request.param)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    # text to image ("draw"): a task every family takes
+    return write_task_shards(tmp_path_factory.mktemp("family_shards"), ["draw"], n_samples=4, size=32, seed=0,
+                             shard_size=2)
+
+
+def _state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _train_args(family, shards, out, *extra) -> list[str]:
+    return ["train", "--no-progress", "model.name=tiny", f"model.family={family.name}", f"data.shards=[{shards}]",
+            "data.max_image_size=32", "adapter.rank=2", "adapter.method=lora", "train.batch_size=2",
+            "train.lr=1e-2", "train.max_steps=2", "train.checkpoint_every=1", f"output.dir={out}", *extra]
+
+
+@pytest.fixture(scope="module")
+def run(family, shards, tmp_path_factory):
+    """A 2-step LoRA run of the family's tiny through `omnideft train` (its base saved beside the adapter)."""
+    out = tmp_path_factory.mktemp(f"run_{family.name}")
+    proc = run_cli_here(*_train_args(family, shards, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+# -- detection, loading and saving ------------------------------------------------------------------------------------
+
+def test_a_saved_folder_is_detected_and_loads_back_the_same_weights(family, tmp_path):
+    components = family.load("tiny", seed=3)
+    (tmp_path / "model").mkdir()
+    family.save(components, tmp_path / "model")
+    assert family_of_folder(tmp_path / "model") is family
+    assert resolve_family(str(tmp_path / "model")) is family
+    assert resolve_family(str(tmp_path / "model"), family.name) is family
+    back = family.load(str(tmp_path / "model"))
+    assert _same_state(_state(back.transformer), _state(components.transformer))
+    assert not _same_state(_state(family.load("tiny", seed=4).transformer), _state(components.transformer))
+    for other in set(FAMILIES) - {family.name}:
+        with pytest.raises(UserError, match=f"is an {re.escape(family.title)} folder, but the family asked for") as err:
+            resolve_family(str(tmp_path / "model"), other)
+        assert "\n" not in str(err.value)
+
+
+def test_presets_and_recorded_families_resolve(family):
+    for preset in family.presets:
+        assert resolve_family(preset, family.name) is family
+        assert resolve_family(preset, recorded=family.name) is family  # the adapter's recorded family decides
+    if not family.hub_ids:
+        with pytest.raises(UserError, match=f"{re.escape(family.title)} loads from"):
+            resolve_family("someone/some-model", family.name)
+    defaults = family.defaults(family.presets[0])
+    assert defaults.size > 0 and defaults.steps > 0 and defaults.guidance > 0
+
+
+def test_target_presets_name_linear_layers(family):
+    transformer = family.load("tiny").transformer
+    linears = {n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}
+    attn, every = family.target_modules(transformer, "attn"), family.target_modules(transformer, "all-linear")
+    assert attn and set(attn) <= set(every) <= linears
+    assert set(family.target_modules(transformer, "attn", include_embedders=True)) >= set(attn)
+    assert family.target_modules(transformer, [attn[0]]) == [attn[0]]
+    with pytest.raises(UserError, match="not a preset"):
+        family.target_modules(transformer, "everything")
+
+
+def test_refusals_are_generated_from_the_declarations(family):
+    for feature, why in family.unsupported.items():
+        assert not family.supports(feature)
+        with pytest.raises(UserError, match=f"^the ask: {re.escape(family.title)} ") as err:
+            family.refuse(feature, "the ask")
+        assert why in str(err.value) and "\n" not in str(err.value)
+    family.refuse("a feature no family lacks", "x")  # supported: nothing raised
+    if family.max_input_images is not None:
+        family.check_input_images(family.max_input_images)
+        with pytest.raises(UserError, match=f"takes at most {family.max_input_images}"):
+            family.check_input_images(family.max_input_images + 1)
+
+
+def test_the_cli_offers_every_family():
+    for verb in ("generate", "demo"):
+        proc = run_cli_here(verb, "--help")
+        assert all(name in proc.stdout for name in FAMILIES), (verb, proc.stdout[-1500:])
+
+
+# -- adapters ---------------------------------------------------------------------------------------------------------
+
+def _adapter(family, folder, method: str = "lora"):
+    """An adapter of `method` on the family's attn preset with non-zero deltas, saved in `folder`."""
+    transformer = family.load("tiny").transformer
+    spec = AdapterSpec(method=method, rank=2, targets=family.target_modules(transformer, "attn"), init="paper")
+    model = apply_adapter(transformer, spec)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.1)
+    return save_adapter(model, folder, base_name="tiny")
+
+
+def test_an_adapter_of_another_family_is_refused_in_one_line(family, tmp_path):
+    folder = _adapter(family, tmp_path / "adapter")
+    assert json.loads((folder / "omnideft.json").read_text())["base"]["family"] == family.name
+    for other in set(FAMILIES) - {family.name}:
+        this = re.escape(get_family(other).title)
+        with pytest.raises(UserError, match=f"trained on {re.escape(family.title)} .*this base is {this}"):
+            load_adapter(get_family(other).load("tiny").transformer, folder)
+
+
+def test_train_stop_resume_is_bit_identical(family, shards, run, tmp_path):
+    meta = json.loads((run / "adapter" / "omnideft.json").read_text())
+    assert meta["step"] == 2 and meta["base"]["family"] == family.name
+    assert family_of_folder(run / "base") is family
+    cut = run_cli_here(*_train_args(family, shards, tmp_path, "train.max_steps=1"))
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    resumed = run_cli_here(*_train_args(family, shards, tmp_path), "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "(step 1)" in resumed.stderr
+    a, b = (load_file(r / "adapter" / "adapter_model.safetensors") for r in (run, tmp_path))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[json.loads(x)["loss"] for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (run, tmp_path)]
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_adapter_method_trains_a_step_and_reloads(family, shards, method, tmp_path):
+    proc = run_cli_here(*_train_args(family, shards, tmp_path, f"adapter.method={method}", "train.max_steps=1",
+                                     "train.checkpoint_every=0"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "adapter" / "omnideft.json").read_text())["method"] == method
+    load_adapter(family.load(str(tmp_path / "base")).transformer, tmp_path / "adapter")
+
+
+def test_export_round_trips_to_the_exact_merged_weights(family, run, tmp_path):
+    base, adapter = str(run / "base"), run / "adapter"
+    want = _state(merge_adapters(family.load(base).transformer, [(str(adapter), 1.0)]))
+    bare = _state(family.load(base).transformer)
+    for fmt in family.export_formats:
+        out = tmp_path / fmt
+        proc = run_cli_here("export", str(adapter), "--format", fmt, "--base", base, "--out", str(out))
+        assert proc.returncode == 0, (fmt, proc.stderr[-3000:])
+        if fmt == "merged":
+            assert family_of_folder(out) is family
+            assert _same_state(_state(family.load(str(out)).transformer), want)
+            continue
+        files = sorted(out.glob("*.safetensors"))
+        assert files, fmt
+        if fmt == "peft-lora":  # module names in PEFT's keys: the factors rebuild the merged weights
+            tensors = load_file(files[0])
+            got = dict(bare)
+            for key in [k for k in tensors if k.endswith("lora_A.weight")]:
+                name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight") + ".weight"
+                got[name] = got[name] + tensors[key.replace("lora_A", "lora_B")] @ tensors[key]
+            assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want), fmt
+
+
+# -- generation -------------------------------------------------------------------------------------------------------
+
+def test_generator_image_k_is_seed_plus_k_and_adapters_swap(family, run):
+    generator = family.generator(family.load(str(run / "base")), device="cpu")
+    assert generator.family is family and generator.adapters == [] and generator.fingerprint
+    assert generator.output_size((), SIDE, SIDE) == (SIDE, SIDE)
+    settings = dict(height=SIDE, width=SIDE, steps=2, output_type="np")
+    two = generator("draw a red circle", seed=5, n=2, **settings)
+    assert [a.shape for a in two] == [(SIDE, SIDE, 3)] * 2
+    for k in range(2):
+        assert (generator("draw a red circle", seed=5 + k, **settings)[0] == two[k]).all()
+    generator.set_adapters([str(run / "adapter")])
+    assert generator.adapters == [(str(run / "adapter"), 1.0)]
+    adapted = generator("draw a red circle", seed=5, **settings)[0]
+    assert not (adapted == two[0]).all()
+    generator.set_adapters([])
+    assert (generator("draw a red circle", seed=5, **settings)[0] == two[0]).all()  # the bare base, not read again
+
+
+def test_the_cli_renders_the_generators_pixels(family, run, tmp_path):
+    args = ["--model", str(run / "base"), "--adapter", str(run / "adapter"), "--prompt", "draw a red circle",
+            "--steps", "2", "--height", str(SIDE), "--width", str(SIDE), "--seed", "7"]
+    proc = run_cli_here("generate", *args, "--family", family.name, "--out", str(tmp_path / "a.png"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    generator = family.generator(family.load(str(run / "base")), device="cpu")
+    generator.set_adapters([str(run / "adapter")])
+    want = generator("draw a red circle", seed=7, height=SIDE, width=SIDE, steps=2)[0]
+    assert list(Image.open(tmp_path / "a.png").convert("RGB").getdata()) == list(want.getdata())
+
+
+def test_validation_renders_eval_and_plan_run(family, shards, run, tmp_path):
+    prompts = "validation.prompts=[{prompt: 'draw a red circle', height: 32, width: 32}]"
+    proc = run_cli_here(*_train_args(family, shards, tmp_path / "run", "train.max_steps=1", prompts,
+                                     "validation.steps=2", "train.checkpoint_every=0"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert Image.open(next((tmp_path / "run" / "validation").rglob("00.png"))).size == (SIDE, SIDE)
+    proc = run_cli_here("eval", "--model", str(run / "base"), "--adapter", str(run / "adapter"), "--shards",
+                        str(shards), "--samples", "2", "--repeats", "1", "--max-image-size", "32",
+                        "--out", str(tmp_path / "eval"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli_here("plan", str(run / "recipe.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "**peak per GPU**" in proc.stdout, proc.stdout
+
+
+def test_unsupported_recipe_keys_are_refused_before_training(family, shards, tmp_path):
+    asks = {"camera": "camera.encoding=learned", "latents": f"data.latents={tmp_path / 'cache'}",
+            "quantize": "model.quantize=int8", "mllm_targets": "adapter.mllm_targets=language"}
+    for feature, ask in asks.items():
+        if family.supports(feature):
+            continue
+        proc = run_cli_here(*_train_args(family, shards, tmp_path / feature, ask))
+        assert_one_line_error(proc, family.title)
+        assert not (tmp_path / feature).exists() or not any((tmp_path / feature).iterdir())
+
+
+# -- the toy itself ---------------------------------------------------------------------------------------------------
+
+def test_the_toys_generator_is_its_sampler():
+    """The shared surface adds nothing to the toy's own Euler sampler: the same pixels."""
+    from tests.families.toy.model import sample
+
+    toy = get_family("toy")
+    components = toy.load("tiny")
+    generator = toy.generator(components)
+    got = generator("draw a red circle", seed=2, steps=3, guidance=3.0, output_type="np", shift=2.0)[0]
+    want = sample(components.transformer, components.vocabulary, "draw a red circle", seed=2, height=16, width=16,
+                  steps=3, guidance=3.0, shift=2.0)
+    assert torch.equal(torch.from_numpy(got), want.permute(1, 2, 0))
+    with pytest.raises(UserError, match="1 input images; Toy DiT takes at most 0"):
+        generator("x", images=[Image.new("RGB", (16, 16))])
+
+
+def test_the_toys_training_backend_learns_and_refuses_from_its_declarations(shards):
+    """The toy's TrainingBackend used as the trainer uses it: batches, the loss with the run's noise generator."""
+    from omnideft.adapters.apply import param_groups
+    from omnideft.data.loader import ResumableBatches, index_sources
+    from omnideft.data.sources import resolve_sources
+    from omnideft.train.recipe import load_recipe
+
+    toy = get_family("toy")
+    recipe = load_recipe(None, ["model.name=tiny", "model.family=auto", f"data.shards=[{shards}]"])
+    backend = toy.training(recipe)
+    components = backend.load("cpu")
+    spec = AdapterSpec(method="lora", rank=2, targets=toy.target_modules(components.transformer, "all-linear"))
+    model = apply_adapter(components.transformer, spec)
+    backend.after_adapter(components, spec)
+    builder = backend.batch_builder(components)
+    sources = resolve_sources([str(shards)])
+    batch, _ = next(iter(ResumableBatches(sources, index_sources(sources), seed=0, batch_size=4,
+                                          size_of=builder.output_size, build=builder).loader()))
+    assert batch["pixels"].shape == (4, 3, 16, 16) and len(batch["tasks"]) == 4
+    optimizer = torch.optim.Adam(param_groups(model, spec, lr=3e-2))
+    losses = []
+    for _ in range(30):
+        loss = backend.loss(model, components, batch, torch.Generator().manual_seed(0), contextlib.nullcontext)
+        optimizer.zero_grad()
+        loss.mean().backward()
+        optimizer.step()
+        losses.append(loss.mean().item())
+    assert losses[-1] < 0.9 * losses[0]
+    with pytest.raises(UserError, match="camera.encoding=learned: Toy DiT has no camera conditioning"):
+        toy.training(load_recipe(None, ["model.name=tiny", f"data.shards=[{shards}]", "camera.encoding=learned"]))
