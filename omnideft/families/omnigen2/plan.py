@@ -27,8 +27,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from omnideft.errors import UserError
-from omnideft.families.omnigen2.targets import target_modules
 from omnideft.families.omnigen2.batch import MAX_INPUT_PIXELS  # the published input budgets by count
+from omnideft.families.omnigen2.targets import target_modules
 from omnideft.model.presets import TINY
 from omnideft.sizing.estimate import DTYPE_BYTES, FUSED_DEFT, Activations, Setup, Workload, measured_parts
 from omnideft.sizing.measure import adapted_for_step, autocast_for, saved_tensor_bytes, step_bytes
