@@ -24,9 +24,11 @@ import yaml
 from omnideft.errors import UserError
 
 
-def option(default, help: str, choices: tuple | None = None, bounds: str | None = None, multiple: int | None = None):
-    """`bounds`: the allowed interval of a number, or of every number of a list: ">= 1", "> 0", "[0, 1)", "(0, 1)";
-    `multiple`: the number must be a multiple of it. Floats must be finite in every case."""
+def option(default, help: str, choices: tuple | Callable[[], tuple] | None = None, bounds: str | None = None,
+           multiple: int | None = None):
+    """`choices`: the allowed values, or a function giving them when a recipe is checked (a registry that grows,
+    e.g. model families); `bounds`: the allowed interval of a number, or of every number of a list: ">= 1", "> 0",
+    "[0, 1)", "(0, 1)"; `multiple`: the number must be a multiple of it. Floats must be finite in every case."""
     if bounds is not None:
         _interval(bounds)  # a malformed bound fails at import, not when a user hits it
     metadata = {"help": help, "choices": choices, "bounds": bounds, "multiple": multiple}
@@ -105,10 +107,14 @@ def build_sections(raw: dict, schema: type):
             if key not in fields:
                 raise UserError(f"unknown recipe key {sec}.{key}; allowed in {sec}: {', '.join(fields)}")
             meta = fields[key].metadata
-            values[key] = check_type(f"{sec}.{key}", value, sec_hints[key], meta.get("choices"))
+            values[key] = check_type(f"{sec}.{key}", value, sec_hints[key], allowed(meta.get("choices")))
             check_value(f"recipe key {sec}.{key}", values[key], meta.get("bounds"), meta.get("multiple"))
         out[sec] = cls(**values)
     return schema(**out)
+
+
+def allowed(choices: tuple | Callable[[], tuple] | None) -> tuple | None:
+    return choices() if callable(choices) else choices
 
 
 def check_type(name: str, value, hint, choices):
@@ -213,6 +219,7 @@ def options_help(schema: type) -> str:
         for f in dataclasses.fields(hints[sec.name]):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             choices, bounds, multiple = (f.metadata.get(k) for k in ("choices", "bounds", "multiple"))
+            choices = allowed(choices)
             extra = f" ({'|'.join(choices)})" if choices else ""
             if bounds or multiple:
                 extra += " (" + ", ".join(filter(None, [bounds, multiple and f"multiple of {multiple}"])) + ")"

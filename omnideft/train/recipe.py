@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.camera.spec import CameraSpec
+from omnideft.families.registry import AUTO, family_names
 from omnideft.options import load_sections, option, options_help
 
 
@@ -30,9 +31,9 @@ class ModelSection:
                                             "(fp32); bf16; int8/fp8 weight-only (optimum-quanto, CPU or GPU); nf4 "
                                             "(bitsandbytes, CUDA only) -- docs/memory.md",
                                             ("bf16", "int8", "fp8", "nf4"))
-    family: str = option("auto", "omnigen (v1) or omnigen2 (docs/omnigen2.md); auto = read from the model folder, "
-                         "omnigen for hub ids and presets; 'tiny' with a family is that family's tiny preset",
-                         ("auto", "omnigen", "omnigen2"))
+    family: str = option("auto", "the model family (omnideft/families/); auto = read from the model folder, the "
+                         "default family for hub ids and presets; 'tiny' with a family is that family's tiny preset",
+                         lambda: (AUTO, *family_names()))
 
 
 @dataclass
