@@ -130,7 +130,7 @@ def _adapter(family, folder, method: str = "lora"):
         for name, p in model.named_parameters():
             if p.requires_grad:
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.1)
-    return save_adapter(model, folder, base_name="tiny")
+    return save_adapter(model, folder, base_name="tiny", family=family.name)
 
 
 def test_an_adapter_of_another_family_is_refused_in_one_line(family, tmp_path):
