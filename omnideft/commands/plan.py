@@ -3,9 +3,7 @@ model's config alone (docs/memory.md)."""
 
 from __future__ import annotations
 
-import os
-
-from omnideft.commands.args import COUNT
+from omnideft.commands.args import COUNT, recipe_and_overrides
 from omnideft.options import bounded
 
 
@@ -30,9 +28,5 @@ def run(args) -> int:
     from omnideft.plan.report import run_plan
     from omnideft.train.recipe import load_recipe
 
-    overrides, recipe_path = list(args.overrides), args.recipe
-    if recipe_path and "=" in recipe_path and not os.path.exists(recipe_path):  # only overrides, no file
-        overrides.insert(0, recipe_path)
-        recipe_path = None
-    return run_plan(load_recipe(recipe_path, overrides), args.gpu_memory, args.gpus, args.input_images,
+    return run_plan(load_recipe(*recipe_and_overrides(args)), args.gpu_memory, args.gpus, args.input_images,
                     args.text_tokens)

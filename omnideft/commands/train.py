@@ -8,6 +8,7 @@ import sys
 
 import yaml
 
+from omnideft.commands.args import recipe_and_overrides
 from omnideft.errors import UserError
 from omnideft.train.signals import EXIT_STOPPED
 
@@ -37,12 +38,7 @@ def run(args) -> int:
         return 0
     if not args.recipe:
         raise UserError("train needs a recipe YAML (or --help-recipe)")
-    overrides = list(args.overrides)
-    recipe_path = args.recipe
-    if "=" in recipe_path and not os.path.exists(recipe_path):  # only overrides, no file
-        overrides.insert(0, recipe_path)
-        recipe_path = None
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(*recipe_and_overrides(args))
     if recipe.launch.config and not _under_launcher():
         from omnideft.locks import check_unlocked
 
