@@ -14,7 +14,7 @@ BUILDERS_MAY_IMPORT = ("omnideft.data.format", "omnideft.camera.record", "omnide
 # The floors of docs/design.md, top to bottom: a room imports rooms of lower floors; on one floor only the rooms
 # below the verbs may use each other. The package root is the public facade on top: it re-exports the API
 # (`from omnideft import Generator`) lazily, on first attribute access, so importing omnideft stays cheap.
-FLOORS = [{"__main__", "__init__"}, {"cli"}, {"studio"}, {"demo", "bench", "pretrain"},
+FLOORS = [{"__main__", "__init__"}, {"cli"}, {"commands"}, {"studio"}, {"demo", "bench", "pretrain"},
           {"train", "eval", "generate", "export"}, {"plan"}, {"families"}, {"flow", "sizing"},
           {"adapters", "prompts", "camera", "shapes"}, {"model", "data", "images"},
           {"errors", "files", "locks", "progress", "options", "claims"}]

@@ -86,6 +86,7 @@ class FamilyOption:
     type: Callable = str
     choices: tuple | None = None
     nargs: int | None = None
+    metavar: str | tuple | None = None  # the CLI's name(s) of the value(s), e.g. ("START", "END")
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,9 @@ class OmniGen2(ModelFamily):
         "revision": "loads from a local folder or a preset, which have no hub revision",
     }
     generate_options = (
-        FamilyOption("scheduler", "scheduler", "euler", "sampler: euler or dpmsolver++",
-                     choices=("euler", "dpmsolver++")),
-        FamilyOption("cfg_range", "cfg-range", (0.0, 1.0), "START END: the fraction of the steps with guidance",
-                     type=float, nargs=2),
+        FamilyOption("scheduler", "scheduler", "euler", "sampler", choices=("euler", "dpmsolver++")),
+        FamilyOption("cfg_range", "cfg-range", (0.0, 1.0), "guidance on the steps in this fraction of the schedule",
+                     type=float, nargs=2, metavar=("START", "END")),
     )
 
     def defaults(self, name: str) -> GenerationDefaults:

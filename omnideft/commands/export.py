@@ -1,0 +1,30 @@
+"""omnideft export ADAPTER --format F --out DIR: an adapter as a plain LoRA (PEFT / diffusers / ComfyUI / kohya keys)
+or merged into its base."""
+
+from __future__ import annotations
+
+from omnideft.commands.args import COUNT
+
+
+def add_parser(sub):
+    x = sub.add_parser("export", help="export an adapter as a plain LoRA (PEFT/diffusers/ComfyUI/kohya) or merged",
+                       description="Every adapted layer exports its method's exact change: LoRA factors (e.g. DEFT, "
+                                   "PaRa, LoRA) as they are; a dense delta (e.g. SODA) merged or as its best rank-r "
+                                   "LoRA (the error is reported).")
+    x.add_argument("adapter", help="adapter folder")
+    x.add_argument("--format", required=True, help="peft-lora | diffusers | comfyui | kohya | merged")
+    x.add_argument("--base", help="base model: hub id, diffusers folder, OmniGen2 folder, 'tiny' or 'small' (default: "
+                   "the adapter's base; the family is the adapter's)")
+    x.add_argument("--out", required=True, help="output folder (merged: a diffusers pipeline folder)")
+    x.add_argument("--rank", type=COUNT, help="rank for dense deltas (e.g. SODA; default: adapter rank)")
+    return x
+
+
+def run(args) -> int:
+    from omnideft.export.run import run_export
+    from omnideft.adapters.folder import resolve_model_name
+
+    report = run_export(args.adapter, args.format, resolve_model_name(args.base, args.adapter), args.out,
+                        rank=args.rank)
+    print(report)
+    return 0
