@@ -21,8 +21,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from omnideft.export.run import run_export
     from omnideft.adapters.folder import resolve_model_name
+    from omnideft.export.run import run_export
 
     report = run_export(args.adapter, args.format, resolve_model_name(args.base, args.adapter), args.out,
                         rank=args.rank)
