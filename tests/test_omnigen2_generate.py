@@ -153,7 +153,7 @@ def test_cli_export_loads_omnigen2_bases(world, tmp_path):
     assert "layers.0.attn.to_q.lora_A.weight" in tensors
     proc = run_cli_here("export", str(adapter), "--format", "merged", "--out", str(tmp_path / "merged"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "OmniGen2 layout" in proc.stdout
+    assert "OmniGen2 published layout" in proc.stdout
     index = json.loads((tmp_path / "merged" / "model_index.json").read_text())
     assert index["_class_name"] == "OmniGen2Pipeline"
     merged = OmniGen2Generator.from_pretrained(str(tmp_path / "merged"))
@@ -166,7 +166,7 @@ def test_cli_demo_on_the_tiny_omnigen2(tmp_path):
     proc = run_cli("demo", "--family", "omnigen2", "--steps", "16", "--samples", "4", "--no-progress", "--out",
                    str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "demo (tiny OmniGen2)" in proc.stdout
+    assert "demo (tiny-run, OmniGen2)" in proc.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["steps"] == 16 and len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 16
     # the adapter fits its training samples: at the same noise and t the loss is lower than the base's

@@ -8,6 +8,7 @@ runs the plain transformer: zero overhead.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from torch import nn
 
@@ -28,12 +29,15 @@ def parse_adapter_arg(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
-def weighted_deltas(transformer: nn.Module, adapters: list[tuple[str, float]]) -> tuple[nn.Module, list]:
-    """[(weight, {module name: delta})] of every (folder, weight), each taken on the untouched `transformer`;
-    returns the plain transformer (adapters loaded and unloaded again) and the list, for merge_deltas."""
+def weighted_deltas(transformer: nn.Module, adapters: list[tuple[str, float]],
+                    load: Callable = load_adapter) -> tuple[nn.Module, list]:
+    """[(weight, {module name: delta})] of every (folder, weight) as `load(module, folder)` puts it on the module
+    (default: load_adapter; a family passes its own checks, or the loader of another part such as OmniGen2's MLLM),
+    each taken on the untouched `transformer`; returns the plain module (adapters loaded and unloaded again) and the
+    list, for merge_deltas."""
     weighted = []
     for folder, weight in adapters:
-        model = load_adapter(transformer, folder)
+        model = load(transformer, folder)
         weighted.append((weight, adapter_deltas(model)))
         transformer = unload(model)
     return transformer, weighted

@@ -32,8 +32,8 @@ from PIL import Image
 from torch import nn
 
 from omnideft.adapters import base_fingerprint, load_adapter
-from omnideft.adapters.compose import parse_adapter_arg
-from omnideft.adapters.export import adapter_deltas, merge_deltas, unload
+from omnideft.adapters.compose import parse_adapter_arg, weighted_deltas
+from omnideft.adapters.export import merge_deltas, unload
 from omnideft.adapters.folder import adapter_family, resolve_model_name
 from omnideft.errors import UserError
 from omnideft.families.family import Generator
@@ -144,17 +144,6 @@ def to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray((image * 255).round().astype("uint8"))
 
 
-def weighted_deltas_of(part: nn.Module, adapters: list[tuple[str, float]], load: Callable) -> tuple[nn.Module, list]:
-    """[(weight, {module name: delta})] of every (folder, weight) as `load(part, folder)` puts it on `part`, each
-    taken on the untouched part; returns the plain part (each adapter loaded and unloaded again) and the list."""
-    weighted = []
-    for folder, weight in adapters:
-        model = load(part, folder)
-        weighted.append((weight, adapter_deltas(model)))
-        part = unload(model)
-    return part, weighted
-
-
 class FamilyGenerator(Generator):
     """The surface's shared code; a family's generator subclasses it (families/<name>/generator.py)."""
 
@@ -228,7 +217,8 @@ class FamilyGenerator(Generator):
             self.components.transformer = self.transformer
             self._load_parts(adapters[0][0])
             return
-        self.transformer, weighted = weighted_deltas_of(self.transformer, adapters, load_adapter)
+        load = partial(load_adapter, family=self.family)  # an adapter of another family: one line naming both
+        self.transformer, weighted = weighted_deltas(self.transformer, adapters, load)
         self.components.transformer = self.transformer
         self._merge(self.transformer, weighted)
         self._merge_parts(adapters)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from omnideft.adapters.compose import weighted_deltas
 from omnideft.adapters.export import unload
 from omnideft.errors import UserError
-from omnideft.families.generator import FamilyGenerator, check_sides, weighted_deltas_of
+from omnideft.families.generator import FamilyGenerator, check_sides
 from omnideft.families.omnigen2.mllm import has_mllm_adapter, load_mllm_adapter
 from omnideft.families.omnigen2.sampler import OmniGen2Sampler
 from omnideft.images import as_image
@@ -40,7 +41,7 @@ class OmniGen2Generator(FamilyGenerator):
     def _merge_parts(self, adapters: list[tuple[str, float]]) -> None:
         with_mllm = [(folder, weight) for folder, weight in adapters if has_mllm_adapter(folder)]
         if with_mllm:
-            mllm, weighted = weighted_deltas_of(self.components.mllm, with_mllm, load_mllm_adapter)
+            mllm, weighted = weighted_deltas(self.components.mllm, with_mllm, load_mllm_adapter)
             self.components.mllm = mllm
             self._merge(mllm, weighted)
 
