@@ -49,7 +49,8 @@ def run(args) -> int:
               f"{r['total_seconds']:.0f} s")
     else:
         print(f"demo ({kind}, {get_family(args.family).title}): {args.out}/ — training loss "
-              f"{r['train_loss']['first_steps']:.3f} -> {r['train_loss']['last_steps']:.3f}; fixed-noise loss on the training samples "
+              f"{r['train_loss']['first_steps']:.3f} -> {r['train_loss']['last_steps']:.3f}; fixed-noise loss on the "
+              "training samples "
               f"{r['fixed_noise_loss']['base']:.3f} (base) -> {r['fixed_noise_loss']['adapted']:.3f} (adapted); "
               f"{r['total_seconds']:.0f} s")
     return 0
