@@ -24,6 +24,7 @@ FAMILIES = {
     "omnigen": "omnideft.families.omnigen:FAMILY",
     "omnigen2": "omnideft.families.omnigen2:FAMILY",
 }
+BUILT_IN = dict(FAMILIES)  # the families omnideft ships (the generated docs list these)
 AUTO = "auto"
 UNRECORDED = "omnigen"  # adapters written before families were recorded were trained on OmniGen (v1)
 
