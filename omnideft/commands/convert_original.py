@@ -11,7 +11,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from omnideft.model.convert import convert_original_checkpoint
+    from omnideft.families.omnigen.model.convert import convert_original_checkpoint
 
     print(f"converted: {convert_original_checkpoint(args.src, args.out)}")
     return 0

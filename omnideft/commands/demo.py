@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from omnideft.adapters.registry import METHODS
 from omnideft.commands.args import COUNT
-from omnideft.families.registry import all_families, default_family
+from omnideft.families.registry import all_families, default_family, get_family
 from omnideft.options import bounded
 
 
@@ -48,7 +48,8 @@ def run(args) -> int:
               f"{r['retention']['iou']['base']:.3f} -> {r['retention']['iou']['adapted']:.3f}; "
               f"{r['total_seconds']:.0f} s")
     else:
-        print(f"demo ({args.family}, {kind}): {args.out}/ — training loss {r['train_loss']['first_steps']:.3f} -> "
+        print(f"demo (tiny {get_family(args.family).title}): {args.out}/ — training loss "
+              f"{r['train_loss']['first_steps']:.3f} -> "
               f"{r['train_loss']['last_steps']:.3f}; fixed-noise loss on the training samples "
               f"{r['fixed_noise_loss']['base']:.3f} (base) -> {r['fixed_noise_loss']['adapted']:.3f} (adapted); "
               f"{r['total_seconds']:.0f} s")

@@ -16,9 +16,9 @@ from PIL import Image
 from omnideft.adapters import load_adapter
 from omnideft.eval.denoising import denoising_losses, load_examples
 from omnideft.families.family import TrainingSettings
+from omnideft.families.omnigen.model import load_omnigen
 from omnideft.families.omnigen.sampler import OmniGenSampler
 from omnideft.families.registry import resolve_family
-from omnideft.model import load_omnigen
 from omnideft.shapes import task_names
 from omnideft.shapes.score import heldout_samples, sampler_fn, score
 from omnideft.shapes.shards import write_task_shards

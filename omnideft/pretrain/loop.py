@@ -20,10 +20,10 @@ from diffusers import AutoencoderKL, OmniGenTransformer2DModel
 from omnideft.data.format.writer import file_sha256
 from omnideft.errors import UserError
 from omnideft.families.omnigen.loss import rectified_flow_loss
+from omnideft.families.omnigen.model.loading import OmniGenComponents, save_base
+from omnideft.families.omnigen.model.tiny import flow_scheduler, omnigen_config, tiny_vae_config
 from omnideft.files import atomic_path, check_output_folder, write_text_atomic
 from omnideft.flow.vae import encode_batch
-from omnideft.model.loading import OmniGenComponents, save_base
-from omnideft.model.tiny import flow_scheduler, omnigen_config, tiny_vae_config
 from omnideft.model.tokenizer import build_tiny_tokenizer
 from omnideft.pretrain.recipe import PretrainRecipe
 from omnideft.pretrain.stream import ShapeTaskStream

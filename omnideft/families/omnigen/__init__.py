@@ -32,12 +32,12 @@ class OmniGen(ModelFamily):
     def load(self, name: str, *, dtype=None, seed: int = 0, revision: str | None = None, quantize=None):
         import torch
 
-        from omnideft.model.loading import load_omnigen
+        from omnideft.families.omnigen.model.loading import load_omnigen
 
         return load_omnigen(name, revision=revision, dtype=dtype or torch.float32, seed=seed, quantize=quantize)
 
     def save(self, components, folder: Path) -> None:
-        from omnideft.model.loading import save_base
+        from omnideft.families.omnigen.model.loading import save_base
 
         save_base(components, folder)
 
@@ -67,7 +67,7 @@ class OmniGen(ModelFamily):
         return OmniGenGenerator
 
     def owns_components(self, components) -> bool:
-        from omnideft.model.loading import OmniGenComponents
+        from omnideft.families.omnigen.model.loading import OmniGenComponents
 
         return isinstance(components, OmniGenComponents)
 
