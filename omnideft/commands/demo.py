@@ -16,7 +16,7 @@ def add_parser(sub):
                                    "DEFT adapter on them (CPU, about a minute), then scores base and base + DEFT on "
                                    "held-out queries of the new tasks and of the tasks the base knew: report.md, "
                                    "report.json, samples.png, retention.png, loss.png. Another --family runs its "
-                                   "own demo preset (docs/omnigen2.md).")
+                                   "own demo preset (docs/models.md).")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out/)")
     d.add_argument("--family", default=default_family().name, choices=[f.name for f in with_demo],
                    help="whose demo preset runs: " + "; ".join(f"{f.name}: {f.demo_preset['demo']} demo"

@@ -49,6 +49,9 @@ Methods (the heavy work; each imports what it needs when called):
                        fold those parts into `components` (a merged export); returns the report's note
   demo_preset          `omnideft demo --family NAME`: {"demo": which demo runs (omnideft.demo.DEMOS), and its
                        default settings}; None when the family has no demo (the demo refuses in one line)
+  convert_original(src, out)
+                       `omnideft convert-original`: a checkpoint in the family's original, pre-diffusers format
+                       written as a folder `load` reads; one line for a family without one
   plan_entry()         what `omnideft plan` counts and models for it (sizing.shapes.PlanFamily: configs by model name,
                        the meta-device count with its activation model; families/<name>/plan.py)
 
@@ -293,6 +296,9 @@ class ModelFamily:
 
     def plan_entry(self):
         raise NotImplementedError
+
+    def convert_original(self, src: str, out: str) -> Path:
+        raise UserError(f"convert-original: {self.title} has no original checkpoint format to convert from")
 
     def adapter_extras(self, folder) -> str | None:
         return None

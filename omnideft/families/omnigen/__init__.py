@@ -51,6 +51,11 @@ class OmniGen(ModelFamily):
 
         return plan_entry()
 
+    def convert_original(self, src: str, out: str):
+        from omnideft.families.omnigen.model.convert import convert_original_checkpoint
+
+        return convert_original_checkpoint(src, out)
+
     def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
         from omnideft.families.omnigen.export import lora_keys
 
