@@ -23,8 +23,8 @@ def recipe_keys_md() -> str:
 
 
 def pretrain_keys_md() -> str:
+    from omnideft.families.omnigen.pretrain.recipe import PretrainRecipe
     from omnideft.options import options_help
-    from omnideft.pretrain.recipe import PretrainRecipe
 
     return "```yaml\n" + options_help(PretrainRecipe) + "\n```"
 

@@ -14,7 +14,7 @@ BUILDERS_MAY_IMPORT = ("omnideft.data.format", "omnideft.camera.record", "omnide
 # The floors of docs/design.md, top to bottom: a room imports rooms of lower floors; on one floor only the rooms
 # below the verbs may use each other. The package root is the public facade on top: it re-exports the API
 # (`from omnideft import Generator`) lazily, on first attribute access, so importing omnideft stays cheap.
-FLOORS = [{"__main__", "__init__"}, {"cli"}, {"commands"}, {"studio"}, {"demo", "bench", "pretrain"},
+FLOORS = [{"__main__", "__init__"}, {"cli"}, {"commands"}, {"studio"}, {"demo", "bench"},
           {"train", "eval", "generate", "export"}, {"plan"}, {"families"}, {"flow", "sizing"},
           {"adapters", "prompts", "camera", "shapes"}, {"model", "data", "images"},
           {"errors", "files", "locks", "progress", "options", "claims"}]
@@ -100,11 +100,8 @@ def test_imports_flow_downward_and_the_verbs_stay_apart():
 FAMILY_ATTRIBUTES = {"ref_image_refiner", "noise_refiner", "context_refiner", "mllm", "mllm_adapter", "llm",
                      "time_token", "input_x_embedder"}
 # Code outside omnideft/families/ that still names OmniGen (v1) because what it does is that family's own: path ->
-# why. Each entry is work left (the pretraining loop and the study on the shipped `small` move into the family);
-# nothing may be added here.
+# why. Each entry is work left; nothing may be added here.
 NAMES_A_FAMILY_FOR_NOW = {
-    "omnideft/pretrain/heldout.py": "pretrains OmniGen (v1)'s `small`: to move into families/omnigen/",
-    "omnideft/pretrain/loop.py": "pretrains OmniGen (v1)'s `small`: to move into families/omnigen/",
     "omnideft/demo/study.py": "the study adapts `small` with OmniGen (v1)'s sampler: to ask family.generator",
 }
 

@@ -67,7 +67,3 @@ def model_choices() -> str:
     return (f"a preset ({', '.join(presets)}), a saved model folder ({', '.join(f.title for f in families)})"
             + (f" or a hub id ({', '.join(hub)})" if hub else ""))
 
-
-def family_defaults(setting: str) -> str:
-    """Each family's default of a GenerationDefaults field, for help texts: "OmniGen (v1) 2.5, ..."."""
-    return ", ".join(f"{f.title} {getattr(f.defaults(''), setting)}" for f in all_families())

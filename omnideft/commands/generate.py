@@ -5,7 +5,6 @@ from __future__ import annotations
 from omnideft.commands.family_options import (
     add_family_options,
     check_family_settings,
-    family_defaults,
     family_settings,
     model_choices,
 )
@@ -39,11 +38,9 @@ def add_parser(sub):
                         "and render every line again (without it such a folder is refused)")
     g.add_argument("--sheet", help="contact sheet path (default: OUT_sheet.png)")
     g.add_argument("--steps", type=int, default=50)
-    g.add_argument("--guidance", type=float,
-                   help=f"text CFG scale (default: the family's; {family_defaults('guidance')})")
+    g.add_argument("--guidance", type=float, help="text CFG scale (default: the model family's own)")
     g.add_argument("--image-guidance", type=float,
-                   help=f"image CFG scale, with input images (default: the family's; "
-                        f"{family_defaults('image_guidance')})")
+                   help="image CFG scale, with input images (default: the model family's own)")
     g.add_argument("--negative-prompt", help="negative prompt of the CFG (default: OmniGen's list of defects)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--height", type=int, help="output height, a multiple of 16 (default: first query image, else 1024 "

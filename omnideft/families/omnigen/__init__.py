@@ -18,6 +18,7 @@ class OmniGen(ModelFamily):
     hub_ids = True
     default = True
     # the shape-world study on the pretrained `small` (demo/run.py)
+    pretrain_preset = "small"
     demo_preset = {"demo": "study", "steps": 200, "samples": 256, "queries": 16, "retention_queries": 4,
                    "replay": 0.25}
     unsupported = {
@@ -50,6 +51,11 @@ class OmniGen(ModelFamily):
         from omnideft.families.omnigen.plan import plan_entry
 
         return plan_entry()
+
+    def pretraining(self):
+        from omnideft.families.omnigen import pretrain
+
+        return pretrain
 
     def convert_original(self, src: str, out: str):
         from omnideft.families.omnigen.model.convert import convert_original_checkpoint
