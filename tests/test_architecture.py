@@ -99,11 +99,6 @@ def test_imports_flow_downward_and_the_verbs_stay_apart():
 # Attributes that only one family's components or transformer have: testing them is deciding the family by hand.
 FAMILY_ATTRIBUTES = {"ref_image_refiner", "noise_refiner", "context_refiner", "mllm", "mllm_adapter", "llm",
                      "time_token", "input_x_embedder"}
-# Code outside omnideft/families/ that still names OmniGen (v1) because what it does is that family's own: path ->
-# why. Each entry is work left; nothing may be added here.
-NAMES_A_FAMILY_FOR_NOW = {
-    "omnideft/demo/study.py": "the study adapts `small` with OmniGen (v1)'s sampler: to ask family.generator",
-}
 
 
 def family_mentions(path: Path, families: set[str]) -> list[str]:
@@ -131,18 +126,10 @@ def test_no_module_outside_the_families_names_a_family():
     from omnideft.families.registry import family_names
 
     families = set(family_names())
-    offenders, left = [], set()
-    for p in _files("omnideft"):
-        rel = p.relative_to(REPO).as_posix()
-        if rel.startswith("omnideft/families/"):
-            continue
-        if found := family_mentions(p, families):
-            if rel in NAMES_A_FAMILY_FOR_NOW:
-                left.add(rel)
-            else:
-                offenders += [f"{rel} {f}" for f in found]
+    offenders = [f"{p.relative_to(REPO)} {found}" for p in _files("omnideft")
+                 if not p.relative_to(REPO).as_posix().startswith("omnideft/families/")
+                 for found in family_mentions(p, families)]
     assert not offenders
-    assert left == set(NAMES_A_FAMILY_FOR_NOW), "an entry that no longer names a family leaves the list"
 
 
 def test_the_family_rule_sees_each_kind_of_mention(tmp_path):
