@@ -51,8 +51,8 @@ PROMPT = "make <img><|image_1|></img> the way the examples do"
 def components():
     from diffusers import OmniGenTransformer2DModel
 
-    from omnideft.model import load_omnigen
-    from omnideft.model.tiny import omnigen_config
+    from omnideft.families.omnigen.model import load_omnigen
+    from omnideft.families.omnigen.model.tiny import omnigen_config
     from omnideft.model.tokenizer import tiny_vocab
 
     comps = load_omnigen("tiny", seed=SEED)

@@ -59,8 +59,8 @@ def real_vae_share(image: int = 512, inputs: int = 2, text: int = 128, checkpoin
 def make_base(folder: Path, vae_width: int) -> Path:
     from diffusers import AutoencoderKL, OmniGenTransformer2DModel
 
-    from omnideft.model import load_omnigen, save_base
-    from omnideft.model.tiny import omnigen_config, tiny_vae_config
+    from omnideft.families.omnigen.model import load_omnigen, save_base
+    from omnideft.families.omnigen.model.tiny import omnigen_config, tiny_vae_config
 
     comps = load_omnigen("tiny", seed=SEED)
     torch.manual_seed(SEED)
@@ -80,9 +80,9 @@ def calibrate(tmp: Path, shards: Path, target: float) -> tuple[int, dict]:
     from omnideft.data.sources import resolve_sources
     from omnideft.families.omnigen.batch import BatchBuilder
     from omnideft.families.omnigen.loss import rectified_flow_loss
+    from omnideft.families.omnigen.model import load_omnigen
     from omnideft.families.omnigen.targets import target_modules as omnigen_targets
     from omnideft.flow.vae import encode_batch
-    from omnideft.model import load_omnigen
     from omnideft.prompts import OmniGenProcessor
 
     index = ShardIndex(resolve_sources([str(shards)])[0].urls)

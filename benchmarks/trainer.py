@@ -46,8 +46,8 @@ def make_base(folder: Path) -> Path:
     """The tiny preset's architecture at benchmark width, random weights, saved like a real base."""
     from diffusers import OmniGenTransformer2DModel
 
-    from omnideft.model import load_omnigen, save_base
-    from omnideft.model.tiny import tiny_transformer_config
+    from omnideft.families.omnigen.model import load_omnigen, save_base
+    from omnideft.families.omnigen.model.tiny import tiny_transformer_config
 
     comps = load_omnigen("tiny", seed=SEED)
     cfg = tiny_transformer_config()
@@ -84,7 +84,7 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
     from omnideft.data.loader import ResumableBatches, index_sources
     from omnideft.data.sources import resolve_sources
     from omnideft.families.omnigen.batch import BatchBuilder
-    from omnideft.model import load_omnigen
+    from omnideft.families.omnigen.model import load_omnigen
     from omnideft.prompts import OmniGenProcessor
 
     comps = load_omnigen(str(base))
@@ -100,9 +100,9 @@ def run_bare(base: Path, batches: list[dict]) -> list[float]:
     from omnideft.adapters import AdapterSpec, apply_adapter
     from omnideft.adapters.apply import param_groups
     from omnideft.families.omnigen.loss import rectified_flow_loss
+    from omnideft.families.omnigen.model import load_omnigen
     from omnideft.families.omnigen.targets import target_modules as omnigen_targets
     from omnideft.flow.vae import encode_batch
-    from omnideft.model import load_omnigen
 
     torch.manual_seed(SEED)
     comps = load_omnigen(str(base))

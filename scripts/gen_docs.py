@@ -23,8 +23,8 @@ def recipe_keys_md() -> str:
 
 
 def pretrain_keys_md() -> str:
+    from omnideft.families.omnigen.pretrain.recipe import PretrainRecipe
     from omnideft.options import options_help
-    from omnideft.pretrain.recipe import PretrainRecipe
 
     return "```yaml\n" + options_help(PretrainRecipe) + "\n```"
 
@@ -45,7 +45,7 @@ def small_card_md() -> str:
     """The `small` model card's numbers, from the files shipped with it (pretrain.json, heldout.json)."""
     import json
 
-    from omnideft.model.small import SMALL_DIR, SMALL_SHA256
+    from omnideft.families.omnigen.model.small import SMALL_DIR, SMALL_SHA256
 
     record = json.loads((SMALL_DIR / "pretrain.json").read_text())
     heldout = json.loads((SMALL_DIR / "heldout.json").read_text())

@@ -90,7 +90,7 @@ def main() -> None:
     from omnigen2.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-    from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
+    from omnideft.families.omnigen2.model.folder import load_omnigen2, save_omnigen2
 
     tensors: dict[str, torch.Tensor] = {}
     with tempfile.TemporaryDirectory() as tmp:

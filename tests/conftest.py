@@ -26,7 +26,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def tiny():
-    from omnideft.model import load_omnigen
+    from omnideft.families.omnigen.model import load_omnigen
 
     return load_omnigen("tiny")
 

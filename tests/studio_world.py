@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
+from omnideft.families.omnigen.model import load_omnigen, save_base
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
-from omnideft.model import load_omnigen, save_base
 
 
 def random_image(w: int, h: int, seed: int) -> Image.Image:
@@ -63,7 +63,7 @@ def other_shape_adapter(root: Path) -> Path:
     """A base of another shape (wider MLP) saved beside an adapter made on it."""
     from diffusers import OmniGenTransformer2DModel
 
-    from omnideft.model.tiny import tiny_transformer_config
+    from omnideft.families.omnigen.model.tiny import tiny_transformer_config
 
     comps = load_omnigen("tiny")
     comps.transformer = OmniGenTransformer2DModel(**dict(tiny_transformer_config(), intermediate_size=96))

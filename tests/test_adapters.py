@@ -21,9 +21,9 @@ from omnideft.adapters.registry import METHODS as REGISTERED
 from omnideft.adapters.registry import get_method
 from omnideft.errors import UserError
 from omnideft.families.omnigen.loss import rectified_flow_loss
+from omnideft.families.omnigen.model import load_omnigen
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.flow.vae import vae_encode
-from omnideft.model import load_omnigen
 from omnideft.prompts import OmniGenProcessor, collate_prompts
 
 RANK = 4
@@ -253,7 +253,7 @@ def saved_deft(tmp_path_factory):
 def test_load_onto_base_of_another_shape_is_refused(saved_deft):
     from diffusers import OmniGenTransformer2DModel
 
-    from omnideft.model.tiny import tiny_transformer_config
+    from omnideft.families.omnigen.model.tiny import tiny_transformer_config
 
     other = OmniGenTransformer2DModel(**dict(tiny_transformer_config(), intermediate_size=96))
     want = json.loads((saved_deft / "omnideft.json").read_text())["base"]["fingerprint"]

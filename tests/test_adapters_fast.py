@@ -12,8 +12,8 @@ from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_ada
 from omnideft.adapters.fast_deft import FastDeftLinear, use_fast_layers
 from omnideft.adapters.projectors import PROJECTORS, project
 from omnideft.errors import UserError
+from omnideft.families.omnigen.model import load_omnigen
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
-from omnideft.model import load_omnigen
 
 # Relative error of the fused layer against PEFT's: measured worst over the cases below 1.2e-7 (output), 1.0e-7
 # (input gradient), 2.0e-7 (parameter gradients): fp32 rounding of another summation order, nothing more. Robust to

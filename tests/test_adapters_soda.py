@@ -8,8 +8,8 @@ from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_ada
 from omnideft.adapters.optim import StiefelAdamW, build_optimizer, requires_plain_optimizer
 from omnideft.adapters.spectral import AdapterModel, SpectralLinear, inject_spectral, kron_sizes
 from omnideft.errors import UserError
+from omnideft.families.omnigen.model import load_omnigen
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
-from omnideft.model import load_omnigen
 from tests.test_adapters import _loss, _predict, batch  # noqa: F401  (pytest fixture)
 
 SPECS = {

@@ -14,7 +14,7 @@ BUILDERS_MAY_IMPORT = ("omnideft.data.format", "omnideft.camera.record", "omnide
 # The floors of docs/design.md, top to bottom: a room imports rooms of lower floors; on one floor only the rooms
 # below the verbs may use each other. The package root is the public facade on top: it re-exports the API
 # (`from omnideft import Generator`) lazily, on first attribute access, so importing omnideft stays cheap.
-FLOORS = [{"__main__", "__init__"}, {"cli"}, {"commands"}, {"studio"}, {"demo", "bench", "pretrain"},
+FLOORS = [{"__main__", "__init__"}, {"cli"}, {"commands"}, {"studio"}, {"demo", "bench"},
           {"train", "eval", "generate", "export"}, {"plan"}, {"families"}, {"flow", "sizing"},
           {"adapters", "prompts", "camera", "shapes"}, {"model", "data", "images"},
           {"errors", "files", "locks", "progress", "options", "claims"}]
@@ -24,7 +24,7 @@ HEAVY = ("torch", "diffusers", "transformers", "accelerate", "peft", "deepspeed"
 
 def imported(path: Path) -> set[str]:
     """Every module a file imports, at any depth of the file; `from a import b` counts as `a.b`."""
-    package = ".".join(path.relative_to(REPO).parent.parts)
+    package = ".".join(path.relative_to(REPO).parent.parts) if path.is_relative_to(REPO) else ""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -94,3 +94,48 @@ def test_imports_flow_downward_and_the_verbs_stay_apart():
             elif floor[other] == floor[room] and room in VERBS:
                 offenders.append(f"{p.relative_to(REPO)} imports {m} of the same floor")
     assert not offenders
+
+
+# Attributes that only one family's components or transformer have: testing them is deciding the family by hand.
+FAMILY_ATTRIBUTES = {"ref_image_refiner", "noise_refiner", "context_refiner", "mllm", "mllm_adapter", "llm",
+                     "time_token", "input_x_embedder"}
+
+
+def family_mentions(path: Path, families: set[str]) -> list[str]:
+    """Where a module names a family: an import of `omnideft.families.<family>`, a string equal to a family's name or
+    holding "omnigen2" (a family's name in a path, a flag value or a doc link), `hasattr` of a family's attribute or
+    of an attribute the rule cannot read."""
+    found = [f"imports {m}" for m in sorted(imported(path))
+             if m.split(".")[:2] == ["omnideft", "families"] and m.count(".") > 1 and m.split(".")[2] in families]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in families or "omnigen2" in node.value:
+                found.append(f"line {node.lineno}: string {node.value[:60]!r}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr":
+            attribute = node.args[1] if len(node.args) > 1 else None
+            if not (isinstance(attribute, ast.Constant) and isinstance(attribute.value, str)):
+                found.append(f"line {node.lineno}: hasattr of an attribute computed at run time")
+            elif attribute.value in FAMILY_ATTRIBUTES:
+                found.append(f"line {node.lineno}: hasattr(..., {attribute.value!r})")
+    return found
+
+
+def test_no_module_outside_the_families_names_a_family():
+    """A new family is one folder plus one registry line: shared code asks the registry and the interface, never a
+    family by name (the registry's names are read, so a new family is covered too)."""
+    from omnideft.families.registry import family_names
+
+    families = set(family_names())
+    offenders = [f"{p.relative_to(REPO)} {found}" for p in _files("omnideft")
+                 if not p.relative_to(REPO).as_posix().startswith("omnideft/families/")
+                 for found in family_mentions(p, families)]
+    assert not offenders
+
+
+def test_the_family_rule_sees_each_kind_of_mention(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("from omnideft.families.omnigen2.model import folder\nimport omnideft.families.registry\n"
+                    "x = 'omnigen'\ny = 'see docs/omnigen2.md'\nhasattr(t, 'ref_image_refiner')\nhasattr(t, name)\n"
+                    "hasattr(t, 'peft_config')\nz = 'OmniGen, the model class'\n")
+    assert [f.split(":")[0] for f in family_mentions(path, {"omnigen", "omnigen2"})] == [
+        "imports omnideft.families.omnigen2.model.folder", "line 3", "line 4", "line 5", "line 6"]

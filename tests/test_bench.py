@@ -45,8 +45,8 @@ def adapter(tmp_path_factory):
     import torch
 
     from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
+    from omnideft.families.omnigen.model import load_omnigen
     from omnideft.families.omnigen.targets import target_modules as omnigen_targets
-    from omnideft.model import load_omnigen
 
     torch.manual_seed(0)
     model = apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(method="deft", rank=4, init="paper"),

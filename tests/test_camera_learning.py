@@ -28,9 +28,9 @@ from omnideft.camera.prompt import CameraPrompt
 from omnideft.eval.denoising import load_examples
 from omnideft.families.omnigen.batch import BatchBuilder
 from omnideft.families.omnigen.loss import rectified_flow_loss
+from omnideft.families.omnigen.model import load_omnigen, save_base
+from omnideft.families.omnigen.pretrain.vae_fit import fit_vae
 from omnideft.flow.vae import vae_encode
-from omnideft.model import load_omnigen, save_base
-from omnideft.pretrain.vae_fit import fit_vae
 from omnideft.prompts import OmniGenProcessor
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from omnideft.errors import UserError
-from omnideft.model import load_omnigen
-from omnideft.model.convert import convert_original_checkpoint, original_to_diffusers_state_dict
-from omnideft.model.tiny import build_tiny, tiny_transformer_config
+from omnideft.families.omnigen.model import load_omnigen
+from omnideft.families.omnigen.model.convert import convert_original_checkpoint, original_to_diffusers_state_dict
+from omnideft.families.omnigen.model.tiny import build_tiny, tiny_transformer_config
 
 
 def _to_original(sd: dict) -> dict:
@@ -181,7 +181,7 @@ def test_hub_sized_config_maps_to_diffusers_defaults():
 
     from diffusers import OmniGenTransformer2DModel
 
-    from omnideft.model.convert import transformer_config
+    from omnideft.families.omnigen.model.convert import transformer_config
 
     factors = [1.0] * 48
     cfg = {"hidden_size": 3072, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,

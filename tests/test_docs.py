@@ -34,7 +34,7 @@ def test_every_recipe_validates(recipe):
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes" / "pretrain").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_pretraining_recipe_validates(recipe):
-    from omnideft.pretrain.recipe import load_pretrain_recipe
+    from omnideft.families.omnigen.pretrain.recipe import load_pretrain_recipe
 
     load_pretrain_recipe(recipe)
 

@@ -92,7 +92,7 @@ def _check_distributed_adapter(run, engine):
     # stock PEFT loads it onto the saved base
     from peft import PeftModel
 
-    from omnideft.model import load_omnigen
+    from omnideft.families.omnigen.model import load_omnigen
 
     base = load_omnigen(str(run / "base"))
     model = PeftModel.from_pretrained(base.transformer, str(run / "adapter"))

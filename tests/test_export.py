@@ -13,8 +13,8 @@ from omnideft.adapters.compose import merge_adapters, parse_adapter_arg
 from omnideft.adapters.export import adapter_deltas
 from omnideft.errors import UserError
 from omnideft.export.run import run_export
+from omnideft.families.omnigen.model import load_omnigen
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
-from omnideft.model import load_omnigen
 from tests.helpers import assert_one_line_error, run_cli, run_cli_here
 from tests.test_adapters import _predict, batch  # noqa: F401  (pytest fixture)
 

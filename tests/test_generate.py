@@ -81,7 +81,7 @@ def test_base_found_beside_a_moved_adapter(tmp_path):
     import shutil
 
     from omnideft.adapters.folder import resolve_model_name
-    from omnideft.model import load_omnigen, save_base
+    from omnideft.families.omnigen.model import load_omnigen, save_base
 
     run = tmp_path / "run"
     save_base(load_omnigen("tiny"), run / "base")

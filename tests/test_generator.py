@@ -9,8 +9,8 @@ from PIL import Image
 from omnideft.cli import main as cli_main
 from omnideft.errors import UserError
 from omnideft.families.generator import FamilyGenerator as Generator
+from omnideft.families.omnigen.model import load_omnigen, save_base
 from omnideft.families.registry import get_family
-from omnideft.model import load_omnigen, save_base
 from tests.studio_world import random_adapter, random_image
 
 KW = dict(steps=2, height=32, width=32, seed=3)

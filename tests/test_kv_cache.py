@@ -10,8 +10,8 @@ import torch
 from omnideft.errors import UserError
 from omnideft.families.generator import FamilyGenerator as Generator
 from omnideft.families.omnigen.generator import offload_layers
+from omnideft.families.omnigen.model import load_omnigen, save_base
 from omnideft.families.omnigen.sampler import OmniGenSampler
-from omnideft.model import load_omnigen, save_base
 from omnideft.prompts import compose_in_context
 from tests.diffusers_reference import diffusers_pipeline
 from tests.helpers import assert_one_line_error, run_cli_here

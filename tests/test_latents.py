@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from omnideft.errors import UserError
+from omnideft.families.omnigen.model import load_omnigen
 from omnideft.flow.latents import vae_fingerprint
-from omnideft.model import load_omnigen
 from omnideft.shapes.shards import write_task_shards
 from omnideft.train.cache_latents import cache_latents
 from omnideft.train.loop import train

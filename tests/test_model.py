@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from omnideft.errors import UserError
+from omnideft.families.omnigen.model import load_omnigen, save_base
 from omnideft.families.omnigen.targets import target_modules as target_module_names
-from omnideft.model import load_omnigen, save_base
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

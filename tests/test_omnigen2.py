@@ -15,17 +15,17 @@ from omnideft.adapters.apply import param_groups
 from omnideft.adapters.export import adapter_deltas, as_lora, export_lora
 from omnideft.data.shards import Example
 from omnideft.errors import UserError
+from omnideft.families.omnigen.model import load_omnigen, save_base
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.families.omnigen2.batch import OmniGen2BatchBuilder, encode_batch
+from omnideft.families.omnigen2.instruction import omnigen2_instruction
 from omnideft.families.omnigen2.loss import flow_matching_loss
+from omnideft.families.omnigen2.model.folder import load_omnigen2, save_omnigen2
+from omnideft.families.omnigen2.model.prompt import encode_prompts
+from omnideft.families.omnigen2.model.tokenizer import build_tiny_qwen_tokenizer
 from omnideft.families.omnigen2.sampler import OmniGen2Sampler
 from omnideft.families.omnigen2.targets import target_modules as omnigen2_targets
 from omnideft.families.registry import family_of_folder, get_family, resolve_family
-from omnideft.model import load_omnigen, save_base
-from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
-from omnideft.model.omnigen2.prompt import encode_prompts
-from omnideft.model.omnigen2.tokenizer import build_tiny_qwen_tokenizer
-from omnideft.prompts.omnigen2 import omnigen2_instruction
 from tests.helpers import REPO
 
 REFERENCE = REPO / "tests" / "data" / "omnigen2_reference.safetensors"

@@ -20,9 +20,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from omnideft.families.omnigen2.loss import flow_matching_loss, sample_times
+from omnideft.families.omnigen2.model.folder import load_omnigen2, save_omnigen2
+from omnideft.families.omnigen2.model.latents import pixels_to_images
 from omnideft.families.omnigen2.sampler import OmniGen2Sampler
-from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
-from omnideft.model.omnigen2.latents import pixels_to_images
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.numeric  # recorded on another CPU: every bound says what it is robust to

@@ -15,12 +15,12 @@ from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
 from omnideft.errors import UserError
 from omnideft.families.generator import FamilyGenerator as Generator
 from omnideft.families.generator import family_for
+from omnideft.families.omnigen.model import load_omnigen
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.families.omnigen2.generator import OmniGen2Generator
+from omnideft.families.omnigen2.model.folder import load_omnigen2, save_omnigen2
 from omnideft.families.omnigen2.sampler import OmniGen2Sampler
 from omnideft.families.omnigen2.targets import target_modules as omnigen2_targets
-from omnideft.model import load_omnigen
-from omnideft.model.omnigen2.folder import load_omnigen2, save_omnigen2
 from tests.helpers import assert_one_line_error, run_cli, run_cli_here
 
 SMALL = dict(height=32, width=32, steps=2, seed=3)
@@ -166,7 +166,7 @@ def test_cli_demo_on_the_tiny_omnigen2(tmp_path):
     proc = run_cli("demo", "--family", "omnigen2", "--steps", "16", "--samples", "4", "--no-progress", "--out",
                    str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "demo (tiny-run, OmniGen2)" in proc.stdout
+    assert "demo (tiny OmniGen2)" in proc.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["steps"] == 16 and len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 16
     # the adapter fits its training samples: at the same noise and t the loss is lower than the base's

@@ -68,8 +68,8 @@ def test_language_layers_get_adapter_tensors_that_train(full):
 def test_the_prompt_features_change_and_unloading_restores_them(full):
     from omnideft.adapters.export import unload
     from omnideft.families.omnigen2.mllm import load_mllm_adapter
-    from omnideft.model.omnigen2.folder import load_omnigen2
-    from omnideft.model.omnigen2.prompt import encode_prompts
+    from omnideft.families.omnigen2.model.folder import load_omnigen2
+    from omnideft.families.omnigen2.model.prompt import encode_prompts
 
     comps = load_omnigen2(str(full.parent / "base"))
     with torch.no_grad():
@@ -112,8 +112,8 @@ def test_generate_with_the_saved_adapter_renders_the_in_memory_image(full, tmp_p
     g.set_adapters([str(alone)])
     assert (_pixels(g(PROMPT, **SETTINGS)[0]) - in_memory).abs().max() > 1
     g.set_adapters([])  # unloading the MLLM part: the base's prompt features again
-    from omnideft.model.omnigen2.folder import load_omnigen2
-    from omnideft.model.omnigen2.prompt import encode_prompts
+    from omnideft.families.omnigen2.model.folder import load_omnigen2
+    from omnideft.families.omnigen2.model.prompt import encode_prompts
 
     fresh = load_omnigen2(str(full.parent / "base"))
     with torch.no_grad():

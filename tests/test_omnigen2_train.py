@@ -53,7 +53,7 @@ def test_trains_deft_on_every_linear_and_saves_the_published_base(full):
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4] and all(x["loss"] > 0 for x in lines)
     from omnideft.adapters import load_adapter
-    from omnideft.model.omnigen2.folder import load_omnigen2
+    from omnideft.families.omnigen2.model.folder import load_omnigen2
 
     load_adapter(load_omnigen2(str(run / "base")).transformer, full)  # the adapter reloads on the saved base
 
@@ -202,8 +202,8 @@ def test_zero3_keeps_the_base_bias_of_every_deft_layer_gathered(shards, tmp_path
 
     from omnideft.adapters import AdapterSpec, apply_adapter
     from omnideft.adapters.registry import get_method
+    from omnideft.families.omnigen2.model.folder import load_omnigen2
     from omnideft.families.omnigen2.targets import target_modules as omnigen2_targets
-    from omnideft.model.omnigen2.folder import load_omnigen2
 
     model = apply_adapter(load_omnigen2("tiny").transformer, AdapterSpec(method="deft", rank=4),
                           targets=omnigen2_targets)

@@ -111,8 +111,8 @@ def test_real_omnigen2_counts_on_the_meta_device():
 
     from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: F401  (imports are not the build)
 
+    from omnideft.families.omnigen2.model.transformer import OmniGen2Transformer  # noqa: F401
     from omnideft.families.registry import get_family
-    from omnideft.model.omnigen2.transformer import OmniGen2Transformer  # noqa: F401
 
     started = time.perf_counter()
     shapes = get_family("omnigen2").plan_entry().shapes("OmniGen2/OmniGen2",

@@ -16,7 +16,7 @@ from torch import nn
 from omnideft.adapters.fast_deft import deft_linear
 from omnideft.adapters.fingerprint import base_fingerprint
 from omnideft.adapters.folder import load_adapter
-from omnideft.model import load_omnigen
+from omnideft.families.omnigen.model import load_omnigen
 from omnideft.model.quantize import dense_weight, is_quantized
 from omnideft.shapes.shards import write_task_shards
 from omnideft.train.loop import train
@@ -109,7 +109,7 @@ def test_generation_loads_the_base_quantised_after_merging_the_adapter(tmp_path)
     base is stored in int8; the image stays close to the unquantised one and the adapters are fixed from then on."""
     from omnideft.errors import UserError
     from omnideft.families.generator import FamilyGenerator as Generator
-    from omnideft.model import save_base
+    from omnideft.families.omnigen.model import save_base
     from tests.studio_world import random_adapter
 
     save_base(load_omnigen("tiny"), tmp_path / "base")

@@ -7,13 +7,13 @@ import shutil
 import subprocess
 import sys
 
-from omnideft.model import load_omnigen
-from omnideft.model.small import SMALL_DIR, SMALL_SHA256, file_sha256
+from omnideft.families.omnigen.model import load_omnigen
+from omnideft.families.omnigen.model.small import SMALL_DIR, SMALL_SHA256, file_sha256
 from tests.helpers import REPO, assert_one_line_error, run_cli
 
 
 def test_shipped_files_match_their_sums_and_the_card():
-    assert SMALL_SHA256, "omnideft/model/small.py lists no file sums"
+    assert SMALL_SHA256, "omnideft/families/omnigen/model/small.py lists no file sums"
     card = (REPO / "docs" / "models.md").read_text()
     for rel, want in SMALL_SHA256.items():
         assert file_sha256(SMALL_DIR / rel) == want, rel
@@ -38,7 +38,7 @@ def test_a_damaged_weights_file_is_one_line_naming_it(tmp_path):
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
-    code = ("import sys; from pathlib import Path; import omnideft.model.small as s; "
+    code = ("import sys; from pathlib import Path; import omnideft.families.omnigen.model.small as s; "
             f"s.SMALL_DIR = Path({str(copy)!r}); from omnideft.cli import main; "
             "sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, "generate", "--model", "small", "--prompt", "draw a red circle",

@@ -42,8 +42,8 @@ def test_train_writes_contract_2_adapter_and_tiny_base(shards, tmp_path):
 
 def test_p_and_r_learning_rates(shards, tmp_path):
     from omnideft.adapters.apply import AdapterSpec, apply_adapter, param_groups
+    from omnideft.families.omnigen.model import load_omnigen
     from omnideft.families.omnigen.targets import target_modules as omnigen_targets
-    from omnideft.model import load_omnigen
 
     model = apply_adapter(load_omnigen("tiny").transformer, AdapterSpec(rank=4, p_lr_ratio=0.25),
                           targets=omnigen_targets)
@@ -211,7 +211,7 @@ def test_ema_adapter_beside_the_adapter_and_tensorboard_scalars(shards, tmp_path
     from peft import PeftModel
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from omnideft.model import load_omnigen
+    from omnideft.families.omnigen.model import load_omnigen
 
     adapter = train(_recipe(shards, tmp_path, "train.ema_decay=0.5", "train.log_every=3"), progress=False)
     final = load_file(adapter / "adapter_model.safetensors")
@@ -249,7 +249,7 @@ def test_every_method_trains_saves_loads_and_resumes_exactly(shards, tmp_path, m
     through the same trainer: the adapter reloads onto the base, and stopping at step 2 then resuming gives the same
     adapter."""
     from omnideft.adapters import load_adapter
-    from omnideft.model import load_omnigen
+    from omnideft.families.omnigen.model import load_omnigen
 
     full = train(_recipe(shards, tmp_path / "full", method, "train.checkpoint_every=2"), progress=False)
     train(_recipe(shards, tmp_path / "cut", method, "train.checkpoint_every=2", "train.max_steps=2"), progress=False)

@@ -54,10 +54,11 @@ def save_adapter(model: nn.Module, out_dir: str | Path, *, base_name: str, recip
             _write_own_config(tmp, spec, model.method, model.targets)
         else:
             name = model.active_adapter if isinstance(model.active_adapter, str) else next(iter(model.peft_config))
-            peft_state = state_dict
-            if hasattr(model.get_base_model(), MLLM[:-1]):  # an adapted MLLM part writes its own files
-                peft_state = {k: v for k, v in (state_dict if state_dict is not None else model.state_dict()).items()
-                              if MLLM not in k}
+            peft_state = state_dict if state_dict is not None else model.state_dict()
+            if any(MLLM in k for k in peft_state):  # an adapted prompt encoder (the MLLM part) writes its own files
+                peft_state = {k: v for k, v in peft_state.items() if MLLM not in k}
+            elif state_dict is None:
+                peft_state = None  # PEFT takes the adapter's own weights from the model
             model.save_pretrained(tmp, state_dict=peft_state, safe_serialization=True, selected_adapters=[name])
             if name != "default":  # PEFT nests non-default adapters in a sub-folder; the contract wants them at the top
                 for f in (tmp / name).iterdir():

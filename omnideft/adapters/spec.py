@@ -16,7 +16,7 @@ PROJECTORS = ("relu", "qr", "ppt", "relu2", "svd", "tsvd", "lrmf", "nmf", "eigen
 PEFT_PROJECTORS = ("relu", "qr")  # what peft.DeftConfig knows: these adapters stay loadable by stock PEFT
 SODA_VARIANTS = ("svd", "qr")
 SODA_ROTATIONS = ("stiefel", "cayley")
-MLLM_TARGETS = ("none", "language")  # families/omnigen2/mllm.py
+MLLM_TARGETS = ("none", "language")  # a family with a separate MLLM prompt encoder attaches them
 
 
 @dataclass
@@ -39,6 +39,7 @@ class AdapterSpec:
     soda_rotation: str = option("stiefel", "SODA rotation factors: stiefel (kept orthogonal by the optimizer; not "
                                 "under DeepSpeed ZeRO) or cayley (orthogonal by construction, any optimizer)",
                                 SODA_ROTATIONS)
-    mllm_targets: str = option("none", "OmniGen2 only: language = the same method also on the MLLM's language "
+    mllm_targets: str = option("none", "families with a separate MLLM prompt encoder only (the others refuse it): "
+                               "language = the same method also on the MLLM's language "
                                "layers (q/k/v/o, gate/up/down of every decoder layer; never the vision tower), "
-                               "trained with the transformer (docs/omnigen2.md)", MLLM_TARGETS)
+                               "trained with the transformer (docs/models.md)", MLLM_TARGETS)

@@ -16,7 +16,7 @@ def add_parser(sub):
                                    "DEFT adapter on them (CPU, about a minute), then scores base and base + DEFT on "
                                    "held-out queries of the new tasks and of the tasks the base knew: report.md, "
                                    "report.json, samples.png, retention.png, loss.png. Another --family runs its "
-                                   "own demo preset (docs/omnigen2.md).")
+                                   "own demo preset (docs/models.md).")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out/)")
     d.add_argument("--family", default=default_family().name, choices=[f.name for f in with_demo],
                    help="whose demo preset runs: " + "; ".join(f"{f.name}: {f.demo_preset['demo']} demo"
@@ -48,9 +48,9 @@ def run(args) -> int:
               f"{r['retention']['iou']['base']:.3f} -> {r['retention']['iou']['adapted']:.3f}; "
               f"{r['total_seconds']:.0f} s")
     else:
-        print(f"demo ({kind}, {get_family(args.family).title}): {args.out}/ — training loss "
-              f"{r['train_loss']['first_steps']:.3f} -> {r['train_loss']['last_steps']:.3f}; fixed-noise loss on the "
-              "training samples "
+        print(f"demo (tiny {get_family(args.family).title}): {args.out}/ — training loss "
+              f"{r['train_loss']['first_steps']:.3f} -> "
+              f"{r['train_loss']['last_steps']:.3f}; fixed-noise loss on the training samples "
               f"{r['fixed_noise_loss']['base']:.3f} (base) -> {r['fixed_noise_loss']['adapted']:.3f} (adapted); "
               f"{r['total_seconds']:.0f} s")
     return 0

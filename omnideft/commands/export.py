@@ -4,6 +4,7 @@ or merged into its base."""
 from __future__ import annotations
 
 from omnideft.commands.args import COUNT
+from omnideft.commands.family_options import model_choices
 
 
 def add_parser(sub):
@@ -13,8 +14,8 @@ def add_parser(sub):
                                    "LoRA (the error is reported).")
     x.add_argument("adapter", help="adapter folder")
     x.add_argument("--format", required=True, help="peft-lora | diffusers | comfyui | kohya | merged")
-    x.add_argument("--base", help="base model: hub id, diffusers folder, OmniGen2 folder, 'tiny' or 'small' (default: "
-                   "the adapter's base; the family is the adapter's)")
+    x.add_argument("--base", help=f"base model: {model_choices()} (default: the adapter's base; the family is the "
+                   "adapter's)")
     x.add_argument("--out", required=True, help="output folder (merged: a diffusers pipeline folder)")
     x.add_argument("--rank", type=COUNT, help="rank for dense deltas (e.g. SODA; default: adapter rank)")
     return x

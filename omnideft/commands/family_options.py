@@ -1,4 +1,4 @@
-"""Settings only one model family's generator takes (`ModelFamily.generate_options`, e.g. OmniGen2's `--scheduler`):
+"""Settings only one model family's generator takes (`ModelFamily.generate_options`, e.g. a `--scheduler`):
 the generate command has a `--<flag>` for every option of every registered family, its help naming the family, and
 refuses in one line a flag of another family than the model's. A family adds a flag by declaring it; nothing here
 names one."""
@@ -57,3 +57,13 @@ def _shown(value) -> str:
     if isinstance(value, (tuple, list)):
         return " ".join(map(_shown, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def model_choices() -> str:
+    """What a `--model` / `--base` may be, for help texts: the registered families' presets, folders and hub ids."""
+    families = all_families()
+    presets = list(dict.fromkeys(p for f in families for p in f.presets))
+    hub = [f.title for f in families if f.hub_ids]
+    return (f"a preset ({', '.join(presets)}), a saved model folder ({', '.join(f.title for f in families)})"
+            + (f" or a hub id ({', '.join(hub)})" if hub else ""))
+

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from omnideft.commands.family_options import add_family_options, check_family_settings, family_settings
+from omnideft.commands.family_options import (
+    add_family_options,
+    check_family_settings,
+    family_settings,
+    model_choices,
+)
 from omnideft.errors import UserError
 from omnideft.families.registry import AUTO, family_names
 
@@ -10,9 +15,8 @@ from omnideft.families.registry import AUTO, family_names
 def add_parser(sub):
     g = sub.add_parser("generate", help="generate an image, optionally from in-context examples",
                        description="One image (--prompt ... --out FILE.png), an orbit, or a batch (--jobs FILE.jsonl "
-                                   "--out DIR): docs/generate.md; OmniGen2 bases: docs/omnigen2.md.")
-    g.add_argument("--model", help="base: hub id, diffusers folder, OmniGen2 folder, 'tiny' or 'small' (default: the "
-                   "adapter's base)")
+                                   "--out DIR): docs/generate.md; the model families: docs/models.md.")
+    g.add_argument("--model", help=f"base: {model_choices()} (default: the adapter's base)")
     g.add_argument("--adapter", action="append", default=[], metavar="PATH[:WEIGHT]",
                    help="adapter folder (omnideft or PEFT), optionally with a weight; repeatable: several adapters "
                         "are merged into the base as W + sum of weight x delta (exact, no inference overhead)")
@@ -34,9 +38,9 @@ def add_parser(sub):
                         "and render every line again (without it such a folder is refused)")
     g.add_argument("--sheet", help="contact sheet path (default: OUT_sheet.png)")
     g.add_argument("--steps", type=int, default=50)
-    g.add_argument("--guidance", type=float, help="text CFG scale (default: OmniGen 2.5, OmniGen2 5.0)")
+    g.add_argument("--guidance", type=float, help="text CFG scale (default: the model family's own)")
     g.add_argument("--image-guidance", type=float,
-                   help="image CFG scale, with input images (default: OmniGen 1.6, OmniGen2 2.0)")
+                   help="image CFG scale, with input images (default: the model family's own)")
     g.add_argument("--negative-prompt", help="negative prompt of the CFG (default: OmniGen's list of defects)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--height", type=int, help="output height, a multiple of 16 (default: first query image, else 1024 "
@@ -75,7 +79,7 @@ def add_parser(sub):
                         "(int8/fp8: optimum-quanto, CPU or GPU; nf4: bitsandbytes, CUDA only; docs/memory.md)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument("--family", default=AUTO, choices=[AUTO, *family_names()],
-                   help="model family; auto = read from the base folder or the adapter (docs/omnigen2.md)")
+                   help="model family; auto = read from the base folder or the adapter (docs/models.md)")
     add_family_options(g)
     return g
 

@@ -1,6 +1,6 @@
 """The offline demos: `omnideft demo --family NAME` runs the demo the family's `demo_preset` names, with its
 settings: `study` (run.py: the small pretrained OmniGen learns new tasks with a DEFT adapter, measured) or `tiny-run`
-(omnigen2.py: a short run on a tiny model whose loss falls)."""
+(tiny_run.py: a short run on a family's random `tiny` whose loss falls)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from importlib import import_module
 from omnideft.errors import UserError
 from omnideft.families.registry import all_families, get_family
 
-DEMOS = {"study": "omnideft.demo.run:run_demo", "tiny-run": "omnideft.demo.omnigen2:run_omnigen2_demo"}
+DEMOS = {"study": "omnideft.demo.run:run_demo", "tiny-run": "omnideft.demo.tiny_run:run_tiny_run_demo"}
 
 
 def demo_settings(family: str) -> dict:
@@ -30,12 +30,15 @@ def run_family_demo(family: str, out_dir: str, **settings) -> tuple[str, dict]:
     module, function = DEMOS[kind].split(":")
     run = getattr(import_module(module), function)
     given = {k: v for k, v in settings.items() if v is not None}
-    if foreign := [k for k in given if k not in inspect.signature(run).parameters]:
+    takes = inspect.signature(run).parameters
+    if foreign := [k for k in given if k not in takes]:
         raise UserError(f"demo --family {family}: its {kind} demo takes no "
                         f"{', '.join('--' + k.replace('_', '-') for k in foreign)}")
+    if "family" in takes:  # a demo that runs on any family (tiny-run) is told which
+        given["family"] = family
     return kind, run(out_dir, **{**preset, **given})
 
 
-# Light to import: `omnideft --help` shows them (the CLI's demo flags, until it asks demo_settings itself).
-DEFAULTS = {k: v for k, v in demo_settings("omnigen").items() if k != "demo"}
-DEFAULTS_OMNIGEN2 = {k: v for k, v in demo_settings("omnigen2").items() if k != "demo"}
+# The study demo's defaults (run.py's keyword defaults): the preset of the family that declares it. Light to import.
+DEFAULTS = next({k: v for k, v in f.demo_preset.items() if k != "demo"} for f in all_families()
+                if f.demo_preset is not None and f.demo_preset["demo"] == "study")

@@ -13,12 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from omnideft.adapters import load_adapter
 from omnideft.eval.denoising import denoising_losses, load_examples
 from omnideft.families.family import TrainingSettings
-from omnideft.families.omnigen.sampler import OmniGenSampler
 from omnideft.families.registry import resolve_family
-from omnideft.model import load_omnigen
 from omnideft.shapes import task_names
 from omnideft.shapes.score import heldout_samples, sampler_fn, score
 from omnideft.shapes.shards import write_task_shards
@@ -87,21 +84,28 @@ class AdaptationStudy:
 
     def score(self, adapter: Path | None, progress: bool = False) -> Scores:
         """Base (adapter None) or base + adapter on the held-out queries and samples of both families."""
-        comps = load_omnigen(BASE)
-        model = load_adapter(comps.transformer, adapter) if adapter else comps.transformer
-        sampler = OmniGenSampler(model, comps.vae, comps.tokenizer, comps.scheduler, max_input_image_size=SIZE)
+        base_family = resolve_family(BASE)
+        # merge=False: the adapter's layers kept beside the base, as load_adapter puts them (the denoising loss too)
+        generator = base_family.generator(base_family.load(BASE), device="cpu", merge=False)
+        generator.set_adapters([Path(adapter)] if adapter else [])
+
+        def sampler(*args, **settings):
+            return generator(*args, max_input_image_size=SIZE, **settings)[0]
+
         generate = sampler_fn(sampler, SIZE, steps=self.sampler_steps, seed=self.seed)
         label = "base" if adapter is None else Path(adapter).parent.name
         fit, fit_images = score(generate, self.fit_queries, f"{label}: new tasks", progress)
         kept, kept_images = score(generate, self.kept_queries, f"{label}: known tasks", progress)
-        loss = {family: self._denoising_loss(model, comps, family) for family in ("b", "a")}
+        comps = generator.components
+        loss = {family: self._denoising_loss(comps.transformer, comps, family) for family in ("b", "a")}
         return Scores(_summary(fit, loss["b"]), _summary(kept, loss["a"]), {"B": fit_images, "A": kept_images})
 
     def denoising_loss(self, adapter: Path | None, family: str = "b") -> float:
         """Only the held-out denoising loss on family `family` ("b": new tasks, "a": known): seconds, no sampling
         (the retention benchmark's learning-rate sweep)."""
-        comps = load_omnigen(BASE)
-        model = load_adapter(comps.transformer, adapter) if adapter else comps.transformer
+        training = resolve_family(BASE).training_backend(TrainingSettings(BASE, max_image_size=SIZE))
+        comps = training.load("cpu")
+        model = training.load_adapter(comps, adapter)[0] if adapter else comps.transformer
         return self._denoising_loss(model, comps, family)
 
     def _denoising_loss(self, model, comps, family: str) -> float:

@@ -18,6 +18,7 @@ Declarations (class attributes, cheap: the registry reads them without loading t
   unsupported          feature -> why this family does not do it (refuse() turns it into the one-line error)
   generate_options     settings only this family's generator takes (FamilyOption: the CLI's flags are made
                        from them, help text naming the family)
+  pretrain_preset      the preset `omnideft pretrain` builds from random (OmniGen (v1): `small`), or None
   export_formats       the `omnideft export --format`s it writes (LoRA files need `lora_keys(fmt)`; peft-lora and
                        merged need nothing of the family but load/save)
 
@@ -49,6 +50,13 @@ Methods (the heavy work; each imports what it needs when called):
                        fold those parts into `components` (a merged export); returns the report's note
   demo_preset          `omnideft demo --family NAME`: {"demo": which demo runs (omnideft.demo.DEMOS), and its
                        default settings}; None when the family has no demo (the demo refuses in one line)
+  pretraining()        `omnideft pretrain` of `pretrain_preset`: a module with PretrainRecipe (its options),
+                       load_pretrain_recipe(path, overrides), pretrain(recipe, out, progress) -> folder and
+                       write_heldout_scores(folder, tasks, queries, seed, size, steps, guidance, image_guidance,
+                       progress)
+  convert_original(src, out)
+                       `omnideft convert-original`: a checkpoint in the family's original, pre-diffusers format
+                       written as a folder `load` reads; one line for a family without one
   plan_entry()         what `omnideft plan` counts and models for it (sizing.shapes.PlanFamily: configs by model name,
                        the meta-device count with its activation model; families/<name>/plan.py)
 
@@ -204,6 +212,7 @@ class ModelFamily:
     generate_options: tuple[FamilyOption, ...] = ()
     export_formats: tuple[str, ...] = ("peft-lora", "diffusers", "comfyui", "kohya", "merged")
     demo_preset: dict | None = None
+    pretrain_preset: str | None = None
 
     # -- detection -------------------------------------------------------------------------------------------------
 
@@ -293,6 +302,12 @@ class ModelFamily:
 
     def plan_entry(self):
         raise NotImplementedError
+
+    def pretraining(self):
+        raise UserError(f"pretrain: {self.title} has no pretraining from random")
+
+    def convert_original(self, src: str, out: str) -> Path:
+        raise UserError(f"convert-original: {self.title} has no original checkpoint format to convert from")
 
     def adapter_extras(self, folder) -> str | None:
         return None

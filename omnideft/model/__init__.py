@@ -1,10 +1,2 @@
-"""OmniGen through diffusers: loading (hub id, local dir or `tiny`), saving."""
-
-from omnideft.model.loading import DEFAULT_MODEL_ID, OmniGenComponents, load_omnigen, save_base
-
-__all__ = [
-    "DEFAULT_MODEL_ID",
-    "OmniGenComponents",
-    "load_omnigen",
-    "save_base",
-]
+"""Model code every family shares: the tiny presets' names and vocabulary, quantization. Each family's own loading,
+saving and architecture live in omnideft/families/<name>/."""

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from omnideft.adapters import load_adapter
 from omnideft.adapters.fingerprint import WEIGHT_TOLERANCE, weights_fingerprint
 from omnideft.errors import UserError
-from omnideft.model import load_omnigen
+from omnideft.families.omnigen.model import load_omnigen
 from tests.helpers import assert_one_line_error, run_cli
 
 

@@ -16,9 +16,9 @@ from PIL import Image
 
 from omnideft.adapters import AdapterSpec, apply_adapter, save_adapter
 from omnideft.errors import UserError
+from omnideft.families.omnigen.model import load_omnigen
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.files import OWNER_FILE, write_text_atomic
-from omnideft.model import load_omnigen
 from omnideft.train.engine import load_deepspeed_state
 from tests.faults.conftest import train_cli
 from tests.helpers import REPO, assert_one_line_error, run_cli_here

@@ -18,6 +18,7 @@ class OmniGen(ModelFamily):
     hub_ids = True
     default = True
     # the shape-world study on the pretrained `small` (demo/run.py)
+    pretrain_preset = "small"
     demo_preset = {"demo": "study", "steps": 200, "samples": 256, "queries": 16, "retention_queries": 4,
                    "replay": 0.25}
     unsupported = {
@@ -32,12 +33,12 @@ class OmniGen(ModelFamily):
     def load(self, name: str, *, dtype=None, seed: int = 0, revision: str | None = None, quantize=None):
         import torch
 
-        from omnideft.model.loading import load_omnigen
+        from omnideft.families.omnigen.model.loading import load_omnigen
 
         return load_omnigen(name, revision=revision, dtype=dtype or torch.float32, seed=seed, quantize=quantize)
 
     def save(self, components, folder: Path) -> None:
-        from omnideft.model.loading import save_base
+        from omnideft.families.omnigen.model.loading import save_base
 
         save_base(components, folder)
 
@@ -50,6 +51,16 @@ class OmniGen(ModelFamily):
         from omnideft.families.omnigen.plan import plan_entry
 
         return plan_entry()
+
+    def pretraining(self):
+        from omnideft.families.omnigen import pretrain
+
+        return pretrain
+
+    def convert_original(self, src: str, out: str):
+        from omnideft.families.omnigen.model.convert import convert_original_checkpoint
+
+        return convert_original_checkpoint(src, out)
 
     def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
         from omnideft.families.omnigen.export import lora_keys
@@ -67,7 +78,7 @@ class OmniGen(ModelFamily):
         return OmniGenGenerator
 
     def owns_components(self, components) -> bool:
-        from omnideft.model.loading import OmniGenComponents
+        from omnideft.families.omnigen.model.loading import OmniGenComponents
 
         return isinstance(components, OmniGenComponents)
 

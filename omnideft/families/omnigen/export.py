@@ -18,7 +18,7 @@ def lora_keys(fmt: str, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], t
 def fused_original(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], transformer: nn.Module) -> dict:
     """Rename to the original OmniGen module paths; the split to_q/to_k/to_v LoRAs become one qkv_proj LoRA
     (B block-diagonal, A stacked: exact, rank r_q + r_k + r_v)."""
-    from omnideft.model.convert import KEY_MAP, original_key_for
+    from omnideft.families.omnigen.model.convert import KEY_MAP, original_key_for
 
     modules = dict(transformer.named_modules())
     groups: dict[str, list[str]] = {}

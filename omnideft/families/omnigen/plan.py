@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 from omnideft.errors import UserError
+from omnideft.families.omnigen.model.loading import DEFAULT_MODEL_ID
+from omnideft.families.omnigen.model.small import SMALL, small_model_dir
+from omnideft.families.omnigen.model.tiny import omnigen_config
 from omnideft.families.omnigen.targets import target_modules
-from omnideft.model.loading import DEFAULT_MODEL_ID
 from omnideft.model.presets import TINY
-from omnideft.model.small import SMALL, small_model_dir
-from omnideft.model.tiny import omnigen_config
 from omnideft.sizing.estimate import DTYPE_BYTES, FUSED_DEFT, Activations, Setup, Workload, measured_parts
 from omnideft.sizing.measure import adapted_for_step, autocast_for, saved_tensor_bytes, step_bytes
 from omnideft.sizing.shapes import ModelShapes, PlanFamily, adapted_linears, count_linears
@@ -59,7 +59,7 @@ def model_configs(name: str) -> tuple[dict, dict]:
         raw = json.loads(files("omnideft.families.omnigen").joinpath("configs", SHIPPED_CONFIGS[name]).read_text())
         return raw["transformer"], raw["vae"]
     if name == TINY:
-        from omnideft.model.tiny import tiny_transformer_config, tiny_vae_config
+        from omnideft.families.omnigen.model.tiny import tiny_transformer_config, tiny_vae_config
 
         return tiny_transformer_config(), tiny_vae_config()
     folder = small_model_dir() if name == SMALL else Path(name)
@@ -160,7 +160,7 @@ def measure_step(config: dict, spec, setup: Setup, text_tokens: int, input_image
     plan's prediction of the same parts (`predicted`)."""
     from diffusers import OmniGenTransformer2DModel
 
-    from omnideft.model.tiny import tiny_vae_config
+    from omnideft.families.omnigen.model.tiny import tiny_vae_config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

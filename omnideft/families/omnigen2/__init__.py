@@ -19,7 +19,7 @@ class OmniGen2(ModelFamily):
     presets = ("tiny",)
     hub_ids = False
     max_input_images = 5  # rows of the published transformer's image_index_embedding
-    demo_preset = {"demo": "tiny-run", "steps": 30, "samples": 8}  # a small run on the tiny OmniGen2 (demo/omnigen2.py)
+    demo_preset = {"demo": "tiny-run", "steps": 30, "samples": 8}  # a small run on the tiny OmniGen2 (demo/tiny_run.py)
     unsupported = {
         "camera": "has no camera conditioning (cameras are OmniGen (v1) only)",
         "quantize": V1_ONLY,
@@ -41,7 +41,7 @@ class OmniGen2(ModelFamily):
     def load(self, name: str, *, dtype=None, seed: int = 0, revision: str | None = None, quantize=None):
         import torch
 
-        from omnideft.model.omnigen2.folder import load_omnigen2
+        from omnideft.families.omnigen2.model.folder import load_omnigen2
 
         if revision:
             self.refuse("revision", f"model.revision={revision}")
@@ -50,7 +50,7 @@ class OmniGen2(ModelFamily):
         return load_omnigen2(name, dtype=dtype or torch.float32, seed=seed)
 
     def save(self, components, folder: Path) -> None:
-        from omnideft.model.omnigen2.folder import save_omnigen2
+        from omnideft.families.omnigen2.model.folder import save_omnigen2
 
         save_omnigen2(components, folder, overwrite=True)
 
@@ -94,7 +94,7 @@ class OmniGen2(ModelFamily):
         return OmniGen2Generator
 
     def owns_components(self, components) -> bool:
-        from omnideft.model.omnigen2.folder import OmniGen2Components
+        from omnideft.families.omnigen2.model.folder import OmniGen2Components
 
         return isinstance(components, OmniGen2Components)
 

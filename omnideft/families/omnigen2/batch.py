@@ -1,4 +1,4 @@
-"""Shard examples -> OmniGen2 training inputs: the instruction in OmniGen2's wording (prompts/omnigen2.py) inside
+"""Shard examples -> OmniGen2 training inputs: the instruction in OmniGen2's wording (instruction.py) inside
 the chat template, the input images as reference latents, the output image as the target latent; and condition
 dropout as the published training does it (an empty instruction under a shorter system prompt; the reference images
 dropped too for half of those). Decisions are seeded by the example's place in the training order, so a resumed run
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import torch
 
 from omnideft.data.shards import Example
-from omnideft.model.omnigen2.latents import encode_latent, image_to_pixels
-from omnideft.model.omnigen2.prompt import chat_prompt, encode_texts
-from omnideft.prompts.omnigen2 import omnigen2_instruction
+from omnideft.families.omnigen2.instruction import omnigen2_instruction
+from omnideft.families.omnigen2.model.latents import encode_latent, image_to_pixels
+from omnideft.families.omnigen2.model.prompt import chat_prompt, encode_texts
 
 DROPPED_SYSTEM_PROMPT = "You are a helpful assistant that generates images."
 MAX_INPUT_PIXELS = (1024 * 1024, 1024 * 1024, 768 * 768, 512 * 512)

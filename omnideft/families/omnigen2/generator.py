@@ -16,10 +16,10 @@ from omnideft.adapters.export import unload
 from omnideft.errors import UserError
 from omnideft.families.generator import FamilyGenerator, check_sides
 from omnideft.families.omnigen2.mllm import has_mllm_adapter, load_mllm_adapter
+from omnideft.families.omnigen2.model.latents import fitted_size
+from omnideft.families.omnigen2.model.prompt import NEGATIVE_PROMPT
 from omnideft.families.omnigen2.sampler import OmniGen2Sampler
 from omnideft.images import as_image
-from omnideft.model.omnigen2.latents import fitted_size
-from omnideft.model.omnigen2.prompt import NEGATIVE_PROMPT
 
 MAX_PIXELS = 1024 * 1024  # the published pipeline's pixel budget of the output and of each reference
 SIDE_STEP = 16
@@ -27,7 +27,7 @@ SIDE_STEP = 16
 
 class OmniGen2Generator(FamilyGenerator):
     def __init__(self, family, components, *, device: str = "auto", dtype: str = "auto", merge: bool = True):
-        """`components`: OmniGen2Components of the base (model/omnigen2/folder.py), without adapters."""
+        """`components`: OmniGen2Components of the base (families/omnigen2/model/folder.py), without adapters."""
         super().__init__(family, components, device=device, dtype=dtype, merge=merge)
         self._mllm_adapter = None  # the MLLM part of a single adapter loaded as is
         for part in (components.transformer, components.vae, components.mllm):

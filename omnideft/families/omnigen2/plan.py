@@ -3,7 +3,7 @@ configs/omnigen2.json: transformer, Qwen2.5-VL-3B-Instruct MLLM, FLUX VAE), its 
 (omnideft's own transformer, transformers' Qwen2_5_VLForConditionalGeneration, diffusers' AutoencoderKL), its
 activation model and the CPU measurement that holds that model to the bytes a step really keeps.
 
-The activation model counts what autograd keeps in omnideft's `OmniGen2Block` (model/omnigen2/blocks.py) with the
+The activation model counts what autograd keeps in omnideft's `OmniGen2Block` (model/blocks.py) with the
 fused DEFT layer, per token, for the three ways a step runs (c = compute bytes, s = the residual stream's): fp32
 (c = s = 4); an fp32 base under bf16/fp16 autocast (s = 4, c = 2: autocast casts each linear's input anew, the
 RMSNorms and the SwiGLU's silu work in fp32); a half-precision base (c = s = 2: every RMSNorm keeps an fp32 copy of
@@ -49,8 +49,8 @@ def omnigen2_configs(name: str) -> tuple[dict, str]:
     """({"transformer", "mllm", "vae"} configs, where they came from) for `model.name`: 'tiny', a local folder in
     the published layout, or -- the published id or a folder not downloaded yet -- the shipped published configs."""
     if name == TINY:
-        from omnideft.model.omnigen2.tiny import tiny_mllm_config, tiny_transformer_config, tiny_vae_config
-        from omnideft.model.omnigen2.tokenizer import build_tiny_qwen_tokenizer
+        from omnideft.families.omnigen2.model.tiny import tiny_mllm_config, tiny_transformer_config, tiny_vae_config
+        from omnideft.families.omnigen2.model.tokenizer import build_tiny_qwen_tokenizer
 
         mllm = tiny_mllm_config(len(build_tiny_qwen_tokenizer())).to_dict()
         return {"transformer": tiny_transformer_config(), "mllm": mllm, "vae": tiny_vae_config()}, ""
@@ -77,7 +77,7 @@ def omnigen2_shapes(configs: dict, spec) -> ModelShapes:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from omnideft.adapters import apply_adapter
-    from omnideft.model.omnigen2.transformer import OmniGen2Transformer
+    from omnideft.families.omnigen2.model.transformer import OmniGen2Transformer
 
     with torch.device("meta"):
         transformer = OmniGen2Transformer.from_config(configs["transformer"])
@@ -167,7 +167,7 @@ OMNIGEN2_ACTIVATIONS = OmniGen2Activations()
 
 def reduced_omnigen2_config(hidden: int = 96, heads: int = 4, kv_heads: int = 2, layers: int = 2) -> dict:
     """A width-reduced OmniGen2 transformer for the measurement (head dim split over the three RoPE axes)."""
-    from omnideft.model.omnigen2.tiny import tiny_transformer_config
+    from omnideft.families.omnigen2.model.tiny import tiny_transformer_config
 
     head_dim = hidden // heads
     axis = head_dim // 3 // 2 * 2
@@ -181,8 +181,8 @@ def measure_omnigen2_step(config: dict, spec, setup: Setup, text_tokens: int, in
     states and latents: measured bytes by part (sizing/measure.py's parts) and the plan's prediction of them."""
     import torch
 
-    from omnideft.model.omnigen2.tiny import tiny_mllm_config, tiny_vae_config
-    from omnideft.model.omnigen2.transformer import OmniGen2Transformer
+    from omnideft.families.omnigen2.model.tiny import tiny_mllm_config, tiny_vae_config
+    from omnideft.families.omnigen2.model.transformer import OmniGen2Transformer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -15,12 +15,18 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from omnideft.errors import UserError
-from omnideft.model.omnigen2 import check_reference_images
-from omnideft.model.omnigen2.latents import decode_latent, encode_latent, fitted_size, image_to_pixels, pixels_to_images
-from omnideft.model.omnigen2.prompt import NEGATIVE_PROMPT, encode_prompts
-from omnideft.model.omnigen2.scheduler import SCHEDULERS
+from omnideft.families.omnigen2.instruction import PLACEHOLDER, omnigen2_instruction
+from omnideft.families.omnigen2.model import check_reference_images
+from omnideft.families.omnigen2.model.latents import (
+    decode_latent,
+    encode_latent,
+    fitted_size,
+    image_to_pixels,
+    pixels_to_images,
+)
+from omnideft.families.omnigen2.model.prompt import NEGATIVE_PROMPT, encode_prompts
+from omnideft.families.omnigen2.model.scheduler import SCHEDULERS
 from omnideft.progress import progress_bar
-from omnideft.prompts.omnigen2 import PLACEHOLDER, omnigen2_instruction
 
 
 class OmniGen2Sampler:

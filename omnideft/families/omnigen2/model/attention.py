@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from diffusers.models.normalization import RMSNorm
 from torch import nn
 
-from omnideft.model.omnigen2.rope import apply_rotary
+from omnideft.families.omnigen2.model.rope import apply_rotary
 
 
 class OmniGen2Attention(nn.Module):

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from omnideft.errors import UserError
+from omnideft.families.omnigen.model.small import SMALL, small_model_dir
 from omnideft.model.presets import TINY
-from omnideft.model.small import SMALL, small_model_dir
 
 DEFAULT_MODEL_ID = "Shitao/OmniGen-v1-diffusers"
 
@@ -39,7 +39,7 @@ def load_omnigen(name: str = DEFAULT_MODEL_ID, *, revision: str | None = None, d
     # diffusers and transformers (~10 s to import on a small machine) load only when a model does: this package is
     # also imported for its target presets (adapters) and by commands that load no model.
     if name == TINY:
-        from omnideft.model.tiny import build_tiny
+        from omnideft.families.omnigen.model.tiny import build_tiny
 
         transformer, vae, tokenizer, scheduler = build_tiny(seed)
     elif name == SMALL:

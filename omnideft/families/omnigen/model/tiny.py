@@ -1,7 +1,7 @@
 """The `tiny` preset: OmniGen's real architecture at toy width, randomly initialised from a seed.
 
 Used by tests; runs on one CPU core in milliseconds per step. `omnigen_config` also sizes the `small` preset's
-transformer (omnideft/model/small.py), which is pretrained rather than random.
+transformer (omnideft/families/omnigen/model/small.py), which is pretrained rather than random.
 """
 
 from __future__ import annotations

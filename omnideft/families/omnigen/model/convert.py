@@ -25,8 +25,8 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, PretrainedConfig
 
 from omnideft.errors import UserError
+from omnideft.families.omnigen.model.loading import OmniGenComponents, save_base
 from omnideft.files import atomic_path
-from omnideft.model.loading import OmniGenComponents, save_base
 
 KEY_MAP: dict[str, str | tuple[str, ...]] = {
     # image side (OmniGen/model.py)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omnideft.families.omnigen.model import load_omnigen
 from omnideft.families.omnigen.sampler import OmniGenSampler
 from omnideft.files import write_text_atomic
 from omnideft.images import save_image_atomic
-from omnideft.model import load_omnigen
 from omnideft.shapes.score import comparison_sheet, heldout_samples, sampler_fn, score
 
 

@@ -4,7 +4,7 @@ Loads `transformer/` of an OmniGen2 folder (config.json + safetensors) with the 
 Flow of one call: the MLLM's hidden states are embedded and refined by `context_refiner` (no timestep); the noisy
 latent's 2x2 patches by `x_embedder` + `noise_refiner`; each reference image's patches by `ref_image_patch_embedder`
 + `image_index_embedding[k]` + `ref_image_refiner`, one image at a time; then [caption, references, target] is
-packed per sample (caption padding dropped) and run through `layers` with 3-axis RoPE (omnideft/model/omnigen2/
+packed per sample (caption padding dropped) and run through `layers` with 3-axis RoPE (omnideft/families/omnigen2/model/
 rope.py); `norm_out` projects the target tokens back to latent patches. Time runs from 0 (noise) to 1 (data) and the
 output is the velocity data - noise.
 
@@ -22,9 +22,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from omnideft.model.omnigen2 import MAX_REFERENCE_IMAGES, check_reference_images
-from omnideft.model.omnigen2.blocks import AdaLayerNormOut, OmniGen2Block, TimestepCaptionEmbedding
-from omnideft.model.omnigen2.rope import rotary_tables, rotations, sample_position_ids
+from omnideft.families.omnigen2.model import MAX_REFERENCE_IMAGES, check_reference_images
+from omnideft.families.omnigen2.model.blocks import AdaLayerNormOut, OmniGen2Block, TimestepCaptionEmbedding
+from omnideft.families.omnigen2.model.rope import rotary_tables, rotations, sample_position_ids
 
 
 def patchify(latent: torch.Tensor, p: int) -> torch.Tensor:

@@ -20,14 +20,14 @@ from diffusers import AutoencoderKL, OmniGenTransformer2DModel
 from omnideft.data.format.writer import file_sha256
 from omnideft.errors import UserError
 from omnideft.families.omnigen.loss import rectified_flow_loss
+from omnideft.families.omnigen.model.loading import OmniGenComponents, save_base
+from omnideft.families.omnigen.model.tiny import flow_scheduler, omnigen_config, tiny_vae_config
+from omnideft.families.omnigen.pretrain.recipe import PretrainRecipe
+from omnideft.families.omnigen.pretrain.stream import ShapeTaskStream
+from omnideft.families.omnigen.pretrain.vae_fit import fit_vae
 from omnideft.files import atomic_path, check_output_folder, write_text_atomic
 from omnideft.flow.vae import encode_batch
-from omnideft.model.loading import OmniGenComponents, save_base
-from omnideft.model.tiny import flow_scheduler, omnigen_config, tiny_vae_config
 from omnideft.model.tokenizer import build_tiny_tokenizer
-from omnideft.pretrain.recipe import PretrainRecipe
-from omnideft.pretrain.stream import ShapeTaskStream
-from omnideft.pretrain.vae_fit import fit_vae
 from omnideft.progress import progress_bar
 from omnideft.prompts import OmniGenProcessor
 from omnideft.shapes import TASKS, VOCABULARY, make_sample

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from omnideft.errors import UserError
-from omnideft.model.omnigen2 import check_reference_images
+from omnideft.families.omnigen2.model import check_reference_images
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth")
 PLACEHOLDER = re.compile(r"<img><\|image_(\d+)\|></img>")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from omnideft.model.omnigen2.attention import OmniGen2Attention
+from omnideft.families.omnigen2.model.attention import OmniGen2Attention
 
 FREQUENCY_CHANNELS = 256
 MAX_CONDITION_DIM = 1024  # the timestep embedding (and every adaLN input) is min(hidden, 1024) wide

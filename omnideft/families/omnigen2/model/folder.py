@@ -47,7 +47,7 @@ def load_omnigen2(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 
     fp32 on CPU; the transformer takes `dtype`. Every component is frozen (adapters make their own parameters)."""
     with _built_whole():
         if name == TINY:
-            from omnideft.model.omnigen2.tiny import build_tiny_omnigen2
+            from omnideft.families.omnigen2.model.tiny import build_tiny_omnigen2
 
             transformer, vae, mllm, tokenizer, scheduler = build_tiny_omnigen2(seed)
         else:
@@ -81,8 +81,8 @@ def _load_folder(name: str):
     from diffusers import AutoencoderKL
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-    from omnideft.model.omnigen2.scheduler import OmniGen2FlowScheduler
-    from omnideft.model.omnigen2.transformer import OmniGen2Transformer
+    from omnideft.families.omnigen2.model.scheduler import OmniGen2FlowScheduler
+    from omnideft.families.omnigen2.model.transformer import OmniGen2Transformer
 
     path = Path(name)
     if not path.is_dir():

@@ -1,7 +1,7 @@
 """The `tiny` OmniGen2 preset: the published architecture at toy width, randomly initialised from a seed.
 
 A Qwen2.5-VL with a 2-layer text model (hidden 32, M-RoPE sections 2/1/1) and a 1-block vision tower, the offline
-byte-level tokenizer (omnideft/model/omnigen2/tokenizer.py), an OmniGen2 transformer of width 48 (4 heads / 2 KV
+byte-level tokenizer (model/tokenizer.py), an OmniGen2 transformer of width 48 (4 heads / 2 KV
 heads, RoPE axes 4/4/4, 2 layers, 2 refiner layers) and a 16-channel 8x AutoencoderKL with FLUX-style shift and
 scale factors. Every parameter, norm weights and the adaLN projections included, is drawn from the seed, so that no
 path of the forward is an identity and the exactness tests see every weight.
@@ -13,9 +13,9 @@ import torch
 from diffusers import AutoencoderKL
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-from omnideft.model.omnigen2.scheduler import OmniGen2FlowScheduler
-from omnideft.model.omnigen2.tokenizer import SPECIALS, build_tiny_qwen_tokenizer
-from omnideft.model.omnigen2.transformer import OmniGen2Transformer
+from omnideft.families.omnigen2.model.scheduler import OmniGen2FlowScheduler
+from omnideft.families.omnigen2.model.tokenizer import SPECIALS, build_tiny_qwen_tokenizer
+from omnideft.families.omnigen2.model.transformer import OmniGen2Transformer
 
 TINY_TEXT_HIDDEN = 32
 # FLUX.1's VAE factors (its vae/config.json): latents are (z - shift) * scale.

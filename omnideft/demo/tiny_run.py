@@ -1,8 +1,9 @@
-"""`omnideft demo --family omnigen2`: the integration on the tiny OmniGen2, small enough for a CPU in about a minute.
+"""The `tiny-run` demo (a family's `demo_preset` names it): the integration on the family's random `tiny` preset,
+small enough for a CPU in about a minute.
 
-Writes shards of an in-context shape task (each sample: one example pair and a query, so three OmniGen2 reference
-images), trains a DEFT adapter on every linear of the tiny OmniGen2 transformer with the trainer, then measures what
-the adapter changed and renders with the generator:
+Writes shards of an in-context shape task (each sample: one example pair and a query, so three input images), trains a
+DEFT adapter on every linear of the tiny transformer with the trainer, then measures what the adapter changed through
+the family's training backend and renders with its generator:
 
     loss.png, metrics.jsonl   the training loss per step
     report.json               training loss at the start / end, and the flow-matching loss on the training samples
@@ -23,38 +24,39 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnideft.adapters import load_adapter
-from omnideft.demo import DEFAULTS_OMNIGEN2
 from omnideft.demo.plot import loss_plot
 from omnideft.errors import UserError
-from omnideft.eval.denoising import load_examples
+from omnideft.eval.denoising import denoising_losses, load_examples
+from omnideft.families.family import TrainingSettings
 from omnideft.families.generator import FamilyGenerator
-from omnideft.families.omnigen2.batch import OmniGen2BatchBuilder, encode_batch
-from omnideft.families.omnigen2.loss import flow_matching_loss
+from omnideft.families.registry import get_family
 from omnideft.files import write_text_atomic
 from omnideft.generate.contact_sheet import contact_sheet, stack_rows
 from omnideft.images import save_image_atomic
-from omnideft.model.omnigen2.folder import load_omnigen2
 from omnideft.shapes.shards import write_task_shards
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe
 
-DEMO_OMNIGEN2 = {**DEFAULTS_OMNIGEN2, "size": 32, "rank": 8, "lr": 1e-2, "render_steps": 8, "rendered": 2}
-TASK = "flip"  # an in-context transform: example pair + query -> three reference images
+# what the family's demo preset does not set (its steps and samples)
+TINY_RUN = {"size": 32, "rank": 8, "lr": 1e-2, "render_steps": 8, "rendered": 2}
+NOISE_DRAWS = 4  # per sample: one draw on a handful of samples is too noisy to show the fit
+TASK = "flip"  # an in-context transform: example pair + query -> three input images
 
 
-def run_omnigen2_demo(out_dir: str = "demo_out", steps: int = DEMO_OMNIGEN2["steps"],
-                      samples: int = DEMO_OMNIGEN2["samples"], seed: int = 0, progress: bool = True) -> dict:
+def run_tiny_run_demo(out_dir: str, *, family: str, steps: int, samples: int, seed: int = 0,
+                      progress: bool = True) -> dict:
+    """`family`: the registered family whose `tiny` trains (demo/__init__.py's run_family_demo passes it, with the
+    steps and samples of its demo preset)."""
     if steps < 1 or samples < 1:
         raise UserError(f"--steps {steps} and --samples {samples} must be at least 1")
-    out, size = Path(out_dir), DEMO_OMNIGEN2["size"]
+    out, size = Path(out_dir), TINY_RUN["size"]
     t0 = time.perf_counter()
     shards = write_task_shards(out / "shards", [TASK], n_samples=samples, size=size, seed=seed, shard_size=samples,
                                n_examples=1)
     recipe = load_recipe(None, [
-        "model.name=tiny", "model.family=omnigen2", f"model.seed={seed}", f"data.shards=[{shards}]",
-        f"data.max_image_size={size}", "data.condition_dropout=0", f"adapter.rank={DEMO_OMNIGEN2['rank']}",
-        f"train.lr={DEMO_OMNIGEN2['lr']}", f"train.max_steps={steps}", "train.batch_size=2",
+        "model.name=tiny", f"model.family={family}", f"model.seed={seed}", f"data.shards=[{shards}]",
+        f"data.max_image_size={size}", "data.condition_dropout=0", f"adapter.rank={TINY_RUN['rank']}",
+        f"train.lr={TINY_RUN['lr']}", f"train.max_steps={steps}", "train.batch_size=2",
         "train.checkpoint_every=0", f"train.seed={seed}", f"output.dir={out}", "output.tensorboard=false"])
     adapter = train(recipe, progress=progress)
     train_s = time.perf_counter() - t0
@@ -62,23 +64,24 @@ def run_omnigen2_demo(out_dir: str = "demo_out", steps: int = DEMO_OMNIGEN2["ste
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     save_image_atomic(loss_plot(losses), out / "loss.png")
     examples = load_examples([str(shards)], samples)
-    fit = fixed_noise_losses(out / "base", adapter, examples, seed)
+    fit = fixed_noise_losses(family, out / "base", adapter, examples, seed)
 
     generator = FamilyGenerator.from_pretrained(str(out / "base"))
     rows, change = [], []
-    for ex in examples[:DEMO_OMNIGEN2["rendered"]]:
+    for ex in examples[:TINY_RUN["rendered"]]:
         pairs, query = [(ex.inputs[0], ex.inputs[1])], ex.inputs[2:]
         outputs = {}
         for label, adapters in (("base", []), ("base + DEFT", [str(adapter)])):
             generator.set_adapters(adapters)
             outputs[label] = generator(ex.instruction, ex.inputs, height=size, width=size,
-                                       steps=DEMO_OMNIGEN2["render_steps"], seed=seed)[0]
+                                       steps=TINY_RUN["render_steps"], seed=seed)[0]
         change.append(_mean_abs_difference(*outputs.values()))
         rows.append(contact_sheet(pairs, query, ex.output, output_label="target", more=list(outputs.items())))
     save_image_atomic(stack_rows(rows), out / "samples.png")
 
     k = max(1, len(losses) // 5)
-    result = {"base_model": "tiny OmniGen2 (random weights)", "method": "deft", "rank": DEMO_OMNIGEN2["rank"],
+    result = {"base_model": f"tiny {get_family(family).title} (random weights)", "method": "deft",
+              "rank": TINY_RUN["rank"],
               "task": TASK, "steps": steps, "train_samples": samples,
               "train_loss": {"first_steps": sum(losses[:k]) / k, "last_steps": sum(losses[-k:]) / k, "window": k},
               "fixed_noise_loss": fit, "render_change_8bit": sum(change) / len(change), "train_seconds": train_s,
@@ -87,18 +90,15 @@ def run_omnigen2_demo(out_dir: str = "demo_out", steps: int = DEMO_OMNIGEN2["ste
     return result
 
 
-def fixed_noise_losses(base: Path, adapter: Path, examples: list, seed: int) -> dict:
-    """Mean flow-matching loss over `examples` with the same VAE samples, noise and t for base and base + adapter."""
-    comps = load_omnigen2(str(base))
-    batch = OmniGen2BatchBuilder(comps.tokenizer, 0.0, seed, max_output_pixels=DEMO_OMNIGEN2["size"] ** 2,
-                                 max_side=DEMO_OMNIGEN2["size"])(examples)
-    inputs = encode_batch(batch, comps.vae, comps.mllm, comps.tokenizer, torch.Generator().manual_seed(seed))
-    out = {}
-    with torch.no_grad():
-        out["base"] = flow_matching_loss(comps.transformer, *inputs, torch.Generator().manual_seed(seed + 1)).mean()
-        adapted = load_adapter(comps.transformer, adapter)
-        out["adapted"] = flow_matching_loss(adapted, *inputs, torch.Generator().manual_seed(seed + 1)).mean()
-    return {k: float(v) for k, v in out.items()}
+def fixed_noise_losses(family: str, base: Path, adapter: Path, examples: list, seed: int) -> dict:
+    """Mean denoising loss over `examples` with the same VAE samples, noise and t for base and base + adapter: the
+    family's training loss (the one the trainer minimised), averaged over NOISE_DRAWS draws as `omnideft eval` does."""
+    training = get_family(family).training_backend(TrainingSettings(str(base), max_image_size=TINY_RUN["size"]))
+    comps = training.load("cpu")
+    fit = denoising_losses({"base": comps.transformer}, training, comps, examples, seed + 1, NOISE_DRAWS)
+    adapted, camera = training.load_adapter(comps, adapter)  # adapts the base in place: measured after it
+    fit |= denoising_losses({"adapted": adapted}, training, comps, examples, seed + 1, NOISE_DRAWS, camera=camera)
+    return {name: table["all"] for name, table in fit.items()}
 
 
 def _mean_abs_difference(a, b) -> float:
