@@ -4,7 +4,8 @@
 Adding a family is its own folder plus one line here (or one `register_family` call, e.g. a test's toy family); the
 recipe's choices, the CLI's `--family` and family flags, detection, every verb and the conformance suite
 (tests/test_families.py) ask this table. Families are imported on first use, so reading the names needs neither
-torch nor diffusers.
+torch nor diffusers. Every function returning a family returns that ModelFamily instance (family.py, which imports
+this module: no import back, so no annotation names its class here).
 """
 
 from __future__ import annotations
@@ -13,12 +14,8 @@ import json
 from functools import cache
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from omnideft.errors import UserError
-
-if TYPE_CHECKING:
-    from omnideft.families.family import ModelFamily
 
 FAMILIES = {
     "omnigen": "omnideft.families.omnigen:FAMILY",
@@ -40,7 +37,7 @@ def family_names() -> tuple[str, ...]:
 
 
 @cache
-def get_family(name: str) -> ModelFamily:
+def get_family(name: str):
     """The family called `name`; anything else is one line naming the choices."""
     if name not in FAMILIES:
         raise UserError(f"model family {name!r} is not one of {', '.join(FAMILIES)}")
@@ -50,22 +47,22 @@ def get_family(name: str) -> ModelFamily:
     return family
 
 
-def all_families() -> list[ModelFamily]:
+def all_families():
     return [get_family(name) for name in FAMILIES]
 
 
-def default_family() -> ModelFamily:
+def default_family():
     return next(f for f in all_families() if f.default)
 
 
-def family_of_record(recorded: str | None) -> ModelFamily:
+def family_of_record(recorded: str | None):
     """The family an adapter's record (`base.family` of its omnideft.json, None when absent) names."""
     if recorded is not None and recorded not in FAMILIES:
         raise UserError(f"the adapter's recorded model family {recorded!r} is not one of {', '.join(FAMILIES)}")
     return get_family(recorded or UNRECORDED)
 
 
-def family_of_adapter(folder: str | Path) -> ModelFamily:
+def family_of_adapter(folder: str | Path):
     """The family the adapter folder was trained on."""
     from omnideft.adapters.folder import adapter_family
 
@@ -78,7 +75,7 @@ def check_family_name(name: str, what: str = "model.family") -> str:
     return name
 
 
-def family_of_folder(folder: str | Path) -> ModelFamily:
+def family_of_folder(folder: str | Path):
     """The family whose layout a local folder has; one line naming the folder when none has it."""
     path = Path(folder)
     if not path.is_dir():
@@ -96,7 +93,7 @@ def family_of_folder(folder: str | Path) -> ModelFamily:
     return max(found, key=lambda f: len(f.subfolders))  # the most specific layout (OmniGen2's has more parts)
 
 
-def resolve_family(name: str, family: str = AUTO, recorded: str | None = None) -> ModelFamily:
+def resolve_family(name: str, family: str = AUTO, recorded: str | None = None):
     """The family a model name means (`model.family` of a recipe, `--family` of a command). `auto`: a local folder
     says which; a preset takes `recorded` (the family the adapter in use was trained on) when given; a hub id the
     default family. A family named for a folder of another is one line naming both; so is a hub id for a family
@@ -119,12 +116,12 @@ def resolve_family(name: str, family: str = AUTO, recorded: str | None = None) -
     return chosen
 
 
-def family_of_components(components) -> ModelFamily:
+def family_of_components(components):
     """The family whose loaded components these are (validation renders on the trainer's model)."""
     return next(f for f in all_families() if f.owns_components(components))
 
 
-def is_preset(name: str, family: ModelFamily | None = None) -> bool:
+def is_preset(name: str, family=None) -> bool:
     """A preset name of `family` (of any family when None); presets win over folders of the same name."""
     families = [family] if family is not None else all_families()
     return any(name in f.presets for f in families)
