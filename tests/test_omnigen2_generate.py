@@ -135,7 +135,7 @@ def test_cli_bad_input_is_one_line(world, tmp_path):
     (other / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
     for needle, settings in [("not a model folder of any family", dict(model=str(other))),
                              ("--scheduler: an OmniGen2 setting; this base is OmniGen \\(v1\\)",
-                              dict(model="tiny", scheduler="dpmsolver++")),
+                              dict(model="tiny", options={"scheduler": "dpmsolver++"})),
                              ("is an OmniGen2 folder, but the family asked for is OmniGen \\(v1\\)",
                               dict(model=str(world["base"]), family="omnigen")),
                              ("--camera: OmniGen2 has no camera conditioning",

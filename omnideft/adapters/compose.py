@@ -32,7 +32,7 @@ def parse_adapter_arg(text: str) -> tuple[str, float]:
 def weighted_deltas(transformer: nn.Module, adapters: list[tuple[str, float]],
                     load: Callable = load_adapter) -> tuple[nn.Module, list]:
     """[(weight, {module name: delta})] of every (folder, weight) as `load(module, folder)` puts it on the module
-    (default: load_adapter; a family passes its own checks, or the loader of another part such as OmniGen2's MLLM),
+    (default: load_adapter; a family passes its own checks, or the loader of another part, e.g. an MLLM prompt encoder),
     each taken on the untouched `transformer`; returns the plain module (adapters loaded and unloaded again) and the
     list, for merge_deltas."""
     weighted = []

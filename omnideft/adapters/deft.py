@@ -63,9 +63,9 @@ class DEFT(PeftMethod):
         `base_layer.bias` to form the bias-free base product; ZeRO-3 releases a module's parameters when its own
         forward returns, so that read found a 0-element tensor. And `deft_P` / `deft_R` sit in ParameterDicts
         (submodules whose forward never runs): inside the engine's forward DeepSpeed's prefetch found them, but on
-        OmniGen2's MLLM, run before the engine's forward (adapter.mllm_targets), they stayed partitioned. All three
-        are registered as external parameters of the DEFT layer, so DeepSpeed gathers them for its whole forward
-        (measured on the tiny OmniGen2, transformer and MLLM)."""
+        an MLLM prompt encoder run before the engine's forward (adapter.mllm_targets), they stayed partitioned. All
+        three are registered as external parameters of the DEFT layer, so DeepSpeed gathers them for its whole
+        forward (measured on a tiny model with an MLLM prompt encoder, transformer and MLLM)."""
         import deepspeed  # optional extra, present when ZeRO-3 runs
 
         for module in model.modules():

@@ -20,7 +20,7 @@ from torch import nn
 from omnideft.adapters.registry import all_methods
 
 CAMERA = "camera_conditioning."  # the camera conditioning submodule (camera/conditioning.py) rides with adapters
-MLLM = "mllm_adapter."  # an adapted prompt encoder (OmniGen2's MLLM) rides with the transformer while it trains
+MLLM = "mllm_adapter."  # an adapted MLLM prompt encoder rides with the transformer while it trains
 # A quantised base (model/quantize.py) has the same shape: optimum-quanto stores `weight._data` (the weight's shape)
 # with `weight._scale` and activation scales, bitsandbytes `weight` plus its quantisation state.
 QUANTIZATION_STATE = re.compile(r"\.(weight\._scale|input_scale|output_scale|weight\.(absmax|quant_map|nested_\w+|"

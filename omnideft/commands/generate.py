@@ -105,7 +105,7 @@ def run(args) -> int:
                           merge=not args.no_merge, kv_cache=not args.no_kv_cache, separate_cfg=args.separate_cfg,
                           offload=args.offload, offload_kv_cache=args.offload_kv_cache, quantize=args.quantize,
                           jobs=args.jobs, overwrite=args.overwrite, progress=not args.no_progress, family=args.family,
-                          **settings)
+                          options=settings)
     for kind, path in run_generate(req).items():
         print(f"{kind}: {path}")
     return 0

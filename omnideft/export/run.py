@@ -1,6 +1,6 @@
 """`omnideft export`: load the adapter on its base (the family the base folder or the adapter's record says), then
 write it in the asked format (adapters/export.py) — merged into a model folder, with the parts of the adapter beyond
-the transformer (family.merge_adapter_extras, e.g. OmniGen2's MLLM part), or as LoRA files."""
+the transformer (family.merge_adapter_extras, e.g. an MLLM prompt encoder's part), or as LoRA files."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
     deltas = adapter_deltas(model)
     transformer = unload(model)
     out_path = Path(out)
-    extras = family.adapter_extras(adapter)  # e.g. OmniGen2's adapter.mllm_targets
+    extras = family.adapter_extras(adapter)  # e.g. adapter.mllm_targets: an MLLM part
     if fmt == "merged":
         merge_deltas(transformer, [(1.0, deltas)])
         comps.transformer = transformer  # the same module, adapter layers removed and deltas folded in

@@ -5,7 +5,7 @@ contact sheet, or with `--orbit` one frame per interpolated camera, written as G
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from omnideft.errors import UserError
@@ -63,9 +63,7 @@ class GenerateRequest:
     jobs: str | None = None  # JSONL file: batch mode, `out` is then a folder
     overwrite: bool = False  # jobs: render every line again into a folder made with other settings
     family: str = "auto"  # auto (from the base folder or the adapter) or a family's name
-    # family options (family.generate_options; the field names are the options' names)
-    scheduler: str = "euler"  # OmniGen2: euler | dpmsolver++
-    cfg_range: tuple[float, float] = (0.0, 1.0)  # OmniGen2: fraction of the steps with guidance
+    options: dict = field(default_factory=dict)  # the family's own settings by name (family.generate_options)
 
     def settings(self) -> dict:
         """The generator settings (families/generator.py SETTINGS) as asked."""
@@ -111,7 +109,7 @@ def run_generate(req: GenerateRequest) -> dict[str, Path]:
     check_request(req)
     family, name = family_for(req.model, req.adapters, req.family)
     refuse_settings(family, req.settings())
-    options = family_options(family, {f.name: getattr(req, f.name) for f in fields(req)})
+    options = family_options(family, req.options)
     if req.jobs:
         return _run_jobs(req, family, family.defaults(name), options)
     camera_flags = [flag for flag, value in (("--camera", req.camera), ("--camera-from", req.camera_from),

@@ -166,7 +166,7 @@ def plan_memory(shapes: ModelShapes, setup: Setup, work: Workload, rank: int) ->
     add(Line("backward workspace", tokens * (shapes.hidden + 3 * shapes.intermediate) * c, "estimate"))
     add(Line("batch", *activations.batch(work)))
     if shapes.prompt_encoder_params:
-        # A separate frozen prompt encoder (OmniGen2's MLLM) is kept as loaded (fp32) beside the transformer; it
+        # A separate frozen prompt encoder (an MLLM) is kept as loaded (fp32) beside the transformer; it
         # encodes without gradients before the forward, so only its weights overlap with the activations.
         encode = work.batch * work.text_tokens * shapes.prompt_encoder_bytes_per_token
         add(Line("prompt encoder (MLLM)", shapes.prompt_encoder_params * 4 + max(encode - saved, 0),

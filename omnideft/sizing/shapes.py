@@ -25,13 +25,13 @@ class ModelShapes:
     method: str  # the adapter method (its per-token activations depend on it)
     # Set by families whose model has them (families/<name>/plan.py):
     kv_heads: int = 0  # grouped-query key/value heads (0: as many as heads)
-    refiner_layers: int = 0  # blocks that refine each part of the sequence before `layers` (OmniGen2)
+    refiner_layers: int = 0  # blocks that refine each part of the sequence before `layers`
     # Linear weights whose input carries gradients (what autocast's kept weight casts cover): in the blocks, and
     # outside them (embedders after the first layer, output projection)
     block_linear_params: int = 0
     outside_linear_params: int = 0
     block_adapted: tuple[tuple[int, int], ...] = ()  # the adapted linears of one block, when not adapted[:per layer]
-    prompt_encoder_params: int = 0  # a separate frozen prompt encoder (OmniGen2's MLLM)
+    prompt_encoder_params: int = 0  # a separate frozen prompt encoder (an MLLM)
     prompt_encoder_bytes_per_token: int = 0  # what its no-grad forward holds per text token (hidden states, logits)
     source: str = ""  # where the configs came from, when not the model name itself
     activations: object = None  # the family's activation model (estimate.Activations' interface)
