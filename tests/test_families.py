@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
 from omnideft.adapters.compose import merge_adapters
+from omnideft.adapters.export import FORMATS
 from omnideft.adapters.registry import METHODS
 from omnideft.errors import UserError
 from omnideft.families.registry import family_names, family_of_folder, get_family, resolve_family
@@ -137,11 +138,18 @@ def _adapter(family, folder, method: str = "lora"):
 def test_an_adapter_of_another_family_is_refused_in_one_line(family, tmp_path):
     folder = _adapter(family, tmp_path / "adapter")
     assert json.loads((folder / "omnideft.json").read_text())["base"]["family"] == family.name
-    for other in set(FAMILIES) - {family.name}:
-        this = re.escape(get_family(other).title)
-        with pytest.raises(UserError, match=f"trained on {re.escape(family.title)} .*this base is {this}") as err:
-            load_adapter(get_family(other).load("tiny").transformer, folder, family=get_family(other))
+    for other in map(get_family, set(FAMILIES) - {family.name}):
+        refused = f"trained on {re.escape(family.title)} .*this base is {re.escape(other.title)}"
+        base = other.load("tiny")
+        with pytest.raises(UserError, match=refused) as err:
+            load_adapter(base.transformer, folder, family=other)
         assert "\n" not in str(err.value)
+        generator = other.generator(base, device="cpu")
+        for merge in (True, False):  # merged or loaded as is, the Generator asks the family too
+            generator.merge = merge
+            with pytest.raises(UserError, match=refused):
+                generator.set_adapters([str(folder)])
+            assert generator.adapters == []
 
 
 def test_train_stop_resume_is_bit_identical(family, shards, run, tmp_path):
@@ -191,6 +199,10 @@ def test_export_round_trips_to_the_exact_merged_weights(family, run, tmp_path):
                 name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight") + ".weight"
                 got[name] = got[name] + tensors[key.replace("lora_A", "lora_B")] @ tensors[key]
             assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want), fmt
+    for fmt in set(FORMATS) - set(family.export_formats):  # refused from the declaration, nothing written
+        proc = run_cli_here("export", str(adapter), "--format", fmt, "--base", base, "--out", str(tmp_path / fmt))
+        assert_one_line_error(proc, f"--format {fmt}: {family.title} exports")
+        assert not (tmp_path / fmt).exists()
 
 
 # -- generation -------------------------------------------------------------------------------------------------------

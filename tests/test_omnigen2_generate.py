@@ -153,7 +153,7 @@ def test_cli_export_loads_omnigen2_bases(world, tmp_path):
     assert "layers.0.attn.to_q.lora_A.weight" in tensors
     proc = run_cli_here("export", str(adapter), "--format", "merged", "--out", str(tmp_path / "merged"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "OmniGen2 layout" in proc.stdout
+    assert "OmniGen2 published layout" in proc.stdout
     index = json.loads((tmp_path / "merged" / "model_index.json").read_text())
     assert index["_class_name"] == "OmniGen2Pipeline"
     merged = OmniGen2Generator.from_pretrained(str(tmp_path / "merged"))

@@ -19,7 +19,7 @@ Declarations (class attributes, cheap: the registry reads them without loading t
   generate_options     settings only this family's generator takes (FamilyOption: the CLI's flags are made
                        from them, help text naming the family)
   export_formats       the `omnideft export --format`s it writes (LoRA files need `lora_keys(fmt)`; peft-lora and
-                       merged need nothing of the family but load/save)
+                       merged need nothing of the family but load/save); export refuses another in one line
 
 Methods (the heavy work; each imports what it needs when called):
 

@@ -228,7 +228,8 @@ class FamilyGenerator(Generator):
             self.components.transformer = self.transformer
             self._load_parts(adapters[0][0])
             return
-        self.transformer, weighted = weighted_deltas_of(self.transformer, adapters, load_adapter)
+        self.transformer, weighted = weighted_deltas_of(self.transformer, adapters,
+                                                        partial(load_adapter, family=self.family))
         self.components.transformer = self.transformer
         self._merge(self.transformer, weighted)
         self._merge_parts(adapters)

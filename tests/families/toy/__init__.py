@@ -118,9 +118,6 @@ class Toy(ModelFamily):
     def owns_components(self, components) -> bool:
         return isinstance(components, ToyComponents)
 
-    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
-        raise UserError(f"export format {fmt}: {self.title} exports peft-lora and merged weights only")
-
     def plan_entry(self):
         from tests.families.toy.plan import plan_entry
 
