@@ -251,6 +251,30 @@ def test_validation_renders_eval_and_plan_run(family, shards, run, tmp_path):
     assert "**peak per GPU**" in proc.stdout, proc.stdout
 
 
+def test_bench_runs_on_the_run(family, run, metric_models, tmp_path):
+    from tests.metric_models import metric_flags
+
+    proc = run_cli_here("bench", "retention", "--model", str(run / "base"), "--adapter", str(run / "adapter"),
+                        "--limit", "1", "--steps", "2", "--height", str(SIDE), "--width", str(SIDE),
+                        "--out", str(tmp_path / "bench"), *metric_flags(metric_models))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    images = list((tmp_path / "bench").rglob("*.png"))
+    assert images and Image.open(images[0]).size == (SIDE, SIDE)
+    assert (tmp_path / "bench" / "summary.json").is_file()
+
+
+def test_the_demo_is_the_one_the_family_declares(family, tmp_path):
+    """Running a demo takes a minute or more: its own tests run it; here, what `omnideft demo --family` starts from."""
+    from omnideft.demo import DEMOS, demo_settings, run_family_demo
+
+    if family.demo_preset is not None:
+        assert demo_settings(family.name)["demo"] in DEMOS
+        return
+    with pytest.raises(UserError, match=f"^demo --family {family.name}: {re.escape(family.title)} has no demo") as err:
+        run_family_demo(family.name, str(tmp_path / "demo"))
+    assert "\n" not in str(err.value) and not (tmp_path / "demo").exists()
+
+
 def test_unsupported_recipe_keys_are_refused_before_training(family, shards, tmp_path):
     asks = {"camera": "camera.encoding=learned", "latents": f"data.latents={tmp_path / 'cache'}",
             "quantize": "model.quantize=int8", "mllm_targets": "adapter.mllm_targets=language"}
