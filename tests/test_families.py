@@ -286,6 +286,17 @@ def test_unsupported_recipe_keys_are_refused_before_training(family, shards, tmp
         assert not (tmp_path / feature).exists() or not any((tmp_path / feature).iterdir())
 
 
+def test_cache_latents_is_refused_where_the_family_has_no_latent_cache(family, shards, tmp_path):
+    from omnideft.train.cache_latents import cache_latents
+
+    if family.supports("latents"):
+        return  # tests/test_latents.py builds and trains from caches
+    with pytest.raises(UserError, match=f"^cache-latents --model tiny .*: {re.escape(family.title)} "
+                                        f"{re.escape(family.unsupported['latents'])}$"):
+        cache_latents([str(shards)], "tiny", str(tmp_path / "cache"), 32, family=family.name, progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
 # -- the toy itself ---------------------------------------------------------------------------------------------------
 
 def test_the_toys_generator_is_its_sampler():

@@ -204,12 +204,11 @@ def test_zero3_keeps_the_base_bias_of_every_deft_layer_gathered(shards, tmp_path
         assert external == {id(p) for p in [*bias, m.deft_P["default"], m.deft_R["default"]]}, m
 
 
-def test_eval_measures_the_run_on_its_base_and_latents_are_refused_from_the_declaration(shards, full, tmp_path):
+def test_eval_measures_the_run_on_its_base(shards, full, tmp_path):
     """`omnideft eval --model RUN/base --adapter RUN/adapter`: the denoising loss is the family's training loss (the
-    same noise for the base and the adapter). A latent cache is refused in one line generated from what OmniGen2
-    declares, for `cache-latents` and for `data.latents`, before anything is written."""
+    same noise for the base and the adapter); refusing a latent cache (cache-latents, data.latents) from what OmniGen2
+    declares: tests/test_families.py."""
     from omnideft.eval.run import run_eval
-    from omnideft.train.cache_latents import cache_latents
 
     results, paths = run_eval(str(full.parent / "base"), [str(full)], [str(shards)], str(tmp_path / "ev" / "scores"),
                               samples=4, max_image_size=32, repeats=1)
@@ -217,6 +216,3 @@ def test_eval_measures_the_run_on_its_base_and_latents_are_refused_from_the_decl
     assert all(0 < t["all"] < float("inf") for t in results.values())
     assert results[str(full)]["all"] != results["base"]["all"]  # the adapter is loaded (not the bare base again)
     assert [p.suffix for p in paths] == [".csv", ".json", ".md"]
-    with pytest.raises(UserError, match="^cache-latents --model tiny .*: OmniGen2 does not take it yet"):
-        cache_latents([str(shards)], "tiny", str(tmp_path / "cache"), 32, family="omnigen2", progress=False)
-    assert not (tmp_path / "cache").exists()  # data.latents: tests/test_families.py (refusals from the declaration)
