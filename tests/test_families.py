@@ -8,6 +8,7 @@ import contextlib
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 
 from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
 from omnideft.adapters.compose import merge_adapters
+from omnideft.adapters.export import FORMATS
 from omnideft.adapters.registry import METHODS
 from omnideft.errors import UserError
 from omnideft.families.registry import family_names, family_of_folder, get_family, resolve_family
@@ -136,10 +138,18 @@ def _adapter(family, folder, method: str = "lora"):
 def test_an_adapter_of_another_family_is_refused_in_one_line(family, tmp_path):
     folder = _adapter(family, tmp_path / "adapter")
     assert json.loads((folder / "omnideft.json").read_text())["base"]["family"] == family.name
-    for other in set(FAMILIES) - {family.name}:
-        this = re.escape(get_family(other).title)
-        with pytest.raises(UserError, match=f"trained on {re.escape(family.title)} .*this base is {this}"):
-            load_adapter(get_family(other).load("tiny").transformer, folder)
+    for other in map(get_family, set(FAMILIES) - {family.name}):
+        refused = f"trained on {re.escape(family.title)} .*this base is {re.escape(other.title)}"
+        base = other.load("tiny")
+        with pytest.raises(UserError, match=refused) as err:
+            load_adapter(base.transformer, folder, family=other)
+        assert "\n" not in str(err.value)
+        generator = other.generator(base, device="cpu")
+        for merge in (True, False):  # merged or loaded as is, the Generator asks the family too
+            generator.merge = merge
+            with pytest.raises(UserError, match=refused):
+                generator.set_adapters([str(folder)])
+            assert generator.adapters == []
 
 
 def test_train_stop_resume_is_bit_identical(family, shards, run, tmp_path):
@@ -151,8 +161,10 @@ def test_train_stop_resume_is_bit_identical(family, shards, run, tmp_path):
     resumed = run_cli_here(*_train_args(family, shards, tmp_path), "--resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "(step 1)" in resumed.stderr
-    a, b = (load_file(r / "adapter" / "adapter_model.safetensors") for r in (run, tmp_path))
+    a, b, cut_at = (load_file(r / "adapter_model.safetensors")
+                    for r in (run / "adapter", tmp_path / "adapter", tmp_path / "checkpoints" / "step-0000001"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], cut_at[k]) for k in a)  # the step after the resume changed the adapter
     losses = [[json.loads(x)["loss"] for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (run, tmp_path)]
     assert losses[0] == losses[1]
 
@@ -163,7 +175,7 @@ def test_every_adapter_method_trains_a_step_and_reloads(family, shards, method, 
                                      "train.checkpoint_every=0"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "adapter" / "omnideft.json").read_text())["method"] == method
-    load_adapter(family.load(str(tmp_path / "base")).transformer, tmp_path / "adapter")
+    load_adapter(family.load(str(tmp_path / "base")).transformer, tmp_path / "adapter", family=family)
 
 
 def test_export_round_trips_to_the_exact_merged_weights(family, run, tmp_path):
@@ -187,6 +199,10 @@ def test_export_round_trips_to_the_exact_merged_weights(family, run, tmp_path):
                 name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight") + ".weight"
                 got[name] = got[name] + tensors[key.replace("lora_A", "lora_B")] @ tensors[key]
             assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want), fmt
+    for fmt in set(FORMATS) - set(family.export_formats):  # refused from the declaration, nothing written
+        proc = run_cli_here("export", str(adapter), "--format", fmt, "--base", base, "--out", str(tmp_path / fmt))
+        assert_one_line_error(proc, f"--format {fmt}: {family.title} exports")
+        assert not (tmp_path / fmt).exists()
 
 
 # -- generation -------------------------------------------------------------------------------------------------------
@@ -211,12 +227,13 @@ def test_generator_image_k_is_seed_plus_k_and_adapters_swap(family, run):
 def test_the_cli_renders_the_generators_pixels(family, run, tmp_path):
     args = ["--model", str(run / "base"), "--adapter", str(run / "adapter"), "--prompt", "draw a red circle",
             "--steps", "2", "--height", str(SIDE), "--width", str(SIDE), "--seed", "7"]
-    proc = run_cli_here("generate", *args, "--family", family.name, "--out", str(tmp_path / "a.png"))
+    # the family is detected from the base folder (test_the_cli_offers_every_family checks the --family choices)
+    proc = run_cli_here("generate", *args, "--out", str(tmp_path / "a.png"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     generator = family.generator(family.load(str(run / "base")), device="cpu")
     generator.set_adapters([str(run / "adapter")])
     want = generator("draw a red circle", seed=7, height=SIDE, width=SIDE, steps=2)[0]
-    assert list(Image.open(tmp_path / "a.png").convert("RGB").getdata()) == list(want.getdata())
+    assert (np.asarray(Image.open(tmp_path / "a.png").convert("RGB")) == np.asarray(want)).all()
 
 
 def test_validation_renders_eval_and_plan_run(family, shards, run, tmp_path):
@@ -234,6 +251,30 @@ def test_validation_renders_eval_and_plan_run(family, shards, run, tmp_path):
     assert "**peak per GPU**" in proc.stdout, proc.stdout
 
 
+def test_bench_runs_on_the_run(family, run, metric_models, tmp_path):
+    from tests.metric_models import metric_flags
+
+    proc = run_cli_here("bench", "retention", "--model", str(run / "base"), "--adapter", str(run / "adapter"),
+                        "--limit", "1", "--steps", "2", "--height", str(SIDE), "--width", str(SIDE),
+                        "--out", str(tmp_path / "bench"), *metric_flags(metric_models))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    images = list((tmp_path / "bench").rglob("*.png"))
+    assert images and Image.open(images[0]).size == (SIDE, SIDE)
+    assert (tmp_path / "bench" / "summary.json").is_file()
+
+
+def test_the_demo_is_the_one_the_family_declares(family, tmp_path):
+    """Running a demo takes a minute or more: its own tests run it; here, what `omnideft demo --family` starts from."""
+    from omnideft.demo import DEMOS, demo_settings, run_family_demo
+
+    if family.demo_preset is not None:
+        assert demo_settings(family.name)["demo"] in DEMOS
+        return
+    with pytest.raises(UserError, match=f"^demo --family {family.name}: {re.escape(family.title)} has no demo") as err:
+        run_family_demo(family.name, str(tmp_path / "demo"))
+    assert "\n" not in str(err.value) and not (tmp_path / "demo").exists()
+
+
 def test_unsupported_recipe_keys_are_refused_before_training(family, shards, tmp_path):
     asks = {"camera": "camera.encoding=learned", "latents": f"data.latents={tmp_path / 'cache'}",
             "quantize": "model.quantize=int8", "mllm_targets": "adapter.mllm_targets=language"}
@@ -241,8 +282,19 @@ def test_unsupported_recipe_keys_are_refused_before_training(family, shards, tmp
         if family.supports(feature):
             continue
         proc = run_cli_here(*_train_args(family, shards, tmp_path / feature, ask))
-        assert_one_line_error(proc, family.title)
+        assert_one_line_error(proc, f"{ask}: {family.title} {family.unsupported[feature]}")
         assert not (tmp_path / feature).exists() or not any((tmp_path / feature).iterdir())
+
+
+def test_cache_latents_is_refused_where_the_family_has_no_latent_cache(family, shards, tmp_path):
+    from omnideft.train.cache_latents import cache_latents
+
+    if family.supports("latents"):
+        return  # tests/test_latents.py builds and trains from caches
+    with pytest.raises(UserError, match=f"^cache-latents --model tiny .*: {re.escape(family.title)} "
+                                        f"{re.escape(family.unsupported['latents'])}$"):
+        cache_latents([str(shards)], "tiny", str(tmp_path / "cache"), 32, family=family.name, progress=False)
+    assert not (tmp_path / "cache").exists()
 
 
 # -- the toy itself ---------------------------------------------------------------------------------------------------
@@ -258,7 +310,7 @@ def test_the_toys_generator_is_its_sampler():
     want = sample(components.transformer, components.vocabulary, "draw a red circle", seed=2, height=16, width=16,
                   steps=3, guidance=3.0, shift=2.0)
     assert torch.equal(torch.from_numpy(got), want.permute(1, 2, 0))
-    with pytest.raises(UserError, match="1 input images; Toy DiT takes at most 0"):
+    with pytest.raises(UserError, match=r"^1 reference images .*; Toy DiT takes at most 0$"):
         generator("x", images=[Image.new("RGB", (16, 16))])
 
 

@@ -136,14 +136,6 @@ def test_export_merged_folds_the_mllm_part_and_lora_formats_say_they_drop_it(ful
                                                                              str(tmp_path / "comfy"))
 
 
-def test_mllm_targets_is_refused_on_omnigen_v1(shards, tmp_path):
-    recipe = load_recipe(None, ["model.name=tiny", "adapter.mllm_targets=language", f"data.shards=[{shards}]",
-                                f"output.dir={tmp_path}"])
-    with pytest.raises(UserError, match="adapter.mllm_targets=language: OmniGen \\(v1\\) has no separate MLLM"):
-        train(recipe, progress=False)
-    assert not (tmp_path / "adapter").exists()
-
-
 @pytest.mark.slow
 @pytest.mark.numeric
 def test_zero2_and_zero3_two_processes_train_the_mllm_part(shards, tmp_path):

@@ -33,6 +33,8 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
     check_export_out(Path(out), Path(adapter), base, merged=fmt == "merged")
     meta = read_adapter_meta(adapter)
     family = resolve_family(base, recorded=adapter_family(adapter))
+    if fmt not in family.export_formats:  # the family's declaration, before anything loads
+        raise UserError(f"--format {fmt}: {family.title} exports {', '.join(family.export_formats)} only")
     if fmt != "merged":
         check_lora_files(Path(out), lora_files(fmt, family.name))
     comps, save, layout = family.load(base), family.save, family.layout

@@ -20,7 +20,7 @@ Declarations (class attributes, cheap: the registry reads them without loading t
                        from them, help text naming the family)
   pretrain_preset      the preset `omnideft pretrain` builds from random (OmniGen (v1): `small`), or None
   export_formats       the `omnideft export --format`s it writes (LoRA files need `lora_keys(fmt)`; peft-lora and
-                       merged need nothing of the family but load/save)
+                       merged need nothing of the family but load/save); export refuses another in one line
 
 Methods (the heavy work; each imports what it needs when called):
 

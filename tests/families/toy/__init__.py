@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from omnideft.errors import UserError
-from omnideft.families.family import FamilyOption, GenerationDefaults, ModelFamily
+from omnideft.families.family import FamilyOption, GenerationDefaults, ModelFamily, TrainingBackend, TrainingSettings
+from omnideft.families.generator import FamilyGenerator, check_sides
 from tests.families.toy.model import SIZE, VOCABULARY, ToyTransformer, rectified_flow_loss, sample, word_ids
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -54,6 +55,9 @@ class Toy(ModelFamily):
         "latents": "has no VAE: its latents are the pixels",
         "mllm_targets": "has no MLLM; leave it at none",
         "revision": "loads from a local folder or a preset, which have no hub revision",
+        "kv_cache": "has no key/value cache",
+        "separate_cfg": "runs its guidance branches as one batch",
+        "offload": "is small enough to stay on one device",
     }
     export_formats = ("peft-lora", "merged")  # no published LoRA key layout to follow
     generate_options = (FamilyOption("shift", "toy-shift", 1.0, "timestep shift of the Euler schedule", type=float),)
@@ -105,49 +109,40 @@ class Toy(ModelFamily):
         chosen = [n for n in linears if n.startswith("blocks.") and any(k in n for k in kinds)]
         return chosen + [n for n in linears if include_embedders and not n.startswith("blocks.")]
 
-    def training(self, recipe) -> ToyTraining:
-        return ToyTraining(self, recipe)
+    def training_backend(self, settings: TrainingSettings) -> ToyTraining:
+        return ToyTraining(self, settings)
 
-    def generator(self, components: ToyComponents, **settings) -> ToyGenerator:
-        return ToyGenerator(self, components, **settings)
+    def generator_class(self) -> type[ToyGenerator]:
+        return ToyGenerator
 
-    def lora_keys(self, fmt: str):
-        raise UserError(f"export format {fmt}: {self.title} exports peft-lora and merged weights only")
+    def owns_components(self, components) -> bool:
+        return isinstance(components, ToyComponents)
+
+    def plan_entry(self):
+        from tests.families.toy.plan import plan_entry
+
+        return plan_entry()
 
 
-class ToyTraining:
-    """The trainer's backend (family.TrainingBackend) for the toy."""
-
-    def __init__(self, family: Toy, recipe):
-        for feature, key, value in (("quantize", "model.quantize", recipe.model.quantize),
-                                    ("latents", "data.latents", recipe.data.latents)):
-            if value:
-                family.refuse(feature, f"{key}={value}")
-        if recipe.camera.encoding not in ("auto", "none"):
-            family.refuse("camera", f"camera.encoding={recipe.camera.encoding}")
-        if recipe.adapter.mllm_targets != "none":
-            family.refuse("mllm_targets", f"adapter.mllm_targets={recipe.adapter.mllm_targets}")
-        for i, item in enumerate(recipe.validation.prompts):
-            images = item.get("images", []) if isinstance(item, dict) else []
-            family.check_input_images(len(images), f"images in validation.prompts[{i}]")
-        self.family, self.recipe = family, recipe
+class ToyTraining(TrainingBackend):
+    """The trainer's backend (family.TrainingBackend) for the toy; `family.training(recipe)` has refused what the toy
+    declares unsupported before it is made."""
 
     def load(self, device) -> ToyComponents:
-        components = self.family.load(self.recipe.model.name, seed=self.recipe.model.seed)
+        components = self.family.load(self.settings.model, seed=self.settings.model_seed)
         components.vae.to(device)
         return components
 
-    def after_adapter(self, components, spec) -> None:
-        pass
-
     def batch_builder(self, components: ToyComponents, *, latents=None, camera=None) -> ToyBatches:
-        return ToyBatches(components.vocabulary, self.recipe.data.condition_dropout, self.recipe.train.seed)
+        return ToyBatches(components.vocabulary, self.settings.condition_dropout, self.settings.seed)
 
     def loss(self, model, components, batch, noise, autocast):
         return rectified_flow_loss(model, batch["pixels"], batch["words"], noise, autocast)
 
-    def save_base(self, components, folder) -> None:
-        self.family.save(components, folder)
+    def load_adapter(self, components, folder):
+        from omnideft.adapters import load_adapter
+
+        return load_adapter(components.transformer, folder, family=self.family), None
 
 
 class ToyBatches:
@@ -173,63 +168,28 @@ def to_pixels(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
 
 
-class ToyGenerator:
-    """The one Generator surface (family.Generator) on the toy: adapters are merged into the weights and swapped by
-    restoring the bare base's weights kept at construction (the base is never read again)."""
+class ToyGenerator(FamilyGenerator):
+    """The one Generator surface (families/generator.py) on the toy: the shared code swaps adapters and checks the
+    settings; the toy adds its output-size rule and its Euler sampler."""
 
-    def __init__(self, family: Toy, components: ToyComponents, *, device: str = "cpu", dtype: str = "float32",
-                 adapters=()):
-        from omnideft.adapters.fingerprint import base_fingerprint
+    def __init__(self, family: Toy, components: ToyComponents, *, device: str = "auto", dtype: str = "auto",
+                 merge: bool = True):
+        super().__init__(family, components, device=device, dtype=dtype, merge=merge)
+        components.transformer.to(self.device)
 
-        self.family, self.components, self.model_name = family, components, components.name
-        self.device, self.dtype = "cpu" if device == "auto" else device, dtype
-        self.transformer = components.transformer.to(self.device)
-        self.fingerprint = base_fingerprint(self.transformer)
-        self._bare = {k: v.clone() for k, v in self.transformer.state_dict().items()}
-        self.adapters: list[tuple[str, float]] = []
-        self.set_adapters(adapters)
-
-    def set_adapters(self, adapters) -> None:
-        from omnideft.adapters.compose import merge_adapters
-        from omnideft.generate.settings import as_adapter_list
-
-        adapters = as_adapter_list(adapters)
-        self.transformer.load_state_dict(self._bare)
-        self.adapters = []
-        if adapters:
-            self.transformer = merge_adapters(self.transformer, adapters)
-        self.adapters = adapters
+    def max_side(self) -> int:
+        return self.transformer.max_side
 
     def output_size(self, images=(), height=None, width=None, max_input_image_size: int = 1024) -> tuple[int, int]:
-        self.family.check_input_images(len(images))
-        patch, top = self.transformer.config["patch"], self.transformer.max_side
-        for label, side in (("height", height), ("width", width)):
-            if side is not None and (side < patch or side % patch or side > top):
-                raise UserError(f"{label} {side}: {self.family.title} makes sides of {patch} to {top} px in steps "
-                                f"of {patch}")
-        native = self.family.defaults(self.model_name).size
-        return height or native, width or native
+        check_sides(height, width, self.transformer.config["patch"], self.max_side(), self.model_name)
+        return height or self.defaults.size, width or self.defaults.size
 
-    def __call__(self, prompt: str, images=(), examples=(), *, seed: int = 0, n: int = 1, height=None, width=None,
-                 steps=None, guidance=None, image_guidance=None, negative_prompt=None, max_input_image_size=1024,
-                 progress=False, on_step=None, output_type="pil", shift: float = 1.0) -> list:
-        if n < 1:
-            raise UserError(f"number of images {n} must be at least 1")
-        self.family.check_input_images(len(images) + 2 * len(examples))
-        defaults = self.family.defaults(self.model_name)
-        height, width = self.output_size(images, height, width, max_input_image_size)
-        steps = defaults.steps if steps is None else steps
-        if steps < 1:
-            raise UserError(f"steps {steps} must be at least 1")
-        out = []
-        for k in range(n):
-            step_done = None if on_step is None else (lambda i, total, k=k: on_step(k * total + i, n * total))
-            image = sample(self.transformer, self.components.vocabulary, prompt, seed=seed + k, height=height,
-                           width=width, steps=steps, guidance=defaults.guidance if guidance is None else guidance,
-                           negative_prompt=negative_prompt or "", shift=shift, on_step=step_done)
-            array = image.permute(1, 2, 0).numpy()
-            out.append(Image.fromarray((array * 255).round().astype(np.uint8)) if output_type == "pil" else array)
-        return out
+    def _sample(self, instruction, images, *, height, width, steps, guidance, image_guidance, seed, negative_prompt,
+                camera, max_input_image_size, progress, on_step, shift):
+        image = sample(self.transformer, self.components.vocabulary, instruction, seed=seed, height=height,
+                       width=width, steps=steps, guidance=guidance, negative_prompt=negative_prompt or "", shift=shift,
+                       on_step=None if on_step is None else (lambda i, total: on_step(i)))
+        return image.permute(1, 2, 0).numpy()
 
 
 FAMILY = Toy()
