@@ -18,9 +18,9 @@ def add_parser(sub):
                                    "report.json, samples.png, retention.png, loss.png. Another --family runs its "
                                    "own demo preset (docs/models.md).")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out/)")
-    d.add_argument("--family", default=default_family().name, choices=[f.name for f in with_demo],
-                   help="whose demo preset runs: " + "; ".join(f"{f.name}: {f.demo_preset['demo']} demo"
-                                                               for f in with_demo))
+    d.add_argument("--family", default=default_family().name, choices=[f.name for f in all_families()],
+                   help="whose demo preset runs (a family without one says so): "
+                        + "; ".join(f"{f.name}: {f.demo_preset['demo']} demo" for f in with_demo))
     d.add_argument("--steps", type=COUNT, help="training steps (default: the family's demo preset)")
     d.add_argument("--samples", type=COUNT, help="training samples written as shards (default: the preset's)")
     d.add_argument("--queries", type=COUNT, help="held-out queries per new task (study demo)")
