@@ -145,8 +145,8 @@ def test_omnigen2_plan_within_ten_percent_of_measured(setup_name, latent_sides):
 def test_plan_command_plans_omnigen2():
     real = run_cli_here("plan", "recipes/omnigen2_deft_r32.yaml", "--gpu-memory", "80GB")
     assert real.returncode == 0, real.stderr
-    assert "| frozen base | 15.87 | 3.97B params at fp32 |" in real.stdout
-    assert "| prompt encoder (MLLM) | 15.02 | 3.75B params fp32" in real.stdout
+    assert "| frozen base | 15.87 | 3,967,161,400 params at fp32 |" in real.stdout
+    assert "| prompt encoder (MLLM) | 15.02 | 3,754,622,976 params fp32" in real.stdout
     assert "configs: models/OmniGen2 not found: the published OmniGen2/OmniGen2 configs" in real.stdout
     assert "1024x1024 output + 2 input image(s) of that size, 128 text tokens: 12416 tokens" in real.stdout
     assert "cheapest preset that fits 80 GB: train.memory=48gb" in real.stdout

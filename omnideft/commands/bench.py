@@ -28,12 +28,12 @@ def add_parser(sub):
     b.add_argument("--limit", type=COUNT, help="only the first N jobs (a quick look; resumes into the full run)")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--seed", type=int, default=0, help="job i is generated with seed SEED + i")
-    b.add_argument("--steps", type=COUNT, default=50)
-    b.add_argument("--guidance", type=SCALE, default=2.5, help="text CFG scale")
-    b.add_argument("--image-guidance", type=SCALE, default=1.6, help="image CFG scale (with input images)")
-    b.add_argument("--height", type=SIDE, default=1024, help="text-only jobs: output height (in-context jobs use "
-                                                            "their target's size)")
-    b.add_argument("--width", type=SIDE, default=1024, help="text-only jobs: output width")
+    b.add_argument("--steps", type=COUNT, help="sampling steps (default: the model family's own)")
+    b.add_argument("--guidance", type=SCALE, help="text CFG scale (default: the model family's own)")
+    b.add_argument("--image-guidance", type=SCALE, help="image CFG scale, with input images (default: the family's)")
+    b.add_argument("--height", type=SIDE, help="text-only jobs: output height (default: the model's native size; "
+                                               "in-context jobs use their target's size)")
+    b.add_argument("--width", type=SIDE, help="text-only jobs: output width (default: the model's native size)")
     b.add_argument("--max-input-image-size", type=SIDE, default=1024)
     b.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     add_metric_flags(b)

@@ -147,7 +147,7 @@ def plan_memory(shapes: ModelShapes, setup: Setup, work: Workload, rank: int) ->
     base = base_weight_bytes(shapes, setup)
     stage = setup.zero_stage if n > 1 else 0
     add(Line("frozen base", base / (n if stage == 3 else 1),
-             _count(shapes.base_params) + f" params at {setup.base}" + (f", ZeRO-3 / {n}" if stage == 3 else "")))
+             f"{shapes.base_params:,} params at {setup.base}" + (f", ZeRO-3 / {n}" if stage == 3 else "")))
     adapter = shapes.adapter_params * 4
     add(Line("adapter weights", adapter / (n if stage == 3 else 1), _count(shapes.adapter_params) + " fp32"))
     add(Line("adapter gradients", adapter / (n if stage >= 2 else 1), "fp32"))
@@ -170,7 +170,7 @@ def plan_memory(shapes: ModelShapes, setup: Setup, work: Workload, rank: int) ->
         # encodes without gradients before the forward, so only its weights overlap with the activations.
         encode = work.batch * work.text_tokens * shapes.prompt_encoder_bytes_per_token
         add(Line("prompt encoder (MLLM)", shapes.prompt_encoder_params * 4 + max(encode - saved, 0),
-                 _count(shapes.prompt_encoder_params) + " params fp32 (frozen) + encode workspace (estimate)"))
+                 f"{shapes.prompt_encoder_params:,} params fp32 (frozen) + encode workspace (estimate)"))
     if setup.vae_on_gpu:
         # The encoder at full resolution (SDXL's and FLUX's VAE alike): its 128-channel fp32 feature maps, about
         # three alive at once (estimate); encoding runs before the forward, so only the weights overlap with the

@@ -88,8 +88,10 @@ class ValidationSection:
                         bounds=">= 0")
     prompts: list = option([], "list of {prompt, images: [paths], height, width} rendered at validation")
     steps: int = option(20, "sampler steps at validation", bounds=">= 1")
-    guidance: float = option(2.5, "text CFG scale at validation")
-    image_guidance: float = option(1.6, "image CFG scale at validation")
+    guidance: typing.Optional[float] = option(None, "text CFG scale at validation (null = the model family's own)",
+                                              bounds=">= 0")
+    image_guidance: typing.Optional[float] = option(None, "image CFG scale at validation (null = the family's own)",
+                                                    bounds=">= 0")
     seed: int = option(0, "sampler seed at validation (fixed, so images are comparable across steps)")
 
 
