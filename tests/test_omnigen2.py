@@ -274,3 +274,25 @@ def test_in_context_prompts_generate_with_omnigen2_wording(og2):
     got = sampler.pixels(instruction, images, **settings)
     assert torch.equal(got, sampler.pixels(worded, images, **settings))
     assert not torch.equal(got, sampler.pixels("make it red the fifth image", images, **settings))
+
+
+def test_a_prompt_beyond_the_position_table_is_one_line(og2_folder, tmp_path):
+    """A saved model whose RoPE table (axes_lens) is shorter than the prompt needs: one line from generate (before,
+    an IndexError in rope.py), nothing written."""
+    import shutil
+
+    from tests.helpers import assert_one_line_error, run_cli_here
+
+    small = shutil.copytree(og2_folder, tmp_path / "short_table")
+    config_path = small / "transformer" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["axes_lens"] = [160, 160, 160]  # the published negative prompt alone takes about 120
+    config_path.write_text(json.dumps(config))
+    out = tmp_path / "long.png"
+    proc = run_cli_here("generate", "--model", str(small), "--prompt", " ".join(["a red square"] * 60),
+                        "--height", "32", "--width", "32", "--steps", "1", "--no-progress", "--out", str(out))
+    assert_one_line_error(proc, "positions; this model's position table has 160")
+    assert not out.exists()
+    proc = run_cli_here("generate", "--model", str(small), "--prompt", "red", "--height", "32", "--width", "32",
+                        "--steps", "1", "--no-progress", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]  # a prompt that fits renders

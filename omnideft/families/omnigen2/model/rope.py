@@ -12,12 +12,22 @@ from __future__ import annotations
 import torch
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
+from omnideft.errors import UserError
+
 ROPE_THETA = 10000
 
 
 def rotary_tables(axes_dim: tuple[int, ...], axes_lens: tuple[int, ...], theta: int = ROPE_THETA) -> list[torch.Tensor]:
     """One complex128 table [axis_len, axis_dim // 2] per axis."""
     return [get_1d_rotary_pos_embed(d, n, theta=theta, freqs_dtype=torch.float64) for d, n in zip(axes_dim, axes_lens)]
+
+
+def check_positions(highest: int, axes_lens) -> None:
+    """One line (not an IndexError deep in the attention) when a sequence needs a position beyond the model's RoPE
+    table: a prompt too long for it, or too many / too large images."""
+    if highest >= min(axes_lens):
+        raise UserError(f"the prompt and its images need {highest + 1} positions; this model's position table has "
+                        f"{min(axes_lens)} (axes_lens): shorten the prompt or use fewer or smaller images")
 
 
 def grid_ids(first: int, rows: int, cols: int) -> torch.Tensor:

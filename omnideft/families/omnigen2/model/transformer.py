@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from omnideft.families.omnigen2.model import MAX_REFERENCE_IMAGES, check_reference_images
 from omnideft.families.omnigen2.model.blocks import AdaLayerNormOut, OmniGen2Block, TimestepCaptionEmbedding
-from omnideft.families.omnigen2.model.rope import rotary_tables, rotations, sample_position_ids
+from omnideft.families.omnigen2.model.rope import check_positions, rotary_tables, rotations, sample_position_ids
 
 
 def patchify(latent: torch.Tensor, p: int) -> torch.Tensor:
@@ -119,6 +119,7 @@ class OmniGen2Transformer(ModelMixin, ConfigMixin):
         grids = [(x.shape[1] // p, x.shape[2] // p) for x in latents]
         ref_grids = [[(r.shape[1] // p, r.shape[2] // p) for r in rs] for rs in refs]
         ids = [sample_position_ids(c, rg, g).to(text.device) for c, rg, g in zip(caption_lens, ref_grids, grids)]
+        check_positions(max(max(int(i.max()) for i in ids), text.shape[1] - 1), self.config.axes_lens)
         rot = [rotations(tables, i) for i in ids]
 
         # Caption refinement over the padded caption (its own mask); RoPE ids 0..T-1 on every axis.
