@@ -76,7 +76,7 @@ def test_folder_has_the_published_layout_and_key_names(og2, og2_folder):
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert back.tokenizer.get_vocab() == og2.tokenizer.get_vocab()
     assert back.scheduler.config.dynamic_time_shift is True
-    with pytest.raises(UserError, match="already exists"):
+    with pytest.raises(UserError, match="holds files .*name a new or empty folder"):
         save_omnigen2(og2, og2_folder)
 
 

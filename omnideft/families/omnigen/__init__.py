@@ -40,7 +40,7 @@ class OmniGen(ModelFamily):
     def save(self, components, folder: Path) -> None:
         from omnideft.families.omnigen.model.loading import save_base
 
-        save_base(components, folder)
+        save_base(components, folder, overwrite=True)
 
     def target_modules(self, transformer, preset, include_embedders: bool = False) -> list[str]:
         from omnideft.families.omnigen.targets import target_modules

@@ -13,6 +13,7 @@ import torch
 
 from omnideft.errors import UserError
 from omnideft.families.omnigen.model.small import SMALL, small_model_dir
+from omnideft.files import atomic_path
 from omnideft.model.presets import TINY
 
 DEFAULT_MODEL_ID = "Shitao/OmniGen-v1-diffusers"
@@ -93,10 +94,18 @@ def _load_diffusers_layout(name: str, revision: str | None):
     return transformer, vae, tokenizer, scheduler
 
 
-def save_base(components: OmniGenComponents, out_dir: str | Path) -> Path:
-    """Write the diffusers folder layout (transformer/, vae/, tokenizer/, scheduler/) plus model_index.json."""
+def save_base(components: OmniGenComponents, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write the diffusers folder layout (transformer/, vae/, tokenizer/, scheduler/) plus model_index.json; the
+    folder appears complete or not at all (omnideft.files.atomic_path), as OmniGen2's save_omnigen2. A folder holding
+    files is replaced only with `overwrite` (the trainer's saved tiny base)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, replace=overwrite) as tmp:
+        _write_base(components, tmp)
+    return out
+
+
+def _write_base(components: OmniGenComponents, out: Path) -> None:
+    out.mkdir(parents=True)
     components.transformer.save_pretrained(out / "transformer", safe_serialization=True)
     components.vae.save_pretrained(out / "vae", safe_serialization=True)
     components.tokenizer.save_pretrained(out / "tokenizer")
@@ -110,5 +119,4 @@ def save_base(components: OmniGenComponents, out_dir: str | Path) -> Path:
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    return out
 

@@ -109,10 +109,8 @@ def _publish_class(config_file: Path, class_name: str) -> None:
 
 def save_omnigen2(components: OmniGen2Components, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write the published layout; the folder appears complete or not at all (omnideft.files.atomic_path). An
-    existing folder is replaced only with `overwrite` (the trainer's saved tiny base)."""
+    existing folder holding files is replaced only with `overwrite` (the trainer's saved tiny base)."""
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; not overwriting a model folder")
     with atomic_path(out, replace=overwrite) as tmp:
         components.transformer.save_pretrained(tmp / "transformer", safe_serialization=True)
         _publish_class(tmp / "transformer" / "config.json", PUBLISHED_CLASSES["transformer"][1])
