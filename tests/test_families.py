@@ -192,11 +192,12 @@ def test_export_round_trips_to_the_exact_merged_weights(family, run, tmp_path):
             continue
         files = sorted(out.glob("*.safetensors"))
         assert files, fmt
-        if fmt == "peft-lora":  # module names in PEFT's keys: the factors rebuild the merged weights
+        prefix = {"peft-lora": "base_model.model.", "diffusers": "transformer."}.get(fmt)
+        if prefix:  # module names in PEFT's / diffusers' keys: the factors rebuild the merged weights
             tensors = load_file(files[0])
             got = dict(bare)
             for key in [k for k in tensors if k.endswith("lora_A.weight")]:
-                name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight") + ".weight"
+                name = key.removeprefix(prefix).removesuffix(".lora_A.weight") + ".weight"
                 got[name] = got[name] + tensors[key.replace("lora_A", "lora_B")] @ tensors[key]
             assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want), fmt
     for fmt in set(FORMATS) - set(family.export_formats):  # refused from the declaration, nothing written
