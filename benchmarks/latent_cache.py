@@ -81,9 +81,9 @@ def calibrate(tmp: Path, shards: Path, target: float) -> tuple[int, dict]:
     from omnideft.families.omnigen.batch import BatchBuilder
     from omnideft.families.omnigen.loss import rectified_flow_loss
     from omnideft.families.omnigen.model import load_omnigen
+    from omnideft.families.omnigen.processor import OmniGenProcessor
     from omnideft.families.omnigen.targets import target_modules as omnigen_targets
     from omnideft.flow.vae import encode_batch
-    from omnideft.prompts import OmniGenProcessor
 
     index = ShardIndex(resolve_sources([str(shards)])[0].urls)
     shares = {}

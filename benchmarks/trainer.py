@@ -85,7 +85,7 @@ def bare_batches(base: Path, shards: Path, n: int) -> list[dict]:
     from omnideft.data.sources import resolve_sources
     from omnideft.families.omnigen.batch import BatchBuilder
     from omnideft.families.omnigen.model import load_omnigen
-    from omnideft.prompts import OmniGenProcessor
+    from omnideft.families.omnigen.processor import OmniGenProcessor
 
     comps = load_omnigen(str(base))
     builder = BatchBuilder(OmniGenProcessor(comps.tokenizer, max_image_size=IMAGE), 0.01, SEED)

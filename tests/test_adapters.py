@@ -20,11 +20,12 @@ from omnideft.adapters.optim import build_optimizer
 from omnideft.adapters.registry import METHODS as REGISTERED
 from omnideft.adapters.registry import get_method
 from omnideft.errors import UserError
+from omnideft.families.omnigen.collate import collate_prompts
 from omnideft.families.omnigen.loss import rectified_flow_loss
 from omnideft.families.omnigen.model import load_omnigen
+from omnideft.families.omnigen.processor import OmniGenProcessor
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.flow.vae import vae_encode
-from omnideft.prompts import OmniGenProcessor, collate_prompts
 
 RANK = 4
 # id -> AdapterSpec kwargs: every registered method at its defaults, and variants worth their own run

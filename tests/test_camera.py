@@ -38,12 +38,13 @@ from omnideft.data.shards import Example
 from omnideft.data.sources import resolve_sources
 from omnideft.errors import UserError
 from omnideft.families.omnigen.batch import BatchBuilder
+from omnideft.families.omnigen.collate import collate_prompts
 from omnideft.families.omnigen.model import load_omnigen, save_base
 from omnideft.families.omnigen.model.tiny import tiny_transformer_config
+from omnideft.families.omnigen.processor import OmniGenProcessor
 from omnideft.families.omnigen.targets import target_modules as omnigen_targets
 from omnideft.generate.validation import ValidationRenderer
 from omnideft.model.tokenizer import build_tiny_tokenizer
-from omnideft.prompts import OmniGenProcessor, collate_prompts
 from omnideft.shapes.shards import write_task_shards
 from omnideft.train.recipe import ValidationSection
 from tests.camera_scene import write_scene

@@ -30,8 +30,8 @@ from omnideft.families.omnigen.batch import BatchBuilder
 from omnideft.families.omnigen.loss import rectified_flow_loss
 from omnideft.families.omnigen.model import load_omnigen, save_base
 from omnideft.families.omnigen.pretrain.vae_fit import fit_vae
+from omnideft.families.omnigen.processor import OmniGenProcessor
 from omnideft.flow.vae import vae_encode
-from omnideft.prompts import OmniGenProcessor
 from omnideft.train.loop import train
 from omnideft.train.recipe import load_recipe
 from tests.camera_scene import write_scene

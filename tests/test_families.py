@@ -91,6 +91,15 @@ def test_presets_and_recorded_families_resolve(family):
     assert defaults.size > 0 and defaults.steps > 0 and defaults.guidance > 0
 
 
+def test_each_family_declares_its_own_negative_prompt():
+    """The studio's negative-prompt box starts from `defaults.negative_prompt`: each family's published text."""
+    from omnideft.families.omnigen.processor import NEGATIVE_PROMPT as OMNIGEN
+    from omnideft.families.omnigen2.model.prompt import NEGATIVE_PROMPT as OMNIGEN2
+
+    assert get_family("omnigen").defaults("small").negative_prompt == OMNIGEN
+    assert get_family("omnigen2").defaults("tiny").negative_prompt == OMNIGEN2
+
+
 def test_target_presets_name_linear_layers(family):
     transformer = family.load("tiny").transformer
     linears = {n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}

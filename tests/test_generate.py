@@ -101,8 +101,8 @@ def test_a_shifted_vae_is_encoded_and_decoded_with_its_shift(tiny):
     it. The sampler's input-image latents are the ones training sees (flow.vae), not diffusers' unshifted ones."""
     import copy
 
+    from omnideft.families.omnigen.processor import image_to_tensor
     from omnideft.flow.vae import vae_decode, vae_encode
-    from omnideft.prompts import image_to_tensor
 
     vae = copy.deepcopy(tiny.vae)
     vae.register_to_config(shift_factor=0.25)

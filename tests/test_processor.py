@@ -4,7 +4,8 @@ import torch
 from PIL import Image
 
 from omnideft.errors import UserError
-from omnideft.prompts import NEGATIVE_PROMPT, OmniGenProcessor, collate_prompts, crop_image
+from omnideft.families.omnigen.collate import collate_prompts
+from omnideft.families.omnigen.processor import NEGATIVE_PROMPT, OmniGenProcessor, crop_image
 from tests.diffusers_reference import diffusers_processor_module
 
 

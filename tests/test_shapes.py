@@ -8,9 +8,8 @@ from PIL import Image
 from omnideft.data.format.check import check_command
 from omnideft.data.indexed import ShardIndex
 from omnideft.data.shards import decode_sample
+from omnideft.families.omnigen.processor import TAG, OmniGenProcessor, wrap_prompt
 from omnideft.model.tokenizer import build_tiny_tokenizer
-from omnideft.prompts import OmniGenProcessor
-from omnideft.prompts.processor import TAG, wrap_prompt
 from omnideft.shapes import (
     BACKGROUND,
     COLOURS,

@@ -170,7 +170,7 @@ def test_validation_prompt_errors_fail_before_training(shards, tmp_path):
 def test_condition_dropout_replaces_instruction_and_images(tiny, shards):
     from omnideft.eval.denoising import load_examples
     from omnideft.families.omnigen.batch import BatchBuilder
-    from omnideft.prompts import CFG_PROMPT, OmniGenProcessor
+    from omnideft.families.omnigen.processor import CFG_PROMPT, OmniGenProcessor
 
     examples = load_examples([str(shards)], 4)
     proc = OmniGenProcessor(tiny.tokenizer, max_image_size=32)

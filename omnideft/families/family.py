@@ -24,8 +24,8 @@ Declarations (class attributes, cheap: the registry reads them without loading t
 
 Methods (the heavy work; each imports what it needs when called):
 
-  defaults(name)       GenerationDefaults for a model: native size, steps, guidance (a preset may differ: the
-                       `small` OmniGen is a 64 px model)
+  defaults(name)       GenerationDefaults for a model: native size, steps, guidance, negative prompt (a preset may
+                       differ: the `small` OmniGen is a 64 px model)
   load / save          the components (`.transformer`, `.vae`, `.name` and the family's own) from a preset, a
                        local folder or a hub id; save writes them into an existing empty folder (the caller
                        makes it atomic)
@@ -81,6 +81,9 @@ class GenerationDefaults:
     steps: int
     guidance: float  # text classifier-free guidance
     image_guidance: float  # image guidance, with input images
+    # the text of the guidance's unconditional row when none is given (the studio's negative-prompt box starts from
+    # it); None: the family has no default negative prompt (its generator runs the empty one)
+    negative_prompt: str | None = None
 
 
 @dataclass(frozen=True)

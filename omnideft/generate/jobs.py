@@ -34,7 +34,7 @@ from omnideft.generate.settings import check_number, check_seeds
 from omnideft.images import load_image
 from omnideft.locks import FolderLock
 from omnideft.progress import progress_bar
-from omnideft.prompts.processor import check_tags
+from omnideft.prompts.tags import check_tags
 
 JOB_KEYS = ("prompt", "images", "examples", "seed", "height", "width", "camera", "n")
 REPORT = "jobs_report.json"

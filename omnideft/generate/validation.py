@@ -18,7 +18,7 @@ from omnideft.errors import UserError
 from omnideft.families.registry import family_of_components
 from omnideft.generate.contact_sheet import contact_sheet, stack_rows
 from omnideft.images import load_image, save_image_atomic
-from omnideft.prompts.processor import check_tags
+from omnideft.prompts.tags import check_tags
 
 
 class ValidationRenderer:

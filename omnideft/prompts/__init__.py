@@ -1,25 +1,8 @@
-"""Multimodal prompt -> token ids with image placeholders, the batch collator (mask, positions), and in-context
-instructions (example pairs, then the query)."""
+"""What every family shares about prompts: the `<img><|image_k|></img>` placeholder check and in-context instructions
+(example pairs, then the query). A family's own prompt encoding lives in its folder (OmniGen (v1):
+families/omnigen/processor.py and collate.py)."""
 
-from omnideft.prompts.collate import collate_prompts
 from omnideft.prompts.in_context import compose_in_context, example_clause
-from omnideft.prompts.processor import (
-    CFG_PROMPT,
-    NEGATIVE_PROMPT,
-    EncodedPrompt,
-    OmniGenProcessor,
-    crop_image,
-    image_to_tensor,
-)
+from omnideft.prompts.tags import check_tags
 
-__all__ = [
-    "CFG_PROMPT",
-    "NEGATIVE_PROMPT",
-    "EncodedPrompt",
-    "OmniGenProcessor",
-    "collate_prompts",
-    "compose_in_context",
-    "crop_image",
-    "example_clause",
-    "image_to_tensor",
-]
+__all__ = ["check_tags", "compose_in_context", "example_clause"]

@@ -16,7 +16,6 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402  (Gradio's web framework)
 
 from omnideft.errors import UserError  # noqa: E402
-from omnideft.prompts import NEGATIVE_PROMPT  # noqa: E402
 from omnideft.studio.access import (  # noqa: E402
     DEFAULT_MAX_UPLOAD_MB,
     BodyLimit,
@@ -94,6 +93,7 @@ def build_app(studio: Studio) -> gr.Blocks:
     start_steps = defaults.steps if defaults else 50
     start_guidance = defaults.guidance if defaults else 2.5
     start_image_guidance = defaults.image_guidance if defaults else 1.6
+    start_negative = (defaults.negative_prompt if defaults else None) or ""
     with gr.Blocks(title="omnideft studio", analytics_enabled=False) as demo:
         gr.Markdown("# omnideft studio")
         gr.Markdown(status_markdown(studio), elem_id="status")
@@ -134,7 +134,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                                         label="More input images = <|image_2|>, … (click one to insert its tag)")
                 prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt",
                                     placeholder="e.g. Draw the photo for these edges <img><|image_1|></img>")
-                negative = gr.Textbox(NEGATIVE_PROMPT, label="Negative prompt", lines=2, elem_id="negative")
+                negative = gr.Textbox(start_negative, label="Negative prompt", lines=2, elem_id="negative")
                 # ---- adapters
                 uses, weights = [], []
                 with gr.Accordion("Adapters", open=True):
@@ -209,7 +209,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 prompt=data[prompt] or "", query=data[query], inputs=gallery_paths(data[inputs]),
                 examples=[(data[conds[i]], data[results[i]]) for i in range(data[shown])],
                 adapters=[(i, data[weights[i]]) for i in range(len(uses)) if data[uses[i]]],
-                negative_prompt=None if data[negative] == NEGATIVE_PROMPT else data[negative],
+                negative_prompt=None if data[negative] == start_negative else data[negative],
                 seed=int(data[seed] or 0), n=int(data[n_images]), same_as_query=bool(data[same_size]),
                 height=int(data[height]), width=int(data[width]), steps=int(data[steps]),
                 guidance=float(data[guidance]), image_guidance=float(data[image_guidance]),

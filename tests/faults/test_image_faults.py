@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-import omnideft.prompts.processor as processor
+import omnideft.families.omnigen.processor as processor
 from data_builders.images import SkipSample
 from data_builders.images import load_image as builder_load_image
 from data_builders.jsonl import main as build_jsonl

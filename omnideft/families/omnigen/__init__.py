@@ -26,9 +26,11 @@ class OmniGen(ModelFamily):
     }
 
     def defaults(self, name: str) -> GenerationDefaults:
+        from omnideft.families.omnigen.processor import NEGATIVE_PROMPT
+
         if name == "small":  # pretrained at 64 px, sampled with 20 steps (docs/models.md)
-            return GenerationDefaults(size=64, steps=20, guidance=2.5, image_guidance=1.6)
-        return GenerationDefaults(size=1024, steps=50, guidance=2.5, image_guidance=1.6)
+            return GenerationDefaults(64, 20, 2.5, 1.6, negative_prompt=NEGATIVE_PROMPT)
+        return GenerationDefaults(1024, 50, 2.5, 1.6, negative_prompt=NEGATIVE_PROMPT)
 
     def load(self, name: str, *, dtype=None, seed: int = 0, revision: str | None = None, quantize=None):
         import torch

@@ -11,8 +11,9 @@ from omnideft.camera.prompt import CameraPrompt
 from omnideft.camera.record import VECTOR_SIZE, record_vector
 from omnideft.data.format.schema import tag_numbers
 from omnideft.data.shards import Example
+from omnideft.families.omnigen.collate import collate_prompts
+from omnideft.families.omnigen.processor import CFG_PROMPT, OmniGenProcessor, crop_image
 from omnideft.flow.latents import LatentCache
-from omnideft.prompts import CFG_PROMPT, OmniGenProcessor, collate_prompts, crop_image
 
 
 class BatchBuilder:

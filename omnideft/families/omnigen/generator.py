@@ -26,11 +26,10 @@ from omnideft.camera.conditioning import load_camera, read_camera_config
 from omnideft.camera.prompt import CameraPrompt
 from omnideft.errors import UserError
 from omnideft.families.generator import FamilyGenerator, as_adapter_list, check_merge, check_sides
+from omnideft.families.omnigen.processor import NEGATIVE_PROMPT, crop_image
 from omnideft.families.omnigen.sampler import OmniGenSampler
 from omnideft.images import as_image
 from omnideft.model.quantize import check_quantization, quantize_base
-from omnideft.prompts import NEGATIVE_PROMPT
-from omnideft.prompts.processor import crop_image
 
 
 def check_speed_options(device: str, kv_cache: bool, offload: bool, offload_kv_cache: bool) -> None:

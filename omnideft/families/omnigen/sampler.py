@@ -24,10 +24,11 @@ from PIL import Image
 
 from omnideft.adapters.fingerprint import base_model_of
 from omnideft.families.generator import to_pil
+from omnideft.families.omnigen.collate import collate_prompts
 from omnideft.families.omnigen.kv_cache import ConditionKVCache, condition_kv_cache, tail_inputs
+from omnideft.families.omnigen.processor import NEGATIVE_PROMPT, OmniGenProcessor
 from omnideft.flow.vae import vae_decode, vae_encode
 from omnideft.progress import progress_bar
-from omnideft.prompts import NEGATIVE_PROMPT, OmniGenProcessor, collate_prompts
 
 
 class OmniGenSampler:

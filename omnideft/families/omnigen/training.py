@@ -22,7 +22,7 @@ class OmniGenTraining(TrainingBackend):
         return setup_camera(components.transformer, components.tokenizer, spec, has_cameras)
 
     def batch_builder(self, components, *, latents=None, camera=None) -> BatchBuilder:
-        from omnideft.prompts import OmniGenProcessor
+        from omnideft.families.omnigen.processor import OmniGenProcessor
 
         settings = self.settings
         return BatchBuilder(OmniGenProcessor(components.tokenizer, max_image_size=settings.max_image_size),
@@ -47,8 +47,8 @@ class OmniGenTraining(TrainingBackend):
         return load_adapter(components.transformer, folder, family=self.family), camera
 
     def cache_latents(self, components, examples, out, shards, progress=None) -> dict:
+        from omnideft.families.omnigen.processor import OmniGenProcessor
         from omnideft.flow.latents import write_cache
-        from omnideft.prompts import OmniGenProcessor
 
         processor = OmniGenProcessor(components.tokenizer, max_image_size=self.settings.max_image_size)
         return write_cache(examples, components.vae, processor, out, shards, progress=progress)

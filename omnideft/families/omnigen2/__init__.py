@@ -36,7 +36,10 @@ class OmniGen2(ModelFamily):
     )
 
     def defaults(self, name: str) -> GenerationDefaults:
-        return GenerationDefaults(size=1024, steps=50, guidance=5.0, image_guidance=2.0)  # the published script's
+        from omnideft.families.omnigen2.model.prompt import NEGATIVE_PROMPT
+
+        return GenerationDefaults(size=1024, steps=50, guidance=5.0, image_guidance=2.0,  # the published script's
+                                  negative_prompt=NEGATIVE_PROMPT)
 
     def load(self, name: str, *, dtype=None, seed: int = 0, revision: str | None = None, quantize=None):
         import torch

@@ -25,11 +25,11 @@ from omnideft.families.omnigen.model.tiny import flow_scheduler, omnigen_config,
 from omnideft.families.omnigen.pretrain.recipe import PretrainRecipe
 from omnideft.families.omnigen.pretrain.stream import ShapeTaskStream
 from omnideft.families.omnigen.pretrain.vae_fit import fit_vae
+from omnideft.families.omnigen.processor import OmniGenProcessor
 from omnideft.files import atomic_path, check_output_folder, write_text_atomic
 from omnideft.flow.vae import encode_batch
 from omnideft.model.tokenizer import build_tiny_tokenizer
 from omnideft.progress import progress_bar
-from omnideft.prompts import OmniGenProcessor
 from omnideft.shapes import TASKS, VOCABULARY, make_sample
 
 WRITER = "omnideft pretrain"  # recorded in the folder: a rerun may replace its own output, nothing else

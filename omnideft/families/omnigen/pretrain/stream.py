@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from omnideft.errors import UserError
-from omnideft.prompts import CFG_PROMPT, NEGATIVE_PROMPT, OmniGenProcessor, collate_prompts
+from omnideft.families.omnigen.collate import collate_prompts
+from omnideft.families.omnigen.processor import CFG_PROMPT, NEGATIVE_PROMPT, OmniGenProcessor
 from omnideft.shapes import TASKS, make_sample
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from omnideft.families.omnigen.processor import image_to_tensor
 from omnideft.progress import progress_bar
-from omnideft.prompts import image_to_tensor
 
 
 def fit_vae(vae, images: list, steps: int = 300, batch: int = 16, lr: float = 3e-3, seed: int = 0,

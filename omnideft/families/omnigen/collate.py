@@ -1,4 +1,4 @@
-"""OmniGen's collator: left padding, running position ids, the [B, L, L] 0/1 attention mask.
+"""OmniGen (v1)'s collator: left padding, running position ids, the [B, L, L] 0/1 attention mask.
 
 L = padded text length + 1 (time token) + output tokens. Text+time rows are causal and never see output tokens;
 output rows see everything; each input-image span is bidirectional; pad columns are 0 and pad rows 1 (no all-masked
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from omnideft.prompts.processor import PIXELS_PER_TOKEN, EncodedPrompt
+from omnideft.families.omnigen.processor import PIXELS_PER_TOKEN, EncodedPrompt
 
 
 def collate_prompts(prompts: list[EncodedPrompt], output_hw: tuple[int, int], pad_token_id: int = 2) -> dict:

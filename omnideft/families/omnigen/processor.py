@@ -1,4 +1,4 @@
-"""OmniGen's prompt template and `<img><|image_k|></img>` placeholders, in PIL + numpy (no torchvision).
+"""OmniGen (v1)'s prompt template and `<img><|image_k|></img>` placeholders, in PIL + numpy (no torchvision).
 
 Semantics follow OmniGen v1 / diffusers' OmniGenMultiModalProcessor: the prompt is wrapped in the chat template,
 split on image tags, each chunk tokenised separately (leading BOS dropped from chunks after the first), and each
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from omnideft.data.format.schema import placeholder_mismatch, tag_numbers
-from omnideft.errors import UserError
+from omnideft.data.format.schema import tag_numbers
+from omnideft.prompts.tags import check_tags
 
 TAG = re.compile(r"<\|image_\d+\|>")
 CFG_PROMPT = "<cfg>"  # what condition dropout replaces the instruction with during training
@@ -103,10 +103,3 @@ class OmniGenProcessor:
     def encode_image_only(self, images: list[Image.Image]) -> EncodedPrompt:
         """The image-CFG row: a prompt made only of the image tags."""
         return self.encode(" ".join(f"<img><|image_{k + 1}|></img>" for k in range(len(images))), images)
-
-
-def check_tags(tags: list[int], n_images: int) -> None:
-    """Tags must be 1..n without gaps, n = number of images; the error names the missing or extra tags."""
-    problem = placeholder_mismatch(tags, n_images)
-    if problem:
-        raise UserError("prompt " + problem)
