@@ -173,7 +173,7 @@ class Payload:
 def test_a_pickled_payload_in_a_deepspeed_checkpoint_never_runs(fault_shards, tmp_path):
     """A real 2-step ZeRO-2 run (one process, gloo); its model-states file gets a payload and its recorded sha256
     is updated, so the sums verify. `--resume latest` refuses it in one line naming the file (it was the only
-    checkpoint); the payload never runs. Before, DeepSpeed's torch.load(weights_only=False) ran it."""
+    checkpoint); the payload never runs. Before, DeepSpeed's own unrestricted unpickling ran it."""
     run = tmp_path / "run"
     proc = train_cli(fault_shards, run, *RESUME_ZERO2[1:], env={"DS_ACCELERATOR": "cpu"})
     assert proc.returncode == 0, proc.stderr[-3000:]
