@@ -142,11 +142,19 @@ def adapter_family(folder: str | Path) -> str | None:
 
 
 def read_adapter_config(folder: str | Path) -> dict:
-    path = Path(folder) / "adapter_config.json"
+    return read_json_config(Path(folder) / "adapter_config.json")
+
+
+def read_json_config(path: Path, fmt: str | None = None) -> dict:
+    """An adapter folder's JSON config (PEFT's, or a part's own: the camera encoder, an MLLM part); with `fmt`, its
+    "format" field must be that. Anything else is one line naming the file."""
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"adapter {path} is not valid JSON: {exc}") from None
+    if fmt is not None and config.get("format") != fmt:
+        raise UserError(f"adapter {path}: format {config.get('format')!r}, expected {fmt!r}")
+    return config
 
 
 def read_extra_tensors(folder: str | Path, label: str) -> dict[str, torch.Tensor] | None:

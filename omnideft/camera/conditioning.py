@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from omnideft.adapters.folder import read_json_config
 from omnideft.camera.encoder import CameraEncoder
 from omnideft.camera.prompt import CameraPrompt
 from omnideft.camera.record import LAYOUT, VECTOR_SIZE
@@ -158,13 +159,7 @@ def read_camera_config(folder: str | Path) -> dict | None:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         return None
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"adapter {path} is not valid JSON: {exc}") from None
-    if cfg.get("format") != FORMAT:
-        raise UserError(f"adapter {path}: format {cfg.get('format')!r}, expected {FORMAT!r}")
-    return cfg
+    return read_json_config(path, FORMAT)
 
 
 def load_camera(transformer: nn.Module, tokenizer, folder: str | Path) -> CameraConditioning | None:

@@ -26,7 +26,7 @@ from torch import nn
 
 from omnideft.adapters.export import adapter_deltas, merge_deltas, unload
 from omnideft.adapters.fingerprint import weights_differ, weights_fingerprint
-from omnideft.adapters.folder import read_finite_tensors
+from omnideft.adapters.folder import read_finite_tensors, read_json_config
 from omnideft.adapters.registry import get_method
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
@@ -101,14 +101,7 @@ def has_mllm_adapter(folder: str | Path) -> bool:
 
 
 def _read_config(folder: Path) -> dict:
-    path = folder / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"adapter {path} is not valid JSON: {exc}") from None
-    if config.get("format") != FORMAT:
-        raise UserError(f"adapter {path}: format {config.get('format')!r} is not {FORMAT}")
-    return config
+    return read_json_config(folder / CONFIG_FILE, FORMAT)
 
 
 def load_mllm_adapter(mllm: nn.Module, folder: str | Path) -> nn.Module:
