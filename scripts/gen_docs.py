@@ -1,5 +1,5 @@
-"""Regenerate the generated parts of docs/recipes.md, docs/commands.md and docs/models.md from the code (recipe
-schemas, argparse).
+"""Regenerate the generated parts of docs/recipes.md, docs/commands.md, docs/models.md, docs/memory.md and
+docs/export.md from the code (recipe schemas, argparse, the small card, the planner, the families' export clients).
 
 Run `python scripts/gen_docs.py`; tests/test_docs.py fails when the docs are stale.
 """
@@ -83,6 +83,27 @@ def memory_plans_md() -> str:
     return reference_plans_md(load_recipe(REPO / REFERENCE_RECIPE, list(REFERENCE_OVERRIDES)))
 
 
+def export_matrix_md() -> str:
+    """The client matrix of docs/export.md, from each family's `export_formats` declaration."""
+    from omnideft.adapters.export import FORMATS
+    from omnideft.families.registry import all_families
+
+    out = []
+    for family in all_families():
+        out += [f"**{family.title}** (`--family {family.name}`)", "",
+                "| `--format` | loaded by | how | versions tested | test | notes |", "|---|---|---|---|---|---|"]
+        for fmt, clients in family.export_formats.items():
+            for client in clients:
+                out.append(f"| `{fmt}` | {client.name} | `{client.call}` | {client.versions} | `{client.test}` | "
+                           f"{client.note} |")
+        absent = [f for f in FORMATS if f not in family.export_formats]
+        if absent:
+            out += ["", f"Not offered (no program loads them for {family.title}; export refuses them in one line): "
+                    + ", ".join(f"`{f}`" for f in absent) + "."]
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 def splice(path: Path, body: str, marker: str = "generated") -> str:
     begin, end = (m.format(marker) for m in MARKERS)
     text = path.read_text()
@@ -94,7 +115,7 @@ def splice(path: Path, body: str, marker: str = "generated") -> str:
 # file -> [(marker, function that writes what stands between its begin and end comments)]
 TARGETS = {"docs/recipes.md": [("generated", recipe_keys_md)], "docs/commands.md": [("generated", commands_md)],
            "docs/models.md": [("card", small_card_md), ("generated", pretrain_keys_md)],
-           "docs/memory.md": [("plans", memory_plans_md)]}
+           "docs/memory.md": [("plans", memory_plans_md)], "docs/export.md": [("matrix", export_matrix_md)]}
 
 if __name__ == "__main__":
     for rel, parts in TARGETS.items():

@@ -53,13 +53,18 @@ def diffusers_processor_module():
     return processor_omnigen
 
 
-def diffusers_pipeline(components):
+def diffusers_pipeline_class():
+    """diffusers' OmniGenPipeline, its processor importable."""
     mod = diffusers_processor_module()
     from diffusers.pipelines.omnigen import pipeline_omnigen
 
     if not hasattr(pipeline_omnigen, "OmniGenMultiModalProcessor"):
         pipeline_omnigen.OmniGenMultiModalProcessor = mod.OmniGenMultiModalProcessor
-    return pipeline_omnigen.OmniGenPipeline(
+    return pipeline_omnigen.OmniGenPipeline
+
+
+def diffusers_pipeline(components):
+    return diffusers_pipeline_class()(
         transformer=components.transformer, scheduler=components.scheduler, vae=components.vae,
         tokenizer=components.tokenizer,
     )

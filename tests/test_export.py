@@ -5,8 +5,6 @@ import json
 import pytest
 import torch
 from peft import PeftModel
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
 from omnideft.adapters.compose import merge_adapters, parse_adapter_arg
@@ -43,59 +41,32 @@ def test_peft_lora_export_loads_in_stock_peft_and_matches(kw, batch, tmp_path): 
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 
-def test_other_formats_key_patterns_and_fused_qkv(tmp_path):
+def test_lora_formats_without_a_client_are_refused_and_original_names_fuse_qkv_exactly(tmp_path):
+    """OmniGen (v1) has no consumer of diffusers / ComfyUI / kohya LoRA files (docs/export.md): one line naming the
+    formats it offers, nothing written. Its original-checkpoint names (a format of the official package's) fuse the
+    split q/k/v LoRAs into one qkv_proj LoRA, exactly."""
+    from omnideft.families.omnigen.export import fused_original
+
     model, folder = _saved(tmp_path, "a", method="deft", projector="qr")
-    deltas = adapter_deltas(model)
     for fmt in ("diffusers", "comfyui", "kohya"):
-        run_export(str(folder), fmt, "tiny", str(tmp_path / fmt))
-    (dfile,) = (tmp_path / "diffusers").glob("*.safetensors")
-    assert dfile.name == "pytorch_lora_weights.safetensors"
-    dkeys = set(load_file(dfile))
-    assert "transformer.layers.0.self_attn.to_q.lora_A.weight" in dkeys
-    assert all(k.startswith("transformer.layers.") and k.endswith((".lora_A.weight", ".lora_B.weight")) for k in dkeys)
-    with safe_open(str(dfile), "pt") as f:
-        assert f.metadata()["base"] == "tiny" and f.metadata()["export_format"] == "diffusers"
-
-    comfy = load_file(next((tmp_path / "comfyui").glob("*.safetensors")))
-    key = "diffusion_model.llm.layers.1.self_attn.qkv_proj"
-    assert {f"{key}.lora_A.weight", f"{key}.lora_B.weight", f"{key}.alpha"} <= set(comfy)
-    assert "diffusion_model.llm.layers.1.self_attn.o_proj.lora_A.weight" in comfy
-    assert "diffusion_model.llm.layers.1.mlp.gate_up_proj.lora_B.weight" in comfy
-    assert not any("to_q" in k for k in comfy)
-    fused = comfy[f"{key}.lora_B.weight"] @ comfy[f"{key}.lora_A.weight"]  # = [dq; dk; dv] exactly
-    parts = [deltas[f"layers.1.self_attn.{p}"] for p in ("to_q", "to_k", "to_v")]
-    torch.testing.assert_close(fused, torch.cat([b @ a for b, a in parts]), rtol=1e-5, atol=1e-6)
-    assert comfy[f"{key}.alpha"].item() == comfy[f"{key}.lora_A.weight"].shape[0] == 9
-
-    kohya_file = load_file(next((tmp_path / "kohya").glob("*.safetensors")))
-    kohya = set(kohya_file)
-    k = "lora_unet_llm_layers_0_mlp_down_proj"
-    assert {f"{k}.lora_down.weight", f"{k}.lora_up.weight", f"{k}.alpha"} <= kohya
-    assert all(key.startswith("lora_unet_llm_layers_") or key.startswith("lora_unet_") for key in kohya)
-
-    # values, not only names: every exported pair multiplies back to the exact delta of its layer (kohya scales
-    # up @ down by alpha / rank); measured error 0 (diffusers) and <= 1e-8 (kohya, the alpha scaling)
+        proc = run_cli_here("export", str(folder), "--format", fmt, "--base", "tiny", "--out", str(tmp_path / fmt))
+        assert_one_line_error(proc, f"--format {fmt}: OmniGen (v1) exports peft-lora, merged")
+        assert not (tmp_path / fmt).exists()
+    deltas = adapter_deltas(model)
+    fused = fused_original(deltas, model.get_base_model())
     dense = {name: b @ a for name, (b, a) in deltas.items()}
-    diffusers = load_file(dfile)
-    assert len(dkeys) == 2 * len(dense)
-    for name, want in dense.items():
-        got = diffusers[f"transformer.{name}.lora_B.weight"] @ diffusers[f"transformer.{name}.lora_A.weight"]
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-7 * want.abs().max().item(), msg=name)
-    def kohya_delta(key):
-        up, down, alpha = (kohya_file[f"{key}.{part}"] for part in ("lora_up.weight", "lora_down.weight", "alpha"))
-        return up @ down * (alpha / down.shape[0])
-
-    for layer in (0, 1):  # every adapted layer: MLP as is, o_proj = to_out.0, q/k/v fused as in comfyui
-        expected = {"mlp_down_proj": dense[f"layers.{layer}.mlp.down_proj"],
-                    "mlp_gate_up_proj": dense[f"layers.{layer}.mlp.gate_up_proj"],
-                    "self_attn_o_proj": dense[f"layers.{layer}.self_attn.to_out.0"],
-                    "self_attn_qkv_proj": torch.cat([dense[f"layers.{layer}.self_attn.{p}"]
+    assert len(fused) == 4 * 2  # q, k, v of a layer are one module
+    for layer in (0, 1):  # every adapted layer: MLP as is, o_proj = to_out.0, q/k/v fused
+        expected = {"mlp.down_proj": dense[f"layers.{layer}.mlp.down_proj"],
+                    "mlp.gate_up_proj": dense[f"layers.{layer}.mlp.gate_up_proj"],
+                    "self_attn.o_proj": dense[f"layers.{layer}.self_attn.to_out.0"],
+                    "self_attn.qkv_proj": torch.cat([dense[f"layers.{layer}.self_attn.{p}"]
                                                      for p in ("to_q", "to_k", "to_v")])}
         for part, want in expected.items():
             assert want.abs().max() > 1e-2  # a delta worth comparing
-            torch.testing.assert_close(kohya_delta(f"lora_unet_llm_layers_{layer}_{part}"), want, rtol=0,
-                                       atol=1e-6 * want.abs().max().item(), msg=part)
-    assert len(kohya) == 3 * 4 * 2  # nothing else exported
+            b, a = fused[f"llm.layers.{layer}.{part}"]
+            torch.testing.assert_close(b @ a, want, rtol=0, atol=1e-6 * want.abs().max().item(), msg=part)
+    assert fused["llm.layers.1.self_attn.qkv_proj"][1].shape[0] == 9  # rank r_q + r_k + r_v
 
 
 def test_merged_export_is_a_pipeline_folder_with_the_adapted_weights(batch, tmp_path):  # noqa: F811
@@ -159,7 +130,7 @@ def test_export_bad_input_is_one_line(tmp_path):
     proc = run_cli("export", str(folder), "--format", "onnx", "--base", "tiny", "--out", str(tmp_path / "o"))
     assert_one_line_error(proc, "onnx")
     (folder / "adapter_model.safetensors").write_bytes((folder / "adapter_model.safetensors").read_bytes()[:100])
-    proc = run_cli_here("export", str(folder), "--format", "kohya", "--base", "tiny", "--out", str(tmp_path / "o"))
+    proc = run_cli_here("export", str(folder), "--format", "peft-lora", "--base", "tiny", "--out", str(tmp_path / "o"))
     assert_one_line_error(proc, "cannot read", "adapter_model.safetensors")
 
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from peft import PeftModel
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -21,7 +25,7 @@ from omnideft.adapters.registry import METHODS
 from omnideft.errors import UserError
 from omnideft.families.registry import family_names, family_of_folder, get_family, resolve_family
 from omnideft.shapes.shards import write_task_shards
-from tests.helpers import assert_one_line_error, run_cli_here
+from tests.helpers import REPO, assert_one_line_error, run_cli_here
 
 FAMILIES = family_names()
 SIDE = 32  # every output of the suite: 32 x 32 px, 2 steps
@@ -201,6 +205,9 @@ def test_export_round_trips_to_the_exact_merged_weights(family, run, tmp_path):
             continue
         files = sorted(out.glob("*.safetensors"))
         assert files, fmt
+        if fmt == "peft-lora":  # PEFT itself loads it on the bare base
+            stock = PeftModel.from_pretrained(family.load(base).transformer, str(out)).merge_and_unload()
+            assert all(torch.allclose(v, want[k], atol=1e-6) for k, v in _state(stock).items()), fmt
         prefix = {"peft-lora": "base_model.model.", "diffusers": "transformer."}.get(fmt)
         if prefix:  # module names in PEFT's / diffusers' keys: the factors rebuild the merged weights
             tensors = load_file(files[0])
@@ -213,6 +220,31 @@ def test_export_round_trips_to_the_exact_merged_weights(family, run, tmp_path):
         proc = run_cli_here("export", str(adapter), "--format", fmt, "--base", base, "--out", str(tmp_path / fmt))
         assert_one_line_error(proc, f"--format {fmt}: {family.title} exports")
         assert not (tmp_path / fmt).exists()
+
+
+def test_every_offered_format_names_a_client_and_the_test_that_proves_it():
+    """The client matrix (docs/export.md) is the families' declarations: every offered format of every registered
+    family names at least one program with the test that loads the export its way, and that test exists. The pip
+    versions it names are the ones the tests run with (requirements/constraints.txt)."""
+    pins = dict(line.split("==") for line in (REPO / "requirements" / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    tests = set()
+    for family in map(get_family, FAMILIES):
+        assert family.export_formats, family.name
+        for fmt, clients in family.export_formats.items():
+            assert fmt in FORMATS and clients, (family.name, fmt)
+            for client in clients:
+                assert client.name and client.call and client.versions and client.test.startswith("tests/"), client
+                for package, pinned in re.findall(r"([A-Za-z0-9_.-]+)==([^\s,;)]+)", client.versions):
+                    assert pins.get(package) == pinned, (family.name, fmt, package, pinned, pins.get(package))
+                tests.add(client.test)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           *sorted(tests)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    collected = proc.stdout.splitlines()
+    for test in tests:  # a node id without [params] collects all of its cases
+        assert any(line == test or line.startswith(test + "[") for line in collected), test
 
 
 # -- generation -------------------------------------------------------------------------------------------------------

@@ -219,7 +219,7 @@ def test_bad_metric_names_and_model_folders_are_one_line_errors(tmp_path, models
     assert parse_metrics(" ssim, psnr ,ssim") == ["ssim", "psnr"]
     broken = save_clip(tmp_path / "clip")
     (broken / "preprocessor_config.json").unlink()
-    with pytest.raises(UserError, match=r"--clip-model .*lacks preprocessor_config.json"):
+    with pytest.raises(UserError, match=r"--clip-model .*lacks preprocessor_config.json or processor_config.json"):
         METRICS["clip_i"](MetricOptions(clip_model=str(broken)))
     with pytest.raises(UserError, match="a vit model, expected clip"):
         METRICS["clip_i"](MetricOptions(clip_model=str(models["dino"])))
@@ -230,6 +230,29 @@ def test_bad_metric_names_and_model_folders_are_one_line_errors(tmp_path, models
     wide = save_aesthetic(tmp_path / "wide.safetensors", dim=12)
     with pytest.raises(UserError, match="expects 12-d CLIP embeddings"):
         METRICS["aesthetic"](MetricOptions(aesthetic_model=str(wide), aesthetic_clip_model=str(models["clip"])))
+
+
+def test_a_model_and_processor_saved_by_current_transformers_load(tmp_path):
+    """What the folder error advises (the model's and its processor's save_pretrained) gives a folder that loads:
+    current transformers writes a processor's image settings into processor_config.json, not
+    preprocessor_config.json."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    from omnideft.eval.metrics.hub import load_model
+    from tests.metric_models import _processor, tiny_text_tokenizer
+
+    folder = save_clip(tmp_path / "saved")  # the tiny CLIP's model, tokenizer and image processor, separately
+    model = CLIPModel.from_pretrained(folder)
+    out = tmp_path / "clip"
+    model.save_pretrained(out)
+    CLIPProcessor(image_processor=_processor("clip"), tokenizer=tiny_text_tokenizer()).save_pretrained(out)
+    assert (out / "processor_config.json").is_file() and not (out / "preprocessor_config.json").exists()
+    loaded, processor, tokenizer = load_model("CLIPModel", str(out), "--clip-model", "cpu", ("clip",), True)
+    assert processor.crop_size == {"height": 32, "width": 32} and tokenizer("a red cup")["input_ids"][0] == 1
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    batch = dict(pred=[noise(5), noise(6)], ref=[noise(7), noise(8)])
+    assert score("clip_i", MetricOptions(clip_model=str(out)), **batch) == \
+        score("clip_i", MetricOptions(clip_model=str(folder)), **batch)
 
 
 def test_every_metric_documents_its_formula_and_direction():

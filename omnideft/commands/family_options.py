@@ -67,3 +67,8 @@ def model_choices() -> str:
     return (f"a preset ({', '.join(presets)}), a saved model folder ({', '.join(f.title for f in families)})"
             + (f" or a hub id ({', '.join(hub)})" if hub else ""))
 
+
+
+def format_choices() -> str:
+    """The `omnideft export --format`s of each registered family, for help texts."""
+    return "; ".join(f"{f.title}: {' | '.join(f.export_formats)}" for f in all_families())

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safetensors import safe_open
+
 from omnideft.adapters.export import (
     FORMATS,
     adapter_deltas,
@@ -27,14 +29,14 @@ MERGED_WRITER = "omnideft export --format merged"  # recorded in the folder: a r
 
 
 def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = None) -> str:
-    """`omnideft export`: returns a one-line report (files, exactness or the truncation error)."""
+    """`omnideft export`: returns the report: a line with the modules written and their exactness (or the
+    truncation error), then one line per file written naming the programs it is for."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
     check_export_out(Path(out), Path(adapter), base, merged=fmt == "merged")
     meta = read_adapter_meta(adapter)
     family = resolve_family(base, recorded=adapter_family(adapter))
-    if fmt not in family.export_formats:  # the family's declaration, before anything loads
-        raise UserError(f"--format {fmt}: {family.title} exports {', '.join(family.export_formats)} only")
+    clients = family.check_export_format(fmt)  # the family's declaration, before anything loads
     if fmt != "merged":
         check_lora_files(Path(out), lora_files(fmt, family.name))
     comps, save, layout = family.load(base), family.save, family.layout
@@ -49,7 +51,8 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
         folded = ["folded into the transformer", family.merge_adapter_extras(comps, adapter) if extras else ""]
         with atomic_path(out_path, writer=MERGED_WRITER) as tmp:
             save(comps, tmp)
-        return f"merged: {out_path} ({len(deltas)} modules {'; '.join(filter(None, folded))}; {layout})"
+        return (f"merged: {out_path} ({len(deltas)} modules {'; '.join(filter(None, folded))}; {layout})\n"
+                f"{client_lines([out_path], clients)}")
     config = read_adapter_config(adapter)
     rank = rank or config.get("spec", {}).get("rank") or config.get("r") or AdapterSpec.rank
     factors, err = as_lora(deltas, rank)
@@ -58,7 +61,20 @@ def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = N
     how = (f"best rank-{rank} approximation of {dense} full-rank deltas, max relative error {err:.3e}" if dense
            else "exact LoRA form")
     skipped = f"; {extras} is not in this format, use --format merged" if extras else ""
-    return f"{fmt}: {', '.join(str(f) for f in files)} ({len(factors)} modules; {how}){skipped}"
+    # what the file holds (a family's keys may fuse several adapted layers into one module)
+    return f"{fmt}: {file_modules(files[0])} modules ({how}){skipped}\n{client_lines(files, clients)}"
+
+
+def client_lines(files: list[Path], clients) -> str:
+    """One line per file written: the programs it is for (the family's export_formats)."""
+    for_whom = "; ".join(f"{c.name}: {c.call}" for c in clients)
+    return "\n".join(f"  {f}  for {for_whom}" for f in files)
+
+
+def file_modules(weights: Path) -> int:
+    """The modules a written LoRA file holds: its down (A) matrices."""
+    with safe_open(str(weights), "pt") as f:
+        return sum(k.endswith((".lora_A.weight", ".lora_down.weight")) for k in f.keys())
 
 
 def check_export_out(out: Path, adapter: Path, base: str, merged: bool) -> None:

@@ -19,8 +19,11 @@ Declarations (class attributes, cheap: the registry reads them without loading t
   generate_options     settings only this family's generator takes (FamilyOption: the CLI's flags are made
                        from them, help text naming the family)
   pretrain_preset      the preset `omnideft pretrain` builds from random (OmniGen (v1): `small`), or None
-  export_formats       the `omnideft export --format`s it writes (LoRA files need `lora_keys(fmt)`; peft-lora and
-                       merged need nothing of the family but load/save); export refuses another in one line
+  export_formats       {`omnideft export --format`: (ExportClient, ...)}: the formats it writes, each with the
+                       programs that load it as tested (a format no program loads for this family is not offered:
+                       export refuses it in one line naming those that are; `omnideft export` names each file's
+                       clients; docs/export.md's matrix is generated from it). LoRA files in family-named keys need
+                       `lora_keys(fmt)`; peft-lora, diffusers and merged need nothing of the family but load/save
 
 Methods (the heavy work; each imports what it needs when called):
 
@@ -98,6 +101,18 @@ class FamilyOption:
     choices: tuple | None = None
     nargs: int | None = None
     metavar: str | tuple | None = None  # the CLI's name(s) of the value(s), e.g. ("START", "END")
+
+
+@dataclass(frozen=True)
+class ExportClient:
+    """A program that loads one export format of one family, as tested: the row of the client matrix
+    (docs/export.md) and the line `omnideft export` prints for each file it writes."""
+    name: str  # the program: "PEFT", "ComfyUI", "diffusers"
+    call: str  # how it loads the export: "PeftModel.from_pretrained(transformer, folder)"
+    versions: str  # what was tested: pip packages as `name==version` (the pins of requirements/constraints.txt the
+    # tests run with; the conformance suite holds them to it), a program read from source by its repository and commit
+    test: str  # the pytest node id that proves it (tests/...py::test_name[param]); the conformance suite collects it
+    note: str = ""  # what does not work, or is not ours (e.g. a client version whose own loader fails)
 
 
 @dataclass(frozen=True)
@@ -213,7 +228,7 @@ class ModelFamily:
     max_input_images: int | None = None
     unsupported: dict[str, str] = {}
     generate_options: tuple[FamilyOption, ...] = ()
-    export_formats: tuple[str, ...] = ("peft-lora", "diffusers", "comfyui", "kohya", "merged")
+    export_formats: dict[str, tuple[ExportClient, ...]] = {}
     demo_preset: dict | None = None
     pretrain_preset: str | None = None
 
@@ -241,6 +256,14 @@ class ModelFamily:
         key and its value)."""
         if feature in self.unsupported:
             raise UserError(f"{what}: {self.title} {self.unsupported[feature]}")
+
+    def check_export_format(self, fmt: str) -> tuple[ExportClient, ...]:
+        """The clients of `fmt`; one line naming the formats this family offers when it does not offer `fmt`."""
+        if fmt not in self.export_formats:
+            offered = ", ".join(self.export_formats) or "nothing"
+            raise UserError(f"--format {fmt}: {self.title} exports {offered} only (no program loads a {fmt} export "
+                            "of it; docs/export.md)")
+        return self.export_formats[fmt]
 
     def check_adapter(self, folder, base: dict) -> None:
         """One line naming both families when the adapter at `folder` (`base`: its omnideft.json's base record)

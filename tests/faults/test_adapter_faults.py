@@ -70,7 +70,7 @@ def test_generate_refuses_an_adapter_that_does_not_load_whole(adapter, tmp_path,
 
 def test_export_refuses_renamed_keys(adapter, tmp_path):
     folder = _edited(adapter, tmp_path / "bad", _rename_all)
-    proc = run_cli("export", str(folder), "--format", "diffusers", "--out", str(tmp_path / "exported"))
+    proc = run_cli("export", str(folder), "--format", "peft-lora", "--out", str(tmp_path / "exported"))
     assert_one_line_error(proc, "has no place in the model", "renamed_layers")
     assert not (tmp_path / "exported").exists()
 

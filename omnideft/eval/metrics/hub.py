@@ -1,7 +1,9 @@
 """Load a metric's transformers model and its image processor from a hub id or a local folder, once per process.
 
 A local folder must hold `config.json`, the weights (`model.safetensors`, a sharded index or `pytorch_model.bin`)
-and `preprocessor_config.json`; text models also need a tokenizer. Missing pieces, a model of the wrong family, or
+and its image processor's config: `preprocessor_config.json` (an image processor's save_pretrained) or
+`processor_config.json` (a processor's, e.g. CLIPProcessor's, in current transformers); text models also need a
+tokenizer. Missing pieces, a model of the wrong family, or
 a hub id that is not cached while offline are one-line errors naming the flag.
 """
 
@@ -13,13 +15,14 @@ from pathlib import Path
 
 from omnideft.errors import UserError
 
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")  # AutoImageProcessor reads either
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
 def check_folder(path: Path, flag: str, tokenizer: bool = False) -> None:
-    missing = [f for f in ("preprocessor_config.json",) if not (path / f).is_file()]
+    missing = [] if any((path / f).is_file() for f in PROCESSOR_FILES) else [" or ".join(PROCESSOR_FILES)]
     if not any((path / f).is_file() for f in WEIGHT_FILES):
         missing.append("model.safetensors")
     if tokenizer and not any((path / f).is_file() for f in TOKENIZER_FILES):

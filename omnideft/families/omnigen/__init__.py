@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omnideft.families.family import GenerationDefaults, ModelFamily
+from omnideft.families.family import ExportClient, GenerationDefaults, ModelFamily
 
 
 class OmniGen(ModelFamily):
@@ -23,6 +23,18 @@ class OmniGen(ModelFamily):
                    "replay": 0.25}
     unsupported = {
         "mllm_targets": "has no separate MLLM (its adapter already covers the prompt's layers); leave it at none",
+    }
+    # What loads each export, as tested (docs/export.md). No diffusers LoRA loader exists for OmniGen, and neither
+    # ComfyUI nor kohya's sd-scripts has an OmniGen (v1) model: those formats have no consumer here. (The official
+    # OmniGen package's merge_lora takes its own key layout: a format of its own belongs here once it is tested.)
+    export_formats = {
+        "peft-lora": (ExportClient("PEFT", "PeftModel.from_pretrained(OmniGenTransformer2DModel, folder)",
+                                   "peft==0.21.2, diffusers==0.42.1",
+                                   "tests/test_export.py::test_peft_lora_export_loads_in_stock_peft_and_matches"),),
+        "merged": (ExportClient("diffusers", "OmniGenPipeline.from_pretrained(folder)", "diffusers==0.42.1",
+                                "tests/test_export_clients.py::test_omnigen_merged_folder_loads_in_diffusers_pipeline"),
+                   ExportClient("omnideft", "omnideft generate --model folder", "this repository",
+                                "tests/test_families.py::test_export_round_trips_to_the_exact_merged_weights[omnigen]")),
     }
 
     def defaults(self, name: str) -> GenerationDefaults:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omnideft.families.family import FamilyOption, GenerationDefaults, ModelFamily
+from omnideft.families.family import ExportClient, FamilyOption, GenerationDefaults, ModelFamily
 
 V1_ONLY = "does not take it yet (docs/omnigen2.md)"
+OFFICIAL = "VectorSpaceLab/OmniGen2@0f72fa9"  # the official code the facts were read from (tests/clients/)
+COMFYUI = "source read at pollockjj/ComfyUI@618b803 (tracks comfyanonymous/ComfyUI)"
 
 
 class OmniGen2(ModelFamily):
@@ -28,6 +30,40 @@ class OmniGen2(ModelFamily):
         "separate_cfg": V1_ONLY,
         "offload": V1_ONLY,
         "revision": "loads from a local folder or a preset, which have no hub revision",
+    }
+    # What loads each export, as tested (docs/export.md; the clients' rules are recorded from their source in
+    # tests/clients/). ComfyUI uses no key of the peft-lora and diffusers files; the official pipeline's loader applies
+    # nothing of the peft-lora, kohya and comfyui files.
+    export_formats = {
+        "peft-lora": (ExportClient(
+            "PEFT", "PeftModel.from_pretrained(transformer, folder)", "peft==0.21.2",
+            "tests/test_export_clients.py::test_peft_loads_the_omnigen2_export_on_the_published_names",
+            "on omnideft's transformer; the official OmniGen2Transformer2DModel has the same parameter names "
+            "(recorded), not run"),),
+        "diffusers": (ExportClient(
+            "official OmniGen2 pipeline", "OmniGen2Pipeline.load_lora_weights(folder)",
+            f"{OFFICIAL} with diffusers 0.33.1 (scripts/check_official_omnigen2_lora.py); its loader's steps with "
+            "diffusers==0.42.1",
+            "tests/test_export_clients.py::test_official_omnigen2_loader_reads_the_diffusers_export_exactly",
+            "works with diffusers 0.33.x; the official loader crashes on any file with diffusers >= 0.34 (its "
+            "lora_pipeline.py takes _fetch_state_dict's new (state_dict, metadata) tuple for the state dict) - not "
+            "this file"),),
+        "comfyui": (ExportClient(
+            "ComfyUI", "load_lora_for_models (LoraLoaderModelOnly) on load_diffusion_model's OmniGen2", COMFYUI,
+            "tests/test_export_clients.py::test_comfyui_reads_every_key_of_the_omnigen2_export_exactly[comfyui]",
+            "its key rules and LoRA math, read from its source, applied in the test; ComfyUI not run"),),
+        "kohya": (ExportClient(
+            "ComfyUI", "load_lora_for_models (LoraLoaderModelOnly) on load_diffusion_model's OmniGen2", COMFYUI,
+            "tests/test_export_clients.py::test_comfyui_reads_every_key_of_the_omnigen2_export_exactly[kohya]",
+            "kohya's sd-scripts has no OmniGen2 model; ComfyUI reads kohya's lora_unet_ names"),),
+        "merged": (ExportClient(
+            "omnideft", "omnideft generate --model folder", "this repository",
+            "tests/test_families.py::test_export_round_trips_to_the_exact_merged_weights[omnigen2]"),
+            ExportClient(
+            "official OmniGen2 code", "OmniGen2Transformer2DModel.from_pretrained(folder/transformer), each part so",
+            OFFICIAL, "tests/test_export_clients.py::test_omnigen2_merged_folder_has_the_published_parameter_names",
+            "the layout and parameter names the official classes loaded when the reference outputs were recorded "
+            "(scripts/record_omnigen2_reference.py); not run in the tests")),
     }
     generate_options = (
         FamilyOption("scheduler", "scheduler", "euler", "sampler", choices=("euler", "dpmsolver++")),

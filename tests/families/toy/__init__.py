@@ -17,7 +17,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from omnideft.errors import UserError
-from omnideft.families.family import FamilyOption, GenerationDefaults, ModelFamily, TrainingBackend, TrainingSettings
+from omnideft.families.family import (
+    ExportClient,
+    FamilyOption,
+    GenerationDefaults,
+    ModelFamily,
+    TrainingBackend,
+    TrainingSettings,
+)
 from omnideft.families.generator import FamilyGenerator, check_sides
 from tests.families.toy.model import SIZE, VOCABULARY, ToyTransformer, rectified_flow_loss, sample, word_ids
 
@@ -59,7 +66,12 @@ class Toy(ModelFamily):
         "separate_cfg": "runs its guidance branches as one batch",
         "offload": "is small enough to stay on one device",
     }
-    export_formats = ("peft-lora", "merged")  # no published LoRA key layout to follow
+    export_formats = {  # no published LoRA key layout to follow
+        "peft-lora": (ExportClient("PEFT", "PeftModel.from_pretrained(transformer, folder)", "peft==0.21.2",
+                                   "tests/test_families.py::test_export_round_trips_to_the_exact_merged_weights[toy]"),),
+        "merged": (ExportClient("omnideft", "Toy.load(folder)", "this repository",
+                                "tests/test_families.py::test_export_round_trips_to_the_exact_merged_weights[toy]"),),
+    }
     generate_options = (FamilyOption("shift", "toy-shift", 1.0, "timestep shift of the Euler schedule", type=float),)
 
     def defaults(self, name: str) -> GenerationDefaults:
