@@ -1,10 +1,11 @@
-"""omnideft export ADAPTER --format F --out DIR: an adapter as a plain LoRA (PEFT / diffusers / ComfyUI / kohya keys)
-or merged into its base."""
+"""omnideft export ADAPTER --format F --out DIR: an adapter as a plain LoRA (PEFT / diffusers / ComfyUI / kohya keys,
+or a family's own format) or merged into its base."""
 
 from __future__ import annotations
 
 from omnideft.commands.args import COUNT
 from omnideft.commands.family_options import model_choices
+from omnideft.families.registry import all_export_formats
 
 
 def add_parser(sub):
@@ -13,7 +14,8 @@ def add_parser(sub):
                                    "PaRa, LoRA) as they are; a dense delta (e.g. SODA) merged or as its best rank-r "
                                    "LoRA (the error is reported).")
     x.add_argument("adapter", help="adapter folder")
-    x.add_argument("--format", required=True, help="peft-lora | diffusers | comfyui | kohya | merged")
+    x.add_argument("--format", required=True, help=f"{' | '.join(all_export_formats())} (which a base takes: "
+                   "docs/adapters.md)")
     x.add_argument("--base", help=f"base model: {model_choices()} (default: the adapter's base; the family is the "
                    "adapter's)")
     x.add_argument("--out", required=True, help="output folder (merged: a diffusers pipeline folder)")

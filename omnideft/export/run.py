@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from omnideft.adapters.export import (
-    FORMATS,
     adapter_deltas,
     as_lora,
     export_lora,
@@ -20,7 +19,7 @@ from omnideft.adapters.export import (
 from omnideft.adapters.folder import adapter_family, load_adapter, read_adapter_config, read_adapter_meta
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
-from omnideft.families.registry import resolve_family
+from omnideft.families.registry import all_export_formats, resolve_family
 from omnideft.files import atomic_path, check_output_folder
 
 MERGED_WRITER = "omnideft export --format merged"  # recorded in the folder: a rerun may replace its own output
@@ -28,15 +27,15 @@ MERGED_WRITER = "omnideft export --format merged"  # recorded in the folder: a r
 
 def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = None) -> str:
     """`omnideft export`: returns a one-line report (files, exactness or the truncation error)."""
-    if fmt not in FORMATS:
-        raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
+    if fmt not in all_export_formats():
+        raise UserError(f"--format {fmt!r} is not one of {list(all_export_formats())}")
     check_export_out(Path(out), Path(adapter), base, merged=fmt == "merged")
     meta = read_adapter_meta(adapter)
     family = resolve_family(base, recorded=adapter_family(adapter))
     if fmt not in family.export_formats:  # the family's declaration, before anything loads
         raise UserError(f"--format {fmt}: {family.title} exports {', '.join(family.export_formats)} only")
     if fmt != "merged":
-        check_lora_files(Path(out), lora_files(fmt, family.name))
+        check_lora_files(Path(out), lora_files(fmt, family))
     comps, save, layout = family.load(base), family.save, family.layout
     model = load_adapter(comps.transformer, adapter, family=family)
     deltas = adapter_deltas(model)

@@ -21,6 +21,9 @@ class OmniGen(ModelFamily):
     pretrain_preset = "small"
     demo_preset = {"demo": "study", "steps": 200, "samples": 256, "queries": 16, "retention_queries": 4,
                    "replay": 0.25}
+    # `omnigen`: the official OmniGen package's `OmniGenPipeline.merge_lora` (PEFT 0.9) reads it, original module names
+    export_formats = ("peft-lora", "diffusers", "comfyui", "kohya", "omnigen", "merged")
+    peft_layout_formats = ("omnigen",)
     unsupported = {
         "mllm_targets": "has no separate MLLM (its adapter already covers the prompt's layers); leave it at none",
     }

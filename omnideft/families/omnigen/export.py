@@ -1,5 +1,6 @@
-"""OmniGen (v1)'s LoRA key rules for export (family.lora_keys): ComfyUI and kohya read the original OmniGen
-checkpoint's module names (model/convert.py's KEY_MAP), where q/k/v are one fused qkv_proj."""
+"""OmniGen (v1)'s LoRA key rules for export (family.lora_keys): ComfyUI, kohya and the official OmniGen package
+(`--format omnigen`, PEFT's layout) read the original OmniGen checkpoint's module names (model/convert.py's KEY_MAP),
+where q/k/v are one fused qkv_proj."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from torch import nn
 
 
 def lora_keys(fmt: str, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], transformer: nn.Module) -> dict:
-    """ComfyUI: `diffusion_model.<original path>`; kohya: the original path (export adds `lora_unet_`)."""
+    """ComfyUI: `diffusion_model.<original path>`; kohya and omnigen: the original path (export adds kohya's
+    `lora_unet_`, omnigen's PEFT `base_model.model.`)."""
     fused = fused_original(factors, transformer)
     return {f"diffusion_model.{n}": f for n, f in fused.items()} if fmt == "comfyui" else fused
 
