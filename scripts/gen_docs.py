@@ -85,8 +85,7 @@ def memory_plans_md() -> str:
 
 def export_matrix_md() -> str:
     """The client matrix of docs/export.md, from each family's `export_formats` declaration."""
-    from omnideft.adapters.export import FORMATS
-    from omnideft.families.registry import all_families
+    from omnideft.families.registry import all_export_formats, all_families
 
     out = []
     for family in all_families():
@@ -96,7 +95,7 @@ def export_matrix_md() -> str:
             for client in clients:
                 out.append(f"| `{fmt}` | {client.name} | `{client.call}` | {client.versions} | `{client.test}` | "
                            f"{client.note} |")
-        absent = [f for f in FORMATS if f not in family.export_formats]
+        absent = [f for f in all_export_formats() if f not in family.export_formats]
         if absent:
             out += ["", f"Not offered (no program loads them for {family.title}; export refuses them in one line): "
                     + ", ".join(f"`{f}`" for f in absent) + "."]

@@ -20,10 +20,10 @@ from safetensors.torch import load_file
 
 from omnideft.adapters import AdapterSpec, apply_adapter, load_adapter, save_adapter
 from omnideft.adapters.compose import merge_adapters
-from omnideft.adapters.export import FORMATS
+from omnideft.adapters.export import LORA_FORMATS
 from omnideft.adapters.registry import METHODS
 from omnideft.errors import UserError
-from omnideft.families.registry import family_names, family_of_folder, get_family, resolve_family
+from omnideft.families.registry import all_export_formats, family_names, family_of_folder, get_family, resolve_family
 from omnideft.shapes.shards import write_task_shards
 from tests.helpers import REPO, assert_one_line_error, run_cli_here
 
@@ -216,7 +216,7 @@ def test_export_round_trips_to_the_exact_merged_weights(family, run, tmp_path):
                 name = key.removeprefix(prefix).removesuffix(".lora_A.weight") + ".weight"
                 got[name] = got[name] + tensors[key.replace("lora_A", "lora_B")] @ tensors[key]
             assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want), fmt
-    for fmt in set(FORMATS) - set(family.export_formats):  # refused from the declaration, nothing written
+    for fmt in set(all_export_formats()) - set(family.export_formats):  # refused from the declaration, nothing written
         proc = run_cli_here("export", str(adapter), "--format", fmt, "--base", base, "--out", str(tmp_path / fmt))
         assert_one_line_error(proc, f"--format {fmt}: {family.title} exports")
         assert not (tmp_path / fmt).exists()
@@ -225,18 +225,22 @@ def test_export_round_trips_to_the_exact_merged_weights(family, run, tmp_path):
 def test_every_offered_format_names_a_client_and_the_test_that_proves_it():
     """The client matrix (docs/export.md) is the families' declarations: every offered format of every registered
     family names at least one program with the test that loads the export its way, and that test exists. The pip
-    versions it names are the ones the tests run with (requirements/constraints.txt)."""
-    pins = dict(line.split("==") for line in (REPO / "requirements" / "constraints.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    versions it names are the ones the tests run with (requirements/constraints.txt, or a client's own environment
+    script, scripts/*_client_env.sh)."""
+    pins = {(name, version) for name, version in (line.split("==") for line in (REPO / "requirements" /
+            "constraints.txt").read_text().splitlines() if "==" in line and not line.startswith("#"))}
+    for script in (REPO / "scripts").glob("*_client_env.sh"):  # a client's own environment pins its own versions
+        pins |= set(re.findall(r"\b([A-Za-z0-9_.-]+)==([0-9][^\s)\"']*)", script.read_text()))
     tests = set()
     for family in map(get_family, FAMILIES):
         assert family.export_formats, family.name
         for fmt, clients in family.export_formats.items():
-            assert fmt in FORMATS and clients, (family.name, fmt)
+            writable = fmt in (*LORA_FORMATS, "merged", *family.peft_layout_formats)  # the shared writer knows it
+            assert writable and clients, (family.name, fmt)
             for client in clients:
                 assert client.name and client.call and client.versions and client.test.startswith("tests/"), client
                 for package, pinned in re.findall(r"([A-Za-z0-9_.-]+)==([^\s,;)]+)", client.versions):
-                    assert pins.get(package) == pinned, (family.name, fmt, package, pinned, pins.get(package))
+                    assert (package, pinned) in pins, (family.name, fmt, package, pinned)
                 tests.add(client.test)
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
                            *sorted(tests)], cwd=REPO, capture_output=True, text=True, timeout=600,

@@ -6,8 +6,9 @@ A = s R - right^T W), or a dense delta W' - W (e.g. SODA), exported merged or as
 (truncated SVD) with the relative Frobenius error reported. An adapted layer that no method owns, or that its method
 cannot express, stops the export naming the layer and the method.
 From these: `export_lora` writes PEFT / diffusers / ComfyUI / kohya files (ComfyUI and kohya name the modules the
-model family's way: family.lora_keys), `merge_deltas` folds weighted deltas of several adapters into the base (exact
-composition, zero inference overhead).
+model family's way: family.lora_keys) and a family's own PEFT-layout formats (`family.peft_layout_formats`: PEFT's
+folder keyed by the family's module names, for a tool that loads its original model class with PeftModel),
+`merge_deltas` folds weighted deltas of several adapters into the base (exact composition, zero inference overhead).
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from omnideft.adapters.portable_peft import write_lora_config
 from omnideft.adapters.registry import all_methods
 from omnideft.errors import UserError
 from omnideft.files import atomic_path
 
 EXPORT_FORMAT = "omnideft.export/1"  # in every exported LoRA file's metadata
 
-LORA_FORMATS = ("peft-lora", "diffusers", "comfyui", "kohya")
-FORMATS = (*LORA_FORMATS, "merged")
+LORA_FORMATS = ("peft-lora", "diffusers", "comfyui", "kohya")  # a family's own PEFT-layout formats come on top
 
 
 def adapter_deltas(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor] | torch.Tensor]:
@@ -87,32 +88,25 @@ def merge_deltas(transformer: nn.Module, weighted: list[tuple[float, dict]]) -> 
 
 def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str, out: str | Path,
                 transformer: nn.Module, metadata: dict[str, str], *, family) -> list[Path]:
-    """Write LoRA factors (scale 1: alpha = rank) in one of LORA_FORMATS; returns the files written. `family`: the
-    base's ModelFamily (its `name` names the file, its `lora_keys` the modules of the ComfyUI and kohya formats)."""
+    """Write LoRA factors (scale 1: alpha = rank) in one of LORA_FORMATS or of `family.peft_layout_formats`; returns
+    the files written. `family`: the base's ModelFamily (its `name` names the file, its `lora_keys` the modules of
+    the ComfyUI, kohya and its PEFT-layout formats)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {k: str(v) for k, v in metadata.items()}
-    if fmt == "peft-lora":
-        from peft import LoraConfig
-
-        ranks = {n: b.shape[1] for n, (b, _) in factors.items()}
-        r = max(ranks.values())
-        config = LoraConfig(r=r, lora_alpha=r, target_modules=sorted(factors),
-                            rank_pattern={n: k for n, k in ranks.items() if k != r},
-                            alpha_pattern={n: k for n, k in ranks.items() if k != r},
-                            base_model_name_or_path=metadata.get("base"))
-        tensors = _lora_tensors(factors, "base_model.model.")
-        path = out / lora_files(fmt, "")[0]
-        _save(tensors, path, meta)
-        config.save_pretrained(str(out))
-        return [path, out / "adapter_config.json"]
+    if fmt not in LORA_FORMATS and fmt not in family.peft_layout_formats:
+        raise UserError(f"--format {fmt!r}: {family.title} has no LoRA file layout of that name")
+    out.mkdir(parents=True, exist_ok=True)
+    if is_peft_layout(fmt, family):  # peft-lora: the diffusers module names; a family's format: its own names
+        keyed = factors if fmt == "peft-lora" else family.lora_keys(fmt, factors, transformer)
+        weights, config = (out / name for name in lora_files(fmt, family))
+        _save(_lora_tensors(keyed, "base_model.model."), weights, meta)
+        write_lora_config(config, {n: b.shape[1] for n, (b, _) in keyed.items()}, metadata.get("base"))
+        return [weights, config]
     if fmt == "diffusers":
         tensors = _lora_tensors(factors, "transformer.")
-        path = out / lora_files(fmt, "")[0]
+        path = out / lora_files(fmt, family)[0]
         _save(tensors, path, meta)
         return [path]
-    if fmt not in LORA_FORMATS:
-        raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
     tensors = {}
     for key, (b, a) in family.lora_keys(fmt, factors, transformer).items():
         rank = torch.tensor(float(b.shape[1]))
@@ -121,19 +115,23 @@ def export_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], fmt: str,
         else:  # kohya
             key = "lora_unet_" + key.replace(".", "_")
             tensors.update({f"{key}.lora_down.weight": a, f"{key}.lora_up.weight": b, f"{key}.alpha": rank})
-    path = out / lora_files(fmt, family.name)[0]
+    path = out / lora_files(fmt, family)[0]
     _save(tensors, path, meta)
     return [path]
 
 
-def lora_files(fmt: str, family: str) -> list[str]:
-    """The files export_lora writes into its folder for `fmt` on a base of `family`: the weights first (peft-lora:
-    then its config)."""
-    if fmt == "peft-lora":
+def is_peft_layout(fmt: str, family) -> bool:
+    return fmt == "peft-lora" or fmt in family.peft_layout_formats
+
+
+def lora_files(fmt: str, family) -> list[str]:
+    """The files export_lora writes into its folder for `fmt` on a base of `family`: the weights first (PEFT
+    layouts: then their config)."""
+    if is_peft_layout(fmt, family):
         return ["adapter_model.safetensors", "adapter_config.json"]
     if fmt == "diffusers":
         return ["pytorch_lora_weights.safetensors"]
-    return [f"{family}_lora_{fmt}.safetensors"]
+    return [f"{family.name}_lora_{fmt}.safetensors"]
 
 
 def is_export(path: Path) -> bool:

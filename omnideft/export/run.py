@@ -9,7 +9,6 @@ from pathlib import Path
 from safetensors import safe_open
 
 from omnideft.adapters.export import (
-    FORMATS,
     adapter_deltas,
     as_lora,
     export_lora,
@@ -22,7 +21,7 @@ from omnideft.adapters.export import (
 from omnideft.adapters.folder import adapter_family, load_adapter, read_adapter_config, read_adapter_meta
 from omnideft.adapters.spec import AdapterSpec
 from omnideft.errors import UserError
-from omnideft.families.registry import resolve_family
+from omnideft.families.registry import all_export_formats, resolve_family
 from omnideft.files import atomic_path, check_output_folder
 
 MERGED_WRITER = "omnideft export --format merged"  # recorded in the folder: a rerun may replace its own output
@@ -31,14 +30,14 @@ MERGED_WRITER = "omnideft export --format merged"  # recorded in the folder: a r
 def run_export(adapter: str, fmt: str, base: str, out: str, rank: int | None = None) -> str:
     """`omnideft export`: returns the report: a line with the modules written and their exactness (or the
     truncation error), then one line per file written naming the programs it is for."""
-    if fmt not in FORMATS:
-        raise UserError(f"--format {fmt!r} is not one of {list(FORMATS)}")
+    if fmt not in all_export_formats():
+        raise UserError(f"--format {fmt!r} is not one of {list(all_export_formats())}")
     check_export_out(Path(out), Path(adapter), base, merged=fmt == "merged")
     meta = read_adapter_meta(adapter)
     family = resolve_family(base, recorded=adapter_family(adapter))
     clients = family.check_export_format(fmt)  # the family's declaration, before anything loads
     if fmt != "merged":
-        check_lora_files(Path(out), lora_files(fmt, family.name))
+        check_lora_files(Path(out), lora_files(fmt, family))
     comps, save, layout = family.load(base), family.save, family.layout
     model = load_adapter(comps.transformer, adapter, family=family)
     deltas = adapter_deltas(model)

@@ -24,6 +24,10 @@ Declarations (class attributes, cheap: the registry reads them without loading t
                        export refuses it in one line naming those that are; `omnideft export` names each file's
                        clients; docs/export.md's matrix is generated from it). LoRA files in family-named keys need
                        `lora_keys(fmt)`; peft-lora, diffusers and merged need nothing of the family but load/save
+  peft_layout_formats  those of its export_formats written in PEFT's folder layout keyed by `lora_keys(fmt)` (its
+                       original code's module names) with a config every PEFT since 0.9 reads: what a tool loading
+                       the family's original model class with `PeftModel.from_pretrained` reads (OmniGen (v1):
+                       `omnigen`, the official package's `merge_lora`)
 
 Methods (the heavy work; each imports what it needs when called):
 
@@ -46,7 +50,8 @@ Methods (the heavy work; each imports what it needs when called):
   generator(c, **kw)   a Generator (the one shared surface below) on loaded components
   owns_components(c)   whether loaded components are this family's (validation renders on the trainer's model)
   lora_keys(fmt, factors, transformer)
-                       the LoRA factors {module: (B, A)} keyed as ComfyUI / kohya files name this family's modules
+                       the LoRA factors {module: (B, A)} keyed as ComfyUI / kohya files (and its PEFT-layout
+                       formats) name this family's modules
                        (families/<name>/export.py; adapters/export.py adds each format's suffixes)
   adapter_extras(folder)   what an adapter holds beyond the transformer's layers ("the MLLM part (...)"), or None
   merge_adapter_extras(components, folder)
@@ -229,6 +234,7 @@ class ModelFamily:
     unsupported: dict[str, str] = {}
     generate_options: tuple[FamilyOption, ...] = ()
     export_formats: dict[str, tuple[ExportClient, ...]] = {}
+    peft_layout_formats: tuple[str, ...] = ()
     demo_preset: dict | None = None
     pretrain_preset: str | None = None
 

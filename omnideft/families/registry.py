@@ -51,6 +51,11 @@ def all_families():
     return [get_family(name) for name in FAMILIES]
 
 
+def all_export_formats() -> tuple[str, ...]:
+    """Every `omnideft export --format` some family writes (each family's `export_formats`, in registry order)."""
+    return tuple(dict.fromkeys(fmt for family in all_families() for fmt in family.export_formats))
+
+
 def default_family():
     return next(f for f in all_families() if f.default)
 

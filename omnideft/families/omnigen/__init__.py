@@ -21,16 +21,23 @@ class OmniGen(ModelFamily):
     pretrain_preset = "small"
     demo_preset = {"demo": "study", "steps": 200, "samples": 256, "queries": 16, "retention_queries": 4,
                    "replay": 0.25}
+    # `omnigen`: PEFT's layout in the original module names, which the official package's merge_lora (PEFT 0.9) reads
+    peft_layout_formats = ("omnigen",)
     unsupported = {
         "mllm_targets": "has no separate MLLM (its adapter already covers the prompt's layers); leave it at none",
     }
     # What loads each export, as tested (docs/export.md). No diffusers LoRA loader exists for OmniGen, and neither
-    # ComfyUI nor kohya's sd-scripts has an OmniGen (v1) model: those formats have no consumer here. (The official
-    # OmniGen package's merge_lora takes its own key layout: a format of its own belongs here once it is tested.)
+    # ComfyUI nor kohya's sd-scripts has an OmniGen (v1) model: those formats have no consumer here. The official
+    # OmniGen package's merge_lora takes the original module names: the `omnigen` format.
     export_formats = {
         "peft-lora": (ExportClient("PEFT", "PeftModel.from_pretrained(OmniGenTransformer2DModel, folder)",
                                    "peft==0.21.2, diffusers==0.42.1",
                                    "tests/test_export.py::test_peft_lora_export_loads_in_stock_peft_and_matches"),),
+        "omnigen": (ExportClient("the official OmniGen package", "OmniGenPipeline.merge_lora(folder)",
+                                 "omnigen==1.0.3, peft==0.9.0, transformers==4.45.2, diffusers==0.30.3 (CPU torch: "
+                                 "scripts/omnigen_client_env.sh)",
+                                 "tests/clients/test_omnigen_package.py::"
+                                 "test_the_official_package_merges_the_omnigen_export_exactly"),),
         "merged": (ExportClient("diffusers", "OmniGenPipeline.from_pretrained(folder)", "diffusers==0.42.1",
                                 "tests/test_export_clients.py::test_omnigen_merged_folder_loads_in_diffusers_pipeline"),
                    ExportClient("omnideft", "omnideft generate --model folder", "this repository",

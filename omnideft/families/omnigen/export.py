@@ -1,5 +1,6 @@
-"""OmniGen (v1)'s LoRA key rules for export (family.lora_keys): ComfyUI and kohya read the original OmniGen
-checkpoint's module names (model/convert.py's KEY_MAP), where q/k/v are one fused qkv_proj."""
+"""OmniGen (v1)'s LoRA key rules for export (family.lora_keys): the official OmniGen package (`--format omnigen`,
+PEFT's layout) reads the original OmniGen checkpoint's module names (model/convert.py's KEY_MAP), where q/k/v are
+one fused qkv_proj. (ComfyUI and kohya have no OmniGen (v1) model: the family offers no file for them.)"""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from torch import nn
 
 
 def lora_keys(fmt: str, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], transformer: nn.Module) -> dict:
-    """ComfyUI: `diffusion_model.<original path>`; kohya: the original path (export adds `lora_unet_`)."""
-    fused = fused_original(factors, transformer)
-    return {f"diffusion_model.{n}": f for n, f in fused.items()} if fmt == "comfyui" else fused
+    """`omnigen`: the original path (export adds PEFT's `base_model.model.`); the only format keyed by the family."""
+    return fused_original(factors, transformer)
 
 
 def fused_original(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], transformer: nn.Module) -> dict:
