@@ -50,7 +50,7 @@ def test_lora_formats_without_a_client_are_refused_and_original_names_fuse_qkv_e
     model, folder = _saved(tmp_path, "a", method="deft", projector="qr")
     for fmt in ("diffusers", "comfyui", "kohya"):
         proc = run_cli_here("export", str(folder), "--format", fmt, "--base", "tiny", "--out", str(tmp_path / fmt))
-        assert_one_line_error(proc, f"--format {fmt}: OmniGen (v1) exports peft-lora, merged")
+        assert_one_line_error(proc, f"--format {fmt}: OmniGen (v1) exports peft-lora, omnigen, merged only")
         assert not (tmp_path / fmt).exists()
     deltas = adapter_deltas(model)
     fused = fused_original(deltas, model.get_base_model())

@@ -267,8 +267,8 @@ class ModelFamily:
         """The clients of `fmt`; one line naming the formats this family offers when it does not offer `fmt`."""
         if fmt not in self.export_formats:
             offered = ", ".join(self.export_formats) or "nothing"
-            raise UserError(f"--format {fmt}: {self.title} exports {offered} only (no program loads a {fmt} export "
-                            "of it; docs/export.md)")
+            raise UserError(f"--format {fmt}: {self.title} exports {offered} only (no program loads its {fmt} export; "
+                            "docs/export.md)")
         return self.export_formats[fmt]
 
     def check_adapter(self, folder, base: dict) -> None:
