@@ -57,11 +57,18 @@ def _train_args(family, shards, out, *extra) -> list[str]:
             "train.lr=1e-2", "train.max_steps=2", "train.checkpoint_every=1", f"output.dir={out}", *extra]
 
 
+def _gauge_args(metric_models) -> list[str]:
+    """The forgetting gauge at every step: the shipped generic probes, the tiny DINOv2."""
+    return ["validation.every=1", "validation.steps=2", "retention.enabled=true",
+            f"retention.dinov2_model={metric_models['dinov2']}"]
+
+
 @pytest.fixture(scope="module")
-def run(family, shards, tmp_path_factory):
-    """A 2-step LoRA run of the family's tiny through `omnideft train` (its base saved beside the adapter)."""
+def run(family, shards, metric_models, tmp_path_factory):
+    """A 2-step LoRA run of the family's tiny through `omnideft train` (its base saved beside the adapter), with the
+    forgetting gauge at both steps."""
     out = tmp_path_factory.mktemp(f"run_{family.name}")
-    proc = run_cli_here(*_train_args(family, shards, out))
+    proc = run_cli_here(*_train_args(family, shards, out, *_gauge_args(metric_models)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -165,13 +172,18 @@ def test_an_adapter_of_another_family_is_refused_in_one_line(family, tmp_path):
             assert generator.adapters == []
 
 
-def test_train_stop_resume_is_bit_identical(family, shards, run, tmp_path):
+def test_train_stop_resume_is_bit_identical(family, shards, run, metric_models, tmp_path):
+    """With the forgetting gauge on: the resumed run reads the base's answers back instead of rendering them, and
+    logs the drift the uninterrupted run logged."""
     meta = json.loads((run / "adapter" / "omnideft.json").read_text())
     assert meta["step"] == 2 and meta["base"]["family"] == family.name
     assert family_of_folder(run / "base") is family
-    cut = run_cli_here(*_train_args(family, shards, tmp_path, "train.max_steps=1"))
+    gauge = _gauge_args(metric_models)
+    cut = run_cli_here(*_train_args(family, shards, tmp_path, "train.max_steps=1", *gauge))
     assert cut.returncode == 0, cut.stderr[-3000:]
-    resumed = run_cli_here(*_train_args(family, shards, tmp_path), "--resume", "latest")
+    answers = tmp_path / "retention" / "base" / "answers.json"
+    written = answers.stat().st_mtime_ns
+    resumed = run_cli_here(*_train_args(family, shards, tmp_path, *gauge), "--resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "(step 1)" in resumed.stderr
     a, b, cut_at = (load_file(r / "adapter_model.safetensors")
@@ -180,6 +192,12 @@ def test_train_stop_resume_is_bit_identical(family, shards, run, tmp_path):
     assert not all(torch.equal(a[k], cut_at[k]) for k in a)  # the step after the resume changed the adapter
     losses = [[json.loads(x)["loss"] for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (run, tmp_path)]
     assert losses[0] == losses[1]
+    assert answers.stat().st_mtime_ns == written  # kept, not rendered again
+    drifts = [[json.loads(x)["retention/drift"] for x in (r / "metrics.jsonl").read_text().splitlines()]
+              for r in (run, tmp_path)]
+    assert drifts[0] == drifts[1] and len(drifts[0]) == 2  # the gauge at every validation, the same numbers
+    report = json.loads((tmp_path / "retention.json").read_text())
+    assert [v["step"] for v in report["validations"]] == [1, 2]
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -249,6 +267,28 @@ def test_every_offered_format_names_a_client_and_the_test_that_proves_it():
     collected = proc.stdout.splitlines()
     for test in tests:  # a node id without [params] collects all of its cases
         assert any(line == test or line.startswith(test + "[") for line in collected), test
+
+
+def test_the_gauge_sees_no_drift_from_an_adapter_that_changes_nothing(family, metric_models, tmp_path):
+    """The forgetting gauge through the family interface alone: the base answers its probes, then the same base under
+    a fresh LoRA (B = 0: the base's function) answers them with the same seeds: the same pixels, drift 0."""
+    from omnideft.eval.retention import RetentionGauge
+    from omnideft.train.recipe import load_recipe
+
+    recipe = load_recipe(None, ["model.name=tiny", f"model.family={family.name}", "data.max_image_size=32",
+                                "validation.steps=2", "retention.enabled=true", "retention.seeds=[0, 1]",
+                                f"retention.dinov2_model={metric_models['dinov2']}"])
+    gauge = RetentionGauge(recipe)
+    components = family.load("tiny")
+    gauge.prepare(components, "cpu", tmp_path, resuming=False)
+    gauge.begin(tmp_path, 0)
+    spec = AdapterSpec(method="lora", rank=2, targets=family.target_modules(components.transformer, "attn"))
+    model = apply_adapter(components.transformer, spec)
+    record = gauge.measure(model, components, 0, tmp_path)
+    assert record["drift"] == pytest.approx(0.0, abs=1e-6)
+    assert all(p["drift"] == pytest.approx(0.0, abs=1e-6) for p in gauge.history[0]["pairs"])
+    assert len(gauge.history[0]["pairs"]) == 2 * len(gauge.probes)
+    assert Image.open(tmp_path / "retention" / "step-0000000.png").size[0] > 0
 
 
 # -- generation -------------------------------------------------------------------------------------------------------

@@ -131,7 +131,9 @@ def _launch_config_with_free_port(tmp_path):
     return path
 
 
-def test_launch_config_relaunches_two_ddp_processes_with_validation(shards, tmp_path):
+def test_launch_config_relaunches_two_ddp_processes_with_validation(shards, metric_models, tmp_path):
+    """Two DDP processes with validation renders and the forgetting gauge (its limit met: every rank gathers the
+    adapter it keeps)."""
     import yaml
     from PIL import Image
 
@@ -145,6 +147,8 @@ def test_launch_config_relaunches_two_ddp_processes_with_validation(shards, tmp_
         "validation": {"every": 2, "steps": 2, "prompts": [
             {"prompt": "a red circle"},
             {"prompt": "like this <img><|image_1|></img>", "images": [str(cond)], "height": 32, "width": 48}]},
+        "retention": {"enabled": True, "probes": "generic", "seeds": [0], "max_drift": 1.0,
+                      "dinov2_model": str(metric_models["dinov2"])},
         "launch": {"config": str(_launch_config_with_free_port(tmp_path))},
         "output": {"dir": str(tmp_path / "run")},
     }
@@ -158,6 +162,10 @@ def test_launch_config_relaunches_two_ddp_processes_with_validation(shards, tmp_
     for step in (2, 4):
         assert Image.open(tmp_path / "run" / "validation" / f"step-{step:07d}" / "01.png").size == (48, 32)
         assert (tmp_path / "run" / "validation" / f"step-{step:07d}.png").is_file()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "retention/drift" in r] == [2, 4]
+    kept = json.loads((tmp_path / "run" / "retention" / "within-limit" / "omnideft.json").read_text())
+    assert kept["step"] == 4
 
 
 def test_validation_prompt_errors_fail_before_training(shards, tmp_path):

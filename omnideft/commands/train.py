@@ -51,10 +51,15 @@ def run(args) -> int:
     from omnideft.train.signals import TrainingStopped
 
     validate = ValidationRenderer(recipe.validation, recipe.data.max_image_size)
+    gauge = None
+    if recipe.retention.enabled:  # its probes and DINOv2 are checked here, before the run folder is touched
+        from omnideft.eval.retention import RetentionGauge
+
+        gauge = RetentionGauge(recipe)
     faults = Faults.parse(os.environ.get("OMNIDEFT_FAULT", ""))  # test hooks; the kill/resume tests set it
     try:
         adapter = train(recipe, progress=not args.no_progress, validate=validate if validate.items else None,
-                        resume=args.resume, faults=faults, overwrite=args.overwrite)
+                        resume=args.resume, faults=faults, overwrite=args.overwrite, gauge=gauge)
     except TrainingStopped as exc:
         if not report_stop(exc):  # under omnideft's own launcher, the launcher prints one line for every rank
             print(f"omnideft: {exc}", file=sys.stderr)

@@ -92,6 +92,9 @@ class GenerationDefaults:
     # the text of the guidance's unconditional row when none is given (the studio's negative-prompt box starts from
     # it); None: the family has no default negative prompt (its generator runs the empty one)
     negative_prompt: str | None = None
+    # the forgetting gauge's probes when the recipe names none (retention.probes): "shapes" for a base that was
+    # pretrained on the shape world (it knows family A, with answers to score), else "generic"
+    probes: str = "generic"
 
 
 @dataclass(frozen=True)

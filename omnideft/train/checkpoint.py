@@ -43,9 +43,9 @@ from omnideft.train.engine import gathered, load_deepspeed_state, load_deepspeed
 from omnideft.train.faults import NO_FAULTS, Faults
 
 STEP_DIR = re.compile(r"^step-(\d{7})$")
-# Recipe keys a resumed run may change: how long, how often, where to log, how to launch.
+# Recipe keys a resumed run may change: how long, how often, what to measure, where to log, how to launch.
 RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
-                     "validation.", "output.", "launch.config")
+                     "validation.", "retention.", "output.", "launch.config")
 
 
 def complete_checkpoints(root: Path) -> list[Path]:

@@ -1,11 +1,12 @@
 """The training loop: recipe -> adapter folder; one process, DDP or DeepSpeed ZeRO-1/2/3. `train` reads top to
 bottom: setup (train/setup.py), then per step a batch, one optimizer step (train/step.py) and what follows it
-(log, validate, checkpoint), then the final adapter and summary."""
+(the forgetting gauge, log, validate, checkpoint), then the final adapter and summary."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -16,25 +17,27 @@ from accelerate.utils import gather_object
 from omnideft.adapters.folder import first_non_finite
 from omnideft.data.loader import drawn_per_source
 from omnideft.errors import UserError
-from omnideft.files import write_text_atomic
+from omnideft.files import atomic_path, write_text_atomic
 from omnideft.train.checkpoint import adapter_state, save_adapter_folder, save_checkpoint
 from omnideft.train.faults import NO_FAULTS, Faults
 from omnideft.train.recipe import Recipe
+from omnideft.train.retention import measure_retention
 from omnideft.train.setup import TrainingRun, setup
 from omnideft.train.signals import OTHER_RANK, StopRequests, TrainingStopped
 from omnideft.train.step import StepRecord, train_step
 
 
 def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | None = None,
-          faults: Faults = NO_FAULTS, overwrite: bool = False) -> Path:
+          faults: Faults = NO_FAULTS, overwrite: bool = False, gauge=None) -> Path:
     """Train the recipe's adapter; returns the adapter folder. `resume` is None, "latest" or a checkpoint folder;
     `overwrite` lets a fresh run replace a finished or resumable one in output.dir.
-    `validate(model, components, step, out_dir, write)` renders fixed prompts (see generate/validation); `faults`
-    are the tests' fault hooks (train/faults.py)."""
-    run = setup(recipe, resume, progress, overwrite)
+    `validate(model, components, step, out_dir, write)` renders fixed prompts (see generate/validation); `gauge` is
+    the forgetting gauge of retention.enabled (eval/retention/gauge.py; train/retention.py drives it); `faults` are
+    the tests' fault hooks (train/faults.py)."""
+    run = setup(recipe, resume, progress, overwrite, gauge)
     try:
         with StopRequests() as stop:
-            while run.step < recipe.train.max_steps:
+            while run.step < recipe.train.max_steps and run.drift_stop is None:
                 t0 = time.perf_counter()
                 batch, reader_state = next(run.batches)
                 run.live.took(reader_state)
@@ -51,7 +54,8 @@ def train(recipe: Recipe, progress: bool = True, validate=None, resume: str | No
 
 
 def after_step(run: TrainingRun, record: StepRecord, validate, stop: StopRequests, faults: Faults) -> None:
-    """Log the step, render validation prompts when due, checkpoint when due or when a rank asked to stop."""
+    """Measure forgetting when due, log the step, render validation prompts when due, checkpoint when due or when a
+    rank asked to stop; a drift over retention.max_drift ends the run here (no checkpoint of the state over it)."""
     cfg, step, main = run.recipe.train, record.step, run.accelerator.is_main_process
     for task, loss in zip(record.tasks, record.sample_losses):
         run.task_loss[task][0] += loss
@@ -62,11 +66,15 @@ def after_step(run: TrainingRun, record: StepRecord, validate, stop: StopRequest
         run.task_loss.clear()
         if main and run.bar.disable:  # no progress bar: a line per logged step instead
             print(f"step {step}/{cfg.max_steps} loss {record.loss:.4f} lr {record.lr:.2e}", file=sys.stderr)
+    if run.gauge is not None and run.gauge.due(step, last=step == cfg.max_steps):
+        metrics.update(measure_retention(run, run.gauge))
     run.log.step(metrics)
     run.bar.set_postfix(loss=f"{record.loss:.4f}", lr=f"{record.lr:.2e}")
     run.bar.update()
     if validate is not None and validate.due(step, last=step == cfg.max_steps):
         _validate(run, validate)
+    if run.drift_stop is not None:
+        return
     faults.fire("kill", step)
     if record.stop_requested or (cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps)):
         saved = save_checkpoint(run.live, run.out / "checkpoints", step, cfg.keep_checkpoints, faults)
@@ -81,6 +89,8 @@ def finish(run: TrainingRun) -> Path:
     """All ranks: gather the adapter (ZeRO-3 partitions it); the main process writes it and summary.json."""
     run.bar.close()
     run.log.close()
+    if run.drift_stop is not None:
+        return finish_within_limit(run)
     acc = run.accelerator
     state = adapter_state(run.live)
     # Never a result from garbage: every rank checks (they hold the same adapter) so all stop together.
@@ -107,6 +117,26 @@ def finish(run: TrainingRun) -> Path:
                    "realised_proportions": {k: v / max(sum(drawn.values()), 1) for k, v in drawn.items()},
                    "requested_proportions": {s.pattern: s.weight / sum(x.weight for x in run.sources)
                                              for s in run.sources}}
+        write_text_atomic(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    acc.wait_for_everyone()
+    return adapter_dir
+
+
+def finish_within_limit(run: TrainingRun) -> Path:
+    """A run a drift over retention.max_drift stopped: its adapter is the one kept at the last validation within
+    the limit (train/retention.py); summary.json says so."""
+    acc = run.accelerator
+    readers_per_rank = gather_object([run.live.reader_states])
+    adapter_dir = run.out / "adapter"
+    if acc.is_main_process:
+        with atomic_path(adapter_dir, replace=True) as tmp:
+            shutil.copytree(run.gauge.kept_folder(run.out), tmp)
+        drawn = _sum_drawn(run.sources, readers_per_rank)
+        summary = {"steps": run.step, "resumed_from": run.start or None, "seconds": time.perf_counter() - run.started,
+                   "world_size": acc.num_processes, "engine": run.engine.name,
+                   "adapter_step": run.drift_stop["adapter_step"], "stopped_by_max_drift": run.drift_stop,
+                   "adapter_bytes": (adapter_dir / "adapter_model.safetensors").stat().st_size,
+                   "skipped_samples": _sum_skipped(readers_per_rank), "drawn_per_source": drawn}
         write_text_atomic(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     acc.wait_for_everyone()
     return adapter_dir

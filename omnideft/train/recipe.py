@@ -1,4 +1,5 @@
-"""Contract 3 — the recipe: one YAML file, sections model/adapter/camera/data/train/validation/launch/output.
+"""Contract 3 — the recipe: one YAML file, sections model/adapter/camera/data/train/validation/retention/launch/
+output.
 
 The `adapter` and `camera` sections are the rooms' own specs (adapters.spec.AdapterSpec, camera.spec.CameraSpec);
 the other sections are defined here. Every key is an `options.option`: one default, a line of help (`omnideft train
@@ -96,6 +97,24 @@ class ValidationSection:
 
 
 @dataclass
+class RetentionSection:
+    enabled: bool = option(False, "the forgetting gauge (docs/training.md): at every validation the adapted model "
+                           "answers probes the base handles; logs PEFT's DINOv2 drift from the base's answers and task "
+                           "scores where the probes have targets")
+    probes: typing.Optional[str] = option(None, "a probe file (.yaml list or .jsonl lines of {prompt, images, height, "
+                                          "width, target, colour, kind}) or a shipped set: shapes (the shape world's "
+                                          "family A, with targets) or generic; null = the base's own (shapes for "
+                                          "the small preset, else generic)")
+    seeds: list = option([0], "sampler seeds: every probe is answered once per seed, by the base and at every "
+                         "validation", bounds=">= 0")
+    dinov2_model: str = option("facebook/dinov2-small", "DINOv2 model for the drift: a local folder or a cached hub "
+                               "id (as `omnideft eval --dinov2-model`)")
+    max_drift: typing.Optional[float] = option(None, "stop the run when a validation's drift exceeds this; the "
+                                               "result is the adapter of the last validation within it (null = "
+                                               "no limit)", bounds="(0, 1]")
+
+
+@dataclass
 class LaunchSection:
     config: typing.Optional[str] = option(None, "accelerate config YAML; `omnideft train` then re-launches itself "
                                       "with `accelerate launch --config_file` (null = this process)")
@@ -118,6 +137,7 @@ class Recipe:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)
     launch: LaunchSection = field(default_factory=LaunchSection)
     output: OutputSection = field(default_factory=OutputSection)
 
@@ -135,11 +155,11 @@ def recipe_help() -> str:
 
 
 def _paths_relative_to_recipe(raw: dict, recipe_dir: Path) -> None:
-    """Relative paths written in a recipe file (data.shards, validation.prompts[].images) that match nothing from
-    the current directory are taken relative to the recipe's folder, so a recipe shipped with its data (tiny_cpu)
-    runs from any cwd. Paths that exist from the cwd keep their old meaning; command-line overrides are never
-    rewritten."""
-    data, validation = raw.get("data"), raw.get("validation")
+    """Relative paths written in a recipe file (data.shards, validation.prompts[].images, retention.probes and
+    retention.dinov2_model) that match nothing from the current directory are taken relative to the recipe's
+    folder, so a recipe shipped with its data (tiny_cpu) runs from any cwd. Paths that exist from the cwd keep their
+    old meaning; command-line overrides are never rewritten."""
+    data, validation, retention = raw.get("data"), raw.get("validation"), raw.get("retention")
     if isinstance(data, dict) and isinstance(data.get("shards"), list):
         for i, entry in enumerate(data["shards"]):
             if isinstance(entry, str):
@@ -150,6 +170,10 @@ def _paths_relative_to_recipe(raw: dict, recipe_dir: Path) -> None:
         for item in validation["prompts"]:
             if isinstance(item, dict) and isinstance(item.get("images"), list):
                 item["images"] = [_relative_to(x, recipe_dir) if isinstance(x, str) else x for x in item["images"]]
+    if isinstance(retention, dict):
+        for key in ("probes", "dinov2_model"):
+            if isinstance(retention.get(key), str) and retention[key] not in ("shapes", "generic"):
+                retention[key] = _relative_to(retention[key], recipe_dir)
 
 
 def _relative_to(path: str, recipe_dir: Path) -> str:

@@ -62,6 +62,8 @@ class TrainingRun:
     start: int  # the step a resumed run continues after (0 for a new run)
     step: int  # the last finished step
     lock: FolderLock | None = None  # output.dir's lock, held by the main process until the run ends
+    gauge: object = None  # the forgetting gauge (eval/retention/gauge.py) when retention.enabled, else None
+    drift_stop: dict | None = None  # set when a validation's drift exceeded retention.max_drift: the run ends there
     started: float = field(default_factory=time.perf_counter)
     bad_steps: int = 0  # non-finite steps in a row
     good_steps: int = 0  # steps this process applied (a run where none was applied produced nothing)
@@ -74,12 +76,14 @@ class TrainingRun:
 
 # What a run writes into output.dir; --overwrite removes exactly these before a fresh run writes its own.
 RUN_FILES = ("adapter", "checkpoints", "summary.json", "metrics.jsonl", "tensorboard", "validation", "base",
-             "recipe.yaml", "wandb")
+             "recipe.yaml", "wandb", "retention", "retention.json", "retention.png")
 
 
-def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, overwrite: bool = False) -> TrainingRun:
+def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, overwrite: bool = False,
+          gauge=None) -> TrainingRun:
     """`resume` is None, "latest" or a checkpoint folder; `overwrite` lets a fresh run replace a finished or
-    resumable run in output.dir. The main process holds output.dir's lock in `run.lock`; the caller releases it."""
+    resumable run in output.dir; `gauge`: the forgetting gauge (retention.enabled), which answers its probes with
+    the bare base here. The main process holds output.dir's lock in `run.lock`; the caller releases it."""
     cfg, out = recipe.train, Path(recipe.output.dir)
     sources = resolve_sources(recipe.data.shards)  # bad globs and empty shards fail before any model loads
     indexes = index_sources(sources)
@@ -97,6 +101,9 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, over
         raise UserError(reason)
     if cfg.ema_decay and engine.zero_stage == 3:
         raise UserError("train.ema_decay is not supported with ZeRO-3 (partitioned adapter weights); use ZeRO-1/2")
+    if recipe.retention.enabled and gauge is None:
+        raise UserError("retention.enabled: the forgetting gauge is built by `omnideft train` (or pass train(..., "
+                        "gauge=RetentionGauge(recipe)))")
     family = resolve_family(recipe.model.name, recipe.model.family)
     training = family.training(recipe)  # refuses what the family does not take, before any model loads
     workers = data_workers(recipe.data.num_workers)
@@ -104,7 +111,7 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, over
     lock = FolderLock(out, "output.dir").acquire() if main else None
     try:
         return _prepare(recipe, resume, progress, overwrite, engine, sources, indexes, layout, lock, family,
-                        training)
+                        training, gauge)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -112,7 +119,7 @@ def setup(recipe: Recipe, resume: str | None = None, progress: bool = True, over
 
 
 def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: Engine, sources, indexes,
-             layout: dict, lock, family: ModelFamily, training: TrainingBackend) -> TrainingRun:
+             layout: dict, lock, family: ModelFamily, training: TrainingBackend, gauge) -> TrainingRun:
     """`setup` once output.dir is locked: checks against what the folder holds, the model, then the first writes."""
     cfg, out, spec = recipe.train, Path(recipe.output.dir), recipe.adapter
     acc = engine.accelerator
@@ -132,6 +139,8 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     set_seed(cfg.seed)
     comps = training.load(acc.device)
     base_weights = weights_fingerprint(comps.transformer)  # before any adapter wraps the base layers
+    if gauge is not None and main:  # the base's answers, before any adapter touches it
+        base_answers(gauge, comps, acc.device, out, resuming=checkpoint is not None)
     latents = None
     if recipe.data.latents:  # a stale, damaged or foreign cache is refused before anything is written
         latents = LatentCache(recipe.data.latents, vae_fingerprint(comps.vae), recipe.data.max_image_size, sources)
@@ -149,7 +158,7 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     warmup = max(cfg.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    if latents is None or recipe.validation.every or recipe.validation.prompts:
+    if latents is None or recipe.validation.every or recipe.validation.prompts or gauge is not None:
         comps.vae.to(acc.device)  # with a latent cache only validation renders need the VAE on the GPU
     adapted = acc.unwrap_model(model)
     trainable = {n: p for n, p in adapted.named_parameters() if p.requires_grad}
@@ -172,6 +181,8 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
             for name in RUN_FILES:
                 remove_path(out / name)
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        if gauge is not None:
+            gauge.begin(out, start)
         if recipe.model.name == "tiny" and checkpoint is None:  # random weights: keep the exact base
             # the live transformer now carries the adapter: a fresh copy, into the run folder's own (locked) base/
             with atomic_path(out / "base", replace=True) as tmp:
@@ -179,7 +190,20 @@ def _prepare(recipe: Recipe, resume, progress: bool, overwrite: bool, engine: En
     log = RunLog(out, main, start, recipe.output.tensorboard, recipe.output.wandb_project, recipe.to_dict())
     bar = progress_bar(total=cfg.max_steps, initial=start, desc="train", disable=not (progress and main))
     return TrainingRun(recipe, out, engine, family, training, comps, live, sources, batches, log, bar, start=start,
-                       step=start, lock=lock)
+                       step=start, lock=lock, gauge=gauge)
+
+
+def base_answers(gauge, components, device, out: Path, resuming: bool) -> None:
+    """The gauge's probes answered by the bare base on the training device (kept from the run folder when a resumed
+    run has them): the transformer visits `device` and returns where it was, so the adapter is injected as without
+    the gauge."""
+    home = next(components.transformer.parameters()).device
+    components.vae.to(device)
+    components.transformer.to(device)
+    try:
+        gauge.prepare(components, device, out, resuming)
+    finally:
+        components.transformer.to(home)
 
 
 def previous_run(out: Path) -> str:

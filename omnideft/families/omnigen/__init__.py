@@ -48,7 +48,7 @@ class OmniGen(ModelFamily):
         from omnideft.families.omnigen.processor import NEGATIVE_PROMPT
 
         if name == "small":  # pretrained at 64 px, sampled with 20 steps (docs/models.md)
-            return GenerationDefaults(64, 20, 2.5, 1.6, negative_prompt=NEGATIVE_PROMPT)
+            return GenerationDefaults(64, 20, 2.5, 1.6, negative_prompt=NEGATIVE_PROMPT, probes="shapes")
         return GenerationDefaults(1024, 50, 2.5, 1.6, negative_prompt=NEGATIVE_PROMPT)
 
     def load(self, name: str, *, dtype=None, seed: int = 0, revision: str | None = None, quantize=None):
