@@ -61,6 +61,8 @@ class PretrainSection:
     threads: int = option(0, "torch CPU threads (0 = torch's default); the float results can depend on it",
                           bounds=">= 0")
     log_every: int = option(50, "print the mean loss every N steps when the progress bar is off", bounds=">= 1")
+    checkpoint_every: int = option(250, "write OUT/checkpoint/ every N steps (and on SIGTERM / Ctrl-C), for "
+                                   "`omnideft pretrain ... --resume`; 0 = only on a signal", bounds=">= 0")
 
 
 @dataclass
