@@ -69,7 +69,8 @@ def pretrain(recipe: PretrainRecipe, out_dir: str | Path, progress: bool = True,
         state = ckpt.restore(*saved, model, comps.vae, optimizer, schedule, stream.rng, noise)
     else:
         vae_mse = fit_vae(comps.vae, vae_images(recipe), steps=recipe.vae.fit_steps, batch=recipe.vae.fit_batch,
-                          lr=recipe.vae.fit_lr, seed=cfg.seed, progress=progress)
+                          lr=recipe.vae.fit_lr, min_lr_ratio=recipe.vae.fit_min_lr_ratio, seed=cfg.seed,
+                          progress=progress)
         state = ckpt.LoopState(0, [], vae_mse, round(time.perf_counter() - t_start, 1), 0.0, [])
     t_mark = time.perf_counter()
 
@@ -157,8 +158,9 @@ def build_components(recipe: PretrainRecipe) -> OmniGenComponents:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(m.seed)
         transformer = OmniGenTransformer2DModel(**omnigen_config(
-            m.hidden_size, m.num_heads, m.num_layers, m.intermediate_size, len(tokenizer), m.time_step_dim))
-        vae = AutoencoderKL(**tiny_vae_config(recipe.vae.channels))
+            m.hidden_size, m.num_heads, m.num_layers, m.intermediate_size, len(tokenizer), m.time_step_dim,
+            in_channels=recipe.vae.latent_channels))
+        vae = AutoencoderKL(**tiny_vae_config(recipe.vae.channels, recipe.vae.latent_channels))
     return OmniGenComponents(transformer, vae, tokenizer, flow_scheduler(), "small")
 
 

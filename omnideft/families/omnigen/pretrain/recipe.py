@@ -26,12 +26,14 @@ class SmallModelSection:
 
 @dataclass
 class VaeSection:
-    channels: int = option(8, "channels of each of the VAE's four 2x down/up blocks (an 8x VAE, 4 latent channels)",
-                           bounds=">= 1")
+    channels: int = option(8, "channels of each of the VAE's four 2x down/up blocks (an 8x VAE)", bounds=">= 1")
+    latent_channels: int = option(4, "latent channels (the transformer's in_channels follow)", bounds=">= 1")
     fit_steps: int = option(1000, "steps fitting the VAE to shape-world images before the transformer trains",
                             bounds=">= 0")
     fit_batch: int = option(16, "images per VAE step", bounds=">= 1")
     fit_lr: float = option(3e-3, "VAE learning rate (Adam)", bounds="> 0")
+    fit_min_lr_ratio: float = option(1.0, "final VAE learning rate as a fraction of fit_lr, reached by cosine decay "
+                                     "(1 = constant)", bounds="[0, 1]")
     fit_images: int = option(768, "distinct images the VAE is fitted on", bounds=">= 1")
 
 
