@@ -56,7 +56,8 @@ def small_card_md() -> str:
         "| | |", "|---|---|",
         f"| transformer | hidden {m['hidden_size']}, {m['num_layers']} blocks, {m['num_heads']} heads, MLP "
         f"{m['intermediate_size']}, {record['parameters']:,} parameters (fp32) |",
-        f"| VAE | 8× down, 4 latent channels, {v['channels']} channels per block, fitted {v['fit_steps']} steps "
+        f"| VAE | 8× down, {v.get('latent_channels', 4)} latent channels, {v['channels']} channels per block, fitted "
+        f"{v['fit_steps']} steps "
         f"(reconstruction MSE {record['vae_reconstruction_mse']:.4f}) |",
         f"| pretraining | {t['steps']} steps × batch {t['batch_size']} at {d['image_size']} px, lr {t['lr']:g} "
         f"(warm-up {t['warmup_steps']}, cosine to {t['min_lr_ratio']:g} × lr), tasks: {', '.join(d['tasks'])} |",

@@ -21,6 +21,9 @@ def add_parser(sub):
     pt.add_argument("--family", default=builds[0].name, choices=[f.name for f in builds],
                     help="whose pretrain preset to build (default: %(default)s)")
     pt.add_argument("--help-recipe", action="store_true", help="print every pretraining recipe key")
+    pt.add_argument("--resume", action="store_true",
+                    help="continue the unfinished pretraining in --out from its checkpoint, bit for bit (start "
+                         "afresh when it has none); SIGTERM or Ctrl-C stop a run with a checkpoint")
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")
     return pt
 
@@ -35,7 +38,7 @@ def run(args) -> int:
     if not args.recipe or not args.out:
         raise UserError("pretrain needs a recipe YAML and --out DIR (or --help-recipe)")
     recipe = pretraining.load_pretrain_recipe(args.recipe, args.overrides)
-    folder = pretraining.pretrain(recipe, args.out, progress=not args.no_progress)
+    folder = pretraining.pretrain(recipe, args.out, progress=not args.no_progress, resume=args.resume)
     print(f"model: {folder}")
     if recipe.heldout.queries:
         h = recipe.heldout

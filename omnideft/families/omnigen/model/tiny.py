@@ -18,14 +18,14 @@ TINY_HEADS = 4
 
 
 def omnigen_config(hidden_size: int, num_heads: int, num_layers: int, intermediate_size: int, vocab_size: int,
-                   time_step_dim: int, pos_embed_max_size: int = 32) -> dict:
-    """diffusers OmniGenTransformer2DModel kwargs at a reduced size: OmniGen's layout (4 latent channels, 2x2
-    patches, Phi-3-style blocks, su-scaled RoPE) with the width, depth and vocabulary given. The vocabulary is
-    rounded up to a multiple of 64, as Phi-3's is."""
+                   time_step_dim: int, pos_embed_max_size: int = 32, in_channels: int = 4) -> dict:
+    """diffusers OmniGenTransformer2DModel kwargs at a reduced size: OmniGen's layout (4 latent channels unless
+    told, 2x2 patches, Phi-3-style blocks, su-scaled RoPE) with the width, depth and vocabulary given. The
+    vocabulary is rounded up to a multiple of 64, as Phi-3's is."""
     head_dim = hidden_size // num_heads
     factors = [1.0 + i / (head_dim // 2) for i in range(head_dim // 2)]
     return dict(
-        in_channels=4,
+        in_channels=in_channels,
         patch_size=2,
         hidden_size=hidden_size,
         num_attention_heads=num_heads,
@@ -45,7 +45,7 @@ def tiny_transformer_config() -> dict:
                           time_step_dim=32)
 
 
-def tiny_vae_config(channels: int = 8) -> dict:
+def tiny_vae_config(channels: int = 8, latent_channels: int = 4) -> dict:
     # Four down/up blocks: a true 8x VAE, as OmniGen's processor assumes 16 px per token after 2x2 patching.
     return dict(
         sample_size=32,
@@ -55,7 +55,7 @@ def tiny_vae_config(channels: int = 8) -> dict:
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(channels,) * 4,
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=4,
     )
 

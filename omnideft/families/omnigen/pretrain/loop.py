@@ -22,11 +22,13 @@ from omnideft.errors import UserError
 from omnideft.families.omnigen.loss import rectified_flow_loss
 from omnideft.families.omnigen.model.loading import OmniGenComponents, save_base
 from omnideft.families.omnigen.model.tiny import flow_scheduler, omnigen_config, tiny_vae_config
+from omnideft.families.omnigen.pretrain import checkpoint as ckpt
 from omnideft.families.omnigen.pretrain.recipe import PretrainRecipe
+from omnideft.families.omnigen.pretrain.stop import PretrainingStopped, StopSignals
 from omnideft.families.omnigen.pretrain.stream import ShapeTaskStream
 from omnideft.families.omnigen.pretrain.vae_fit import fit_vae
 from omnideft.families.omnigen.processor import OmniGenProcessor
-from omnideft.files import atomic_path, check_output_folder, write_text_atomic
+from omnideft.files import OWNER_FILE, atomic_path, check_output_folder, write_text_atomic
 from omnideft.flow.vae import encode_batch
 from omnideft.model.tokenizer import build_tiny_tokenizer
 from omnideft.progress import progress_bar
@@ -37,19 +39,25 @@ WEIGHT_FILES = ("transformer/diffusion_pytorch_model.safetensors", "transformer/
                 "vae/diffusion_pytorch_model.safetensors", "vae/config.json", "tokenizer/tokenizer.json")
 
 
-def pretrain(recipe: PretrainRecipe, out_dir: str | Path, progress: bool = True) -> Path:
-    """Train the recipe's model; write it to `out_dir` (renamed into place when complete). Returns the folder."""
+def pretrain(recipe: PretrainRecipe, out_dir: str | Path, progress: bool = True, resume: bool = False) -> Path:
+    """Train the recipe's model; write it to `out_dir` (renamed into place when complete). Returns the folder.
+
+    Every `train.checkpoint_every` steps, and on SIGTERM or Ctrl-C (then PretrainingStopped is raised), the state
+    goes to `out_dir/checkpoint/`; `resume` continues from it bit for bit (checkpoint.py), or starts afresh when
+    there is none."""
     check_recipe(recipe)
-    check_output_folder(out_dir, WRITER)  # before the minutes of training, not after
     cfg, out, t_start = recipe.train, Path(out_dir), time.perf_counter()
+    check_output_folder(out, WRITER)  # before the minutes of training, not after
+    saved = ckpt.read_checkpoint(out)
+    if saved and not resume:
+        raise UserError(f"{out} holds an unfinished pretraining (checkpoint at step {saved[0]['step']}); continue it "
+                        "with --resume, or name another --out")
+    if saved:
+        ckpt.check_same_recipe(ckpt.checkpoint_dir(out), saved[0]["recipe"], recipe.to_dict())
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     comps = build_components(recipe)
-    vae_mse = fit_vae(comps.vae, vae_images(recipe), steps=recipe.vae.fit_steps, batch=recipe.vae.fit_batch,
-                      lr=recipe.vae.fit_lr, seed=cfg.seed, progress=progress)
-    t_vae = time.perf_counter() - t_start
-
-    model = comps.transformer.requires_grad_(True).train()
+    model = comps.transformer
     stream = ShapeTaskStream(OmniGenProcessor(comps.tokenizer, max_image_size=recipe.data.image_size),
                              recipe.data.tasks, recipe.data.image_size, recipe.data.max_examples,
                              recipe.data.uncond_prob, recipe.data.image_only_prob, seed=cfg.seed)
@@ -57,23 +65,51 @@ def pretrain(recipe: PretrainRecipe, out_dir: str | Path, progress: bool = True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                  warmup_cosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
     noise = torch.Generator().manual_seed(cfg.seed)
-    losses: list[float] = []
-    bar = progress_bar(range(1, cfg.steps + 1), desc="pretrain", disable=not progress)
-    for step in bar:
-        batch = stream.batch(cfg.batch_size)
-        x1, cond = encode_batch(comps.vae, batch, noise)
-        loss = rectified_flow_loss(model, x1, cond, noise).mean()
-        if not torch.isfinite(loss):
-            raise UserError(f"pretraining loss became {loss.item()} at step {step}; lower train.lr")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if not progress and cfg.log_every and step % cfg.log_every == 0:
-            print(f"step {step}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.4f}", flush=True)
+    if saved:
+        state = ckpt.restore(*saved, model, comps.vae, optimizer, schedule, stream.rng, noise)
+    else:
+        vae_mse = fit_vae(comps.vae, vae_images(recipe), steps=recipe.vae.fit_steps, batch=recipe.vae.fit_batch,
+                          lr=recipe.vae.fit_lr, min_lr_ratio=recipe.vae.fit_min_lr_ratio, seed=cfg.seed,
+                          progress=progress)
+        state = ckpt.LoopState(0, [], vae_mse, round(time.perf_counter() - t_start, 1), 0.0, [])
+    t_mark = time.perf_counter()
+
+    def checkpoint() -> Path:
+        nonlocal t_mark
+        state.seconds_train, t_mark = state.seconds_train + time.perf_counter() - t_mark, time.perf_counter()
+        return ckpt.save_checkpoint(out, WRITER, recipe.to_dict(), state, model, comps.vae, optimizer, schedule,
+                                    stream.rng, noise)
+
+    mark_output_folder(out)
+    model.requires_grad_(True).train()
+    with StopSignals() as stop:
+        if not saved:  # the fitted VAE is kept: a resume skips the fit
+            checkpoint()
+        bar = progress_bar(range(state.step + 1, cfg.steps + 1), desc="pretrain", disable=not progress,
+                           initial=state.step, total=cfg.steps)
+        for step in bar:
+            batch = stream.batch(cfg.batch_size)
+            x1, cond = encode_batch(comps.vae, batch, noise)
+            loss = rectified_flow_loss(model, x1, cond, noise).mean()
+            if not torch.isfinite(loss):
+                raise UserError(f"pretraining loss became {loss.item()} at step {step}; lower train.lr")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step = step
+            state.losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(state.losses[-50:]):.4f}")
+            if not progress and cfg.log_every and step % cfg.log_every == 0:
+                print(f"step {step}/{cfg.steps} loss {np.mean(state.losses[-cfg.log_every:]):.4f}", flush=True)
+            if step == cfg.steps:  # done: the model itself is written below
+                break
+            if stop.received:
+                raise PretrainingStopped(stop.received, step, checkpoint(), out)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                checkpoint()
+    state.seconds_train += time.perf_counter() - t_mark
     model.requires_grad_(False).eval()
 
     with atomic_path(out, writer=WRITER) as tmp:  # the folder appears whole, with its pretrain.json, or not at all
@@ -82,15 +118,24 @@ def pretrain(recipe: PretrainRecipe, out_dir: str | Path, progress: bool = True)
             "format": "omnideft.pretrain/1",
             "recipe": recipe.to_dict(),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "vae_reconstruction_mse": vae_mse,
-            "seconds": {"vae_fit": round(t_vae, 1), "total": round(time.perf_counter() - t_start, 1)},
-            "loss": [round(x, 6) for x in losses],
+            "vae_reconstruction_mse": state.vae_mse,
+            "seconds": {"vae_fit": state.seconds_vae, "total": round(state.seconds_vae + state.seconds_train, 1)},
+            "resumed_at_steps": state.resumed_at,
+            "loss": [round(x, 6) for x in state.losses],
             "sha256": {rel: file_sha256(tmp / rel) for rel in WEIGHT_FILES},
             "versions": {p: version(p) for p in ("omnideft", "torch", "diffusers", "transformers")},
             "torch_threads": torch.get_num_threads(),
         }
         write_text_atomic(tmp / "pretrain.json", json.dumps(record, indent=1) + "\n")
     return out
+
+
+def mark_output_folder(out: Path) -> None:
+    """OUT exists from the first checkpoint on, recorded as this verb's output, so the finished model (and a rerun)
+    may replace it; a folder that holds an earlier finished model keeps it until then."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / OWNER_FILE).is_file():
+        (out / OWNER_FILE).write_text(json.dumps({"written_by": WRITER}) + "\n")
 
 
 def check_recipe(recipe: PretrainRecipe) -> None:
@@ -113,8 +158,9 @@ def build_components(recipe: PretrainRecipe) -> OmniGenComponents:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(m.seed)
         transformer = OmniGenTransformer2DModel(**omnigen_config(
-            m.hidden_size, m.num_heads, m.num_layers, m.intermediate_size, len(tokenizer), m.time_step_dim))
-        vae = AutoencoderKL(**tiny_vae_config(recipe.vae.channels))
+            m.hidden_size, m.num_heads, m.num_layers, m.intermediate_size, len(tokenizer), m.time_step_dim,
+            in_channels=recipe.vae.latent_channels))
+        vae = AutoencoderKL(**tiny_vae_config(recipe.vae.channels, recipe.vae.latent_channels))
     return OmniGenComponents(transformer, vae, tokenizer, flow_scheduler(), "small")
 
 

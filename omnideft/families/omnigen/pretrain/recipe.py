@@ -26,12 +26,14 @@ class SmallModelSection:
 
 @dataclass
 class VaeSection:
-    channels: int = option(8, "channels of each of the VAE's four 2x down/up blocks (an 8x VAE, 4 latent channels)",
-                           bounds=">= 1")
-    fit_steps: int = option(1000, "steps fitting the VAE to shape-world images before the transformer trains",
+    channels: int = option(8, "channels of each of the VAE's four 2x down/up blocks (an 8x VAE)", bounds=">= 1")
+    latent_channels: int = option(8, "latent channels (the transformer's in_channels follow)", bounds=">= 1")
+    fit_steps: int = option(2000, "steps fitting the VAE to shape-world images before the transformer trains",
                             bounds=">= 0")
     fit_batch: int = option(16, "images per VAE step", bounds=">= 1")
     fit_lr: float = option(3e-3, "VAE learning rate (Adam)", bounds="> 0")
+    fit_min_lr_ratio: float = option(0.05, "final VAE learning rate as a fraction of fit_lr, reached by cosine decay "
+                                     "(1 = constant)", bounds="[0, 1]")
     fit_images: int = option(768, "distinct images the VAE is fitted on", bounds=">= 1")
 
 
@@ -49,7 +51,7 @@ class TasksSection:
 
 @dataclass
 class PretrainSection:
-    steps: int = option(8000, "optimizer steps", bounds=">= 1")
+    steps: int = option(16000, "optimizer steps", bounds=">= 1")
     batch_size: int = option(16, "samples per step", bounds=">= 1")
     lr: float = option(2e-3, "peak learning rate (AdamW)", bounds="> 0")
     warmup_steps: int = option(200, "linear warm-up steps, then cosine decay to min_lr_ratio x lr", bounds=">= 0")
@@ -61,6 +63,8 @@ class PretrainSection:
     threads: int = option(0, "torch CPU threads (0 = torch's default); the float results can depend on it",
                           bounds=">= 0")
     log_every: int = option(50, "print the mean loss every N steps when the progress bar is off", bounds=">= 1")
+    checkpoint_every: int = option(500, "write OUT/checkpoint/ every N steps (and on SIGTERM / Ctrl-C), for "
+                                   "`omnideft pretrain ... --resume`; 0 = only on a signal", bounds=">= 0")
 
 
 @dataclass
