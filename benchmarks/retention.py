@@ -28,10 +28,13 @@ DEFT keeps A better than LoRA at this scale and by how much, and prints one JSON
 
     python benchmarks/retention.py [OUT] [--quick] [--dinov2-model DIR]
 
-Time on 2 idle cores: about 65 minutes (estimated from the per-run times of the 24-minute four-method study without
-replay: each of the two replay settings runs five methods, 2.5 x its training and scoring, plus seconds of DINOv2
-for the drift; more when a sweep picks an lr other than the common one). --quick: a smoke run of about 30 s
-(one seed, 1 and 4 steps, no sweep, one query per task, 2 sampler steps).
+Time on 2 cores: 40 to 70 minutes, estimated from per-run times (not run in full yet): a training step takes about
+0.25 s for LoRA, DEFT and OFT alike, scoring one adapter about 5 s (plus a second or two of DINOv2-small for the
+drift). Per replay setting: the sweep's 15 runs of SHORT steps, 15 LONG runs at the common lr, and up to 15 more at
+the best lrs (none when every sweep picks the common lr: 40 minutes; all: 70), each LONG run scored twice (its
+SHORT checkpoint and its end). The same arithmetic gives 23 minutes for the earlier four-method study without
+replay, which took 24. --quick: a smoke run of about 30 s (one seed, 1 and 4 steps, no sweep, one query per task,
+2 sampler steps).
 """
 
 from __future__ import annotations
