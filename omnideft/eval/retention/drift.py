@@ -31,10 +31,10 @@ DEFINITION = ("drift = (1 - mean_i cos(DINOv2 CLS(base_i), DINOv2 CLS(adapted_i)
               "after the final layernorm, L2-normalised, the model's own image processor")
 
 
-def load_encoder(name: str, device: str = "cpu") -> DinoEncoder:
+def load_encoder(name: str, device: str = "cpu", flag: str = "retention.dinov2_model") -> DinoEncoder:
     """DINOv2 from a local folder or a cached hub id, loaded as `omnideft eval --dinov2-model` loads it; a folder
-    that is not a DINOv2 model is one line naming retention.dinov2_model."""
-    return DinoEncoder("Dinov2Model", name, "retention.dinov2_model", device, "dinov2")
+    that is not a DINOv2 model is one line naming `flag` (the recipe key, or the caller's command-line flag)."""
+    return DinoEncoder("Dinov2Model", name, flag, device, "dinov2")
 
 
 def cosines(base: torch.Tensor, adapted: torch.Tensor) -> torch.Tensor:
