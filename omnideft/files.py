@@ -142,6 +142,19 @@ def _cannot_write(final: Path, exc: OSError) -> UserError:
     return UserError(f"cannot write {final}: {exc.strerror or exc}" + (f" ({where})" if where else ""))
 
 
+def read_user_text(path: Path, what: str, expected: str) -> str:
+    """A UTF-8 text file the user named (`what`: its flag or recipe key; `expected`: what it should be, for the
+    message): one line when it is a folder, missing, unreadable or not UTF-8."""
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder, not {expected}")
+    if not path.exists():
+        raise UserError(f"{what} {path} does not exist ({expected})")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what} {path} is unreadable ({type(exc).__name__}: {exc})") from None
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

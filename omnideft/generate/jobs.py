@@ -28,7 +28,7 @@ from omnideft.camera.parse import parse_camera
 from omnideft.claims import RECORD, claim_output
 from omnideft.data.format.schema import tag_numbers
 from omnideft.errors import UserError
-from omnideft.files import TMP_PREFIX, atomic_path, remove_path
+from omnideft.files import TMP_PREFIX, atomic_path, read_user_text, remove_path
 from omnideft.generate.contact_sheet import contact_sheet, stack_rows
 from omnideft.generate.settings import check_number, check_seeds
 from omnideft.images import load_image
@@ -72,14 +72,7 @@ def read_jobs(path: str | Path) -> tuple[list[Job], dict[int, str]]:
     """The good lines as Jobs (images loaded) and the bad ones as {line: reason}. A file that cannot be read, or
     holds no line at all, is a UserError."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"--jobs {path} is a folder, not a JSONL file (one JSON object a line)")
-    if not path.exists():
-        raise UserError(f"--jobs {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--jobs {path} is unreadable ({type(exc).__name__})") from None
+    text = read_user_text(path, "--jobs", "a JSONL file (one JSON object a line)")
     jobs, bad = [], {}
     for number, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():

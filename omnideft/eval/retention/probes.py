@@ -32,6 +32,7 @@ from PIL import Image
 
 from omnideft.data.format.schema import tag_numbers
 from omnideft.errors import UserError
+from omnideft.files import read_user_text
 from omnideft.images import load_image
 from omnideft.prompts.tags import check_tags
 from omnideft.shapes.tasks import TASKS, make_sample, task_names
@@ -81,12 +82,7 @@ def shape_probes(size: int, count: int = PROBES_PER_SET) -> list[Probe]:
 
 def read_probe_file(path: Path) -> list[Probe]:
     what = "retention.probes"
-    if not path.is_file():
-        raise UserError(f"{what} {path}: no such file (a probe file, or one of {', '.join(SETS)})")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{what} {path}: cannot read it ({exc})") from None
+    text = read_user_text(path, what, f"a probe file (.yaml or .jsonl), or one of {', '.join(SETS)}")
     if path.suffix == ".jsonl":
         items = []
         for n, line in enumerate(text.splitlines(), 1):
