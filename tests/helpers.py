@@ -18,24 +18,24 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None, module: str
                           env=full_env, cwd=REPO)
 
 
-def run_cli_here(*args: str) -> subprocess.CompletedProcess:
-    """`omnideft ARGS` in this process (cwd: the repo), as run_cli returns it: for commands whose process start (about
-    3 s of imports) would dominate the test. An unexpected exception propagates and fails the test."""
+def run_cli_here(*args: str, cwd: Path | None = REPO) -> subprocess.CompletedProcess:
+    """`omnideft ARGS` in this process (in `cwd`, None: where it is), as run_cli returns it: for commands whose process
+    start (about 3 s of imports) would dominate the test. An unexpected exception propagates and fails the test."""
     import contextlib
     import io
 
     from omnideft.cli import main
 
-    out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
+    out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
     try:
-        os.chdir(REPO)
+        os.chdir(cwd or before)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(list(args))
             except SystemExit as exc:  # argparse's usage errors
                 code = exc.code if isinstance(exc.code, int) else 2
     finally:
-        os.chdir(cwd)
+        os.chdir(before)
     return subprocess.CompletedProcess(["omnideft", *args], code, out.getvalue(), err.getvalue())
 
 

@@ -135,27 +135,42 @@ def _image_folders(root: Path) -> list[str]:
 def test_a_folder_this_user_cannot_write_is_one_line(adapter):
     """Tests run as root, whom a 0o555 mode does not stop. The process's effective user is switched to `nobody`
     (seteuid, restored after) so the kernel really refuses the write: this proves both the check before the work
-    (asked with the effective user, as the kernel decides) and the conversion of a real EACCES into one line."""
+    (asked with the effective user, as the kernel decides) and the conversion of a real EACCES into one line.
+    `nobody` may not read the clone (a checkout under a 0700 folder), so each command first runs as root on an --out
+    under a file (refused as well, after the same imports), from a folder `nobody` may enter."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         root.chmod(0o755)
         (root / "ro").mkdir(mode=0o555)
-        cases = [
-            (["export", str(adapter), "--format", "merged", "--base", "tiny", "--out", str(root / "ro" / "m")],
-             "not writable (permission denied)"),
-            (["pretrain", PRETRAIN_RECIPE, "--out", str(root / "ro" / "p")], "not writable (permission denied)"),
-            # folder scoring makes its --out itself: the kernel's EACCES reaches the CLI's last guard
-            (["eval", *_image_folders(root), "--metrics", "ssim", "--out", str(root / "ro" / "e")],
-             "Permission denied"),
-        ]
-        os.seteuid(65534)
+        (root / "file").write_text("")
+        recipe = shutil.copy(REPO / PRETRAIN_RECIPE, root / "recipe.yaml")
+        folders = _image_folders(root)
+
+        def cases(parent: Path):
+            return [
+                (["export", str(adapter), "--format", "merged", "--base", "tiny", "--out", str(parent / "m")],
+                 "not writable (permission denied)"),
+                (["pretrain", str(recipe), "--out", str(parent / "p")], "not writable (permission denied)"),
+                # folder scoring makes its --out itself: the kernel's EACCES reaches the CLI's last guard
+                (["eval", *folders, "--metrics", "ssim", "--out", str(parent / "e")],
+                 "Permission denied"),
+            ]
+
+        before = os.getcwd()
+        os.chdir(root)
         try:
-            procs = [run_cli_here(*args) for args, _ in cases]
-            with pytest.raises(UserError, match=r"cannot create .*ro/x\.txt: .*ro is not writable"):
-                write_text_atomic(root / "ro" / "x.txt", "x")  # every atomic write checks it too
+            for args, _ in cases(root / "file"):
+                assert_one_line_error(run_cli_here(*args, cwd=None), str(root / "file"))
+            os.seteuid(65534)
+            try:
+                procs = [run_cli_here(*args, cwd=None) for args, _ in cases(root / "ro")]
+                with pytest.raises(UserError, match=r"cannot create .*ro/x\.txt: .*ro is not writable"):
+                    write_text_atomic(root / "ro" / "x.txt", "x")  # every atomic write checks it too
+            finally:
+                os.seteuid(0)
         finally:
-            os.seteuid(0)
-        for proc, (_, needle) in zip(procs, cases):
+            os.chdir(before)
+        for proc, (_, needle) in zip(procs, cases(root / "ro")):
             assert_one_line_error(proc, str(root / "ro"), needle)
         assert os.listdir(root / "ro") == []
 
