@@ -20,7 +20,7 @@ def demo_run(tmp_path_factory):
 
 def test_demo_writes_its_report_pictures_and_adapter(demo_run):
     out, proc = demo_run
-    for f in ("report.md", "report.json", "loss.png", "samples.png", "retention.png", "metrics.jsonl"):
+    for f in ("report.md", "report.json", "loss.png", "samples.png", "kept.png", "retention.png", "metrics.jsonl"):
         assert (out / f).is_file(), f
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and not (out / "base").exists()
     r = json.loads((out / "report.json").read_text())
@@ -35,6 +35,19 @@ def test_demo_writes_its_report_pictures_and_adapter(demo_run):
     assert f"{r['iou']['base']:.3f} | {r['iou']['adapted']:.3f}" in md  # the mean row of the new tasks
     assert Image.open(out / "samples.png").height >= 96 * r["heldout_queries"]  # a row per query (two per task)
     assert "new tasks: IoU" in proc.stdout
+    # the right answers counted per row of samples.png, by the rule the report states
+    rows = r["right_rows"]
+    assert rows["rows"] == r["heldout_queries"] and 0 <= rows["base"] <= rows["rows"]
+    assert rows["rule"] == "IoU >= 0.7 and colour error <= 40" and rows["rule"] in md
+    assert f"right answers {rows['base']} -> {rows['adapted']} of {rows['rows']}" in proc.stdout
+    # the forgetting gauge ran on both methods (every steps/4 and at the end), from the base's answers at step 0
+    gauges = r["gauge"]["validations"]
+    assert list(gauges) == ["DEFT", "LoRA"]
+    for history in gauges.values():
+        assert [v["step"] for v in history] == [0, 7, 14, 21, 28, 30]
+        assert history[0]["iou"] == gauges["DEFT"][0]["iou"]  # the same base, probes and noise
+        assert all(0 <= v["iou"] <= 1 and v["drift"] is None for v in history)
+    assert (out / "compare" / "lora" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_eval_tables_from_demo_run(demo_run, tmp_path):

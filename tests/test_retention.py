@@ -100,6 +100,19 @@ def test_shape_world_run_logs_drift_and_scores_and_the_limit_keeps_the_last_adap
     assert report["stopped"]["adapter_step"] == kept_step and report["within_limit"]["step"] == kept_step
 
 
+def test_without_dinov2_the_gauge_logs_task_scores_only(shards, tmp_path):
+    """retention.dinov2_model: null (no DINOv2 at hand, as in the offline demo): IoU and colour error per validation,
+    no drift anywhere."""
+    proc = run_cli_here(*_args(shards, tmp_path, "null", "train.max_steps=2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = _retention_lines(tmp_path)
+    assert sorted(lines) == [1, 2]
+    assert all(set(n) == {"retention/iou", "retention/colour_error", "retention/seconds"} for n in lines.values())
+    report = json.loads((tmp_path / "retention.json").read_text())
+    assert report["dinov2_model"] is None and all(v["drift"] is None for v in report["validations"])
+    assert 0 <= report["validations"][-1]["iou"] <= 1 and (tmp_path / "retention.png").is_file()
+
+
 def test_a_limit_no_validation_met_is_one_line(shards, metric_models, tmp_path):
     proc = run_cli_here(*_args(shards, tmp_path, metric_models["dinov2"], "train.max_steps=1",
                                "retention.max_drift=1e-12"))
@@ -127,6 +140,10 @@ def test_bad_input_is_one_line_before_anything_is_written(shards, metric_models,
         "limit 0": (["retention.max_drift=0"], ["retention.max_drift", "(0, 1]"]),
         "limit over 1": (["retention.max_drift=1.5"], ["retention.max_drift", "(0, 1]"]),
         "no seeds": (["retention.seeds=[]"], ["retention.seeds is empty"]),
+        "no DINOv2, no targets": (["retention.dinov2_model=null", "retention.probes=generic"],
+                                  ["retention.dinov2_model is null", "generic have no targets"]),
+        "no DINOv2, a limit": (["retention.dinov2_model=null", "retention.max_drift=0.1"],
+                               ["retention.max_drift needs the drift"]),
     }
     for name, (extra, needles) in cases.items():
         out = tmp_path / name.replace(" ", "_")

@@ -31,6 +31,11 @@ def add_parser(sub):
                         "DreamBooth does; study demo; 0 = the new tasks only)")
     d.add_argument("--method", choices=sorted(METHODS),
                    help="adapter method (default deft; e.g. lora to compare the two on the same data)")
+    d.add_argument("--compare", choices=[*sorted(METHODS), "none"],
+                   help="a second method trained alike with the forgetting gauge on, drawn beside the first in "
+                        "retention.png (study demo; default lora; none = the first alone, faster)")
+    d.add_argument("--dinov2-model", help="DINOv2 folder or cached hub id: the forgetting gauge measures drift too "
+                                          "(study demo; default: task scores only)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     return d
@@ -41,11 +46,13 @@ def run(args) -> int:
 
     kind, r = run_family_demo(args.family, args.out, steps=args.steps, samples=args.samples, queries=args.queries,
                               retention_queries=args.retention_queries, replay=args.replay, method=args.method,
-                              seed=args.seed, progress=not args.no_progress)
+                              compare=args.compare, dinov2_model=args.dinov2_model, seed=args.seed,
+                              progress=not args.no_progress)
     if kind == "study":
         print(f"demo: {args.out}/ — new tasks: IoU {r['iou']['base']:.3f} -> {r['iou']['adapted']:.3f}, colour "
               f"error {r['colour_error']['base']:.1f} -> {r['colour_error']['adapted']:.1f}; known tasks: IoU "
-              f"{r['retention']['iou']['base']:.3f} -> {r['retention']['iou']['adapted']:.3f}; "
+              f"{r['retention']['iou']['base']:.3f} -> {r['retention']['iou']['adapted']:.3f}; right answers "
+              f"{r['right_rows']['base']} -> {r['right_rows']['adapted']} of {r['right_rows']['rows']}; "
               f"{r['total_seconds']:.0f} s")
     else:
         print(f"demo (tiny {get_family(args.family).title}): {args.out}/ — training loss "

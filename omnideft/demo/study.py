@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from omnideft.eval.denoising import denoising_losses, load_examples
+from omnideft.eval.retention import RetentionGauge
 from omnideft.families.family import TrainingSettings
 from omnideft.families.registry import resolve_family
 from omnideft.shapes import task_names
@@ -79,7 +80,8 @@ class AdaptationStudy:
             "data.condition_dropout=0.1", f"train.max_steps={steps}", "train.batch_size=8",
             f"train.seed={self.seed if seed is None else seed}", f"train.checkpoint_every={checkpoint_every}",
             "train.keep_checkpoints=0", "output.tensorboard=false", f"output.dir={out}", *overrides])
-        train(recipe, progress=progress, overwrite=True)
+        gauge = RetentionGauge(recipe) if recipe.retention.enabled else None  # the forgetting gauge (retention.*)
+        train(recipe, progress=progress, overwrite=True, gauge=gauge)
         return Path(out)
 
     def score(self, adapter: Path | None, progress: bool = False) -> Scores:

@@ -56,9 +56,14 @@ def score(generate: Callable[[ShapeSample, int], Image.Image], samples: list[Sha
     return table, images
 
 
-def comparison_sheet(samples: list[ShapeSample], outputs: dict[str, list[Image.Image]], cell: int = 96) -> Image.Image:
+RIGHT, WRONG = (30, 160, 60), (210, 40, 40)
+
+
+def comparison_sheet(samples: list[ShapeSample], outputs: dict[str, list[Image.Image]], cell: int = 96,
+                     marks: dict[str, list[bool]] | None = None) -> Image.Image:
     """One row per sample: its example pairs (columns aligned across rows), the query, each model's output (one
-    column per entry of `outputs`, in order) and the true target."""
+    column per entry of `outputs`, in order) and the true target. `marks` (model -> per sample): a green frame
+    around an output judged right, a red one around a wrong one."""
     n_ex = max(s.n_examples for s in samples)
     labels = [f"example {k // 2 + 1} {'in' if k % 2 == 0 else 'out'}" for k in range(2 * n_ex)]
     labels += ["query", *outputs, "target"]
@@ -73,4 +78,9 @@ def comparison_sheet(samples: list[ShapeSample], outputs: dict[str, list[Image.I
             if im is not None:
                 sheet.paste(im.convert("RGB").resize((cell - 4, cell - 4), Image.NEAREST),
                             (c * cell + 2, LABEL_H + r * cell + 2))
+        for k, model in enumerate(outputs):
+            if marks and model in marks:
+                c = 2 * n_ex + 1 + k
+                draw.rectangle([c * cell, LABEL_H + r * cell, (c + 1) * cell - 1, LABEL_H + (r + 1) * cell - 1],
+                               outline=RIGHT if marks[model][r] else WRONG, width=2)
     return sheet

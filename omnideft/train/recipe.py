@@ -107,8 +107,9 @@ class RetentionSection:
                                           "the small preset, else generic)")
     seeds: list = option([0], "sampler seeds: every probe is answered once per seed, by the base and at every "
                          "validation", bounds=">= 0")
-    dinov2_model: str = option("facebook/dinov2-small", "DINOv2 model for the drift: a local folder or a cached hub "
-                               "id (as `omnideft eval --dinov2-model`)")
+    dinov2_model: typing.Optional[str] = option("facebook/dinov2-small", "DINOv2 model for the drift: a local folder "
+                                                "or a cached hub id (as `omnideft eval --dinov2-model`); null = no "
+                                                "drift, task scores only (probes with targets)")
     max_drift: typing.Optional[float] = option(None, "stop the run when a validation's drift exceeds this; the "
                                                "result is the adapter of the last validation within it (null = "
                                                "no limit)", bounds="(0, 1]")

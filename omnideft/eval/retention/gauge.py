@@ -62,7 +62,13 @@ class RetentionGauge:
             raise UserError("retention.seeds is empty: give at least one sampler seed")
         self.seeds = list(dict.fromkeys(cfg.seeds))
         self.pairs = [(i, seed) for i in range(len(self.probes)) for seed in self.seeds]
-        self.encoder = load_encoder(cfg.dinov2_model)
+        # no DINOv2 (dinov2_model null): the task scores alone, which need probes with targets
+        if cfg.dinov2_model is None and not any(p.target is not None for p in self.probes):
+            raise UserError(f"retention.dinov2_model is null, so the gauge measures task scores only, but the probes "
+                            f"of {self.source} have no targets: name a DINOv2 model or probes with targets (shapes)")
+        if cfg.dinov2_model is None and cfg.max_drift is not None:
+            raise UserError("retention.max_drift needs the drift: set retention.dinov2_model (it is null)")
+        self.encoder = load_encoder(cfg.dinov2_model) if cfg.dinov2_model is not None else None
         self.max_drift = cfg.max_drift
         self.base_images: list[Image.Image] | None = None
         self.rendered = False  # the base's answers were rendered by this process (begin writes them)
@@ -119,14 +125,16 @@ class RetentionGauge:
             model.train(was_training)
         if not write:
             return None
-        embeddings = self.encoder.images(answers)
-        cos = cosines(self.base_embeddings, embeddings)
-        record = {"step": step, "drift": drift(self.base_embeddings, embeddings)}
+        record: dict = {"step": step, "drift": None}
+        per_pair = [{"probe": i, "seed": seed, "drift": None} for i, seed in self.pairs]
+        if self.encoder is not None:
+            embeddings = self.encoder.images(answers)
+            record["drift"] = drift(self.base_embeddings, embeddings)
+            for pair, c in zip(per_pair, cosines(self.base_embeddings, embeddings).tolist()):
+                pair["drift"] = (1 - c) / 2.0
         scores = self._scores(answers)
         if scores:
             record.update(iou=scores["iou"], colour_error=scores["colour_error"])
-        per_pair = [{"probe": i, "seed": seed, "drift": (1 - c) / 2.0}
-                    for (i, seed), c in zip(self.pairs, cos.tolist())]
         grid = answer_grid(self.base_images, answers, [self.probes[i] for i, _ in self.pairs],
                            [p["drift"] for p in per_pair], step)
         save_image_atomic(grid, Path(out) / FOLDER / f"step-{step:07d}.png")
@@ -171,7 +179,8 @@ class RetentionGauge:
                 for i, seed in self.pairs]
 
     def _score_base(self) -> None:
-        self.base_embeddings = self.encoder.images(self.base_images)
+        if self.encoder is not None:
+            self.base_embeddings = self.encoder.images(self.base_images)
         self.base_scores = self._scores(self.base_images)
 
     def _scores(self, answers: list[Image.Image]) -> dict | None:

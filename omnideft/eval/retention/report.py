@@ -25,25 +25,41 @@ def answer_grid(base: list[Image.Image], adapted: list[Image.Image], probes: lis
         for c, im in enumerate((b, a, probe.target if targets else None)):
             if im is not None:
                 sheet.paste(im.convert("RGB").resize((side - 4, side - 4), Image.NEAREST), (c * side + 2, top + 2))
-        draw.text((3, top + side), f"drift {d:.4f}", fill="black")
+        if d is not None:
+            draw.text((3, top + side), f"drift {d:.4f}", fill="black")
     return sheet
 
 
 def plot(history: list[dict], max_drift: float | None, width: int = 640, height: int = 360) -> Image.Image:
     """Drift per validation (red, left axis from 0 to the largest drift or the limit) and IoU (blue, 0..1) when
     measured; the limit as a grey line."""
+    return compare_plot({"": history}, max_drift, width, height)
+
+
+COLOURS = ((200, 60, 40), (40, 90, 200), (30, 150, 60), (150, 60, 170))  # one per run in compare_plot
+
+
+def compare_plot(runs: dict[str, list[dict]], max_drift: float | None = None, width: int = 640,
+                 height: int = 360) -> Image.Image:
+    """The gauge's histories of several runs over steps (the demo: DEFT vs LoRA): per run its drift (left axis,
+    from 0 to the largest drift or the limit) as a line with dots and its task IoU (right axis, 0..1) as a line with
+    squares. One unnamed run (the trainer's own plot) keeps drift red and IoU blue."""
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
     m = 45
     d.rectangle([m, m, width - m, height - m], outline="black")
-    d.text((m, 10), "retention: drift (red, left)" + (", task IoU (blue, right, 0..1)"
-                                                      if any(r.get("iou") is not None for r in history) else ""),
-           fill="black")
-    if not history:
+    histories = [h for h in runs.values() if h]
+    has = {key: any(r.get(key) is not None for h in histories for r in h) for key in ("drift", "iou")}
+    single = list(runs) == [""]
+    parts = [f"drift ({'red, ' if single else 'dots, '}left)" if has["drift"] or not has["iou"] else "",
+             f"task IoU ({'blue, ' if single else 'squares, '}right, 0..1)" if has["iou"] else ""]
+    d.text((m, 10), "retention: " + ", ".join(p for p in parts if p), fill="black")
+    if not histories:
         return img
-    steps = [r["step"] for r in history]
+    steps = [r["step"] for h in histories for r in h]
     lo_s, hi_s = min(0, *steps), max(steps) or 1
-    top = max([r["drift"] for r in history] + ([max_drift] if max_drift else []) + [1e-6]) * 1.1
+    top = max([r["drift"] for h in histories for r in h if r.get("drift") is not None]
+              + ([max_drift] if max_drift else []) + [1e-6]) * 1.1
 
     def xy(step, value, scale):
         return (m + (step - lo_s) / (hi_s - lo_s or 1) * (width - 2 * m),
@@ -52,16 +68,22 @@ def plot(history: list[dict], max_drift: float | None, width: int = 640, height:
     if max_drift is not None:
         d.line([xy(lo_s, max_drift, top), xy(hi_s, max_drift, top)], fill=LIMIT, width=1)
         d.text((width - m - 90, xy(0, max_drift, top)[1] - 14), f"max_drift {max_drift:g}", fill=LIMIT)
-    for key, colour, scale in (("drift", DRIFT, top), ("iou", IOU, 1.0)):
-        points = [xy(r["step"], r[key], scale) for r in history if r.get(key) is not None]
-        if len(points) > 1:
-            d.line(points, fill=colour, width=2)
-        for x, y in points:
-            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-    d.text((4, m - 6), f"{top:.3g}", fill=DRIFT)
-    d.text((4, height - m - 6), "0", fill=DRIFT)
-    if any(r.get("iou") is not None for r in history):
-        d.text((width - m + 4, m - 6), "1", fill=IOU)
+    for n, (name, history) in enumerate(runs.items()):
+        for key, scale, square in (("drift", top, False), ("iou", 1.0, True)):
+            colour = (DRIFT if key == "drift" else IOU) if single else COLOURS[n % len(COLOURS)]
+            points = [xy(r["step"], r[key], scale) for r in history if r.get(key) is not None]
+            if len(points) > 1:
+                d.line(points, fill=colour, width=2)
+            for x, y in points:
+                (d.rectangle if square else d.ellipse)([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        if not single:
+            d.text((m + 8, m + 6 + 14 * n), name, fill=COLOURS[n % len(COLOURS)])
+    if has["drift"]:
+        d.text((4, m - 6), f"{top:.3g}", fill=DRIFT if single else "black")
+        d.text((4, height - m - 6), "0", fill=DRIFT if single else "black")
+    if has["iou"]:
+        d.text((width - m + 4, m - 6), "1", fill=IOU if single else "black")
+        d.text((width - m + 4, height - m - 6), "0", fill=IOU if single else "black")
     d.text((m, height - m + 8), str(lo_s), fill="black")
     d.text((width - m - 40, height - m + 8), f"step {hi_s}", fill="black")
     return img
