@@ -26,7 +26,7 @@ DEFT keeps A better than LoRA at this scale and by how much, and prints one JSON
 {"deft_relu": {"fit_B": IoU on B, "retain_A": IoU on A, "retain_A_drift": ..., "fit_B_replay": ...,
 "retain_A_replay": ..., ...}, ...} (LONG runs at the common learning rate).
 
-    python benchmarks/retention.py [OUT] [--quick] [--dinov2-model DIR]
+    python benchmarks/retention.py [OUT] [--quick] [--no-sweep] [--dinov2-model DIR]
 
 Time on 2 cores: 40 to 70 minutes, estimated from per-run times (not run in full yet): a training step takes about
 0.25 s for LoRA, DEFT and OFT alike, scoring one adapter about 5 s (plus a second or two of DINOv2-small for the
@@ -83,6 +83,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", default=str(Path(__file__).parent / "out" / "retention"))
     parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
+    parser.add_argument("--no-sweep", action="store_true", help="the common learning rate only: no sweep, no "
+                        "best-lr table (about half the time)")
     parser.add_argument("--dinov2-model", metavar="DIR", help="DINOv2 for the drift column (a local folder or a "
                         "cached hub id); without it the drift column is absent")
     return parser.parse_args(argv)
@@ -92,6 +94,8 @@ def main(argv: list[str]) -> dict:
     args = parse(argv)
     quick, out = args.quick, Path(args.out)
     short, seeds, sweep = (QUICK["SHORT"], QUICK["SEEDS"], QUICK["SWEEP"]) if quick else (SHORT, SEEDS, SWEEP)
+    if args.no_sweep:
+        sweep = (LR,)
     t0 = time.perf_counter()
     # loaded before any training, so a folder that is not DINOv2 fails in a second
     encoder = load_encoder(args.dinov2_model, flag="--dinov2-model") if args.dinov2_model else None
@@ -143,7 +147,10 @@ def main(argv: list[str]) -> dict:
             log(f"sweep {label} {method}: " + ", ".join(f"lr {lr:g}: {v:.4f}" for lr, v in losses.items()) +
                 f" -> {best_lr[label][method]:g}")
         results[label] = {}
-        for lr_label, lrs in (("common_lr", {m: LR for m in METHODS}), ("best_lr", best_lr[label])):
+        settings = {"common_lr": {m: LR for m in METHODS}, "best_lr": best_lr[label]}
+        if args.no_sweep:  # nothing was picked
+            del settings["best_lr"]
+        for lr_label, lrs in settings.items():
             results[label][lr_label] = {}
             for method, lr in lrs.items():
                 per_length: dict = {"short": [], "long": []}
@@ -215,8 +222,8 @@ def table(report: dict, replay: str) -> str:
     base = report["base"]
     digits = {c: 4 if c == "kept_drift" else 3 for c in cols}  # drift is small: 0.01 is already a visible change
     lines.append("| base | - | - | 0 | " + " | ".join(f"{base[c]:.{digits[c]}f}" for c in cols) + " |")
-    for label in ("common_lr", "best_lr"):
-        for method, r in report["results"][replay][label].items():
+    for label, runs in report["results"][replay].items():  # common_lr, and best_lr unless --no-sweep
+        for method, r in runs.items():
             for length in ("short", "long"):
                 steps = report["short_steps"] if length == "short" else report["long_steps"]
                 cells = [f"{r[length][c]['mean']:.{digits[c]}f} ± {r[length][c]['std']:.{digits[c]}f}" for c in cols]
@@ -235,14 +242,18 @@ def verdict(report: dict, replay: str) -> str:
         diff = d["kept_iou"]["mean"] - lora["kept_iou"]["mean"]
         noise = (d["kept_iou"]["std"] ** 2 + lora["kept_iou"]["std"] ** 2) ** 0.5
         better = "better than" if diff > noise else ("worse than" if -diff > noise else "no differently from")
-        best, best_lora = runs["best_lr"][name], runs["best_lr"]["lora"]
-        parts.append(
-            f"{name} keeps family A {better} LoRA after {report['long_steps']} steps at equal rank and lr: A IoU "
-            f"{d['kept_iou']['mean']:.3f} vs {lora['kept_iou']['mean']:.3f} (base {base:.3f}; difference "
-            f"{diff:+.3f}, seed spread {noise:.3f}), fitting B to IoU {d['fit_iou']['mean']:.3f} vs "
-            f"{lora['fit_iou']['mean']:.3f}; each at its best lr ({best['lr']:g} vs {best_lora['lr']:g}): A IoU "
-            f"{best['long']['kept_iou']['mean']:.3f} vs {best_lora['long']['kept_iou']['mean']:.3f}, B IoU "
-            f"{best['long']['fit_iou']['mean']:.3f} vs {best_lora['long']['fit_iou']['mean']:.3f}")
+        text = (f"{name} keeps family A {better} LoRA after {report['long_steps']} steps at equal rank and lr: A IoU "
+                f"{d['kept_iou']['mean']:.3f} vs {lora['kept_iou']['mean']:.3f} (base {base:.3f}; difference "
+                f"{diff:+.3f}, seed spread {noise:.3f}), fitting B to IoU {d['fit_iou']['mean']:.3f} vs "
+                f"{lora['fit_iou']['mean']:.3f}")
+        if "kept_drift" in d:
+            text += f", A drift {d['kept_drift']['mean']:.4f} vs {lora['kept_drift']['mean']:.4f}"
+        if "best_lr" in runs:
+            best, best_lora = runs["best_lr"][name], runs["best_lr"]["lora"]
+            text += (f"; each at its best lr ({best['lr']:g} vs {best_lora['lr']:g}): A IoU "
+                     f"{best['long']['kept_iou']['mean']:.3f} vs {best_lora['long']['kept_iou']['mean']:.3f}, B IoU "
+                     f"{best['long']['fit_iou']['mean']:.3f} vs {best_lora['long']['fit_iou']['mean']:.3f}")
+        parts.append(text)
     return "; ".join(parts) + "."
 
 
