@@ -89,6 +89,12 @@ def test_reference_images_and_examples_are_the_pipelines_references(generator, p
     theirs = _reference(pipe, "example 1: image 1 becomes image 2. make it blue image 3", 5, image=[a, b, query],
                         height=64, width=64)
     assert np.abs(_levels(ours) - _levels(theirs)).max() <= 1
+    # a reference below the pipeline's 64 px minimum is enlarged to it (Lanczos), as the trainer's batches are
+    small = _noise_image(7, 32)
+    ours = generator("make <img><|image_1|></img> red", images=[small], seed=6, steps=2, guidance=4.0,
+                     output_type="np")[0]
+    theirs = _reference(pipe, "make image 1 red", 6, image=[small.resize((64, 64), Image.Resampling.LANCZOS)])
+    assert ours.shape == (64, 64, 3) and np.abs(_levels(ours) - _levels(theirs)).max() <= 1
 
 
 def test_the_cli_renders_the_pipelines_pixels_with_references(base, pipe, tmp_path):
@@ -111,15 +117,16 @@ def test_what_klein_does_not_take_is_one_line(generator, base, tmp_path):
         generator("x", images=images[:2], examples=[(images[2], images[3]), (images[4], images[0])], steps=1)
     with pytest.raises(UserError, match=r"^image guidance 2: FLUX\.2 \[klein\] has no separate image guidance"):
         generator("x", images=images[:1], image_guidance=2.0, steps=1)
-    with pytest.raises(UserError, match=r"^reference image 1: Image too small: 32×32"):
-        generator("x", images=[_noise_image(0, 32)], steps=1, height=32, width=32)
-    for path, image in (("a.png", images[0]), ("small.png", _noise_image(0, 32))):
+    narrow = Image.new("RGB", (64, 600))
+    with pytest.raises(UserError, match=r"^reference image 2: Aspect ratio too extreme: 64×600"):
+        generator("x", images=[images[0], narrow], steps=1, height=32, width=32)
+    for path, image in (("a.png", images[0]), ("narrow.png", narrow)):
         image.save(tmp_path / path)
     args = ["generate", "--model", str(base), "--prompt", "x", "--steps", "1", "--out", str(tmp_path / "o.png")]
     assert_one_line_error(run_cli_here(*args, *[f"--image={tmp_path / 'a.png'}"] * 5), "takes at most 4")
     assert_one_line_error(run_cli_here(*args, "--image", str(tmp_path / "a.png"), "--image-guidance", "2"),
                           "has no separate image guidance")
-    assert_one_line_error(run_cli_here(*args, "--image", str(tmp_path / "small.png")), "Image too small")
+    assert_one_line_error(run_cli_here(*args, "--image", str(tmp_path / "narrow.png")), "Aspect ratio too extreme")
     assert not (tmp_path / "o.png").exists()
 
 
@@ -245,7 +252,7 @@ def test_training_on_in_context_shards_uses_the_references_and_learns(family, tm
                                           size_of=builder.output_size, build=builder).loader()))
     klein = batch["flux2"]
     assert len(klein.references) == 3 and klein.targets.shape == (2, 3, 32, 32)
-    assert all(r.shape == (2, 3, 32, 32) for r in klein.references)
+    assert all(r.shape == (2, 3, 64, 64) for r in klein.references)  # the pipeline's smallest reference
     assert all("image 3" in p and "<|image" not in p for p in klein.prompts)
 
     def loss(b=batch):
@@ -261,3 +268,32 @@ def test_training_on_in_context_shards_uses_the_references_and_learns(family, tm
         loss().mean().backward()
         optimizer.step()
     assert loss().mean() < 0.9 * first.mean()
+
+
+def test_the_shipped_recipe_trains_with_bf16_checkpointing_and_validation_renders(tmp_path):
+    """recipes/flux2_klein_deft_r32.yaml (DEFT r32 QR, bf16 autocast, gradient checkpointing) on the tiny klein, with
+    a validation prompt holding a reference image; `omnideft plan` plans the published klein-base-4B from it."""
+    from safetensors.torch import load_file
+
+    from omnideft.generate.validation import ValidationRenderer
+    from omnideft.shapes.shards import write_task_shards
+    from omnideft.train.loop import train
+    from omnideft.train.recipe import load_recipe
+    from tests.helpers import REPO
+
+    shards = write_task_shards(tmp_path / "s", ["fill"], n_samples=4, size=32, shard_size=2, n_examples=1)
+    _noise_image(0).save(tmp_path / "q.png")
+    recipe = load_recipe(REPO / "recipes" / "flux2_klein_deft_r32.yaml", [
+        "model.name=tiny", f"data.shards=[{shards}]", "data.max_image_size=32", "train.max_steps=2",
+        "train.batch_size=2", "train.checkpoint_every=0", f"output.dir={tmp_path / 'run'}", "validation.steps=2",
+        f"validation.prompts=[{{prompt: 'flip <img><|image_1|></img>', images: [{tmp_path / 'q.png'}], "
+        "height: 32, width: 48}]"])
+    assert recipe.train.mixed_precision == "bf16" and recipe.train.gradient_checkpointing
+    assert recipe.adapter.method == "deft" and recipe.adapter.rank == 32 and recipe.adapter.projector == "qr"
+    adapter = train(recipe, progress=False, validate=ValidationRenderer(recipe.validation, recipe.data.max_image_size))
+    assert {str(t.dtype) for t in load_file(adapter / "adapter_model.safetensors").values()} == {"torch.float32"}
+    assert Image.open(tmp_path / "run" / "validation" / "step-0000002" / "00.png").size == (48, 32)
+    plan = run_cli_here("plan", "recipes/flux2_klein_deft_r32.yaml", "--gpu-memory", "80GB", "--text-tokens", "512")
+    assert plan.returncode == 0, plan.stderr
+    assert "| frozen base | 15.50 | 3,875,544,576 params at fp32 |" in plan.stdout
+    assert "4,022,468,096 params fp32" in plan.stdout and "512 text tokens" in plan.stdout

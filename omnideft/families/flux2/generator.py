@@ -4,8 +4,9 @@ guidance and seed, with nothing added to its time.
 
 What omnideft adds around the call: in-context examples and query images become the pipeline's reference images in
 order (examples first), the prompt's placeholders its "image k" wording (prompt.py); at most four references;
-references checked by the pipeline's own rule (diffusers' Flux2ImageProcessor.check_image_input: 64 px a side at
-least) in one line instead of a traceback, and shrunk to `max_input_image_size` on their longer side; the output takes
+references shrunk to `max_input_image_size` on their longer side and enlarged to the pipeline's minimum of 64 px on
+their shorter side (batch.reference_size, the trainer's rule too), then held to the pipeline's own check (diffusers'
+Flux2ImageProcessor.check_image_input) in one line instead of a traceback; the output takes
 the first query image's size (as the pipeline sizes it) when no size is given. klein has one guidance, text and
 references together (`guidance`); `image_guidance` is refused from the family's declaration, and a step-distilled
 klein refuses guidance above 1 (its pipeline would ignore it). A negative prompt is encoded by the pipeline's
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 from omnideft.errors import UserError
+from omnideft.families.flux2.batch import reference_size
 from omnideft.families.flux2.prompt import klein_prompt
 from omnideft.families.generator import FamilyGenerator, check_sides
 from omnideft.images import as_image
@@ -76,16 +78,16 @@ class Flux2Generator(FamilyGenerator):
 
 
 def reference_image(image: Image.Image, max_side: int, k: int = 1) -> Image.Image:
-    """A reference as the pipeline will take it: shrunk to `max_side` on its longer side when beyond it (Lanczos,
-    the pipeline's own resampling), and held to the pipeline's check (diffusers' Flux2ImageProcessor:
-    sides of 64 px at least, aspect ratio within 8:1) in one line naming the image."""
+    """A reference as the pipeline will take it: brought to batch.reference_size (within `max_side` on its longer
+    side, at least the pipeline's 64 px on its shorter one; Lanczos, the pipeline's own resampling) and held to the
+    pipeline's check (diffusers' Flux2ImageProcessor.check_image_input: aspect ratio within 8:1) in one line naming
+    the image."""
     from diffusers.pipelines.flux2.image_processor import Flux2ImageProcessor
 
     image = image.convert("RGB")
-    if max(image.size) > max_side:
-        scale = max_side / max(image.size)
-        image = image.resize((max(round(image.width * scale), 1), max(round(image.height * scale), 1)),
-                             Image.Resampling.LANCZOS)
+    size = reference_size(image.width, image.height, max_side)
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
     try:
         Flux2ImageProcessor.check_image_input(image)
     except ValueError as exc:

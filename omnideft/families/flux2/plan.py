@@ -10,7 +10,8 @@ projection's input (H), the feed-forward's input (H), its gate and up projection
 - 17 H - at compute bytes; a single-stream block its modulated input (H), the fused q/k/v/MLP projection (9 H), the
 attention output and SwiGLU product (4 H, the output projection's input) - 14 H. Each adapted linear adds its rank-r
 projection (fp32). Text tokens run through every block beside the image tokens (the pipeline pads the prompt to 512).
-With gradient checkpointing only each block's input (H at stream bytes) stays.
+With gradient checkpointing only each block's input (H at stream bytes) stays. The pipeline pads every prompt to 512
+tokens, in training too: plan klein with `omnideft plan RECIPE --text-tokens 512` (the command's default is 128).
 """
 
 from __future__ import annotations
@@ -29,12 +30,11 @@ from omnideft.sizing.shapes import ModelShapes, PlanFamily, adapted_linears, cou
 PUBLISHED_ID = "black-forest-labs/FLUX.2-klein-base-4B"  # the model whose configs ship in configs/
 CONFIG_FILE = "flux2_klein_base_4b.json"
 COMPONENTS = ("transformer", "text_encoder", "vae")
-TEXT_TOKENS = 512  # the pipeline pads every prompt to max_sequence_length
 
 
 def plan_entry() -> PlanFamily:
     return PlanFamily("flux2", flux2_configs, flux2_shapes,
-                      workload={"time_tokens": 0, "text_tokens": TEXT_TOKENS, "input_pixels": (MAX_PIXELS,)},
+                      workload={"time_tokens": 0, "input_pixels": (MAX_PIXELS,)},
                       trainer_refuses=("model.quantize", "data.latents"))
 
 
