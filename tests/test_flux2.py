@@ -127,6 +127,10 @@ def test_what_klein_does_not_take_is_one_line(generator, base, tmp_path):
     assert_one_line_error(run_cli_here(*args, "--image", str(tmp_path / "a.png"), "--image-guidance", "2"),
                           "has no separate image guidance")
     assert_one_line_error(run_cli_here(*args, "--image", str(tmp_path / "narrow.png")), "Aspect ratio too extreme")
+    (tmp_path / "partial" / "transformer").mkdir(parents=True)
+    (tmp_path / "partial" / "model_index.json").write_text('{"_class_name": "Flux2KleinPipeline"}')
+    args[2] = str(tmp_path / "partial")
+    assert_one_line_error(run_cli_here(*args), "not a complete FLUX.2 [klein] folder: missing vae/, text_encoder/")
     assert not (tmp_path / "o.png").exists()
 
 
