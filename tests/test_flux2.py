@@ -301,3 +301,26 @@ def test_the_shipped_recipe_trains_with_bf16_checkpointing_and_validation_render
     assert plan.returncode == 0, plan.stderr
     assert "| frozen base | 15.50 | 3,875,544,576 params at fp32 |" in plan.stdout
     assert "4,022,468,096 params fp32" in plan.stdout and "512 text tokens" in plan.stdout
+
+
+@pytest.mark.parametrize("method", ["deft", "lora"])
+def test_the_plan_is_within_ten_percent_of_a_measured_step(method):
+    """The activation model against the bytes a step of diffusers' Flux2Transformer2DModel keeps on the CPU
+    (every linear adapted, text and references in the sequence), in fp32, bf16, fp32 under autocast and
+    checkpointed."""
+    from omnideft.adapters import AdapterSpec
+    from omnideft.families.flux2.plan import measure_flux2_step, reduced_flux2_config
+    from omnideft.sizing.estimate import Setup
+
+    spec = AdapterSpec(method=method, rank=8, targets="all-linear", projector="qr" if method == "deft" else None)
+    setups = [Setup(base="fp32", compute="fp32", checkpointing=False), Setup(base="bf16", compute="bf16"),
+              Setup(base="fp32", compute="bf16"), Setup(base="fp32", compute="bf16", checkpointing=True)]
+    for setup in setups:
+        for heads, latent_side, refs in ((3, 8, 2), (6, 12, 1)):  # 216 and 312 tokens
+            r = measure_flux2_step(reduced_flux2_config(heads=heads), spec, setup, text_tokens=24, input_images=refs,
+                                   latent_side=latent_side)
+            measured, predicted = r["measured"], r["predicted"]
+            for part in measured:
+                assert abs(predicted[part] / measured[part] - 1) <= 0.10, (setup, part, r["seq_len"],
+                                                                          predicted[part], measured[part])
+            assert predicted["saved"] != measured["saved"]  # a real comparison, not the same number twice

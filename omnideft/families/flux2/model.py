@@ -139,9 +139,9 @@ def load_flux2(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0,
     `dtype` (the transformer is what omnideft adapts) and is frozen (adapters make their own parameters)."""
     if name == TINY:
         components = build_tiny(seed)
-        components.transformer.to(dtype)
-        components.text_encoder.to(dtype)
-        components.vae.to(dtype)
+        if dtype != torch.float32:  # (diffusers warns on any .to(dtype) of a model)
+            for part in (components.transformer, components.text_encoder, components.vae):
+                part.to(dtype)
     else:
         components = _from_pretrained(name, dtype, revision)
     for part in (components.transformer, components.vae, components.text_encoder):

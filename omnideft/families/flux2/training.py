@@ -31,9 +31,15 @@ class Flux2Training(TrainingBackend):
         """Per-sample loss [B] of the adapted transformer; the frozen text encoder and VAE encode without gradients
         outside autocast, on the device `load` put them on; the transformer runs under `autocast()`."""
         latents, text, text_ids, refs, ref_ids = encode_batch(batch["flux2"], components)
-        timesteps = FlowMatchEulerDiscreteScheduler.from_config(components.scheduler.config).timesteps
         with autocast():
-            return flow_matching_loss(model, latents, text, text_ids, refs, ref_ids, timesteps, noise)
+            return flow_matching_loss(model, latents, text, text_ids, refs, ref_ids, self.timesteps(components), noise)
+
+    def timesteps(self, components):
+        """The scheduler's training timesteps (a fresh scheduler's: generation's `set_timesteps` changes the loaded
+        one's), made once."""
+        if getattr(self, "_timesteps", None) is None:
+            self._timesteps = FlowMatchEulerDiscreteScheduler.from_config(components.scheduler.config).timesteps
+        return self._timesteps
 
     def load_adapter(self, components, folder):
         from omnideft.adapters import load_adapter
