@@ -6,11 +6,11 @@ What omnideft adds around the call: in-context examples and query images become 
 order (examples first), the prompt's placeholders its "image k" wording (prompt.py); at most four references;
 references shrunk to `max_input_image_size` on their longer side and enlarged to the pipeline's minimum of 64 px on
 their shorter side (batch.reference_size, the trainer's rule too), then held to the pipeline's own check (diffusers'
-Flux2ImageProcessor.check_image_input) in one line instead of a traceback; the output takes
-the first query image's size (as the pipeline sizes it) when no size is given. klein has one guidance, text and
-references together (`guidance`); `image_guidance` is refused from the family's declaration, and a step-distilled
-klein refuses guidance above 1 (its pipeline would ignore it). A negative prompt is encoded by the pipeline's
-`encode_prompt` and passed as its `negative_prompt_embeds` (the pipeline's own negative is the empty prompt).
+Flux2ImageProcessor.check_image_input) in one line instead of a traceback; the output takes the first query image's
+size (as the pipeline sizes it) when no size is given. klein has one guidance, text and references together
+(`guidance`); `image_guidance` is refused from the family's declaration, and a step-distilled klein refuses guidance
+above 1 (its pipeline would ignore it). A negative prompt is encoded by the pipeline's `encode_prompt` and passed as
+its `negative_prompt_embeds` (the pipeline's own negative is the empty prompt).
 """
 
 from __future__ import annotations
@@ -62,8 +62,7 @@ class Flux2Generator(FamilyGenerator):
             raise UserError(f"guidance {guidance:g}: {self.model_name} is the step-distilled FLUX.2 [klein], which "
                             "takes no guidance (leave it unset or 1)")
         prompt = klein_prompt(instruction, len(images), "prompt")
-        refs = [reference_image(as_image(im), max_input_image_size, k)
-                for k, im in enumerate(images, 1)]
+        refs = [reference_image(as_image(im), max_input_image_size, k) for k, im in enumerate(images, 1)]
         pipe = self.components.pipeline(self.transformer)
         pipe.set_progress_bar_config(disable=not progress)
         extra = {}
