@@ -20,6 +20,7 @@ from omnideft.errors import UserError
 FAMILIES = {
     "omnigen": "omnideft.families.omnigen:FAMILY",
     "omnigen2": "omnideft.families.omnigen2:FAMILY",
+    "flux2": "omnideft.families.flux2:FAMILY",
 }
 BUILT_IN = dict(FAMILIES)  # the families omnideft ships (the generated docs list these)
 AUTO = "auto"

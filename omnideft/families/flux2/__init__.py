@@ -1,0 +1,116 @@
+"""FLUX.2 [klein]: diffusers' Flux2Transformer2DModel with a Qwen3 text encoder and the FLUX.2 VAE
+(AutoencoderKLFlux2), run through diffusers' own Flux2KleinPipeline; loaded from a diffusers folder in the published
+layout (`black-forest-labs/FLUX.2-klein-base-4B`: model_index.json naming Flux2KleinPipeline, transformer/, vae/,
+text_encoder/, tokenizer/, scheduler/) or a hub id; preset `tiny` (random). docs/flux2.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omnideft.families.family import ExportClient, GenerationDefaults, ModelFamily
+from omnideft.families.flux2.prompt import MAX_REFERENCE_IMAGES
+
+NOT_YET = "does not take it yet (docs/flux2.md)"
+DIFFUSERS = "diffusers==0.42.1"
+LOAD_LORA_TEST = "tests/test_flux2.py::test_the_diffusers_export_loads_with_load_lora_weights_as_the_merged_weights"
+
+
+class Flux2Klein(ModelFamily):
+    title = "FLUX.2 [klein]"
+    pipeline_classes = ("Flux2KleinPipeline",)
+    subfolders = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+    layout = "diffusers layout (Flux2KleinPipeline)"
+    presets = ("tiny",)
+    hub_ids = True
+    max_input_images = MAX_REFERENCE_IMAGES  # klein 4B / 9B: up to four reference images (BFL's documentation)
+    unsupported = {
+        "camera": "has no camera conditioning (cameras are OmniGen (v1) only)",
+        "quantize": NOT_YET,
+        "latents": NOT_YET,
+        "kv_cache": "runs diffusers' Flux2KleinPipeline, which keeps no key/value cache",
+        "separate_cfg": "runs diffusers' Flux2KleinPipeline, which runs its guidance branches one after the other",
+        "offload": NOT_YET,
+        "mllm_targets": "has a Qwen3 text encoder, not an MLLM; leave adapter.mllm_targets at none",
+        "image_guidance": "has no separate image guidance: its reference images are guided with the prompt by "
+                          "--guidance",
+    }
+    export_formats = {
+        "peft-lora": (ExportClient(
+            "PEFT", "PeftModel.from_pretrained(transformer, folder)", "peft==0.21.2",
+            "tests/test_families.py::test_export_round_trips_to_the_exact_merged_weights[flux2]",
+            "on diffusers' Flux2Transformer2DModel (the module names are diffusers')"),),
+        "diffusers": (ExportClient(
+            "diffusers", "Flux2KleinPipeline.load_lora_weights(folder)", f"{DIFFUSERS}, peft==0.21.2", LOAD_LORA_TEST,
+            "every tensor applied; the adapted transformer equals the merged export"),),
+        "merged": (ExportClient(
+            "omnideft", "omnideft generate --model folder", "this repository",
+            "tests/test_families.py::test_export_round_trips_to_the_exact_merged_weights[flux2]"),
+            ExportClient(
+            "diffusers", "Flux2KleinPipeline.from_pretrained(folder)", DIFFUSERS,
+            "tests/test_flux2.py::test_the_merged_export_is_a_diffusers_pipeline_folder")),
+    }
+
+    def defaults(self, name: str) -> GenerationDefaults:
+        """The base models: 50 steps at guidance 4 (their model cards and the pipeline's default); the step-distilled
+        klein: 4 steps without guidance. A folder says which in its model_index.json (`is_distilled`); a hub id by
+        its name (the base models' ids hold "base")."""
+        if _is_distilled(name):
+            return GenerationDefaults(size=1024, steps=4, guidance=1.0, image_guidance=1.0)
+        return GenerationDefaults(size=1024, steps=50, guidance=4.0, image_guidance=1.0)
+
+    def load(self, name: str, *, dtype=None, seed: int = 0, revision: str | None = None, quantize=None):
+        import torch
+
+        from omnideft.families.flux2.model import load_flux2
+
+        if quantize:
+            self.refuse("quantize", f"quantize={quantize}")
+        return load_flux2(name, dtype=dtype or torch.float32, seed=seed, revision=revision)
+
+    def save(self, components, folder: Path) -> None:
+        from omnideft.families.flux2.model import save_flux2
+
+        save_flux2(components, folder)
+
+    def target_modules(self, transformer, preset, include_embedders: bool = False) -> list[str]:
+        from omnideft.families.flux2.targets import target_modules
+
+        return target_modules(transformer, preset, include_embedders)
+
+    def plan_entry(self):
+        from omnideft.families.flux2.plan import plan_entry
+
+        return plan_entry()
+
+    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
+        return dict(factors)  # diffusers' module names are the only names this family has
+
+    def training_backend(self, settings):
+        from omnideft.families.flux2.training import Flux2Training
+
+        return Flux2Training(self, settings)
+
+    def generator_class(self):
+        from omnideft.families.flux2.generator import Flux2Generator
+
+        return Flux2Generator
+
+    def owns_components(self, components) -> bool:
+        from omnideft.families.flux2.model import Flux2Components
+
+        return isinstance(components, Flux2Components)
+
+
+def _is_distilled(name: str) -> bool:
+    index = Path(name).expanduser() / "model_index.json"
+    if index.is_file():
+        try:
+            return bool(json.loads(index.read_text()).get("is_distilled", False))
+        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError, OSError):
+            return False  # loading names the broken file
+    lowered = name.lower()
+    return "klein" in lowered and "base" not in lowered and "/" in name
+
+
+FAMILY = Flux2Klein()
