@@ -29,7 +29,8 @@ class Flux2Klein(ModelFamily):
         "camera": "has no camera conditioning (cameras are OmniGen (v1) only)",
         "quantize": NOT_YET,
         "latents": NOT_YET,
-        "kv_cache": "runs diffusers' Flux2KleinPipeline, which keeps no key/value cache",
+        "kv_cache": "has no exact key/value cache of its references: they attend to the noisy tokens and are "
+                    "modulated by the timestep in every block (docs/flux2.md)",
         "separate_cfg": "runs diffusers' Flux2KleinPipeline, which runs its guidance branches one after the other",
         "offload": NOT_YET,
         "mllm_targets": "has a Qwen3 text encoder, not an MLLM; leave adapter.mllm_targets at none",
