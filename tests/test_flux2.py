@@ -439,7 +439,7 @@ def test_the_shipped_recipe_trains_with_bf16_checkpointing_and_validation_render
     adapter = train(recipe, progress=False, validate=ValidationRenderer(recipe.validation, recipe.data.max_image_size))
     assert {str(t.dtype) for t in load_file(adapter / "adapter_model.safetensors").values()} == {"torch.float32"}
     assert Image.open(tmp_path / "run" / "validation" / "step-0000002" / "00.png").size == (48, 32)
-    plan = run_cli_here("plan", "recipes/flux2_klein_deft_r32.yaml", "--gpu-memory", "80GB", "--text-tokens", "512")
+    plan = run_cli_here("plan", "recipes/flux2_klein_deft_r32.yaml", "--gpu-memory", "80GB")  # klein's 512 tokens
     assert plan.returncode == 0, plan.stderr
     assert "| frozen base | 15.50 | 3,875,544,576 params at fp32 |" in plan.stdout
     assert "4,022,468,096 params fp32" in plan.stdout and "512 text tokens" in plan.stdout
