@@ -8,8 +8,13 @@ forced to its memory-lean backward (`deft_relu_lean`, what `auto` does at real s
 random stand-in factors instead of the one-time SVDs), in fp32 and bf16, interleaved (A B C ... A B C ...);
 medians. All variants share the same base weights. Memory = bytes of the distinct tensors saved for backward
 (saved_tensors_hooks, parameters excluded) + adapter parameters + optimizer state. `merged_vs_base`: inference
-forward of the block with a DEFT adapter merged into its weights against the plain block. No arguments; the last
-line is one JSON object.
+forward of the block with a DEFT adapter merged into its weights against the plain block.
+
+FLUX.2 [klein] (`klein_*` keys): one double-stream block and one single-stream block of diffusers'
+Flux2Transformer2DModel at klein 4B's width (3072, 24 heads of 128, SwiGLU MLP ratio 3; 20 of klein 4B's 25 blocks
+are single-stream), 256 image + 128 text tokens with RoPE, the timestep modulations as fixed inputs; adapters on every
+linear of both blocks (what `all-linear` adapts there), r = 32, fp32; PEFT LoRA against omnideft's fused DEFT (relu,
+qr), interleaved, medians, the same step and memory measures. No arguments; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from diffusers.models.transformers.transformer_flux2 import (  # noqa: E402
+    Flux2PosEmbed,
+    Flux2SingleTransformerBlock,
+    Flux2TransformerBlock,
+)
 from diffusers.models.transformers.transformer_omnigen import OmniGenBlock  # noqa: E402
 from peft import DeftConfig, LoraConfig, inject_adapter_in_model  # noqa: E402
 
@@ -206,8 +216,119 @@ def ratios(r: dict, suffix: str) -> dict:
     return {k + suffix: round(v, 4) for k, v in out.items()}
 
 
+# -- FLUX.2 [klein] ----------------------------------------------------------------------------------------------------
+
+KLEIN_HEADS, KLEIN_HEAD_DIM, KLEIN_IMAGE, KLEIN_TEXT = 24, 128, 256, 128
+KLEIN_HIDDEN = KLEIN_HEADS * KLEIN_HEAD_DIM
+KLEIN_VARIANTS = ["peft_lora", "deft_relu", "deft_qr"]
+
+
+class KleinBlocks(torch.nn.Module):
+    """A double-stream then a single-stream block, wired as Flux2Transformer2DModel wires them."""
+
+    def __init__(self):
+        super().__init__()
+        self.double_stream = Flux2TransformerBlock(KLEIN_HIDDEN, KLEIN_HEADS, KLEIN_HEAD_DIM, mlp_ratio=3.0)
+        self.single_stream = Flux2SingleTransformerBlock(KLEIN_HIDDEN, KLEIN_HEADS, KLEIN_HEAD_DIM, mlp_ratio=3.0)
+
+    def forward(self, img, txt, mods, rot):
+        txt, img = self.double_stream(img, txt, mods[0], mods[1], image_rotary_emb=rot)
+        return self.single_stream(img, txt, mods[2], image_rotary_emb=rot)
+
+
+def klein_base() -> KleinBlocks:
+    torch.manual_seed(0)
+    blocks = KleinBlocks()
+    for p in blocks.parameters():
+        p.data.normal_(0, 0.02)
+        p.requires_grad_(False)
+    return blocks
+
+
+def klein_variant(name: str, base: KleinBlocks):
+    torch.manual_seed(1)
+    with torch.device("meta"):
+        model = KleinBlocks()
+    model.load_state_dict(base.state_dict(), assign=True)  # shared storage, as `sharing` does for OmniGen
+    model.requires_grad_(False)
+    targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    if name == "peft_lora":
+        cfg = LoraConfig(r=RANK, lora_alpha=RANK, target_modules=targets)
+    else:
+        cfg = DeftConfig(r=RANK, decomposition_method=name.removeprefix("deft_"), target_modules=targets)
+    model = inject_adapter_in_model(cfg, model)
+    if name != "peft_lora":
+        use_fast_layers(model)
+    return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+
+def klein_inputs():
+    g = torch.Generator().manual_seed(2)
+    img = torch.randn(1, KLEIN_IMAGE, KLEIN_HIDDEN, generator=g)
+    txt = torch.randn(1, KLEIN_TEXT, KLEIN_HIDDEN, generator=g)
+    mods = [torch.randn(1, KLEIN_HIDDEN * n, generator=g) * 0.1 for n in (6, 6, 3)]
+    ids = torch.zeros(KLEIN_TEXT + KLEIN_IMAGE, 4)  # text positions first, as the model concatenates them
+    ids[:KLEIN_TEXT, 3] = torch.arange(KLEIN_TEXT)
+    side = int(KLEIN_IMAGE ** 0.5)
+    ids[KLEIN_TEXT:, 1] = torch.arange(KLEIN_IMAGE) // side
+    ids[KLEIN_TEXT:, 2] = torch.arange(KLEIN_IMAGE) % side
+    rot = Flux2PosEmbed(theta=2000, axes_dim=[32, 32, 32, 32])(ids)
+    grad_out = torch.randn(1, KLEIN_TEXT + KLEIN_IMAGE, KLEIN_HIDDEN, generator=g)
+    return img, txt, mods, rot, grad_out
+
+
+def klein_step(model, opt, inputs, pack=None) -> float:
+    img, txt, mods, rot, grad_out = inputs
+    t0 = time.perf_counter()
+    if pack is None:
+        out = model(img.detach().requires_grad_(), txt.detach().requires_grad_(), mods, rot)
+    else:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(img.detach().requires_grad_(), txt.detach().requires_grad_(), mods, rot)
+    out.backward(grad_out)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def run_klein() -> dict:
+    base = klein_base()
+    inputs = klein_inputs()
+    models = {v: klein_variant(v, base) for v in KLEIN_VARIANTS}
+    mem = {}
+    for v, (model, opt) in models.items():
+        frozen = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(t, seen=seen, frozen=frozen):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in frozen:
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        klein_step(model, opt, inputs, pack)  # also the warm-up that creates the optimizer state
+        mem[v] = sum(seen.values()) + state_bytes(model, opt)
+    times: dict[str, list[float]] = {v: [] for v in KLEIN_VARIANTS}
+    t_start = time.perf_counter()
+    for r in range(MAX_ROUNDS):
+        for v, (model, opt) in models.items():
+            times[v].append(klein_step(model, opt, inputs))
+        if r + 1 >= MIN_ROUNDS and time.perf_counter() - t_start > TIME_BUDGET_S:
+            break
+    return {"median_s": {v: statistics.median(t) for v, t in times.items()}, "mem_bytes": mem,
+            "rounds": len(times[KLEIN_VARIANTS[0]])}
+
+
+def klein_ratios(r: dict) -> dict:
+    m, mem = r["median_s"], r["mem_bytes"]
+    out = {"klein_deft_relu_vs_peft_lora": m["deft_relu"] / m["peft_lora"],
+           "klein_deft_qr_vs_peft_lora": m["deft_qr"] / m["peft_lora"],
+           "klein_mem_deft_relu_vs_peft_lora": mem["deft_relu"] / mem["peft_lora"],
+           "klein_mem_deft_qr_vs_peft_lora": mem["deft_qr"] / mem["peft_lora"]}
+    return {k: round(v, 4) for k, v in out.items()}
+
+
 def main() -> int:
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
     variants = ["peft_lora", "peft_deft_relu", "peft_deft_qr", "peft_para", "deft_relu", "deft_qr", "para",
                 "deft_relu_lean", "soda"]
     result = {}
@@ -219,6 +340,12 @@ def main() -> int:
               + "; infer s " + ", ".join(f"{k} {v:.3f}" for k, v in r["infer_median_s"].items()), file=sys.stderr)
         result.update(ratios(r, suffix))
         result[f"rounds{suffix}"] = r["rounds"]
+    klein = run_klein()
+    print("klein fp32: rounds {}, median step s {}; MB {}".format(
+        klein["rounds"], ", ".join(f"{k} {v:.3f}" for k, v in klein["median_s"].items()),
+        ", ".join(f"{k} {v / 2**20:.1f}" for k, v in klein["mem_bytes"].items())), file=sys.stderr)
+    result.update(klein_ratios(klein))
+    result["klein_rounds"] = klein["rounds"]
     print(json.dumps(result))
     return 0
 

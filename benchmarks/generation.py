@@ -18,8 +18,18 @@ and against diffusers' (0 = same pixels); `max_abs_float_diff` the same on the [
 `peak_mem_cached_vs_uncached`: the extra resident memory while sampling (peak RSS minus RSS before sampling, each
 variant in a fresh process with the peak reset after the model is built, so neither the build nor the other
 variant's peak hides it) of cached over uncached; `kv_cache_mb`: the condition keys/values the cache holds. Goal:
-both speed-ups >= 3.5 at the same pixels. No arguments (OMNIDEFT_BENCH_ROUNDS overrides ROUNDS); the last line is
-one JSON object. On 2 busy cores a round takes minutes: see loadavg_1m_before.
+both speed-ups >= 3.5 at the same pixels.
+
+FLUX.2 [klein] (`klein`): omnideft's generator against diffusers' Flux2KleinPipeline called directly, on a
+width-reduced klein saved in the diffusers layout (transformer width 256 = 4 heads of 64, 2 double + 4 single blocks;
+the tiny preset's Qwen3, VAE and tokenizer; diffusers' default initialisation), each side loading it its own way
+(omnideft's loader, `Flux2KleinPipeline.from_pretrained`). Request: one in-context example pair and a query image
+(three 128 px references), 128 x 128 output, 8 steps, guidance 4 (two rows, the base model's guidance), seed 0.
+Interleaved for ROUNDS rounds, medians; the 8-bit pixels must be equal (asserted). `omnideft_vs_pipeline` is
+omnideft's time over the pipeline's (1 = nothing added).
+
+No arguments (OMNIDEFT_BENCH_ROUNDS overrides ROUNDS); the last line is one JSON object. On 2 busy cores a round
+takes minutes: see loadavg_1m_before.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,6 +151,74 @@ def measure_in_subprocess(kv_cache: bool) -> int | None:
     return int(proc.stdout.strip().splitlines()[-1])
 
 
+# -- FLUX.2 [klein] ----------------------------------------------------------------------------------------------------
+
+KLEIN_WIDTH = dict(num_layers=2, num_single_layers=4, attention_head_dim=64, num_attention_heads=4,
+                   axes_dims_rope=(16, 16, 16, 16))
+KLEIN_SIZE, KLEIN_STEPS, KLEIN_GUIDANCE = 128, 8, 4.0
+
+
+def klein_base(folder: Path) -> Path:
+    from diffusers import Flux2Transformer2DModel
+
+    from omnideft.families.flux2.model import tiny_transformer_config
+    from omnideft.families.registry import get_family
+
+    family = get_family("flux2")
+    comps = family.load("tiny", seed=SEED)
+    torch.manual_seed(SEED)
+    comps.transformer = Flux2Transformer2DModel(**(tiny_transformer_config() | KLEIN_WIDTH)).eval()
+    family.save(comps, folder)
+    return folder
+
+
+def run_klein() -> dict:
+    from diffusers import Flux2KleinPipeline
+    from PIL import Image
+
+    from omnideft.families.registry import get_family
+
+    rng = np.random.default_rng(SEED)
+    a, b, query = (Image.fromarray(rng.integers(0, 255, (KLEIN_SIZE, KLEIN_SIZE, 3), dtype=np.uint8))
+                   for _ in range(3))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = klein_base(Path(tmp) / "klein")
+        family = get_family("flux2")
+        generator = family.generator(family.load(str(folder)), device="cpu")
+        pipe = Flux2KleinPipeline.from_pretrained(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    settings = dict(height=KLEIN_SIZE, width=KLEIN_SIZE, num_inference_steps=KLEIN_STEPS,
+                    guidance_scale=KLEIN_GUIDANCE, output_type="np")
+    variants = {
+        "omnideft": lambda: generator("make it blue", images=[query], examples=[(a, b)], seed=SEED, steps=KLEIN_STEPS,
+                                      guidance=KLEIN_GUIDANCE, height=KLEIN_SIZE, width=KLEIN_SIZE,
+                                      output_type="np")[0],
+        # the same request as the pipeline takes it: the references in order, the placeholders as "image k"
+        "pipeline": lambda: pipe(prompt="example 1: image 1 becomes image 2. make it blue image 3",
+                                 image=[a, b, query], generator=torch.Generator().manual_seed(SEED),
+                                 **settings).images[0],
+    }
+    times = {name: [] for name in variants}
+    outputs = {}
+    for r in range(ROUNDS):
+        for name, run in variants.items():
+            t0 = time.perf_counter()
+            outputs[name] = run()
+            times[name].append(time.perf_counter() - t0)
+            print(f"klein round {r + 1}/{ROUNDS} {name}: {times[name][-1]:.2f} s", file=sys.stderr)
+    levels = {n: np.round(o * 255).astype(np.int16) for n, o in outputs.items()}
+    pixel_diff = int(np.abs(levels["omnideft"] - levels["pipeline"]).max())
+    assert pixel_diff == 0, f"omnideft's klein image differs from the pipeline's by {pixel_diff} levels"
+    assert levels["pipeline"].std() > 1  # a picture, not a constant
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    return {"omnideft_vs_pipeline": round(median["omnideft"] / median["pipeline"], 3),
+            "max_abs_pixel_diff": pixel_diff,
+            "max_abs_float_diff": float(np.abs(outputs["omnideft"] - outputs["pipeline"]).max()),
+            "median_s": {n: round(v, 3) for n, v in median.items()}, "rounds": ROUNDS,
+            "config": dict(KLEIN_WIDTH, size=KLEIN_SIZE, steps=KLEIN_STEPS, guidance=KLEIN_GUIDANCE, references=3,
+                           dtype="fp32", device="cpu")}
+
+
 def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     load_before = os.getloadavg()[0]
@@ -187,6 +266,7 @@ def main() -> None:
                    "condition_tokens": summaries[-1]["n_condition"]},
         "loadavg_1m_before": round(load_before, 2),
     }
+    result["klein"] = run_klein()
     print(json.dumps(result))
 
 

@@ -337,6 +337,17 @@ def test_validation_renders_eval_and_plan_run(family, shards, run, tmp_path):
     assert "**peak per GPU**" in proc.stdout, proc.stdout
 
 
+def test_eval_of_a_preset_base_is_the_family_asked_for(family, shards, run, tmp_path):
+    """A preset name exists in every family: `--family` picks whose, so the preset's loss is its saved folder's."""
+    losses = {}
+    for name, model in (("folder", [str(run / "base")]), ("preset", ["tiny", "--family", family.name])):
+        proc = run_cli_here("eval", "--model", *model, "--shards", str(shards), "--samples", "2", "--repeats", "1",
+                            "--max-image-size", "32", "--out", str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        losses[name] = json.loads((tmp_path / f"{name}.json").read_text())["results"]["base"]["all"]
+    assert losses["preset"] == losses["folder"]
+
+
 def test_bench_runs_on_the_run(family, run, metric_models, tmp_path):
     from tests.metric_models import metric_flags
 

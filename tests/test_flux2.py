@@ -6,6 +6,8 @@ planner's count of the published klein-base-4B equals diffusers' on the meta dev
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from PIL import Image
 
 from omnideft.errors import UserError
 from omnideft.families.registry import get_family
-from tests.helpers import assert_one_line_error, run_cli_here
+from tests.helpers import REPO, assert_one_line_error, run_cli_here
 
 PROMPT = "draw a red circle"
 
@@ -207,6 +209,146 @@ def test_the_merged_export_is_a_diffusers_pipeline_folder(family, exports):
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
+# -- ComfyUI (its rules: tests/clients/comfyui_flux2_facts.json) ------------------------------------------------------
+
+COMFYUI = json.loads((REPO / "tests" / "clients" / "comfyui_flux2_facts.json").read_text())
+
+
+def _swap_halves(w):
+    first, second = w.chunk(2, dim=0)
+    return torch.cat([second, first])
+
+
+def _comfyui_layout(state: dict, config) -> dict:
+    """A diffusers FLUX.2 transformer's linear weights as ComfyUI's model holds them, by diffusers' conversion rules
+    in reverse (KeyError if a rule names a module the transformer lacks)."""
+    rules, prefix = COMFYUI["diffusers_to_comfyui"], COMFYUI["model"]["state_dict_prefix"]
+    out = {}
+    for name, comfy in rules["model"].items():
+        if f"{name}.weight" in state:
+            w = state[f"{name}.weight"]
+            out[f"{prefix}{comfy}.weight"] = _swap_halves(w) if name in rules["swap_halves"] else w
+    for key, count in (("double_blocks", config.num_layers), ("single_blocks", config.num_single_layers)):
+        for i in range(count):
+            src, dst = rules[key]["from"].format(i=i), rules[key]["to"].format(i=i)
+            for name, comfy in rules[key]["renamed"].items():
+                out[f"{prefix}{dst}.{comfy}.weight"] = state[f"{src}.{name}.weight"]
+            for comfy, parts in rules[key].get("fused_rows", {}).items():
+                out[f"{prefix}{dst}.{comfy}.weight"] = torch.cat([state[f"{src}.{p}.weight"] for p in parts])
+    return out
+
+
+def _comfyui_linears(config) -> set:
+    """The linear weights of ComfyUI's FLUX.2 model for a transformer config, as its model file builds them."""
+    linear, prefix = COMFYUI["model"]["linear_modules"], COMFYUI["model"]["state_dict_prefix"]
+    names = set(linear["model"]) | (set(linear["with_guidance_embed"]) if config.guidance_embeds else set())
+    for key, count in (("double_blocks", config.num_layers), ("single_blocks", config.num_single_layers)):
+        names |= {f"{key}.{i}.{m}" for i in range(count) for m in linear[key]}
+    return {f"{prefix}{n}.weight" for n in names}
+
+
+def _comfyui_key_map(weights: dict, hidden: int) -> dict:
+    """model_lora_keys_unet for a Flux2 model: stem -> (state-dict key, row slice or None, function or None)."""
+    rules, prefix = COMFYUI["lora_key_map"], COMFYUI["model"]["state_dict_prefix"]
+    key_map = {}
+    for key in weights:
+        path = key.removeprefix(prefix).removesuffix(".weight")
+        for rule in rules["every_model"]["rules"]:
+            key_map[rule.format(path=path, path_underscored=path.replace(".", "_"))] = (key, None, None)
+    flux = rules["flux_class"]
+    targets = {name: (f"{prefix}{comfy}.weight", None, None) for name, comfy in flux["model"].items()}
+    targets |= {name: (f"{prefix}{comfy}.weight", None, _swap_halves) for name, comfy in flux["model_swapped"].items()}
+    paths = [k.removeprefix(prefix).split(".") for k in weights]
+    for key in ("double_blocks", "single_blocks"):  # ComfyUI's depth and depth_single_blocks: the blocks it has
+        for i in range(max([int(p[1]) + 1 for p in paths if p[0] == key] + [0])):
+            src, dst = flux[key]["from"].format(i=i), f"{prefix}{flux[key]['to'].format(i=i)}"
+            targets |= {f"{src}.{n}": (f"{dst}.{c}.weight", None, None) for n, c in flux[key]["renamed"].items()}
+            targets |= {f"{src}.{n}": (f"{dst}.{c}.weight", (start * hidden, length * hidden), None)
+                        for n, (c, start, length) in flux[key]["row_slices"].items()}
+    for name, target in targets.items():
+        for rule in flux["prefixes"]:
+            key_map[rule.format(name=name, name_underscored=name.replace(".", "_"))] = target
+    return key_map
+
+
+def _comfyui_load(lora: dict, weights: dict, hidden: int) -> tuple[dict, set]:
+    """ComfyUI's load_lora_for_models on a FLUX.2 model whose state dict is `weights`, strength 1: (the patched
+    weights, the file's keys it did not apply: unmatched, or matched to a weight the model lacks)."""
+    out, used = dict(weights), set()
+    for stem, (key, rows, function) in _comfyui_key_map(weights, hidden).items():
+        for up, down in (tuple(t.format(stem=stem) for t in pair) for pair in COMFYUI["lora_pairs"]["pairs"]):
+            if up not in lora:
+                continue
+            if key in weights:  # add_patches drops a patch for a key the model does not have ("NOT LOADED")
+                alpha = COMFYUI["lora_pairs"]["alpha"].format(stem=stem)
+                scale = lora[alpha].item() / lora[down].shape[0] if alpha in lora else 1.0
+                w = out[key].clone()
+                view = w if rows is None else w.narrow(0, *rows)
+                delta = scale * (lora[up].flatten(1) @ lora[down].flatten(1)).reshape(view.shape)
+                view += delta if function is None else function(delta)
+                out[key] = w
+                used |= {up, down, alpha} & set(lora)
+            break
+    return out, set(lora) - used
+
+
+@pytest.fixture(scope="module")
+def comfyui_weights(exports):
+    """The bare and the merged tiny klein transformers as ComfyUI holds them; with its width and config."""
+    from diffusers import Flux2Transformer2DModel
+
+    bare = Flux2Transformer2DModel.from_pretrained(str(exports / "base"), subfolder="transformer")
+    merged = Flux2Transformer2DModel.from_pretrained(str(exports / "merged"), subfolder="transformer")
+    config = bare.config
+    return {"bare": _comfyui_layout(_state(bare), config), "merged": _comfyui_layout(_state(merged), config),
+            "hidden": config.num_attention_heads * config.attention_head_dim, "config": config,
+            "linears": sum(isinstance(m, torch.nn.Linear) for m in bare.modules())}
+
+
+def test_comfyui_reads_every_key_of_the_comfyui_export_exactly(exports, comfyui_weights):
+    """Every key of the `comfyui` file lands on a weight of ComfyUI's FLUX.2 model, and the weights ComfyUI builds
+    are the merged export's (the double blocks' q/k/v adapters as one fused qkv LoRA, the output norm's halves
+    swapped)."""
+    from safetensors.torch import load_file
+
+    bare, merged = comfyui_weights["bare"], comfyui_weights["merged"]
+    assert set(bare) == _comfyui_linears(comfyui_weights["config"])  # the rules reach every ComfyUI linear
+    lora = load_file(str(exports / "comfyui" / "flux2_lora_comfyui.safetensors"))
+    patched, unused = _comfyui_load(lora, bare, comfyui_weights["hidden"])
+    assert unused == set()  # ComfyUI would log "lora key not loaded" for each
+    assert sum(not torch.equal(patched[k], bare[k]) for k in bare) == len(bare) == 19  # 23 diffusers linears fused
+    for key, want in merged.items():
+        torch.testing.assert_close(patched[key], want, rtol=0, atol=1e-6 * want.abs().max().item(), msg=key)
+
+
+def test_comfyui_reads_the_diffusers_export_only_in_part(exports, comfyui_weights):
+    """Why the `comfyui` file exists: ComfyUI maps FLUX.1's diffusers names onto FLUX.2, so of the `diffusers` file it
+    reads the double blocks' attention (q/k/v as row slices of the fused qkv) and the embedders, output projection
+    and output norm (its halves swapped) exactly, and leaves the MLPs, single blocks, time embedder and shared
+    modulations unread."""
+    from safetensors.torch import load_file
+
+    bare, merged = comfyui_weights["bare"], comfyui_weights["merged"]
+    lora = load_file(str(exports / "diffusers" / "pytorch_lora_weights.safetensors"))
+    patched, unused = _comfyui_load(lora, bare, comfyui_weights["hidden"])
+    unread = {k.removeprefix("transformer.").split(".lora_")[0] for k in unused}
+    assert unread == {"time_guidance_embed.timestep_embedder.linear_1",
+                      "time_guidance_embed.timestep_embedder.linear_2", "double_stream_modulation_img.linear",
+                      "double_stream_modulation_txt.linear",
+                      "single_stream_modulation.linear", "transformer_blocks.0.ff.linear_in",
+                      "transformer_blocks.0.ff.linear_out", "transformer_blocks.0.ff_context.linear_in",
+                      "transformer_blocks.0.ff_context.linear_out", "single_transformer_blocks.0.attn.to_qkv_mlp_proj",
+                      "single_transformer_blocks.0.attn.to_out"}
+    prefix = COMFYUI["model"]["state_dict_prefix"]
+    read = {f"{prefix}{n}.weight" for n in ("img_in", "txt_in", "final_layer.linear", "final_layer.adaLN_modulation.1",
+                                            "double_blocks.0.img_attn.qkv", "double_blocks.0.img_attn.proj",
+                                            "double_blocks.0.txt_attn.qkv", "double_blocks.0.txt_attn.proj")}
+    assert {k for k in bare if not torch.equal(patched[k], bare[k])} == read
+    for key in read:
+        want = merged[key]
+        torch.testing.assert_close(patched[key], want, rtol=0, atol=1e-6 * want.abs().max().item(), msg=key)
+
+
 def test_the_plan_counts_the_published_klein_base_4b_as_diffusers_does():
     """The shipped configs are klein 4B's (diffusers' conversion script; Qwen3-4B): the planner's counts equal the
     parameters of diffusers' and transformers' own classes built on the meta device."""
@@ -297,7 +439,7 @@ def test_the_shipped_recipe_trains_with_bf16_checkpointing_and_validation_render
     adapter = train(recipe, progress=False, validate=ValidationRenderer(recipe.validation, recipe.data.max_image_size))
     assert {str(t.dtype) for t in load_file(adapter / "adapter_model.safetensors").values()} == {"torch.float32"}
     assert Image.open(tmp_path / "run" / "validation" / "step-0000002" / "00.png").size == (48, 32)
-    plan = run_cli_here("plan", "recipes/flux2_klein_deft_r32.yaml", "--gpu-memory", "80GB", "--text-tokens", "512")
+    plan = run_cli_here("plan", "recipes/flux2_klein_deft_r32.yaml", "--gpu-memory", "80GB")  # klein's 512 tokens
     assert plan.returncode == 0, plan.stderr
     assert "| frozen base | 15.50 | 3,875,544,576 params at fp32 |" in plan.stdout
     assert "4,022,468,096 params fp32" in plan.stdout and "512 text tokens" in plan.stdout

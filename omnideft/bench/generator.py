@@ -12,6 +12,7 @@ from PIL import Image
 
 from omnideft.families.generator import FamilyGenerator as BaseGenerator
 from omnideft.families.generator import family_for
+from omnideft.families.registry import AUTO
 
 
 @dataclass
@@ -26,11 +27,12 @@ class GenerationSettings:
     max_input_image_size: int = 1024
     device: str = "auto"
     dtype: str = "auto"
+    family: str = AUTO  # which family the model name means (--family); resolved() records the one it means
 
 
 def resolved(settings: GenerationSettings) -> GenerationSettings:
     """Every setting left unset as the family's default for the model (what the run records); nothing loads."""
-    family, name = family_for(settings.model, settings.adapters)
+    family, name = family_for(settings.model, settings.adapters, settings.family)
     d = family.defaults(name)
 
     def pick(value, default):
@@ -38,7 +40,7 @@ def resolved(settings: GenerationSettings) -> GenerationSettings:
 
     return replace(settings, steps=pick(settings.steps, d.steps), guidance=pick(settings.guidance, d.guidance),
                    image_guidance=pick(settings.image_guidance, d.image_guidance),
-                   height=pick(settings.height, d.size), width=pick(settings.width, d.size))
+                   height=pick(settings.height, d.size), width=pick(settings.width, d.size), family=family.name)
 
 
 class Generator:
@@ -52,7 +54,8 @@ class Generator:
                seed: int) -> Image.Image:
         s = self.settings
         if self.generator is None:
-            self.generator = BaseGenerator.from_pretrained(s.model, s.adapters, device=s.device, dtype=s.dtype)
+            self.generator = BaseGenerator.from_pretrained(s.model, s.adapters, device=s.device, dtype=s.dtype,
+                                                          family=s.family)
         width, height = size or (s.width, s.height)
         # A shard's instruction already numbers every image: composed with no examples it stays as it is.
         return self.generator(instruction, images, seed=seed, height=height, width=width, steps=s.steps,

@@ -10,6 +10,14 @@ from omnideft.options import bounded
 COUNT, SIDE, SCALE = bounded(int, ">= 1"), bounded(int, ">= 16", multiple=16), bounded(float, ">= 0")
 
 
+def add_family_flag(parser) -> None:
+    """`--family`: which registered family a model name means; a preset name (e.g. 'tiny') exists in several."""
+    from omnideft.families.registry import AUTO, family_names
+
+    parser.add_argument("--family", default=AUTO, choices=[AUTO, *family_names()],
+                        help="model family; auto = read from the base folder or the adapter (docs/models.md)")
+
+
 def recipe_and_overrides(args) -> tuple[str | None, list[str]]:
     """The recipe file and the overrides of `VERB [RECIPE] [section.key=value ...]`; a first word that is an override
     and not a file means only overrides (the recipe's defaults)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omnideft.commands.args import COUNT, SCALE, SIDE
+from omnideft.commands.args import COUNT, SCALE, SIDE, add_family_flag
 from omnideft.commands.metric_flags import add_metric_flags, metric_options
 from omnideft.errors import UserError
 
@@ -36,6 +36,7 @@ def add_parser(sub):
     b.add_argument("--width", type=SIDE, help="text-only jobs: output width (default: the model's native size)")
     b.add_argument("--max-input-image-size", type=SIDE, default=1024)
     b.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    add_family_flag(b)
     add_metric_flags(b)
     return b
 
@@ -66,7 +67,7 @@ def run(args) -> int:
     generation = GenerationSettings(model=args.model, adapters=args.adapter, steps=args.steps,
                                     guidance=args.guidance, image_guidance=args.image_guidance, height=args.height,
                                     width=args.width, max_input_image_size=args.max_input_image_size,
-                                    device=args.device, dtype=args.dtype)
+                                    device=args.device, dtype=args.dtype, family=args.family)
     inputs = ProtocolInputs(shards=args.shards, prompts=args.prompts,
                             metrics=parse_metrics(args.metrics) if args.metrics else None,
                             images_per_prompt=args.images_per_prompt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omnideft.commands.args import COUNT, SIDE
+from omnideft.commands.args import COUNT, SIDE, add_family_flag
 from omnideft.commands.metric_flags import add_metric_flags, metric_options
 from omnideft.errors import UserError
 
@@ -25,6 +25,7 @@ def add_parser(sub):
                    help="denoising mode: samples evaluated (first N in shard order)")
     e.add_argument("--repeats", type=COUNT, default=2, help="denoising mode: noise draws per sample")
     e.add_argument("--max-image-size", type=SIDE, default=1024, help="denoising mode: longest image side")
+    add_family_flag(e)
     e.add_argument("--pred", metavar="DIR", help="folder mode: generated images")
     e.add_argument("--ref", metavar="DIR", help="folder mode: reference images, matched to --pred by file stem")
     e.add_argument("--cond", metavar="DIR", help="folder mode: condition images (edge/depth maps) for canny_f1 and "
@@ -51,6 +52,6 @@ def run(args) -> int:
     if not args.model or not args.shards:
         raise UserError("eval needs --pred DIR (folder scoring) or --model and --shards (denoising loss)")
     results, paths = run_eval(args.model, args.adapter, args.shards, args.out, samples=args.samples,
-                              max_image_size=args.max_image_size, repeats=args.repeats)
+                              max_image_size=args.max_image_size, repeats=args.repeats, family=args.family)
     print(Path(paths[-1]).read_text(), end="")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from omnideft.commands.args import add_family_flag
 from omnideft.commands.family_options import (
     add_family_options,
     check_family_settings,
@@ -9,7 +10,6 @@ from omnideft.commands.family_options import (
     model_choices,
 )
 from omnideft.errors import UserError
-from omnideft.families.registry import AUTO, family_names
 
 
 def add_parser(sub):
@@ -78,8 +78,7 @@ def add_parser(sub):
                    help="store the base this way after the adapters are merged, as the trainer's model.quantize "
                         "(int8/fp8: optimum-quanto, CPU or GPU; nf4: bitsandbytes, CUDA only; docs/memory.md)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g.add_argument("--family", default=AUTO, choices=[AUTO, *family_names()],
-                   help="model family; auto = read from the base folder or the adapter (docs/models.md)")
+    add_family_flag(g)
     add_family_options(g)
     return g
 

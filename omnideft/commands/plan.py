@@ -20,7 +20,9 @@ def add_parser(sub):
     pl.add_argument("--input-images", type=bounded(int, ">= 0"),
                     help="input images per sample (default: the most among the first samples of the recipe's local "
                          "shards, else 2)")
-    pl.add_argument("--text-tokens", type=COUNT, default=128, help="text tokens per sample (default 128)")
+    pl.add_argument("--text-tokens", type=COUNT,
+                    help="text tokens per sample (default: the model family's, e.g. the length its pipeline pads "
+                         "prompts to; 128 when it declares none)")
     return pl
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from omnideft.commands.args import add_family_flag
 from omnideft.errors import UserError
 from omnideft.options import bounded
 from omnideft.studio.access import DEFAULT_MAX_UPLOAD_MB, LOGIN_ENV
@@ -29,6 +30,7 @@ def add_parser(sub):
                                                     "(OUTPUTS/uploads); default: a new temporary folder")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     s.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    add_family_flag(s)
     return s
 
 
@@ -41,5 +43,5 @@ def run(args) -> int:
 
     serve(model=args.model, adapter_roots=args.adapters, example_shards=args.examples, host=args.host,
           port=args.port, outputs=args.outputs, device=args.device, dtype=args.dtype, auth_file=args.auth_file,
-          max_upload_mb=args.max_upload_mb)
+          max_upload_mb=args.max_upload_mb, family=args.family)
     return 0

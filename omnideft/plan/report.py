@@ -80,7 +80,7 @@ def inputs_in_shards(shard_entries: list, samples_per_source: int = 64) -> int |
     return most
 
 
-def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None, text_tokens: int,
+def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None, text_tokens: int | None,
              out=None) -> int:
     out = out or sys.stdout  # looked up at call time: a redirected stdout is honoured
     if gpus < 1:
@@ -89,7 +89,8 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
     if input_images is None:
         input_images = inputs_in_shards(recipe.data.shards)
         input_images = 2 if input_images is None else input_images
-    work = recipe_workload(recipe, input_images=input_images, text_tokens=text_tokens)
+    given = {} if text_tokens is None else {"text_tokens": text_tokens}  # else the family's (its plan entry's)
+    work = recipe_workload(recipe, input_images=input_images, **given)
     family = plan_family(recipe.model)
     shapes = recipe_shapes(recipe)
     chosen = recipe.train.memory

@@ -356,11 +356,12 @@ def start(studio: Studio, host: str = "127.0.0.1", port: int = 7860, logins: lis
 
 def serve(model: str, adapter_roots: list[str], example_shards: list[str], host: str = "127.0.0.1",
           port: int = 7860, outputs: str | None = None, device: str = "auto", dtype: str = "auto",
-          auth_file: str | None = None, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB) -> None:
+          auth_file: str | None = None, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, family: str = "auto") -> None:
     """`omnideft studio`: load, listen on host:port until interrupted."""
     logins = read_logins(auth_file)  # a bad login file stops before the model loads
     warnings = [w for w in (auth_file_warning(auth_file), exposure_warning(host, port, bool(logins))) if w]
-    studio = Studio(model, adapter_roots, example_shards, outputs=outputs, device=device, dtype=dtype)
+    studio = Studio(model, adapter_roots, example_shards, outputs=outputs, device=device, dtype=dtype,
+                    family=family)
     demo = start(studio, host, port, logins, max_upload_mb)
     for m in warnings + studio.messages:
         print(f"omnideft studio: warning: {m}", file=sys.stderr, flush=True)

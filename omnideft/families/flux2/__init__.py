@@ -14,6 +14,7 @@ from omnideft.families.flux2.prompt import MAX_REFERENCE_IMAGES
 NOT_YET = "does not take it yet (docs/flux2.md)"
 DIFFUSERS = "diffusers==0.42.1"
 LOAD_LORA_TEST = "tests/test_flux2.py::test_the_diffusers_export_loads_with_load_lora_weights_as_the_merged_weights"
+COMFYUI = "source read at pollockjj/ComfyUI@618b803 (tracks comfyanonymous/ComfyUI)"
 
 
 class Flux2Klein(ModelFamily):
@@ -28,7 +29,8 @@ class Flux2Klein(ModelFamily):
         "camera": "has no camera conditioning (cameras are OmniGen (v1) only)",
         "quantize": NOT_YET,
         "latents": NOT_YET,
-        "kv_cache": "runs diffusers' Flux2KleinPipeline, which keeps no key/value cache",
+        "kv_cache": "has no exact key/value cache of its references: they attend to the noisy tokens and are "
+                    "modulated by the timestep in every block (docs/flux2.md)",
         "separate_cfg": "runs diffusers' Flux2KleinPipeline, which runs its guidance branches one after the other",
         "offload": NOT_YET,
         "mllm_targets": "has a Qwen3 text encoder, not an MLLM; leave adapter.mllm_targets at none",
@@ -43,6 +45,11 @@ class Flux2Klein(ModelFamily):
         "diffusers": (ExportClient(
             "diffusers", "Flux2KleinPipeline.load_lora_weights(folder)", f"{DIFFUSERS}, peft==0.21.2", LOAD_LORA_TEST,
             "every tensor applied; the adapted transformer equals the merged export"),),
+        "comfyui": (ExportClient(
+            "ComfyUI", "load_lora_for_models (LoraLoaderModelOnly) on a FLUX.2 diffusion model", COMFYUI,
+            "tests/test_flux2.py::test_comfyui_reads_every_key_of_the_comfyui_export_exactly",
+            "its key rules and LoRA math, read from its source, applied in the test; ComfyUI not run; the double "
+            "blocks' q/k/v are one fused qkv LoRA of rank 3r"),),
         "merged": (ExportClient(
             "omnideft", "omnideft generate --model folder", "this repository",
             "tests/test_families.py::test_export_round_trips_to_the_exact_merged_weights[flux2]"),
@@ -84,7 +91,9 @@ class Flux2Klein(ModelFamily):
         return plan_entry()
 
     def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
-        return dict(factors)  # diffusers' module names are the only names this family has
+        from omnideft.families.flux2.export import lora_keys
+
+        return lora_keys(fmt, factors, transformer)
 
     def training_backend(self, settings):
         from omnideft.families.flux2.training import Flux2Training

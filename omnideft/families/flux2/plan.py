@@ -21,9 +21,8 @@ adapter sits on it). The residual stream is in the compute dtype (x_embedder's a
 gradient checkpointing only each block's input (H) stays. Held to measurement within 10 % for `all-linear` (the
 default) with LoRA and DEFT in fp32, bf16, fp32 under autocast, checkpointed (tests/test_flux2.py); with fewer targets
 (`attn`) the per-H numbers overestimate the saved activations (measured +18 to +29 %, +47 to +59 % checkpointed, where
-they are small: the step's total within 20 %). Text tokens pass every block like image tokens (the pipeline pads the
-prompt to 512 tokens, in training too: plan with `omnideft plan RECIPE --text-tokens 512`, the command's default is
-128).
+they are small: the step's total within 20 %). Text tokens pass every block like image tokens; the pipeline pads the
+prompt to 512 tokens, in training too, so the plan's default text length for klein is 512 (TEXT_TOKENS).
 """
 
 from __future__ import annotations
@@ -44,11 +43,12 @@ from omnideft.sizing.shapes import ModelShapes, PlanFamily, adapted_linears, cou
 PUBLISHED_ID = "black-forest-labs/FLUX.2-klein-base-4B"  # the model whose configs ship in configs/
 CONFIG_FILE = "flux2_klein_base_4b.json"
 COMPONENTS = ("transformer", "text_encoder", "vae")
+TEXT_TOKENS = 512  # Flux2KleinPipeline pads every prompt to max_sequence_length=512, in training too
 
 
 def plan_entry() -> PlanFamily:
     return PlanFamily("flux2", flux2_configs, flux2_shapes,
-                      workload={"time_tokens": 0, "input_pixels": (MAX_PIXELS,)},
+                      workload={"time_tokens": 0, "input_pixels": (MAX_PIXELS,), "text_tokens": TEXT_TOKENS},
                       trainer_refuses=("model.quantize", "data.latents"))
 
 
