@@ -77,7 +77,7 @@ def compare_plot(runs: dict[str, list[dict]], max_drift: float | None = None, wi
             for x, y in points:
                 (d.rectangle if square else d.ellipse)([x - 3, y - 3, x + 3, y + 3], fill=colour)
         if not single:
-            d.text((m + 8, m + 6 + 14 * n), name, fill=COLOURS[n % len(COLOURS)])
+            d.text((m + 8, height - m - 14 * (len(runs) - n)), name, fill=COLOURS[n % len(COLOURS)])  # bottom left
     if has["drift"]:
         d.text((4, m - 6), f"{top:.3g}", fill=DRIFT if single else "black")
         d.text((4, height - m - 6), "0", fill=DRIFT if single else "black")

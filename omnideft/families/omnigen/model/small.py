@@ -19,10 +19,10 @@ SMALL_DIR = Path(__file__).with_name("weights") / "small"
 # Every file that holds weights or decides how they are read; the card (docs/models.md) lists the same sums.
 SMALL_SHA256: dict[str, str] = {
     "transformer/diffusion_pytorch_model.safetensors":
-        "c4a2b4d1388decf96d083054b5b1566875e07b9e5ccf971cdc0bf0051bb36a03",
-    "transformer/config.json": "cb7cbee21c7766a7ce1b0555761d2153a5e0c32ca30cc764489caac8f28dd20c",
-    "vae/diffusion_pytorch_model.safetensors": "0a61d16665964a1a8ccb886f3d69be08aeb9a022158ab9696b160cf1bd7c61ce",
-    "vae/config.json": "f1c30ba3b583f461d922f14bf3f36e9d3c08638d91acf6fff5d0803c7f882739",
+        "316efaf23e253b6c2c13534828a2d3bc1b3750ff702ce203e1be4dcfe21b3caf",
+    "transformer/config.json": "fd74781c11aef937b07dae9a4de72d20a251f34ab3465843df428867878538cb",
+    "vae/diffusion_pytorch_model.safetensors": "7d9380de6c886d91107bba2e4a460be6db99bdbd26fdecd262316b379deef3df",
+    "vae/config.json": "8fc76fc7323cb711b6f10118480ec6599528915d127c07482be8de2c2a746805",
     "tokenizer/tokenizer.json": "3d2eed1b220753bed41a2028026f5f42fb3f63f37c26828c5ff76f9fbb1a89d8",
 }
 
