@@ -61,7 +61,8 @@ def build_pipeline(base: Path, weights: dict, report: dict) -> OmniGenPipeline:
     if (grid, frequencies) == (PACKAGE_GRID, PACKAGE_FREQUENCIES):
         report["built_by"] = "OmniGenPipeline.from_pretrained"
         return OmniGenPipeline.from_pretrained(str(base))
-    model = OmniGen(Phi3Config.from_pretrained(str(base)), pos_embed_max_size=grid)
+    model = OmniGen(Phi3Config.from_pretrained(str(base)), in_channels=weights["x_embedder.proj.weight"].shape[1],
+                    pos_embed_max_size=grid)
     hidden = model.llm.config.hidden_size
     model.time_token = TimestepEmbedder(hidden, frequency_embedding_size=frequencies)
     model.t_embedder = TimestepEmbedder(hidden, frequency_embedding_size=frequencies)

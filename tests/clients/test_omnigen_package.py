@@ -1,6 +1,7 @@
 """`omnideft export --format omnigen` loaded by the official OmniGen (v1) package itself: its
-`OmniGenPipeline.merge_lora` (PEFT 0.9.0) in its own environment (scripts/omnigen_client_env.sh), on the shipped
-`small` base written in the package's original layout. Every LoRA tensor of the file must be applied and the merged
+`OmniGenPipeline.merge_lora` (PEFT 0.9.0) in its own environment (scripts/omnigen_client_env.sh), on the `tiny`
+base written in the package's original layout (the package's pipeline draws 4-channel latents, pipeline.py line 229,
+as `tiny` has; the shipped `small` has 8). Every LoRA tensor of the file must be applied and the merged
 weights must equal omnideft's `--format merged` export exactly (max |dW| = 0), for an adapter on every q/k/v (and the
 embedders) and one on only some of them (the fused qkv then has its own rank: PEFT's rank_pattern).
 
@@ -26,7 +27,8 @@ from tests.helpers import REPO
 
 ENV = Path(os.environ.get("OMNIDEFT_OMNIGEN_ENV") or REPO / ".client-envs" / "omnigen")
 CHECK = REPO / "tests" / "clients" / "omnigen_package_check.py"
-# name -> adapter settings on `small`: every q/k/v at one rank (fused: rank 3r) plus the embedders' linears; and q/v
+BASE = "tiny"
+# name -> adapter settings on the base: every q/k/v at one rank (fused: rank 3r) plus the embedders' linears; and q/v
 # only, at another rank than o/down (fused qkv rank 2r, a rank_pattern entry, beside unadapted k rows)
 CASES = {
     "all_qkv_and_embedders": dict(rank=4, targets="all-linear", include_embedders=True),
@@ -46,17 +48,17 @@ def run_package_check(tmp_path: Path, render: bool = True) -> tuple[dict, str]:
     """Build the original-layout base and the adapters' omnigen + merged exports, run the package's check in its
     own environment; returns (its JSON report, its printed lines)."""
     python = client_python()
-    components = load_omnigen("small")
+    components = load_omnigen(BASE)
     base = write_original_base(components, tmp_path / "original-base")
     adapters = []
     for name, settings in CASES.items():
         torch.manual_seed(len(adapters))
-        model = apply_adapter(load_omnigen("small").transformer,
+        model = apply_adapter(load_omnigen(BASE).transformer,
                               AdapterSpec(method="deft", projector="qr", init="paper", **settings),
                               targets=omnigen_targets)
-        folder = save_adapter(model, tmp_path / name / "adapter", base_name="small")
-        run_export(str(folder), "omnigen", "small", str(tmp_path / name / "omnigen"))
-        run_export(str(folder), "merged", "small", str(tmp_path / name / "merged"))
+        folder = save_adapter(model, tmp_path / name / "adapter", base_name=BASE)
+        run_export(str(folder), "omnigen", BASE, str(tmp_path / name / "omnigen"))
+        run_export(str(folder), "merged", BASE, str(tmp_path / name / "merged"))
         reference = write_original_weights(load_omnigen(str(tmp_path / name / "merged")).transformer,
                                            tmp_path / name / "merged-original")
         adapters.append({"name": name, "lora": str(tmp_path / name / "omnigen"), "reference": str(reference)})
@@ -73,8 +75,8 @@ def test_the_official_package_merges_the_omnigen_export_exactly(tmp_path):
     report, printed = run_package_check(tmp_path)
     print(printed)
     assert report["peft"] == "0.9.0"
-    # `small`'s sizes: the package's from_pretrained builds a 192 grid and 256 timestep frequencies, and refuses it
-    assert (report["pos_embed_grid"], report["timestep_frequencies"]) == (32, 128)
+    # the base's sizes: the package's from_pretrained builds a 192 grid and 256 timestep frequencies, and refuses it
+    assert (report["pos_embed_grid"], report["timestep_frequencies"]) == (32, 32)
     assert report["omnigen_from_pretrained"] == ("RuntimeError: size mismatch for pos_embed, time_token.mlp.0.weight, "
                                                  "t_embedder.mlp.0.weight")
     for name, out in report["adapters"].items():
@@ -86,7 +88,7 @@ def test_the_official_package_merges_the_omnigen_export_exactly(tmp_path):
         assert out["max_abs_dW"] == 0.0, (name, out["worst_key"])
         assert out["render_differs_from_base"], name  # the merged pipeline renders, and the adapter shows
     every = report["adapters"]["all_qkv_and_embedders"]["changed"]
-    assert "llm.layers.3.self_attn.qkv_proj" in every and "final_layer.adaLN_modulation.1" in every
+    assert "llm.layers.0.self_attn.qkv_proj" in every and "final_layer.adaLN_modulation.1" in every
     assert "time_token.mlp.0" in every and "t_embedder.mlp.2" in every
     partial = json.loads((tmp_path / "q_and_v_only" / "omnigen" / "adapter_config.json").read_text())
     assert partial["r"] == 3 and set(partial["rank_pattern"].values()) == {6}  # q (3) + v (3) rows, k unadapted
