@@ -194,7 +194,7 @@ def test_shard_placeholders_become_omnigen2_wording_and_limits_are_one_line():
     assert omnigen2_instruction(text, 2) == "Put the second image into the first image."
     with pytest.raises(UserError, match="sample k1: 6 input images; OmniGen2 takes at most 5"):
         omnigen2_instruction("x", 6, where="sample k1")
-    with pytest.raises(UserError, match="sample k2: <\\|image_3\\|> but the sample has 2 input"):
+    with pytest.raises(UserError, match="sample k2: <\\|image_3\\|> but there are 2 input"):
         omnigen2_instruction("<img><|image_3|></img>", 2, where="sample k2")
 
 

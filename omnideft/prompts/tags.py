@@ -3,8 +3,13 @@ validation prompts, each family's prompt encoding)."""
 
 from __future__ import annotations
 
+import re
+from typing import Callable
+
 from omnideft.data.format.schema import placeholder_mismatch
 from omnideft.errors import UserError
+
+TAG = re.compile(r"<img><\|image_(\d+)\|></img>")
 
 
 def check_tags(tags: list[int], n_images: int) -> None:
@@ -12,3 +17,17 @@ def check_tags(tags: list[int], n_images: int) -> None:
     problem = placeholder_mismatch(tags, n_images)
     if problem:
         raise UserError("prompt " + problem)
+
+
+def reword_tags(instruction: str, num_images: int, where: str, wording: Callable[[int], str],
+                pattern: re.Pattern = TAG) -> str:
+    """The instruction as a family's own prompt words it: each placeholder (`pattern`, group 1 = k) replaced by
+    `wording(k)` (OmniGen2: "the first image", FLUX.2 [klein]: "image 1"), runs of whitespace made one space. A
+    placeholder naming a missing image is one line naming `where` (e.g. the sample key)."""
+    def replace(match: re.Match) -> str:
+        k = int(match.group(1))
+        if not 1 <= k <= num_images:
+            raise UserError(f"{where}: <|image_{k}|> but there are {num_images} input image(s)")
+        return wording(k)
+
+    return re.sub(r"\s+", " ", pattern.sub(replace, instruction)).strip()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 from omnideft.errors import UserError
+from omnideft.prompts.tags import reword_tags
 
 MAX_REFERENCE_IMAGES = 4
 PLACEHOLDER = re.compile(r"(?:<img>)?<\|image_(\d+)\|>(?:</img>)?")
@@ -33,11 +34,4 @@ def klein_prompt(instruction: str, num_images: int, where: str = "instruction") 
     """The instruction with each placeholder replaced by "image k"; a placeholder naming a missing image, or more
     than four images, is one line naming `where`."""
     check_reference_images(num_images, "input images", where)
-
-    def wording(match: re.Match) -> str:
-        k = int(match.group(1))
-        if not 1 <= k <= num_images:
-            raise UserError(f"{where}: <|image_{k}|> but there are {num_images} input image(s)")
-        return f"image {k}"
-
-    return re.sub(r"\s+", " ", PLACEHOLDER.sub(wording, instruction)).strip()
+    return reword_tags(instruction, num_images, where, lambda k: f"image {k}", PLACEHOLDER)

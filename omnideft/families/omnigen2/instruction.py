@@ -5,13 +5,10 @@ image: add the man from the second image"), and image k becomes the k-th referen
 
 from __future__ import annotations
 
-import re
-
-from omnideft.errors import UserError
 from omnideft.families.omnigen2.model import check_reference_images
+from omnideft.prompts.tags import reword_tags
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth")
-PLACEHOLDER = re.compile(r"<img><\|image_(\d+)\|></img>")
 
 
 def omnigen2_instruction(instruction: str, num_images: int, where: str = "instruction") -> str:
@@ -19,11 +16,4 @@ def omnigen2_instruction(instruction: str, num_images: int, where: str = "instru
     images the sample carries; more than five, or a placeholder naming a missing image, is a UserError naming
     `where` (e.g. the sample key)."""
     check_reference_images(num_images, "input images", where)
-
-    def wording(match: re.Match) -> str:
-        k = int(match.group(1))
-        if not 1 <= k <= num_images:
-            raise UserError(f"{where}: <|image_{k}|> but the sample has {num_images} input image(s)")
-        return f"the {ORDINALS[k - 1]} image"
-
-    return re.sub(r"\s+", " ", PLACEHOLDER.sub(wording, instruction)).strip()
+    return reword_tags(instruction, num_images, where, lambda k: f"the {ORDINALS[k - 1]} image")

@@ -15,7 +15,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from omnideft.errors import UserError
-from omnideft.families.omnigen2.instruction import PLACEHOLDER, omnigen2_instruction
+from omnideft.families.omnigen2.instruction import omnigen2_instruction
 from omnideft.families.omnigen2.model import check_reference_images
 from omnideft.families.omnigen2.model.latents import (
     decode_latent,
@@ -27,6 +27,7 @@ from omnideft.families.omnigen2.model.latents import (
 from omnideft.families.omnigen2.model.prompt import NEGATIVE_PROMPT, encode_prompts
 from omnideft.families.omnigen2.model.scheduler import SCHEDULERS
 from omnideft.progress import progress_bar
+from omnideft.prompts.tags import TAG
 
 
 class OmniGen2Sampler:
@@ -65,7 +66,7 @@ class OmniGen2Sampler:
         check_reference_images(len(images))
         if scheduler not in SCHEDULERS:
             raise UserError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-        if PLACEHOLDER.search(instruction):  # shard / in-context style (prompts/in_context.py): OmniGen2's wording
+        if TAG.search(instruction):  # shard / in-context style (prompts/in_context.py): OmniGen2's wording
             instruction = omnigen2_instruction(instruction, len(images))
         solver = SCHEDULERS[scheduler](dynamic_time_shift=self.scheduler.config.dynamic_time_shift)
         device = next(self.transformer.parameters()).device
