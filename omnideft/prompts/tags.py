@@ -22,8 +22,8 @@ def check_tags(tags: list[int], n_images: int) -> None:
 def reword_tags(instruction: str, num_images: int, where: str, wording: Callable[[int], str],
                 pattern: re.Pattern = TAG) -> str:
     """The instruction as a family's own prompt words it: each placeholder (`pattern`, group 1 = k) replaced by
-    `wording(k)` (OmniGen2: "the first image", FLUX.2 [klein]: "image 1"), runs of whitespace made one space. A
-    placeholder naming a missing image is one line naming `where` (e.g. the sample key)."""
+    `wording(k)` (the family's name for its k-th input image, e.g. "the first image"), runs of whitespace made one
+    space. A placeholder naming a missing image is one line naming `where` (e.g. the sample key)."""
     def replace(match: re.Match) -> str:
         k = int(match.group(1))
         if not 1 <= k <= num_images:
