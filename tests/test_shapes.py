@@ -76,6 +76,8 @@ def test_grow_keeps_shape_colour_and_centre_and_scales_the_area():
         assert np.abs(centre[0] - centre[1]).max() < 2.5  # same place (triangle centroids move a little)
         assert tuple(np.asarray(s.target)[big][0]) == s.colour == tuple(np.asarray(s.query_images[0])[small][0])
         assert not big.all() and big[[0, -1], :].sum() == 0 and big[:, [0, -1]].sum() == 0  # inside the image
+        name = next(n for n, rgb in COLOURS.items() if rgb == s.colour)
+        assert s.query_text == f"make the {name} shape in <img><|image_1|></img> big."  # the text names the colour
 
 
 def test_flip_and_fill_like_do_what_they_say():

@@ -28,7 +28,7 @@ def add_parser(sub):
                                                                           "(study demo)")
     d.add_argument("--replay", type=bounded(float, "[0, 1)"),
                    help="share of training samples drawn from the tasks the base knew (prior preservation, as "
-                        "DreamBooth does; study demo; 0 = the new tasks only)")
+                        "DreamBooth does; study demo; default 0: the new tasks only)")
     d.add_argument("--method", choices=sorted(METHODS),
                    help="adapter method (default deft; e.g. lora to compare the two on the same data)")
     d.add_argument("--compare", choices=[*sorted(METHODS), "none"],
