@@ -172,6 +172,20 @@ def klein_base(folder: Path) -> Path:
     return folder
 
 
+def interleaved(variants: dict, label: str = "") -> tuple[dict, dict]:
+    """Each variant once per round, in turn, for ROUNDS rounds (a slower machine moment hits every variant alike):
+    (the last output of each, the median seconds of each)."""
+    times: dict = {name: [] for name in variants}
+    outputs = {}
+    for r in range(ROUNDS):
+        for name, run in variants.items():
+            t0 = time.perf_counter()
+            outputs[name] = run()
+            times[name].append(time.perf_counter() - t0)
+            print(f"{label}round {r + 1}/{ROUNDS} {name}: {times[name][-1]:.2f} s", file=sys.stderr)
+    return outputs, {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def run_klein() -> dict:
     from diffusers import Flux2KleinPipeline
     from PIL import Image
@@ -198,19 +212,11 @@ def run_klein() -> dict:
                                  image=[a, b, query], generator=torch.Generator().manual_seed(SEED),
                                  **settings).images[0],
     }
-    times = {name: [] for name in variants}
-    outputs = {}
-    for r in range(ROUNDS):
-        for name, run in variants.items():
-            t0 = time.perf_counter()
-            outputs[name] = run()
-            times[name].append(time.perf_counter() - t0)
-            print(f"klein round {r + 1}/{ROUNDS} {name}: {times[name][-1]:.2f} s", file=sys.stderr)
+    outputs, median = interleaved(variants, "klein ")
     levels = {n: np.round(o * 255).astype(np.int16) for n, o in outputs.items()}
     pixel_diff = int(np.abs(levels["omnideft"] - levels["pipeline"]).max())
     assert pixel_diff == 0, f"omnideft's klein image differs from the pipeline's by {pixel_diff} levels"
     assert levels["pipeline"].std() > 1  # a picture, not a constant
-    median = {name: statistics.median(ts) for name, ts in times.items()}
     return {"omnideft_vs_pipeline": round(median["omnideft"] / median["pipeline"], 3),
             "max_abs_pixel_diff": pixel_diff,
             "max_abs_float_diff": float(np.abs(outputs["omnideft"] - outputs["pipeline"]).max()),
@@ -232,15 +238,7 @@ def main() -> None:
                 "uncached": lambda: run_omnideft(comps, instruction, images, False)}
     if pipe is not None:
         variants["diffusers"] = lambda: run_diffusers(pipe, instruction, images)
-    times = {name: [] for name in variants}
-    outputs = {}
-    for r in range(ROUNDS):
-        for name, run in variants.items():
-            t0 = time.perf_counter()
-            outputs[name] = run()
-            times[name].append(time.perf_counter() - t0)
-            print(f"round {r + 1}/{ROUNDS} {name}: {times[name][-1]:.1f} s", file=sys.stderr)
-    median = {name: statistics.median(ts) for name, ts in times.items()}
+    outputs, median = interleaved(variants)
     others = [outputs[n] for n in ("uncached", "diffusers") if n in outputs]
     float_diff = max(float(np.abs(outputs["cached"] - o).max()) for o in others)
     pixels = {n: (o * 255).round().astype(np.int16) for n, o in outputs.items()}
