@@ -28,12 +28,10 @@ DEFT keeps A better than LoRA at this scale and by how much, and prints one JSON
 
     python benchmarks/retention.py [OUT] [--quick] [--no-sweep] [--dinov2-model DIR]
 
-Time on 2 cores: 40 to 70 minutes, estimated from per-run times (not run in full yet): a training step takes about
-0.25 s for LoRA, DEFT and OFT alike, scoring one adapter about 5 s (plus a second or two of DINOv2-small for the
-drift). Per replay setting: the sweep's 15 runs of SHORT steps, 15 LONG runs at the common lr, and up to 15 more at
-the best lrs (none when every sweep picks the common lr: 40 minutes; all: 70), each LONG run scored twice (its
-SHORT checkpoint and its end). The same arithmetic gives 23 minutes for the earlier four-method study without
-replay, which took 24. --quick: a smoke run of about 30 s (one seed, 1 and 4 steps, no sweep, one query per task,
+Time on 2 cores: with --no-sweep (30 runs of LONG steps, each scored twice, drift included) 70 minutes, measured
+on the current `small` (partly beside other work; alone, a run and its scoring take about a minute). The sweep adds 30
+runs of SHORT steps and up to 30 more of LONG steps at the best lrs: up to about 2.5 hours (estimated).
+--quick: a smoke run of about 30 s (one seed, 1 and 4 steps, no sweep, one query per task,
 2 sampler steps).
 """
 
@@ -282,7 +280,8 @@ def plot(report: dict, width: int = 900, height: int = 380) -> Image.Image:
             d.line(pts, fill=colours[method], width=2)
             for x, y in pts:
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colours[method])
-            d.text((x0 + panel_w - 110, m + 8 + 14 * i), method, fill=colours[method])
+            n = len(report["results"]["no_replay"]["common_lr"])  # the legend low on the right, where no line runs
+            d.text((x0 + panel_w - 110, height - m - 8 - 14 * (n - i)), method, fill=colours[method])
     d.text((width // 2 - 60, height - 16), "training steps", fill="black")
     return img
 

@@ -99,9 +99,9 @@ def run_demo(out_dir: str = "demo_out", steps: int = DEFAULTS["steps"], samples:
     k = max(1, len(losses) // 10)
     both = {"base": base, "adapted": adapted}
     result = {
-        "base_model": "small", "method": method, "rank": RANK, "projector": PROJECTOR, "lr": LR, "new_tasks": study.new_tasks,
-        "known_tasks": study.known_tasks, "steps": steps, "train_samples": samples, "replay": replay,
-        "heldout_queries": len(study.fit_queries),
+        "base_model": "small", "method": method, "rank": RANK, "projector": PROJECTOR, "lr": LR,
+        "new_tasks": study.new_tasks, "known_tasks": study.known_tasks, "steps": steps, "train_samples": samples,
+        "replay": replay, "heldout_queries": len(study.fit_queries),
         "retention_queries": len(study.kept_queries),
         "iou": {k_: s.fit["iou"] for k_, s in both.items()},
         "colour_error": {k_: s.fit["colour_error"] for k_, s in both.items()},

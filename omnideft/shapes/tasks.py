@@ -3,8 +3,9 @@
 Family A is what the small base OmniGen was pretrained on; family B is new to it (what adapters are taught in the
 demo and the retention benchmark): `grow` (the demo's) makes the query's shape 1.6 times larger in place, a
 transform family A never shows under words it never read (its text names the shape's colour, as `draw`, `fill` and
-`recolour` do: without it the base paints every `grow` answer blue and the adapter spends its steps on colour); `fill_like` combines two things the base can do (fill an
-edge map; take a colour from the examples' outputs, which `recolour_like` needs) under an instruction it never saw;
+`recolour` do: without it the base paints every `grow` answer blue and the adapter spends its steps on colour);
+`fill_like` combines two things the base can do (fill an edge map; take a colour from the examples' outputs, which
+`recolour_like` needs) under an instruction it never saw;
 `flip` is a transform the base never saw at all. Each task turns random scenes into (query text, query images,
 target image); a sample prepends 0-2 example pairs of the same task in OmniGen's interleaved format:
 
