@@ -90,8 +90,8 @@ class AdaptationStudy:
     def train_together(self, runs: dict[Path, list[str]], steps: int, progress: bool = False) -> None:
         """`train` each run (out folder -> overrides) at the same time, one process each, the CPU threads split
         between them; the progress bar is the first run's. Why: the small model's step is too small to use two
-        cores well: two 300-step demo runs one after the other took 153 s of training on 2 cores (0.24 s a step
-        at 2 threads) and side by side at 1 thread each about 100 s."""
+        cores well: the demo's two 300-step runs took 153 s one after the other on 2 cores (0.24 s a step at 2
+        threads) and 112 s side by side at 1 thread each (both with the shards written first)."""
         (first, overrides), *rest = runs.items()
         threads = max(1, torch.get_num_threads() // len(runs))
         before = torch.get_num_threads()
