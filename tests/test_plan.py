@@ -87,6 +87,22 @@ def test_presets_switch_the_recipe():
     assert auto.train.memory == "48gb"
 
 
+def test_a_family_whose_trainer_refuses_a_presets_keys_is_refused_the_preset_by_name():
+    for memory in ("48gb", "12gb"):
+        with pytest.raises(UserError, match=rf"^train.memory={memory} sets model.quantize.* omnigen2 training"):
+            resolve_memory(load_recipe(None, [f"train.memory={memory}", "model.family=omnigen2"]), None)
+    with pytest.raises(UserError, match=r"^train.memory=auto: every preset sets model.quantize or data.latents"):
+        resolve_memory(load_recipe(None, ["train.memory=auto", "model.family=omnigen2"]), 80 * GB)
+    assert resolve_memory(load_recipe(None, ["model.family=omnigen2"]), 80 * GB).model.quantize is None
+
+
+def test_train_refuses_a_preset_the_family_does_not_take_in_one_line_naming_it(tmp_path):
+    proc = run_cli_here("train", "recipes/tiny_cpu.yaml", "model.family=omnigen2", "train.memory=48gb",
+                        f"output.dir={tmp_path / 'run'}")
+    assert_one_line_error(proc, "train.memory=48gb sets model.quantize", "omnigen2")
+    assert not (tmp_path / "run").exists()
+
+
 def test_plan_command_picks_a_preset_and_refuses_one_that_does_not_fit():
     ok = run_cli_here("plan", "recipes/omnigen_deft_r32.yaml", "data.max_image_size=1024", "train.batch_size=1",
                  "--gpu-memory", "24GB")
@@ -149,8 +165,8 @@ def test_plan_command_plans_omnigen2():
     assert "| prompt encoder (MLLM) | 15.02 | 3,754,622,976 params fp32" in real.stdout
     assert "configs: models/OmniGen2 not found: the published OmniGen2/OmniGen2 configs" in real.stdout
     assert "1024x1024 output + 2 input image(s) of that size, 128 text tokens: 12416 tokens" in real.stdout
-    assert "cheapest preset that fits 80 GB: train.memory=48gb" in real.stdout
-    assert "they are planned, not applied" in real.stdout  # OmniGen2's trainer refuses model.quantize
+    assert "cheapest preset that fits" not in real.stdout  # every preset sets model.quantize, which it refuses
+    assert "they are planned, not applied (train.memory is refused)" in real.stdout
     tiny = run_cli_here("plan", "recipes/tiny_cpu.yaml", "model.family=omnigen2")  # the OmniGen2 tiny, not v1's
     assert tiny.returncode == 0, tiny.stderr
     assert "# plan: tiny (omnigen2)" in tiny.stdout and "42,928" not in tiny.stdout

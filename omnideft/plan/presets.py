@@ -32,6 +32,12 @@ class Preset:
     zero_when_multi_gpu: bool = False  # ZeRO-2 + optimizer offload across GPUs
 
     @property
+    def sets(self) -> tuple[str, ...]:
+        """The recipe keys outside `train` this preset sets (a family's trainer may not take them all)."""
+        return (("model.quantize",) + (() if self.vae_on_gpu else ("data.latents",))
+                + (("data.max_image_size",) if self.max_image_size else ()))
+
+    @property
     def gpu_bytes(self) -> float:
         return int(self.name.removesuffix("gb")) * GB
 
@@ -132,23 +138,40 @@ def _without_latents_check(recipe, preset: Preset):
     return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, latents=recipe.data.latents or "<cache>"))
 
 
-def cheapest_fit(plans: dict[str, Plan], gpu_bytes: float) -> str | None:
-    """The fastest preset whose peak fits `gpu_bytes`, or None."""
-    return next((name for name, plan in plans.items() if plan.peak <= gpu_bytes), None)
+def cheapest_fit(plans: dict[str, Plan], gpu_bytes: float, refuses: tuple[str, ...] = ()) -> str | None:
+    """The fastest preset whose peak fits `gpu_bytes` and that sets no key in `refuses`, or None."""
+    return next((name for name, plan in plans.items()
+                 if plan.peak <= gpu_bytes and not refused_keys(name, refuses)), None)
+
+
+def refused_keys(name: str, refuses: tuple[str, ...]) -> list[str]:
+    """The keys preset `name` sets that a trainer refusing `refuses` does not take."""
+    return [key for key in PRESETS[name].sets if key in refuses]
 
 
 def resolve_memory(recipe, gpu_bytes: float | None, work: Workload | None = None):
     """The recipe as it trains: `train.memory` applied. `auto` without a GPU (`gpu_bytes` None) changes nothing."""
     name = recipe.train.memory
-    if name is None or (name == "auto" and gpu_bytes is None):
+    if name is None:
+        return recipe
+    family = plan_family(recipe.model)
+    if name == "auto" and all(refused_keys(n, family.trainer_refuses) for n in PRESETS):
+        raise UserError(f"train.memory=auto: every preset sets {' or '.join(family.trainer_refuses)}, which "
+                        f"{family.name} training does not take yet; remove train.memory and set "
+                        "train.gradient_checkpointing / train.mixed_precision yourself (docs/memory.md)")
+    if name == "auto" and gpu_bytes is None:
         return recipe
     if name == "auto":
         work = work or recipe_workload(recipe)
         plans = preset_plans(recipe, recipe_shapes(recipe), work)
-        name = cheapest_fit(plans, gpu_bytes)
+        name = cheapest_fit(plans, gpu_bytes, family.trainer_refuses)
         if name is None:
             raise UserError(f"train.memory=auto: no preset fits this GPU ({gpu_bytes / GB:.1f} GB); the smallest, "
                             f"12gb, needs {plans['12gb'].peak / GB:.1f} GB (omnideft plan shows the table)")
+    if refused := refused_keys(name, family.trainer_refuses):
+        raise UserError(f"train.memory={name} sets {' and '.join(refused)}, which {family.name} training does not "
+                        "take yet; remove train.memory and set train.gradient_checkpointing / "
+                        "train.mixed_precision yourself (docs/memory.md)")
     applied = apply_preset(recipe, name)
     if not PRESETS[name].vae_on_gpu and applied.data.latents is None:
         raise UserError(f"train.memory={name} encodes images ahead of time: set data.latents to a cache written by "

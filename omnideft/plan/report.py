@@ -19,6 +19,7 @@ from omnideft.plan.presets import (
     recipe_plan,
     recipe_shapes,
     recipe_workload,
+    refused_keys,
 )
 from omnideft.sizing.estimate import GB, Plan, Workload
 
@@ -96,7 +97,7 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
     chosen = recipe.train.memory
     plans = preset_plans(recipe, shapes, work, gpus)
     if chosen == "auto":
-        chosen = cheapest_fit(plans, gpu_bytes) if gpu_bytes else None
+        chosen = cheapest_fit(plans, gpu_bytes, family.trainer_refuses) if gpu_bytes else None
     if chosen:
         recipe = apply_preset(recipe, chosen)
         work = dataclasses.replace(work, image_size=recipe.data.max_image_size)
@@ -123,8 +124,8 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
     if recipe.train.memory not in (None, "auto") and plan.peak > gpu_bytes:
         raise UserError(f"train.memory={recipe.train.memory} needs {plan.peak / GB:.1f} GB per GPU; "
                         f"--gpu-memory is {gpu_bytes / GB:.1f} GB (table above)")
-    if recipe.train.memory in (None, "auto"):
-        best = cheapest_fit(plans, gpu_bytes)
+    if recipe.train.memory in (None, "auto") and not all(refused_keys(n, family.trainer_refuses) for n in plans):
+        best = cheapest_fit(plans, gpu_bytes, family.trainer_refuses)
         if best is None:
             raise UserError(f"no preset fits {gpu_bytes / GB:.1f} GB; the smallest, 12gb, needs "
                             f"{plans['12gb'].peak / GB:.1f} GB (table above): lower data.max_image_size or add GPUs")
@@ -132,8 +133,8 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
               f"({plans[best].peak / GB:.1f} GB predicted)", file=out)
     if family.trainer_refuses:
         print(f"note: {family.name} training does not take {' / '.join(family.trainer_refuses)} yet, which the "
-              "presets set: they are planned, not applied; train as the recipe is (the first table)",
-              file=out)
+              "presets set: they are planned, not applied (train.memory is refused); train as the recipe is (the "
+              "first table)", file=out)
     return 0
 
 
