@@ -5,6 +5,7 @@ and the verbs. Checks against each family's published pipeline stay in its own t
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from omnideft.adapters.compose import merge_adapters
 from omnideft.adapters.export import LORA_FORMATS
 from omnideft.adapters.registry import METHODS
 from omnideft.errors import UserError
+from omnideft.families.family import Generator, ModelFamily, TrainingBackend
 from omnideft.families.registry import all_export_formats, family_names, family_of_folder, get_family, resolve_family
 from omnideft.shapes.shards import write_task_shards
 from tests.helpers import REPO, assert_one_line_error, run_cli_here
@@ -120,6 +122,29 @@ def test_target_presets_name_linear_layers(family):
     assert family.target_modules(transformer, [attn[0]]) == [attn[0]]
     with pytest.raises(UserError, match="not a preset"):
         family.target_modules(transformer, "everything")
+
+
+PART_KINDS = {"target_modules": "function", "plan_entry": "function", "lora_keys": "function",
+              "convert_original": "function", "training": TrainingBackend, "generator": Generator,
+              "components": object, "pretraining": "module"}
+
+
+def test_every_declared_part_imports_and_is_what_the_interface_says(family):
+    assert set(family.parts) <= set(PART_KINDS), set(family.parts) - set(PART_KINDS)
+    for name in family.parts:
+        found, kind = family.part(name), PART_KINDS[name]
+        if kind == "module":
+            assert inspect.ismodule(found), name
+        elif kind == "function":
+            assert inspect.isfunction(found), name
+        else:
+            assert inspect.isclass(found) and issubclass(found, kind), name
+    required = {"target_modules": "target_modules", "plan_entry": "plan_entry", "training": "training_backend",
+                "generator": "generator_class", "components": "owns_components"}  # part -> the method asking it
+    for name, method in required.items():  # each declared, or its method written by the family
+        assert name in family.parts or getattr(type(family), method) is not getattr(ModelFamily, method), name
+    with pytest.raises(NotImplementedError, match="declares no part 'nothing'"):
+        family.part("nothing")
 
 
 def test_refusals_are_generated_from_the_declarations(family):

@@ -28,6 +28,18 @@ Declarations (class attributes, cheap: the registry reads them without loading t
                        original code's module names) with a config every PEFT since 0.9 reads: what a tool loading
                        the family's original model class with `PeftModel.from_pretrained` reads (OmniGen (v1):
                        `omnigen`, the official package's `merge_lora`)
+  parts                where the heavy parts live: {part: ".module:attribute"}, relative to the family's package
+                       and imported when first asked (`part(name)`), so a method that only hands over to its module
+                       is a line of this table, not a method. The parts (the methods below that use them):
+                         target_modules   function (transformer, preset, include_embedders) -> module names
+                         plan_entry       function () -> PlanFamily
+                         lora_keys        function (fmt, factors, transformer) -> {key: tensor}
+                         training         the TrainingBackend subclass (made as cls(family, settings))
+                         generator        the Generator class (FamilyGenerator subclassed)
+                         components       the class of what `load` returns
+                         pretraining      the module `omnideft pretrain` runs (optional)
+                         convert_original function (src, out) -> folder (optional)
+                       A family may write any of these methods instead (tests/families/toy does).
 
 Methods (the heavy work; each imports what it needs when called):
 
@@ -74,6 +86,7 @@ generated from the declaration, not written at each call site.
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +253,15 @@ class ModelFamily:
     peft_layout_formats: tuple[str, ...] = ()
     demo_preset: dict | None = None
     pretrain_preset: str | None = None
+    parts: dict[str, str] = {}
+
+    def part(self, name: str):
+        """The object `parts[name]` names (".module:attribute", or ".module" for the module), imported now."""
+        if name not in self.parts:
+            raise NotImplementedError(f"{self.title} declares no part {name!r} (ModelFamily.parts)")
+        module, _, attribute = self.parts[name].partition(":")
+        found = importlib.import_module(module, package=type(self).__module__)
+        return getattr(found, attribute) if attribute else found
 
     # -- detection -------------------------------------------------------------------------------------------------
 
@@ -300,7 +322,7 @@ class ModelFamily:
         raise NotImplementedError
 
     def target_modules(self, transformer, preset: str | list[str], include_embedders: bool = False) -> list[str]:
-        raise NotImplementedError
+        return self.part("target_modules")(transformer, preset, include_embedders)
 
     def training(self, recipe) -> TrainingBackend:
         """The trainer's backend for `recipe`, after one line for the first recipe key this family declares
@@ -321,28 +343,32 @@ class ModelFamily:
         return self.training_backend(TrainingSettings.from_recipe(recipe))
 
     def training_backend(self, settings: TrainingSettings) -> TrainingBackend:
-        raise NotImplementedError
+        return self.part("training")(self, settings)
 
     def generator_class(self):
-        raise NotImplementedError
+        return self.part("generator")
 
     def generator(self, components, **settings):
         return self.generator_class()(self, components, **settings)
 
     def owns_components(self, components) -> bool:
-        raise NotImplementedError
+        return isinstance(components, self.part("components"))
 
     def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
-        raise NotImplementedError
+        return self.part("lora_keys")(fmt, factors, transformer)
 
     def plan_entry(self):
-        raise NotImplementedError
+        return self.part("plan_entry")()
 
     def pretraining(self):
-        raise UserError(f"pretrain: {self.title} has no pretraining from random")
+        if "pretraining" not in self.parts:
+            raise UserError(f"pretrain: {self.title} has no pretraining from random")
+        return self.part("pretraining")
 
     def convert_original(self, src: str, out: str) -> Path:
-        raise UserError(f"convert-original: {self.title} has no original checkpoint format to convert from")
+        if "convert_original" not in self.parts:
+            raise UserError(f"convert-original: {self.title} has no original checkpoint format to convert from")
+        return self.part("convert_original")(src, out)
 
     def adapter_extras(self, folder) -> str | None:
         return None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omnideft.errors import UserError
-from omnideft.plan.families import plan_family
+from omnideft.plan.families import model_family, plan_family, trainer_refuses
 from omnideft.sizing.estimate import GB, Plan, Setup, Workload, plan_memory
 from omnideft.sizing.shapes import ModelShapes
 
@@ -154,9 +154,10 @@ def resolve_memory(recipe, gpu_bytes: float | None, work: Workload | None = None
     name = recipe.train.memory
     if name is None:
         return recipe
-    family = plan_family(recipe.model)
-    if name == "auto" and all(refused_keys(n, family.trainer_refuses) for n in PRESETS):
-        raise UserError(f"train.memory=auto: every preset sets {' or '.join(family.trainer_refuses)}, which "
+    family = model_family(recipe.model)
+    refuses = trainer_refuses(family)
+    if name == "auto" and all(refused_keys(n, refuses) for n in PRESETS):
+        raise UserError(f"train.memory=auto: every preset sets {' or '.join(refuses)}, which "
                         f"{family.name} training does not take yet; remove train.memory and set "
                         "train.gradient_checkpointing / train.mixed_precision yourself (docs/memory.md)")
     if name == "auto" and gpu_bytes is None:
@@ -164,11 +165,11 @@ def resolve_memory(recipe, gpu_bytes: float | None, work: Workload | None = None
     if name == "auto":
         work = work or recipe_workload(recipe)
         plans = preset_plans(recipe, recipe_shapes(recipe), work)
-        name = cheapest_fit(plans, gpu_bytes, family.trainer_refuses)
+        name = cheapest_fit(plans, gpu_bytes, refuses)
         if name is None:
             raise UserError(f"train.memory=auto: no preset fits this GPU ({gpu_bytes / GB:.1f} GB); the smallest, "
                             f"12gb, needs {plans['12gb'].peak / GB:.1f} GB (omnideft plan shows the table)")
-    if refused := refused_keys(name, family.trainer_refuses):
+    if refused := refused_keys(name, refuses):
         raise UserError(f"train.memory={name} sets {' and '.join(refused)}, which {family.name} training does not "
                         "take yet; remove train.memory and set train.gradient_checkpointing / "
                         "train.mixed_precision yourself (docs/memory.md)")

@@ -9,7 +9,7 @@ import sys
 
 from omnideft.errors import UserError
 from omnideft.families.registry import default_family
-from omnideft.plan.families import plan_family
+from omnideft.plan.families import model_family, trainer_refuses
 from omnideft.plan.presets import (
     PRESETS,
     apply_preset,
@@ -92,12 +92,13 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
         input_images = 2 if input_images is None else input_images
     given = {} if text_tokens is None else {"text_tokens": text_tokens}  # else the family's (its plan entry's)
     work = recipe_workload(recipe, input_images=input_images, **given)
-    family = plan_family(recipe.model)
+    family = model_family(recipe.model)
+    refuses = trainer_refuses(family)
     shapes = recipe_shapes(recipe)
     chosen = recipe.train.memory
     plans = preset_plans(recipe, shapes, work, gpus)
     if chosen == "auto":
-        chosen = cheapest_fit(plans, gpu_bytes, family.trainer_refuses) if gpu_bytes else None
+        chosen = cheapest_fit(plans, gpu_bytes, refuses) if gpu_bytes else None
     if chosen:
         recipe = apply_preset(recipe, chosen)
         work = dataclasses.replace(work, image_size=recipe.data.max_image_size)
@@ -124,15 +125,15 @@ def run_plan(recipe, gpu_memory: str | None, gpus: int, input_images: int | None
     if recipe.train.memory not in (None, "auto") and plan.peak > gpu_bytes:
         raise UserError(f"train.memory={recipe.train.memory} needs {plan.peak / GB:.1f} GB per GPU; "
                         f"--gpu-memory is {gpu_bytes / GB:.1f} GB (table above)")
-    if recipe.train.memory in (None, "auto") and not all(refused_keys(n, family.trainer_refuses) for n in plans):
-        best = cheapest_fit(plans, gpu_bytes, family.trainer_refuses)
+    if recipe.train.memory in (None, "auto") and not all(refused_keys(n, refuses) for n in plans):
+        best = cheapest_fit(plans, gpu_bytes, refuses)
         if best is None:
             raise UserError(f"no preset fits {gpu_bytes / GB:.1f} GB; the smallest, 12gb, needs "
                             f"{plans['12gb'].peak / GB:.1f} GB (table above): lower data.max_image_size or add GPUs")
         print(f"cheapest preset that fits {gpu_bytes / GB:.0f} GB: train.memory={best} "
               f"({plans[best].peak / GB:.1f} GB predicted)", file=out)
-    if family.trainer_refuses:
-        print(f"note: {family.name} training does not take {' / '.join(family.trainer_refuses)} yet, which the "
+    if refuses:
+        print(f"note: {family.name} training does not take {' / '.join(refuses)} yet, which the "
               "presets set: they are planned, not applied (train.memory is refused); train as the recipe is (the "
               "first table)", file=out)
     return 0

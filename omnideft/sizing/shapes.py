@@ -75,13 +75,12 @@ def adapted_linears(model):
 @dataclass(frozen=True)
 class PlanFamily:
     """What `omnideft plan` asks a model family for (family.plan_entry()): its component configs for a model name,
-    how to count them into ModelShapes (which carry the family's activation model), the Workload fields it fixes,
-    and the recipe keys its trainer does not take yet (presets that set them are planned, not applied)."""
+    how to count them into ModelShapes (which carry the family's activation model) and the Workload fields it
+    fixes."""
     name: str
     configs: Callable[[str], tuple[dict, str]]  # model.name -> (configs by component, where they came from or "")
     count: Callable[[dict, object], ModelShapes]  # (configs, adapter spec) -> sizes, counted on the meta device
     workload: dict = field(default_factory=dict)  # Workload fields the family fixes
-    trainer_refuses: tuple[str, ...] = ()  # recipe keys a preset may set that its trainer refuses so far
 
     def shapes(self, name: str, spec) -> ModelShapes:
         configs, source = self.configs(name)

@@ -58,6 +58,15 @@ class Flux2Klein(ModelFamily):
             "tests/test_flux2.py::test_the_merged_export_is_a_diffusers_pipeline_folder")),
     }
 
+    parts = {  # ModelFamily.parts: imported when first asked
+        "target_modules": ".targets:target_modules",
+        "plan_entry": ".plan:plan_entry",
+        "lora_keys": ".export:lora_keys",
+        "training": ".training:Flux2Training",
+        "generator": ".generator:Flux2Generator",
+        "components": ".model:Flux2Components",
+    }
+
     def defaults(self, name: str) -> GenerationDefaults:
         """The base models: 50 steps at guidance 4 (their model cards and the pipeline's default); the step-distilled
         klein: 4 steps without guidance. A folder says which in its model_index.json (`is_distilled`); a hub id by
@@ -79,36 +88,6 @@ class Flux2Klein(ModelFamily):
         from omnideft.families.flux2.model import save_flux2
 
         save_flux2(components, folder)
-
-    def target_modules(self, transformer, preset, include_embedders: bool = False) -> list[str]:
-        from omnideft.families.flux2.targets import target_modules
-
-        return target_modules(transformer, preset, include_embedders)
-
-    def plan_entry(self):
-        from omnideft.families.flux2.plan import plan_entry
-
-        return plan_entry()
-
-    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
-        from omnideft.families.flux2.export import lora_keys
-
-        return lora_keys(fmt, factors, transformer)
-
-    def training_backend(self, settings):
-        from omnideft.families.flux2.training import Flux2Training
-
-        return Flux2Training(self, settings)
-
-    def generator_class(self):
-        from omnideft.families.flux2.generator import Flux2Generator
-
-        return Flux2Generator
-
-    def owns_components(self, components) -> bool:
-        from omnideft.families.flux2.model import Flux2Components
-
-        return isinstance(components, Flux2Components)
 
 
 def _is_distilled(name: str) -> bool:

@@ -48,8 +48,7 @@ TEXT_TOKENS = 512  # Flux2KleinPipeline pads every prompt to max_sequence_length
 
 def plan_entry() -> PlanFamily:
     return PlanFamily("flux2", flux2_configs, flux2_shapes,
-                      workload={"time_tokens": 0, "input_pixels": (MAX_PIXELS,), "text_tokens": TEXT_TOKENS},
-                      trainer_refuses=("model.quantize", "data.latents"))
+                      workload={"time_tokens": 0, "input_pixels": (MAX_PIXELS,), "text_tokens": TEXT_TOKENS})
 
 
 def flux2_configs(name: str) -> tuple[dict, str]:

@@ -44,6 +44,17 @@ class OmniGen(ModelFamily):
                                 "tests/test_families.py::test_export_round_trips_to_the_exact_merged_weights[omnigen]")),
     }
 
+    parts = {  # ModelFamily.parts: imported when first asked
+        "target_modules": ".targets:target_modules",
+        "plan_entry": ".plan:plan_entry",
+        "lora_keys": ".export:lora_keys",
+        "training": ".training:OmniGenTraining",
+        "generator": ".generator:OmniGenGenerator",
+        "components": ".model.loading:OmniGenComponents",
+        "pretraining": ".pretrain",
+        "convert_original": ".model.convert:convert_original_checkpoint",
+    }
+
     def defaults(self, name: str) -> GenerationDefaults:
         from omnideft.families.omnigen.processor import NEGATIVE_PROMPT
 
@@ -62,46 +73,6 @@ class OmniGen(ModelFamily):
         from omnideft.families.omnigen.model.loading import save_base
 
         save_base(components, folder, overwrite=True)
-
-    def target_modules(self, transformer, preset, include_embedders: bool = False) -> list[str]:
-        from omnideft.families.omnigen.targets import target_modules
-
-        return target_modules(transformer, preset, include_embedders)
-
-    def plan_entry(self):
-        from omnideft.families.omnigen.plan import plan_entry
-
-        return plan_entry()
-
-    def pretraining(self):
-        from omnideft.families.omnigen import pretrain
-
-        return pretrain
-
-    def convert_original(self, src: str, out: str):
-        from omnideft.families.omnigen.model.convert import convert_original_checkpoint
-
-        return convert_original_checkpoint(src, out)
-
-    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
-        from omnideft.families.omnigen.export import lora_keys
-
-        return lora_keys(fmt, factors, transformer)
-
-    def training_backend(self, settings):
-        from omnideft.families.omnigen.training import OmniGenTraining
-
-        return OmniGenTraining(self, settings)
-
-    def generator_class(self):
-        from omnideft.families.omnigen.generator import OmniGenGenerator
-
-        return OmniGenGenerator
-
-    def owns_components(self, components) -> bool:
-        from omnideft.families.omnigen.model.loading import OmniGenComponents
-
-        return isinstance(components, OmniGenComponents)
 
 
 FAMILY = OmniGen()

@@ -71,6 +71,15 @@ class OmniGen2(ModelFamily):
                      type=float, nargs=2, metavar=("START", "END")),
     )
 
+    parts = {  # ModelFamily.parts: imported when first asked
+        "target_modules": ".targets:target_modules",
+        "plan_entry": ".plan:plan_entry",
+        "lora_keys": ".export:lora_keys",
+        "training": ".training:OmniGen2Training",
+        "generator": ".generator:OmniGen2Generator",
+        "components": ".model.folder:OmniGen2Components",
+    }
+
     def defaults(self, name: str) -> GenerationDefaults:
         from omnideft.families.omnigen2.model.prompt import NEGATIVE_PROMPT
 
@@ -93,21 +102,6 @@ class OmniGen2(ModelFamily):
 
         save_omnigen2(components, folder, overwrite=True)
 
-    def target_modules(self, transformer, preset, include_embedders: bool = False) -> list[str]:
-        from omnideft.families.omnigen2.targets import target_modules
-
-        return target_modules(transformer, preset, include_embedders)
-
-    def plan_entry(self):
-        from omnideft.families.omnigen2.plan import plan_entry
-
-        return plan_entry()
-
-    def lora_keys(self, fmt: str, factors: dict, transformer) -> dict:
-        from omnideft.families.omnigen2.export import lora_keys
-
-        return lora_keys(fmt, factors, transformer)
-
     def adapter_extras(self, folder) -> str | None:
         from omnideft.families.omnigen2.mllm import has_mllm_adapter
 
@@ -121,21 +115,6 @@ class OmniGen2(ModelFamily):
             return ""
         components.mllm = merge_mllm_adapters(components.mllm, [(str(folder), 1.0)])
         return "its MLLM part folded into the MLLM"
-
-    def training_backend(self, settings):
-        from omnideft.families.omnigen2.training import OmniGen2Training
-
-        return OmniGen2Training(self, settings)
-
-    def generator_class(self):
-        from omnideft.families.omnigen2.generator import OmniGen2Generator
-
-        return OmniGen2Generator
-
-    def owns_components(self, components) -> bool:
-        from omnideft.families.omnigen2.model.folder import OmniGen2Components
-
-        return isinstance(components, OmniGen2Components)
 
 
 FAMILY = OmniGen2()

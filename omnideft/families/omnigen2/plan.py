@@ -41,8 +41,7 @@ COMPONENTS = ("transformer", "mllm", "vae")
 
 def plan_entry() -> PlanFamily:
     return PlanFamily("omnigen2", omnigen2_configs, omnigen2_shapes,
-                      workload={"time_tokens": 0, "input_pixels": MAX_INPUT_PIXELS},
-                      trainer_refuses=("model.quantize", "data.latents"))
+                      workload={"time_tokens": 0, "input_pixels": MAX_INPUT_PIXELS})
 
 
 def omnigen2_configs(name: str) -> tuple[dict, str]:
