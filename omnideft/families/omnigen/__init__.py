@@ -19,7 +19,7 @@ class OmniGen(ModelFamily):
     default = True
     # the shape-world study on the pretrained `small` (demo/run.py)
     pretrain_preset = "small"
-    demo_preset = {"demo": "study", "steps": 300, "samples": 256, "queries": 16, "retention_queries": 4,
+    demo_preset = {"demo": "study", "steps": 420, "samples": 256, "queries": 16, "retention_queries": 4,
                    "replay": 0.0, "compare": "lora"}
     # `omnigen`: PEFT's layout in the original module names, which the official package's merge_lora (PEFT 0.9) reads
     peft_layout_formats = ("omnigen",)
