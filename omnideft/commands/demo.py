@@ -13,7 +13,7 @@ def add_parser(sub):
     with_demo = [f for f in all_families() if f.demo_preset is not None]
     d = sub.add_parser("demo", help="offline end-to-end run: teach the shipped small OmniGen new tasks with DEFT",
                        description="Writes shards of tasks the pretrained `small` model never saw, trains a rank-8 "
-                                   "DEFT adapter on them (CPU, about a minute), then scores base and base + DEFT on "
+                                   "DEFT adapter on them (CPU, about 2.5 minutes), then scores base and base + DEFT on "
                                    "held-out queries of the new tasks and of the tasks the base knew: report.md, "
                                    "report.json, samples.png, retention.png, loss.png. Another --family runs its "
                                    "own demo preset (docs/models.md).")

@@ -46,7 +46,7 @@ class AdaptationStudy:
     retention_queries: int = 4  # held-out queries per known task
     denoising_samples: int = 32  # held-out shard samples per family for the denoising loss
     sampler_steps: int = 20
-    # grow: the base copies the query (IoU ~0.5) and a rank-8 adapter learns it in ~300 steps (IoU ~0.85); flip
+    # grow: the base copies the query (IoU ~0.5) and a rank-8 adapter learns it in ~400 steps (IoU ~0.86); flip
     # needs far more than a CPU minute (IoU 0.14 -> 0.28 after 150 steps), fill_like's shapes the base already draws
     new_tasks: list[str] = field(default_factory=lambda: ["grow"])
     known_tasks: list[str] = field(default_factory=lambda: task_names("A"))
