@@ -41,6 +41,7 @@ def atomic_path(path: str | os.PathLike, unique: bool = False, *, writer: str | 
         yield tmp
         if writer and tmp.is_dir():
             (tmp / OWNER_FILE).write_text(json.dumps({"written_by": writer}) + "\n")
+        share_safetensors(tmp)
     except OSError as exc:
         written = tree_bytes(tmp)
         remove_path(tmp)
@@ -57,6 +58,31 @@ def atomic_path(path: str | os.PathLike, unique: bool = False, *, writer: str | 
     except BaseException:
         remove_path(tmp)
         raise
+
+
+def share_safetensors(path: Path) -> None:
+    """Give each `.safetensors` file at or under `path` the mode any new file gets (0o666 less the umask), as the
+    config.json beside it has. Why: safetensors >= 0.8 writes through a temporary file created 0600 whatever the
+    umask (safetensors/safetensors#782; PEFT's and diffusers' save_pretrained call it), so a lab's colleagues could
+    not load an adapter or a model one of them trained."""
+    files = [path] if path.is_file() else path.rglob("*.safetensors") if path.is_dir() else []
+    mode = 0o666 & ~current_umask()
+    for file in files:
+        if file.suffix == ".safetensors" and not file.is_symlink():
+            file.chmod(mode)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux); else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _put_in_place(tmp: Path, final: Path, writer: str | None, replace: bool) -> None:

@@ -189,6 +189,8 @@ def test_saved_adapter_reloads_and_stock_peft_loads_native_ones(method_id, batch
     folder = save_adapter(model, tmp_path / "adapter", base_name="tiny", step=4)
     assert {p.name for p in folder.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors", "omnideft.json"}
     assert not list(tmp_path.glob(".tmp-*"))
+    mode = (folder / "adapter_config.json").stat().st_mode & 0o777  # colleagues read the weights as the config
+    assert all(f.stat().st_mode & 0o777 == mode for f in folder.glob("*.safetensors"))
     meta = json.loads((folder / "omnideft.json").read_text())
     fresh = load_omnigen("tiny", seed=0)
     assert meta["base"]["fingerprint"] == base_fingerprint(fresh.transformer)

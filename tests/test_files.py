@@ -3,9 +3,18 @@
 import os
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from omnideft.errors import UserError
-from omnideft.files import OWNER_FILE, TMP_PREFIX, atomic_path, check_output_folder, write_text_atomic
+from omnideft.files import (
+    OWNER_FILE,
+    TMP_PREFIX,
+    atomic_path,
+    check_output_folder,
+    current_umask,
+    write_text_atomic,
+)
 
 
 def test_a_file_replaces_the_old_one_only_when_complete(tmp_path):
@@ -71,3 +80,27 @@ def test_unique_temporaries_carry_the_process_id(tmp_path):
         assert tmp.name == f"{TMP_PREFIX}m.json.{os.getpid()}"
         tmp.write_text("{}")
     assert (tmp_path / "m.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_safetensors_files_get_the_mode_any_new_file_gets(tmp_path, umask):
+    """safetensors >= 0.8 creates its files 0600 whatever the umask; what atomic_path puts in place is readable as
+    the files beside it are (a file of another kind keeps the mode it was given)."""
+    before = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        with atomic_path(tmp_path / "w.safetensors") as tmp:
+            save_file({"a": torch.zeros(2)}, str(tmp))
+        with atomic_path(tmp_path / "model") as tmp:
+            (tmp / "sub").mkdir(parents=True)
+            save_file({"a": torch.zeros(2)}, str(tmp / "sub" / "m.safetensors"))
+            (tmp / "config.json").write_text("{}")
+            (tmp / "private.key").write_text("x")
+            (tmp / "private.key").chmod(0o600)
+    finally:
+        os.umask(before)
+    want = 0o666 & ~umask
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == want
+    assert (tmp_path / "model" / "sub" / "m.safetensors").stat().st_mode & 0o777 == want
+    assert (tmp_path / "model" / "config.json").stat().st_mode & 0o777 == want
+    assert (tmp_path / "model" / "private.key").stat().st_mode & 0o777 == 0o600

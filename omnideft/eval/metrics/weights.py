@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from omnideft.errors import UserError
+from omnideft.files import atomic_path
 
 
 def read_weights(path: str | None, flag: str) -> dict[str, torch.Tensor]:
@@ -45,10 +46,8 @@ def convert_pth(src: str, dst: str) -> Path:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{src}: expected a state dict of tensors")
     out = Path(dst)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     return out
 
 
