@@ -41,7 +41,7 @@ def atomic_path(path: str | os.PathLike, unique: bool = False, *, writer: str | 
         yield tmp
         if writer and tmp.is_dir():
             (tmp / OWNER_FILE).write_text(json.dumps({"written_by": writer}) + "\n")
-        share_safetensors(tmp)
+        share_safetensors(tmp, final.name)
     except OSError as exc:
         written = tree_bytes(tmp)
         remove_path(tmp)
@@ -60,16 +60,19 @@ def atomic_path(path: str | os.PathLike, unique: bool = False, *, writer: str | 
         raise
 
 
-def share_safetensors(path: Path) -> None:
-    """Give each `.safetensors` file at or under `path` the mode any new file gets (0o666 less the umask), as the
-    config.json beside it has. Why: safetensors >= 0.8 writes through a temporary file created 0600 whatever the
-    umask (safetensors/safetensors#782; PEFT's and diffusers' save_pretrained call it), so a lab's colleagues could
-    not load an adapter or a model one of them trained."""
-    files = [path] if path.is_file() else path.rglob("*.safetensors") if path.is_dir() else []
+def share_safetensors(path: Path, name: str) -> None:
+    """Give the `.safetensors` file `path` (a temporary name of the file `name`), or each one under the folder
+    `path`, the mode any new file gets (0o666 less the umask), as the config.json beside it has. Why: safetensors
+    >= 0.8 writes through a temporary file created 0600 whatever the umask (safetensors/safetensors#782; PEFT's and
+    diffusers' save_pretrained call it), so a lab's colleagues could not load an adapter or a model one of them
+    trained."""
+    if path.is_dir():
+        files = [f for f in path.rglob("*.safetensors") if f.is_file() and not f.is_symlink()]
+    else:
+        files = [path] if name.endswith(".safetensors") and path.is_file() and not path.is_symlink() else []
     mode = 0o666 & ~current_umask()
     for file in files:
-        if file.suffix == ".safetensors" and not file.is_symlink():
-            file.chmod(mode)
+        file.chmod(mode)
 
 
 def current_umask() -> int:

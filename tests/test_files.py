@@ -91,6 +91,8 @@ def test_safetensors_files_get_the_mode_any_new_file_gets(tmp_path, umask):
         assert current_umask() == umask
         with atomic_path(tmp_path / "w.safetensors") as tmp:
             save_file({"a": torch.zeros(2)}, str(tmp))
+        with atomic_path(tmp_path / "u.safetensors", unique=True) as tmp:  # the temporary name ends in the PID
+            save_file({"a": torch.zeros(2)}, str(tmp))
         with atomic_path(tmp_path / "model") as tmp:
             (tmp / "sub").mkdir(parents=True)
             save_file({"a": torch.zeros(2)}, str(tmp / "sub" / "m.safetensors"))
@@ -101,6 +103,7 @@ def test_safetensors_files_get_the_mode_any_new_file_gets(tmp_path, umask):
         os.umask(before)
     want = 0o666 & ~umask
     assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == want
+    assert (tmp_path / "u.safetensors").stat().st_mode & 0o777 == want
     assert (tmp_path / "model" / "sub" / "m.safetensors").stat().st_mode & 0o777 == want
     assert (tmp_path / "model" / "config.json").stat().st_mode & 0o777 == want
     assert (tmp_path / "model" / "private.key").stat().st_mode & 0o777 == 0o600

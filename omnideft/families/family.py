@@ -94,6 +94,10 @@ from typing import Any, Callable
 
 from omnideft.errors import UserError
 
+# recipe key -> the feature (ModelFamily.unsupported) a family declares when its trainer does not take that key
+RECIPE_FEATURES = {"model.quantize": "quantize", "data.latents": "latents", "camera.encoding": "camera",
+                   "adapter.mllm_targets": "mllm_targets"}
+
 
 @dataclass(frozen=True)
 class GenerationDefaults:
@@ -328,13 +332,12 @@ class ModelFamily:
         """The trainer's backend for `recipe`, after one line for the first recipe key this family declares
         unsupported (train.memory presets may set model.quantize and data.latents: docs/memory.md)."""
         camera, mllm = recipe.camera.encoding, recipe.adapter.mllm_targets
-        asked = (("quantize", "model.quantize", recipe.model.quantize),
-                 ("latents", "data.latents", recipe.data.latents),
-                 ("camera", "camera.encoding", camera not in ("auto", "none") and camera),  # auto: the data says
-                 ("mllm_targets", "adapter.mllm_targets", mllm != "none" and mllm))
-        for feature, key, value in asked:
+        asked = {"model.quantize": recipe.model.quantize, "data.latents": recipe.data.latents,
+                 "camera.encoding": camera not in ("auto", "none") and camera,  # auto: the data says
+                 "adapter.mllm_targets": mllm != "none" and mllm}
+        for key, value in asked.items():
             if value:
-                self.refuse(feature, f"{key}={value}")
+                self.refuse(RECIPE_FEATURES[key], f"{key}={value}")
         for i, item in enumerate(recipe.validation.prompts):
             if isinstance(item, dict):
                 if "camera" in item:

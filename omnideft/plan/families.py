@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omnideft.families.family import ModelFamily
+from omnideft.families.family import RECIPE_FEATURES, ModelFamily
 from omnideft.families.registry import get_family, is_preset, resolve_family
 from omnideft.sizing.shapes import PlanFamily
 
-# recipe key a preset sets -> the family feature (ModelFamily.unsupported) that a trainer refusing it declares
-PRESET_FEATURES = {"model.quantize": "quantize", "data.latents": "latents"}
+PRESET_KEYS = ("model.quantize", "data.latents")  # what a preset may set that a family's trainer may not take
 
 
 def model_family(model) -> ModelFamily:
@@ -29,4 +28,4 @@ def plan_family(model) -> PlanFamily:
 
 def trainer_refuses(family: ModelFamily) -> tuple[str, ...]:
     """The recipe keys a preset may set that `family`'s trainer does not take (from its `unsupported`)."""
-    return tuple(key for key, feature in PRESET_FEATURES.items() if not family.supports(feature))
+    return tuple(key for key in PRESET_KEYS if not family.supports(RECIPE_FEATURES[key]))
